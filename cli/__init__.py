@@ -1,0 +1,1 @@
+"""The `shoal` command: a thin shell over shared.client and the orchestrator/compute services."""

@@ -1,0 +1,1 @@
+"""Shoal's compute agent: registration, heartbeats, bidding, executions and engines."""

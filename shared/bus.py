@@ -1,0 +1,402 @@
+"""The only module that imports `nats`: connection, request/reply, JetStream streams and KV.
+
+Domain code sees `Bus`, `KV`, `Entry`, `Message` and `StreamMessage`, and Shoal's own errors;
+every nats-py exception is translated in `map_nats_errors()`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import nats
+import nats.errors
+import nats.js.api as jsapi
+import nats.js.errors as jserrors
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+
+from shared.errors import Conflict, NotFound, ShoalError, Unavailable
+
+log = logging.getLogger(__name__)
+
+MSG_ID = "Nats-Msg-Id"
+
+
+@contextlib.contextmanager
+def map_nats_errors(what: str) -> Iterator[None]:
+    """Translate nats-py errors into ShoalError, saying what we were doing."""
+    try:
+        yield
+    except ShoalError:
+        raise
+    except jserrors.KeyWrongLastSequenceError as exc:
+        raise Conflict(f"{what}: changed concurrently ({exc.description})") from exc
+    except (jserrors.KeyNotFoundError, jserrors.NotFoundError) as exc:
+        raise NotFound(f"{what}: not found") from exc
+    except jserrors.BadRequestError as exc:
+        if exc.err_code in (10071, 10164):  # wrong last sequence / key exists
+            raise Conflict(f"{what}: changed concurrently ({exc.description})") from exc
+        raise ShoalError(f"{what}: NATS refused the request ({exc.description})") from exc
+    except nats.errors.NoRespondersError as exc:
+        raise Unavailable(f"{what}: nobody is listening (is the service running?)") from exc
+    except (TimeoutError, nats.errors.TimeoutError, jserrors.ServiceUnavailableError) as exc:
+        raise Unavailable(f"{what}: timed out waiting for NATS") from exc
+    except (nats.errors.ConnectionClosedError, nats.errors.NoServersError, OSError) as exc:
+        raise Unavailable(f"{what}: NATS is unreachable ({exc})") from exc
+    except nats.errors.Error as exc:
+        raise ShoalError(f"{what}: {exc}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A core NATS message; `reply` is empty when no answer is expected."""
+
+    subject: str
+    data: bytes
+    reply: str
+    headers: dict[str, str] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A KV value with its revision (for CAS); `value` is None for a deleted key."""
+
+    key: str
+    value: bytes | None
+    revision: int
+
+
+Handler = Callable[[Message], Awaitable[None]]
+
+
+class StreamMessage:
+    """A JetStream message from a pull consumer, to ack once applied."""
+
+    def __init__(self, msg: Msg) -> None:
+        self._msg = msg
+        self.subject = msg.subject
+        self.data = msg.data
+        self.headers = msg.headers
+        meta = msg.metadata
+        self.delivered = meta.num_delivered
+        self.sequence = meta.sequence.stream
+        self.timestamp = meta.timestamp
+
+    async def ack(self) -> None:
+        with map_nats_errors("ack"):
+            await self._msg.ack()
+
+    async def nak(self, delay: float | None = None) -> None:
+        with map_nats_errors("nak"):
+            await self._msg.nak(delay=delay)
+
+    async def term(self) -> None:
+        with map_nats_errors("term"):
+            await self._msg.term()
+
+
+class PullConsumer:
+    """A durable pull consumer: fetch a batch, process, ack each."""
+
+    def __init__(self, sub: Any, name: str) -> None:
+        self._sub = sub
+        self.name = name
+
+    async def fetch(self, batch: int = 64, timeout: float = 1.0) -> list[StreamMessage]:
+        try:
+            msgs = await self._sub.fetch(batch, timeout=timeout)
+        except (TimeoutError, nats.errors.TimeoutError):
+            return []
+        except nats.errors.ConnectionClosedError as exc:
+            raise Unavailable(f"fetch from {self.name}: connection closed") from exc
+        return [StreamMessage(m) for m in msgs]
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._sub.unsubscribe()
+
+
+class KV:
+    """A JetStream key-value bucket with compare-and-swap writes."""
+
+    def __init__(self, kv: Any, bucket: str) -> None:
+        self._kv = kv
+        self.bucket = bucket
+
+    async def get(self, key: str) -> Entry | None:
+        try:
+            entry = await self._kv.get(key)
+        except (jserrors.KeyNotFoundError, jserrors.KeyDeletedError):
+            return None
+        except Exception as exc:
+            with map_nats_errors(f"read {self.bucket}/{key}"):
+                raise exc
+            raise
+        return Entry(key, entry.value, entry.revision)
+
+    async def create(self, key: str, value: bytes) -> int:
+        """Write only if the key does not exist (or was deleted); Conflict otherwise."""
+        with map_nats_errors(f"create {self.bucket}/{key}"):
+            try:
+                return int(await self._kv.create(key, value))
+            except jserrors.KeyWrongLastSequenceError as exc:
+                raise Conflict(f"{self.bucket}/{key} already exists") from exc
+
+    async def update(self, key: str, value: bytes, revision: int) -> int:
+        """Compare-and-swap: write only if the key is still at `revision`."""
+        if revision <= 0:
+            return await self.create(key, value)
+        with map_nats_errors(f"update {self.bucket}/{key}"):
+            return int(await self._kv.update(key, value, last=revision))
+
+    async def put(self, key: str, value: bytes) -> int:
+        with map_nats_errors(f"put {self.bucket}/{key}"):
+            return int(await self._kv.put(key, value))
+
+    async def delete(self, key: str) -> None:
+        with map_nats_errors(f"delete {self.bucket}/{key}"):
+            await self._kv.delete(key)
+
+    async def keys(self, pattern: str = ">") -> list[str]:
+        out: list[str] = []
+        async for entry in self.watch(pattern, meta_only=True):
+            if entry is None:
+                break
+            if entry.value is not None:
+                out.append(entry.key)
+        return out
+
+    async def watch(
+        self, pattern: str = ">", *, meta_only: bool = False
+    ) -> AsyncIterator[Entry | None]:
+        """Current values, then None (caught up), then every change, forever."""
+        with map_nats_errors(f"watch {self.bucket}/{pattern}"):
+            watcher = await self._kv.watch(pattern, meta_only=meta_only, inactive_threshold=30)
+        try:
+            while True:
+                item = await watcher.updates(timeout=None)
+                if item is None:
+                    yield None
+                    continue
+                deleted = item.operation in ("DEL", "PURGE")
+                yield Entry(item.key, None if deleted else (item.value or b""), item.revision)
+        finally:
+            with contextlib.suppress(Exception):
+                await watcher.stop()
+
+
+class Bus:
+    """One NATS connection with the few operations Shoal needs."""
+
+    def __init__(self, nc: NatsClient, replicas: int = 1) -> None:
+        self._nc = nc
+        self._js = nc.jetstream()
+        self.replicas = replicas
+        self._subs: list[Any] = []
+
+    @classmethod
+    async def connect(
+        cls,
+        url: str,
+        *,
+        creds: str | None = None,
+        name: str = "shoal",
+        fail_fast: bool = False,
+        replicas: int = 1,
+        tls_ca: str | None = None,
+    ) -> Bus:
+        """Connect. `fail_fast` (the CLI) gives up after one quick try per server."""
+
+        async def on_error(exc: Exception) -> None:
+            log.debug("nats: %s", exc)
+
+        options: dict[str, Any] = {
+            "servers": [u.strip() for u in url.split(",") if u.strip()],
+            "name": name,
+            "error_cb": on_error,
+            "connect_timeout": 2,
+            "max_reconnect_attempts": 1 if fail_fast else -1,
+            "reconnect_time_wait": 0.05 if fail_fast else 0.5,
+            "ping_interval": 10,
+        }
+        if creds:
+            options["user_credentials"] = creds
+        if tls_ca:
+            import ssl
+
+            options["tls"] = ssl.create_default_context(cafile=tls_ca)
+        try:
+            nc = await nats.connect(**options)
+        except (TimeoutError, nats.errors.NoServersError, OSError) as exc:
+            raise Unavailable(
+                f"cannot reach NATS at {url} ({exc or type(exc).__name__}); "
+                "is the server running? (start one with `shoal devstack`)"
+            ) from exc
+        except nats.errors.Error as exc:
+            raise Unavailable(f"cannot connect to NATS at {url}: {exc}") from exc
+        return cls(nc, replicas=replicas)
+
+    @property
+    def connected(self) -> bool:
+        return bool(self._nc.is_connected)
+
+    async def close(self) -> None:
+        if self._nc.is_closed:
+            return
+        with contextlib.suppress(Exception):
+            await self._nc.drain()
+        with contextlib.suppress(Exception):
+            await self._nc.close()
+
+    async def flush(self) -> None:
+        with map_nats_errors("flush"):
+            await self._nc.flush(timeout=5)
+
+    # ---- core NATS ----------------------------------------------------------------------------
+
+    async def publish(self, subject: str, data: bytes) -> None:
+        with map_nats_errors(f"publish {subject}"):
+            await self._nc.publish(subject, data)
+
+    async def request(self, subject: str, data: bytes, timeout: float = 5.0) -> bytes:
+        with map_nats_errors(f"request {subject}"):
+            msg = await self._nc.request(subject, data, timeout=timeout)
+        return bytes(msg.data)
+
+    async def respond(self, message: Message, data: bytes) -> None:
+        if message.reply:
+            with map_nats_errors(f"reply on {message.subject}"):
+                await self._nc.publish(message.reply, data)
+
+    async def subscribe(self, subject: str, handler: Handler, queue: str = "") -> Any:
+        """Call `handler` for each message, one at a time per subscription, in order."""
+
+        async def callback(msg: Msg) -> None:
+            headers = dict(msg.headers) if msg.headers else None
+            try:
+                await handler(Message(msg.subject, msg.data, msg.reply, headers))
+            except Exception:  # a handler bug must not kill the subscription
+                log.exception("handler for %s failed", msg.subject)
+
+        with map_nats_errors(f"subscribe {subject}"):
+            sub = await self._nc.subscribe(
+                subject, queue=queue, cb=callback, pending_msgs_limit=1_000_000
+            )
+        self._subs.append(sub)
+        return sub
+
+    async def subscription(self, subject: str) -> AsyncIterator[Message]:
+        """Messages on `subject` as an async iterator, until the caller stops."""
+        with map_nats_errors(f"subscribe {subject}"):
+            sub = await self._nc.subscribe(subject)
+        try:
+            async for msg in sub.messages:
+                yield Message(msg.subject, msg.data, msg.reply, None)
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    # ---- JetStream -------------------------------------------------------------------------------
+
+    async def ensure_stream(
+        self,
+        name: str,
+        subjects: list[str],
+        *,
+        work_queue: bool = False,
+        max_msgs_per_subject: int = -1,
+        max_bytes: int | None = None,
+        max_age: float | None = None,
+        duplicate_window: float = 120.0,
+    ) -> None:
+        config = jsapi.StreamConfig(
+            name=name,
+            subjects=subjects,
+            retention=jsapi.RetentionPolicy.WORK_QUEUE
+            if work_queue
+            else jsapi.RetentionPolicy.LIMITS,
+            storage=jsapi.StorageType.FILE,
+            num_replicas=self.replicas,
+            max_msgs_per_subject=max_msgs_per_subject,
+            max_bytes=max_bytes,
+            max_age=max_age,
+            duplicate_window=duplicate_window,
+            allow_direct=True,
+        )
+        with map_nats_errors(f"create stream {name}"):
+            try:
+                await self._js.add_stream(config)
+            except jserrors.BadRequestError:
+                await self._js.update_stream(config)
+
+    async def js_publish(
+        self, subject: str, data: bytes, msg_id: str = "", timeout: float = 5.0
+    ) -> int:
+        """Durable publish; `msg_id` makes a resend within the duplicate window a no-op."""
+        headers = {MSG_ID: msg_id} if msg_id else None
+        with map_nats_errors(f"publish {subject}"):
+            ack = await self._js.publish(subject, data, timeout=timeout, headers=headers)
+        return int(ack.seq)
+
+    async def pull_consumer(
+        self, stream: str, durable: str, subject: str, ack_wait: float = 30.0
+    ) -> PullConsumer:
+        config = jsapi.ConsumerConfig(ack_wait=ack_wait, max_deliver=-1, max_ack_pending=20_000)
+        with map_nats_errors(f"consumer {durable} on {stream}"):
+            sub = await self._js.pull_subscribe(
+                subject, durable=durable, stream=stream, config=config
+            )
+        return PullConsumer(sub, durable)
+
+    async def replay(
+        self, stream: str, subject: str, *, follow: bool = False, idle: float = 0.5
+    ) -> AsyncIterator[StreamMessage]:
+        """Every stored message on `subject` in order; with `follow`, then new ones forever."""
+        with map_nats_errors(f"read {stream}"):
+            try:
+                info = await self._js.stream_info(stream, subjects_filter=subject)
+                pending = sum((info.state.subjects or {}).values()) if info.state else 0
+            except jserrors.NotFoundError:
+                pending = 0
+            if pending == 0 and not follow:
+                return
+            sub = await self._js.subscribe(
+                subject,
+                stream=stream,
+                ordered_consumer=True,
+                deliver_policy=jsapi.DeliverPolicy.ALL,
+            )
+        seen = 0
+        try:
+            while True:
+                try:
+                    msg = await sub.next_msg(timeout=None if follow else idle * 10)
+                except (TimeoutError, nats.errors.TimeoutError):
+                    return
+                seen += 1
+                yield StreamMessage(msg)
+                if not follow and seen >= pending:
+                    return
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def kv(self, bucket: str, *, history: int = 1, ttl: float | None = None) -> KV:
+        """Open (creating if needed) a KV bucket."""
+        with map_nats_errors(f"open bucket {bucket}"):
+            try:
+                kv = await self._js.key_value(bucket)
+            except jserrors.BucketNotFoundError:
+                config = jsapi.KeyValueConfig(
+                    bucket=bucket,
+                    history=history,
+                    ttl=ttl,
+                    replicas=self.replicas,
+                    storage=jsapi.StorageType.FILE,
+                )
+                kv = await self._js.create_key_value(config)
+        return KV(kv, bucket)

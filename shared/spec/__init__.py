@@ -1,0 +1,31 @@
+"""The user's job spec: models, typed params, and the loader from YAML/JSON text."""
+
+from shared.spec.loader import load_spec, parse_document, spec_from_data
+from shared.spec.models import (
+    Constraint,
+    InputSource,
+    JobSpec,
+    JobType,
+    Network,
+    Resources,
+    ResultPath,
+    SpecConfig,
+    Task,
+    Timeouts,
+)
+
+__all__ = [
+    "Constraint",
+    "InputSource",
+    "JobSpec",
+    "JobType",
+    "Network",
+    "Resources",
+    "ResultPath",
+    "SpecConfig",
+    "Task",
+    "Timeouts",
+    "load_spec",
+    "parse_document",
+    "spec_from_data",
+]

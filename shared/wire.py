@@ -1,0 +1,376 @@
+# mypy: disable-error-code="misc"
+"""Every message and stored record on NATS, as frozen msgspec Structs with PascalCase JSON keys."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, TypeVar
+
+import msgspec
+
+from shared.errors import InvalidSpec, Problem
+
+_UPPER = {"id", "cpu", "gpu", "url", "cid", "ttl", "rss"}
+
+
+def _pascal(name: str) -> str:
+    return "".join(p.upper() if p in _UPPER else p.capitalize() for p in name.split("_"))
+
+
+class Wire(
+    msgspec.Struct, frozen=True, kw_only=True, rename=_pascal, omit_defaults=True, tag_field="Type"
+):
+    """Base of every wire struct: immutable, PascalCase on the wire, defaults omitted."""
+
+
+JobState = Literal["Pending", "Queued", "Running", "Completed", "Failed", "Stopped"]
+TERMINAL_JOB_STATES: frozenset[str] = frozenset({"Completed", "Failed", "Stopped"})
+
+DesiredState = Literal["running", "stopped"]
+ComputeState = Literal[
+    "offered",  # written before the bid is sent
+    "accepted",  # the node took it
+    "running",
+    "completed",
+    "failed",
+    "cancelled",
+    "rejected",  # the node declined the bid; never counts as an attempt
+    "lost",  # the node went away or forgot it
+]
+TERMINAL_COMPUTE_STATES: frozenset[str] = frozenset(
+    {"completed", "failed", "cancelled", "rejected", "lost"}
+)
+LIVE_COMPUTE_STATES: frozenset[str] = frozenset({"offered", "accepted", "running"})
+
+Approval = Literal["APPROVED", "PENDING", "REJECTED"]
+Connection = Literal["CONNECTED", "DISCONNECTED"]
+
+
+# ---- nodes ---------------------------------------------------------------------------------
+
+
+class Capacity(Wire):
+    cpu_millis: int = 0
+    memory_bytes: int = 0
+    disk_bytes: int = 0
+    gpus: int = 0
+    executions: int = 0  # slots; 0 = unlimited
+
+
+class NodeInfo(Wire):
+    id: str
+    labels: dict[str, str] = {}
+    engines: list[str] = []
+    publishers: list[str] = []
+    sources: list[str] = []
+    capacity: Capacity = Capacity()
+    version: str = ""
+    network: bool = True  # whether tasks may have network access here
+
+
+class RunningExecution(Wire):
+    id: str
+    job_id: str
+    state: ComputeState = "running"
+
+
+class Hello(Wire):
+    node: NodeInfo
+    running: list[RunningExecution] = []
+    boot_id: str = ""  # changes every process start: tells a restart from a reconnect
+
+
+class HelloReply(Wire):
+    approval: Approval
+    heartbeat_interval: float
+    cancel: list[str] = []  # executions the node reported that it must stop
+
+
+class Heartbeat(Wire):
+    node_id: str
+    seq: int
+    free: Capacity
+    running: list[str] = []
+    boot_id: str = ""
+    sent_at: float = 0.0
+
+
+class NodeRecord(Wire):
+    """The `shoal-nodes` KV value: written on transitions, never on every heartbeat."""
+
+    info: NodeInfo
+    approval: Approval = "APPROVED"
+    connection: Connection = "CONNECTED"
+    drain: bool = False
+    boot_id: str = ""
+    first_seen: float = 0.0
+    last_transition: float = 0.0
+    message: str = ""
+
+
+# ---- executions ----------------------------------------------------------------------------
+
+
+class ResultRef(Wire):
+    publisher: str  # nats | local | s3 | ipfs | noop
+    location: str = ""  # object name, path, s3 URL or CID
+    size: int = 0
+
+
+class ExecutionOrder(Wire):
+    """What a node is offered (bid) and, once accepted, runs."""
+
+    execution_id: str
+    job_id: str
+    job_type: str
+    namespace: str = "default"
+    job_version: int = 1
+    partition: int = 0
+    attempt: int = 1
+    spec: msgspec.Raw = msgspec.Raw(b"{}")  # the canonical JobSpec JSON
+
+
+class BidReply(Wire):
+    accepted: bool
+    reason: str = ""
+
+
+class CancelCommand(Wire, tag="cancel"):
+    execution_id: str
+    reason: str = ""
+
+
+class RunCommand(Wire, tag="run"):
+    order: ExecutionOrder
+
+
+Command = CancelCommand | RunCommand
+
+
+class CommandAck(Wire):
+    ok: bool
+    message: str = ""
+
+
+class ExecutionUpdate(Wire):
+    """A compute-side state change, published durably to SHOAL_UPDATES."""
+
+    execution_id: str
+    job_id: str
+    node_id: str
+    state: ComputeState
+    exit_code: int | None = None
+    error: str = ""
+    retryable: bool = True
+    timed_out: bool = False
+    result: ResultRef | None = None
+    at: float = 0.0
+
+
+class ExecutionRecord(Wire):
+    """The `shoal-executions` KV value."""
+
+    id: str
+    job_id: str
+    namespace: str
+    node_id: str
+    job_version: int = 1
+    partition: int = 0
+    attempt: int = 1
+    desired_state: DesiredState = "running"
+    compute_state: ComputeState = "offered"
+    exit_code: int | None = None
+    error: str = ""
+    retryable: bool = True
+    result: ResultRef | None = None
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+    @property
+    def live(self) -> bool:
+        return self.compute_state in LIVE_COMPUTE_STATES
+
+
+# ---- jobs ----------------------------------------------------------------------------------
+
+
+class JobRecord(Wire):
+    """The `shoal-jobs` KV value: spec and state of one job."""
+
+    id: str
+    name: str
+    namespace: str
+    type: str
+    spec: msgspec.Raw
+    version: int = 1
+    state: JobState = "Pending"
+    state_message: str = ""
+    priority: int = 0
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    queued_since: float = 0.0
+    max_attempts: int = 3
+
+
+class JobEvent(Wire):
+    """One line of a job's history, on `shoal.v1.events.<job-id>`."""
+
+    job_id: str
+    at: float
+    kind: str  # job | execution
+    message: str
+    state: str = ""
+    previous_state: str = ""
+    execution_id: str = ""
+    node_id: str = ""
+
+
+class Evaluation(Wire):
+    job_id: str
+    namespace: str
+    trigger: str
+    priority: int = 0
+    at: float = 0.0
+
+
+# ---- API -----------------------------------------------------------------------------------
+
+
+class ApiError(Wire):
+    code: str
+    message: str
+    problems: list[str] = []
+
+
+class ApiReply(Wire):
+    ok: bool
+    error: ApiError | None = None
+    data: msgspec.Raw | None = None
+
+
+class SubmitRequest(Wire):
+    """Either `spec` (the JobSpec as a JSON object) or `spec_text` (YAML/JSON, maybe templated)."""
+
+    spec: msgspec.Raw | None = None
+    spec_text: str = ""
+    variables: dict[str, str] = {}
+    force: bool = False
+
+
+class SubmitReply(Wire):
+    job_id: str
+    version: int
+    changed: bool = True
+    warnings: list[str] = []
+
+
+class JobRef(Wire):
+    job_id: str
+    namespace: str = ""
+
+
+class ListRequest(Wire):
+    namespace: str = ""
+    limit: int = 100
+    states: list[str] = []
+
+
+class StopRequest(Wire):
+    job_id: str
+    reason: str = "stopped by user"
+
+
+class ExecutionView(Wire):
+    id: str
+    node_id: str
+    partition: int
+    attempt: int
+    desired_state: str
+    compute_state: str
+    exit_code: int | None = None
+    error: str = ""
+    result: ResultRef | None = None
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+
+class JobView(Wire):
+    id: str
+    name: str
+    namespace: str
+    type: str
+    state: JobState
+    state_message: str = ""
+    version: int = 1
+    priority: int = 0
+    count: int | None = None
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    executions: list[ExecutionView] = []
+    spec: msgspec.Raw | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL_JOB_STATES
+
+
+class JobList(Wire):
+    jobs: list[JobView]
+
+
+class ExecutionList(Wire):
+    executions: list[ExecutionView]
+
+
+class History(Wire):
+    events: list[JobEvent]
+
+
+class NodeRef(Wire):
+    node_id: str
+
+
+class NodeView(Wire):
+    id: str
+    labels: dict[str, str]
+    connection: Connection
+    approval: Approval
+    engines: list[str]
+    capacity: Capacity
+    free: Capacity | None = None
+    drain: bool = False
+    running: list[str] = []
+    last_seen: float = 0.0
+    message: str = ""
+
+
+class NodeList(Wire):
+    nodes: list[NodeView]
+
+
+# ---- codec ---------------------------------------------------------------------------------
+
+T = TypeVar("T")
+
+_encoder = msgspec.json.Encoder()
+_decoders: dict[Any, msgspec.json.Decoder[Any]] = {}
+
+
+def encode(value: Any) -> bytes:
+    return _encoder.encode(value)
+
+
+def decode(data: bytes | bytearray | memoryview, kind: type[T], *, what: str = "") -> T:
+    """Decode a message; a malformed one raises InvalidSpec saying which field is wrong."""
+    decoder = _decoders.get(kind)
+    if decoder is None:
+        decoder = _decoders[kind] = msgspec.json.Decoder(kind)
+    try:
+        return decoder.decode(data)  # type: ignore[no-any-return]
+    except msgspec.ValidationError as exc:
+        raise InvalidSpec([Problem(what or kind.__name__, f"malformed message: {exc}")]) from None
+    except msgspec.DecodeError as exc:
+        raise InvalidSpec([Problem(what or kind.__name__, f"not valid JSON: {exc}")]) from None
+
+
+def decode_command(data: bytes) -> Command:
+    return decode(data, Command, what="command")  # type: ignore[arg-type]
