@@ -120,6 +120,28 @@ class PullConsumer:
             await self._sub.unsubscribe()
 
 
+class Inbox:
+    """Messages on one subject, pulled one at a time; close() when done."""
+
+    def __init__(self, sub: Any, subject: str) -> None:
+        self._sub = sub
+        self.subject = subject
+
+    async def next(self, timeout: float | None = None) -> Message | None:
+        """The next message, or None after `timeout` seconds."""
+        try:
+            msg = await self._sub.next_msg(timeout=timeout)
+        except (nats.errors.TimeoutError, TimeoutError):
+            return None
+        except nats.errors.ConnectionClosedError as exc:
+            raise Unavailable(f"subscription {self.subject}: connection closed") from exc
+        return Message(msg.subject, msg.data, msg.reply, None)
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._sub.unsubscribe()
+
+
 class KV:
     """A JetStream key-value bucket with compare-and-swap writes."""
 
@@ -289,16 +311,11 @@ class Bus:
         self._subs.append(sub)
         return sub
 
-    async def subscription(self, subject: str) -> AsyncIterator[Message]:
-        """Messages on `subject` as an async iterator, until the caller stops."""
+    async def subscription(self, subject: str) -> Inbox:
+        """A subscription read with `await inbox.next(timeout)`; live once this returns."""
         with map_nats_errors(f"subscribe {subject}"):
             sub = await self._nc.subscribe(subject)
-        try:
-            async for msg in sub.messages:
-                yield Message(msg.subject, msg.data, msg.reply, None)
-        finally:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+        return Inbox(sub, subject)
 
     # ---- JetStream -------------------------------------------------------------------------------
 

@@ -16,11 +16,11 @@ def _pascal(name: str) -> str:
     return "".join(p.upper() if p in _UPPER else p.capitalize() for p in name.split("_"))
 
 
-class Wire(
-    msgspec.Struct, frozen=True, kw_only=True, rename=_pascal, omit_defaults=True, tag_field="Type"
-):
+class Wire(msgspec.Struct, frozen=True, kw_only=True, rename=_pascal, omit_defaults=True):
     """Base of every wire struct: immutable, PascalCase on the wire, defaults omitted."""
 
+
+NULL = msgspec.Raw(b"null")
 
 JobState = Literal["Pending", "Queued", "Running", "Completed", "Failed", "Stopped"]
 TERMINAL_JOB_STATES: frozenset[str] = frozenset({"Completed", "Failed", "Stopped"})
@@ -134,12 +134,12 @@ class BidReply(Wire):
     reason: str = ""
 
 
-class CancelCommand(Wire, tag="cancel"):
+class CancelCommand(Wire, tag="cancel", tag_field="Kind"):
     execution_id: str
     reason: str = ""
 
 
-class RunCommand(Wire, tag="run"):
+class RunCommand(Wire, tag="run", tag_field="Kind"):
     order: ExecutionOrder
 
 
@@ -244,13 +244,13 @@ class ApiError(Wire):
 class ApiReply(Wire):
     ok: bool
     error: ApiError | None = None
-    data: msgspec.Raw | None = None
+    data: msgspec.Raw = NULL
 
 
 class SubmitRequest(Wire):
     """Either `spec` (the JobSpec as a JSON object) or `spec_text` (YAML/JSON, maybe templated)."""
 
-    spec: msgspec.Raw | None = None
+    spec: msgspec.Raw = NULL
     spec_text: str = ""
     variables: dict[str, str] = {}
     force: bool = False
@@ -306,7 +306,7 @@ class JobView(Wire):
     created_at: float = 0.0
     updated_at: float = 0.0
     executions: list[ExecutionView] = []
-    spec: msgspec.Raw | None = None
+    spec: msgspec.Raw = NULL
 
     @property
     def terminal(self) -> bool:

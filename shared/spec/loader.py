@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -10,12 +11,20 @@ import yaml
 from pydantic import ValidationError
 
 from shared.errors import InvalidSpec, Problem
-from shared.spec.models import JobSpec, SpecConfig, Task
-from shared.spec.normalize import join, normalize_keys, normalize_task
-from shared.spec.params import ENGINE_PARAMS, PUBLISHER_PARAMS, SOURCE_PARAMS, Params
+from shared.spec.models import JobSpec
+from shared.spec.normalize import normalize_keys, normalize_task
+from shared.spec.params import Params
+from shared.spec.problems import dedupe, join, kind_of, problems_from, short
 from shared.template import render
 
 MAX_SPEC_BYTES = 8 * 1024 * 1024
+#: Deepest nesting of mappings and lists accepted (the spec itself needs about 10).
+MAX_DEPTH = 64
+#: Most values a document may hold once YAML aliases are expanded (a "billion laughs" guard).
+MAX_VALUES = 1_000_000
+_MAX_SHAPE_PROBLEMS = 20
+
+_EMPTY = "the spec is empty; a job needs at least Type and Tasks"
 
 
 def load_spec(
@@ -41,11 +50,104 @@ def load_spec(
     return spec_from_data(parse_document(text, source=source), source=source)
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 core-schema scalars and duplicate keys refused.
+
+    YAML 1.1 (PyYAML's default) silently rewrites what users mean as text: `yes`/`on` become
+    true, `010` becomes 8, `12:30` becomes 750, `2024-01-01` a date, and a lone `=` is an error.
+    Like Go's YAML decoders, only `true`/`false`, `null`/`~` and decimal, `0x`/`0o` numbers are
+    typed here; everything else stays text.
+    """
+
+    yaml_implicit_resolvers: dict[Any, list[tuple[str, re.Pattern[str]]]] = {}
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[str] = set()
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != _MERGE:
+                if key_node.value in seen:
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping",
+                        node.start_mark,
+                        f"found duplicate key {key_node.value!r}",
+                        key_node.start_mark,
+                    )
+                seen.add(key_node.value)
+        return super().construct_mapping(node, deep=deep)
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        text = str(self.construct_scalar(node))
+        sign = -1 if text.startswith("-") else 1
+        digits = text.lstrip("+-")
+        base = {"0x": 16, "0o": 8}.get(digits[:2], 10)
+        return _Int(sign * int(digits[2:] if base != 10 else digits, base), text)
+
+    def construct_yaml_float(self, node: yaml.ScalarNode) -> float:
+        text = str(self.construct_scalar(node))
+        if text.lower().endswith((".inf", ".nan")):
+            return _Float(text.lower().replace(".", ""), text)
+        return _Float(text, text)
+
+
+class _Int(int):
+    """A YAML integer that prints as written, so that `- 010` in a list of text stays `010`."""
+
+    text: str
+
+    def __new__(cls, value: int, text: str) -> _Int:
+        number = super().__new__(cls, value)
+        number.text = text
+        return number
+
+    def __str__(self) -> str:
+        return self.text
+
+
+class _Float(float):
+    """A YAML float that prints as written, so that `--version 1.10` does not become `1.1`."""
+
+    text: str
+
+    def __new__(cls, value: str, text: str) -> _Float:
+        number = super().__new__(cls, value)
+        number.text = text
+        return number
+
+    def __str__(self) -> str:
+        return self.text
+
+
+_MERGE = "tag:yaml.org,2002:merge"
+_Loader.yaml_implicit_resolvers = {}
+for _first, _resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items():
+    _kept = [(tag, rx) for tag, rx in _resolvers if tag in (_MERGE, "tag:yaml.org,2002:null")]
+    if _kept:
+        _Loader.yaml_implicit_resolvers[_first] = _kept
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:int",
+    re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$"),
+    list("-+0123456789"),
+)
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+    ),
+    list("-+.0123456789"),
+)
+_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
+_Loader.add_constructor("tag:yaml.org,2002:float", _Loader.construct_yaml_float)
+
+
 def parse_document(text: str, *, source: str = "") -> Any:
     """YAML (JSON is tried first, for its better error positions); empty documents refused."""
-    stripped = text.strip()
+    stripped = text.strip().removeprefix("\ufeff").lstrip()
     if not stripped:
-        raise InvalidSpec("the spec is empty; a job needs at least Type and Tasks", source=source)
+        raise InvalidSpec(_EMPTY, source=source)
     if stripped.startswith("{"):
         try:
             return json.loads(stripped)
@@ -54,18 +156,22 @@ def parse_document(text: str, *, source: str = "") -> Any:
                 [Problem(f"line {exc.lineno}, column {exc.colno}", f"invalid JSON: {exc.msg}")],
                 source=source,
             ) from None
+        except RecursionError:
+            raise InvalidSpec("invalid JSON: nested too deeply", source=source) from None
     try:
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+        docs = [d for d in yaml.load_all(text, Loader=_Loader) if d is not None]
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise InvalidSpec(
             [Problem(where, f"invalid YAML: {exc.problem or exc}")], source=source
         ) from None
-    except (yaml.YAMLError, RecursionError, ValueError) as exc:
+    except RecursionError:
+        raise InvalidSpec("invalid YAML: nested too deeply", source=source) from None
+    except (yaml.YAMLError, ValueError, OverflowError) as exc:
         raise InvalidSpec(f"invalid YAML: {exc}", source=source) from None
     if not docs:
-        raise InvalidSpec("the spec is empty; a job needs at least Type and Tasks", source=source)
+        raise InvalidSpec(_EMPTY, source=source)
     if len(docs) > 1:
         raise InvalidSpec(
             f"the file holds {len(docs)} YAML documents; submit one job per file", source=source
@@ -76,8 +182,12 @@ def parse_document(text: str, *, source: str = "") -> Any:
 def spec_from_data(data: Any, *, source: str = "") -> JobSpec:
     """Validate an already-parsed document (what an API client sends as JSON)."""
     if not isinstance(data, dict):
-        raise InvalidSpec(f"the spec must be a mapping of fields, not {_kind(data)}", source=source)
-    problems: list[Problem] = []
+        raise InvalidSpec(
+            f"the spec must be a mapping of fields, not {kind_of(data)}", source=source
+        )
+    problems = check_shape(data)
+    if problems:
+        raise InvalidSpec(problems, source=source)
     data = normalize_keys(data, JobSpec, "", problems)
     tasks = data.get("Tasks")
     if isinstance(tasks, list):
@@ -85,18 +195,11 @@ def spec_from_data(data: Any, *, source: str = "") -> JobSpec:
     try:
         spec = JobSpec.model_validate(data)
     except ValidationError as exc:
-        problems.extend(_problems(exc, ""))
-        raise InvalidSpec(_dedupe(problems), source=source) from None
-    except RecursionError:
-        raise InvalidSpec("the spec is nested too deeply", source=source) from None
-    tasks = []
-    for i, task in enumerate(spec.tasks):
-        task, found = _check_params(task, join("Tasks", i))
-        tasks.append(task)
-        problems.extend(found)
+        problems.extend(problems_from(exc, ""))
+        raise InvalidSpec(dedupe(problems), source=source) from None
     if problems:
-        raise InvalidSpec(_dedupe(problems), source=source)
-    return spec.model_copy(update={"tasks": tasks})
+        raise InvalidSpec(dedupe(problems), source=source)
+    return spec
 
 
 def typed_params(model: type[Params], params: Mapping[str, Any]) -> Params:
@@ -104,99 +207,56 @@ def typed_params(model: type[Params], params: Mapping[str, Any]) -> Params:
     return model.model_validate(dict(params))
 
 
-def _check_params(task: Task, path: str) -> tuple[Task, list[Problem]]:
-    """Validate each known params block and replace it with its canonical form."""
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def check_shape(data: Any) -> list[Problem]:
+    """Problems that make a document unusable as JSON: odd types, cycles, depth, alias bombs.
+
+    Walks each distinct container once (YAML aliases share them), so it is linear in the size
+    of the text even when the aliases would expand to billions of values.
+    """
     problems: list[Problem] = []
-    if not task.engine.type:
-        problems.append(
-            Problem(join(join(path, "Engine"), "Type"), "is required (docker, wasm or noop)")
-        )
-
-    def canonical(config: SpecConfig, models: Mapping[str, type[Params]], where: str) -> SpecConfig:
-        model = models.get(config.type.lower())
-        if model is None:
-            return config
-        try:
-            typed = model.model_validate(config.params)
-        except ValidationError as exc:
-            problems.extend(_problems(exc, where))
-            return config
-        params = typed.model_dump(mode="json", by_alias=True, exclude_defaults=True)
-        return config.model_copy(update={"params": params})
-
-    engine = canonical(task.engine, ENGINE_PARAMS, join(join(path, "Engine"), "Params"))
-    publisher = canonical(task.publisher, PUBLISHER_PARAMS, join(join(path, "Publisher"), "Params"))
-    sources = [
-        src.model_copy(
-            update={
-                "source": canonical(
-                    src.source,
-                    SOURCE_PARAMS,
-                    join(join(join(path, "InputSources"), i), "Source.Params"),
+    sizes: dict[int, tuple[int, int]] = {}  # id → (height, expanded number of values)
+    open_ids: set[int] = set()
+    stack: list[tuple[Any, str, int, bool]] = [(data, "", 1, False)]
+    while stack:
+        value, path, depth, done = stack.pop()
+        if not isinstance(value, (dict, list)):
+            if not isinstance(value, _SCALARS):
+                problems.append(Problem(path, f"{kind_of(value)} {short(value)} is not JSON data"))
+            continue
+        key = id(value)
+        if done:
+            children = value.values() if isinstance(value, dict) else value
+            height, count = 1, 1
+            for child in children:
+                child_height, child_count = sizes.get(id(child), (0, 1))
+                height, count = max(height, child_height + 1), count + child_count
+            sizes[key] = (height, count)
+            open_ids.discard(key)
+            if count > MAX_VALUES:
+                return [Problem(path, f"expands to more than {MAX_VALUES} values (YAML aliases?)")]
+            continue
+        if key in open_ids:
+            return [Problem(path, "contains itself (a recursive YAML alias)")]
+        if key in sizes:
+            if depth + sizes[key][0] - 1 > MAX_DEPTH:
+                return [Problem(path, f"is nested more than {MAX_DEPTH} levels deep")]
+            continue
+        if depth > MAX_DEPTH:
+            return [Problem(path, f"is nested more than {MAX_DEPTH} levels deep")]
+        open_ids.add(key)
+        stack.append((value, path, depth, True))
+        if isinstance(value, list):
+            stack.extend((v, join(path, i), depth + 1, False) for i, v in enumerate(value))
+            continue
+        for k, v in value.items():
+            if not isinstance(k, str):
+                problems.append(
+                    Problem(join(path, str(k)), f"keys must be text, not {kind_of(k)}; quote it")
                 )
-            }
-        )
-        for i, src in enumerate(task.input_sources)
-    ]
-    update = {"engine": engine, "publisher": publisher, "input_sources": sources}
-    return task.model_copy(update=update), problems
-
-
-def _problems(exc: ValidationError, prefix: str) -> list[Problem]:
-    out = []
-    for err in exc.errors(include_url=False):
-        path = prefix
-        for part in err["loc"]:
-            path = join(path, part) if isinstance(part, (str, int)) else path
-        out.append(Problem(path, _message(err)))
-    return out
-
-
-def _message(err: Any) -> str:
-    kind = err["type"]
-    given = err.get("input")
-    if kind == "missing":
-        return "is required"
-    if kind == "value_error":
-        return str(err["ctx"]["error"]) if "ctx" in err else err["msg"]
-    if kind == "literal_error":
-        return f"{given!r} is not one of {err['ctx']['expected']}"
-    if kind in (
-        "string_type",
-        "int_type",
-        "float_type",
-        "list_type",
-        "dict_type",
-        "bool_type",
-        "model_type",
-        "int_parsing",
-        "float_parsing",
-        "bool_parsing",
-    ):
-        return f"{err['msg'].lower()}, got {_kind(given)} {_short(given)}".rstrip()
-    return f"{err['msg']} (got {_short(given)})"
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "nothing"
-    return {
-        dict: "a mapping",
-        list: "a list",
-        str: "text",
-        bool: "a boolean",
-        int: "a number",
-        float: "a number",
-    }.get(type(value), type(value).__name__)
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _dedupe(problems: list[Problem]) -> list[Problem]:
-    seen: dict[tuple[str, str], Problem] = {}
-    for p in problems:
-        seen.setdefault((p.path, p.message), p)
-    return list(seen.values())
+            stack.append((v, join(path, str(k)), depth + 1, False))
+        if len(problems) >= _MAX_SHAPE_PROBLEMS:
+            return problems
+    return problems

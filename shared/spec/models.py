@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import posixpath
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from shared.constraints import Requirement, check_constraint, normalize_operator
+from shared.spec.params import numbers_as_text
 from shared.units import parse_cpu, parse_duration, parse_gpu, parse_size
 
 JobType = Literal["batch", "ops", "daemon", "service"]
@@ -29,9 +31,26 @@ class SpecModel(BaseModel):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _numbers_as_text(cls, data: Any) -> Any:
+        return numbers_as_text(cls, data)
+
     def dump(self) -> dict[str, Any]:
         """The canonical JSON-ready form, the one stored and printed by `job validate`."""
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+_INT64_MAX = 2**63 - 1
+_NAME_RE = re.compile(r"[A-Za-z0-9_-]+")
+_RESULT_NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def _whole_number(value: Any) -> Any:
+    """Refuse booleans where a count is expected (`Count: true` is not 1)."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a whole number, got the boolean {str(value).lower()}")
+    return value
 
 
 def _absolute_path(value: str, what: str) -> str:
@@ -104,8 +123,17 @@ class InputSource(SpecModel):
 
 
 class ResultPath(SpecModel):
-    name: str = Field(alias="Name", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field(alias="Name")
     path: str = Field(alias="Path")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _RESULT_NAME_RE.fullmatch(value):
+            raise ValueError(
+                f"{value!r} is not a result name: use letters, digits, '.', '_' and '-'"
+            )
+        return value
 
     @field_validator("path")
     @classmethod
@@ -172,6 +200,11 @@ class Port(SpecModel):
     static: int | None = Field(default=None, alias="Static", ge=1, le=65535)
     target: int | None = Field(default=None, alias="Target", ge=1, le=65535)
     host_network: str = Field(default="", alias="HostNetwork")
+
+    @field_validator("static", "target", mode="before")
+    @classmethod
+    def _no_bool(cls, value: Any) -> Any:
+        return _whole_number(value)
 
 
 class Network(SpecModel):
@@ -286,9 +319,9 @@ class JobSpec(SpecModel):
     id: str | None = Field(default=None, alias="ID")
     name: str = Field(default="", alias="Name")
     type: JobType = Field(default="batch", alias="Type")
-    namespace: str = Field(default="default", alias="Namespace", pattern=r"^[A-Za-z0-9_-]+$")
-    priority: int = Field(default=0, alias="Priority", ge=0)
-    count: int | None = Field(default=None, alias="Count")
+    namespace: str = Field(default="default", alias="Namespace")
+    priority: int = Field(default=0, alias="Priority", ge=0, le=_INT64_MAX)
+    count: int | None = Field(default=None, alias="Count", le=_INT64_MAX)
     meta: dict[str, str] = Field(default_factory=dict, alias="Meta")
     labels: dict[str, str] = Field(default_factory=dict, alias="Labels")
     constraints: list[Constraint] = Field(default_factory=list, alias="Constraints")
@@ -303,8 +336,20 @@ class JobSpec(SpecModel):
 
     @field_validator("namespace", mode="before")
     @classmethod
-    def _namespace(cls, value: Any) -> Any:
+    def _default_namespace(cls, value: Any) -> Any:
         return "default" if value in (None, "") else value
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, value: str) -> str:
+        if not _NAME_RE.fullmatch(value):
+            raise ValueError(f"{value!r} is not a namespace: use letters, digits, '_' and '-'")
+        return value
+
+    @field_validator("priority", "count", mode="before")
+    @classmethod
+    def _no_bool(cls, value: Any) -> Any:
+        return _whole_number(value)
 
     @field_validator("name", mode="before")
     @classmethod

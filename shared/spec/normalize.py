@@ -7,9 +7,10 @@ import types
 import typing
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from shared.errors import Problem
+from shared.spec.models import InputSource
 from shared.spec.params import (
     ENGINE_PARAMS,
     PUBLISHER_PARAMS,
@@ -17,14 +18,9 @@ from shared.spec.params import (
     SOURCE_PARAMS,
     Params,
 )
+from shared.spec.problems import join, problems_from
 
 LEGACY_ENTRY_TARGET = "/shoal/entry-module.wasm"
-
-
-def join(path: str, key: str | int) -> str:
-    if isinstance(key, int):
-        return f"{path}[{key}]"
-    return f"{path}.{key}" if path else key
 
 
 def _aliases(model: type[BaseModel]) -> dict[str, str]:
@@ -91,49 +87,52 @@ def _unknown(key: str, valid: list[str]) -> str:
 
 
 def normalize_task(task: Any, path: str, problems: list[Problem]) -> Any:
-    """Canonical type names and param keys for the engine, publisher and input sources."""
+    """Canonical type names, param keys and params for the engine, publisher and input sources.
+
+    Params of the types Shoal knows are validated here (so that their problems are reported
+    together with every other problem of the spec) and replaced by their canonical form.
+    """
     if not isinstance(task, dict):
         return task
     task = dict(task)
-    engine = task.get("Engine")
-    if isinstance(engine, dict):
-        engine = _typed(
-            engine, {k: k for k in ENGINE_PARAMS}, ENGINE_PARAMS, join(path, "Engine"), problems
-        )
-        engine, moved = _legacy_wasm(engine, join(path, "Engine"), problems)
-        if moved:
-            sources = task.get("InputSources") or []
-            task["InputSources"] = [*sources, *moved] if isinstance(sources, list) else sources
-        task["Engine"] = engine
-    publisher = task.get("Publisher")
-    if isinstance(publisher, dict):
-        task["Publisher"] = _typed(
-            publisher,
-            {k: k for k in PUBLISHER_PARAMS},
-            PUBLISHER_PARAMS,
-            join(path, "Publisher"),
-            problems,
-        )
     sources = task.get("InputSources")
     if isinstance(sources, list):
         task["InputSources"] = [
             _source(s, join(join(path, "InputSources"), i), problems) for i, s in enumerate(sources)
         ]
+    engine = task.get("Engine")
+    if isinstance(engine, dict):
+        where = join(path, "Engine")
+        engine = _canonical(engine, _ENGINE_NAMES, ENGINE_PARAMS, where, problems)
+        engine, moved = _legacy_wasm(engine, where, problems)
+        if engine.get("Type") in (None, ""):
+            problems.append(Problem(join(where, "Type"), "is required (docker, wasm or noop)"))
+        task["Engine"] = _validated(engine, ENGINE_PARAMS, where, problems)
+        if moved:
+            sources = task.get("InputSources")
+            sources = [] if sources is None else sources
+            task["InputSources"] = [*sources, *moved] if isinstance(sources, list) else sources
+    publisher = task.get("Publisher")
+    if isinstance(publisher, dict):
+        where = join(path, "Publisher")
+        publisher = _canonical(publisher, _PUBLISHER_NAMES, PUBLISHER_PARAMS, where, problems)
+        task["Publisher"] = _validated(publisher, PUBLISHER_PARAMS, where, problems)
     return task
+
+
+_ENGINE_NAMES = {k: k for k in ENGINE_PARAMS}
+_PUBLISHER_NAMES = {k: k for k in PUBLISHER_PARAMS}
 
 
 def _source(item: Any, path: str, problems: list[Problem]) -> Any:
     if not isinstance(item, dict) or not isinstance(item.get("Source"), dict):
         return item
-    return {
-        **item,
-        "Source": _typed(
-            item["Source"], SOURCE_ALIASES, SOURCE_PARAMS, join(path, "Source"), problems
-        ),
-    }
+    where = join(path, "Source")
+    source = _canonical(item["Source"], SOURCE_ALIASES, SOURCE_PARAMS, where, problems)
+    return {**item, "Source": _validated(source, SOURCE_PARAMS, where, problems)}
 
 
-def _typed(
+def _canonical(
     config: dict[str, Any],
     names: dict[str, str],
     params_by_type: dict[str, type[Params]],
@@ -157,33 +156,49 @@ def _typed(
     return out
 
 
-def _input_source_model() -> type[BaseModel]:
-    from shared.spec.models import InputSource  # models import params; avoid a cycle at import
-
-    return InputSource
+def _validated(
+    config: dict[str, Any],
+    params_by_type: dict[str, type[Params]],
+    path: str,
+    problems: list[Problem],
+) -> dict[str, Any]:
+    """Validate the params of a known type; on success replace them with their canonical form."""
+    kind = config.get("Type")
+    model = params_by_type.get(kind.lower()) if isinstance(kind, str) else None
+    params = config.get("Params")
+    if model is None or not (params is None or isinstance(params, dict)):
+        return config
+    try:
+        typed = model.model_validate(params or {})
+    except ValidationError as exc:
+        problems.extend(problems_from(exc, join(path, "Params")))
+        return config
+    return {**config, "Params": typed.model_dump(mode="json", by_alias=True, exclude_defaults=True)}
 
 
 def _legacy_wasm(
     engine: dict[str, Any], path: str, problems: list[Problem]
 ) -> tuple[dict[str, Any], list[Any]]:
-    """Bacalhau < 1.3 gave the wasm EntryModule as an InputSource; move it to InputSources."""
+    """Bacalhau < 1.3 gave the wasm EntryModule as an InputSource; move it to InputSources.
+
+    The module is mounted at the legacy object's Target (a default one if that is empty) and
+    EntryModule becomes that path, as Bacalhau's legacy transformer does.
+    """
     params = engine.get("Params")
     if engine.get("Type") != "wasm" or not isinstance(params, dict):
         return engine, []
     entry = params.get("EntryModule")
     if not isinstance(entry, dict):
         return engine, []
-    lowered = {str(k).lower(): v for k, v in entry.items()}
-    source = lowered.get("source")
-    if not isinstance(source, dict):
-        problems.append(
-            Problem(
-                join(join(path, "Params"), "EntryModule"),
-                "a legacy EntryModule object needs a Source {Type, Params}",
-            )
-        )
+    where = join(join(path, "Params"), "EntryModule")
+    moved = normalize_keys(entry, InputSource, where, problems)
+    target = moved.get("Target")
+    if target in (None, ""):
+        target = LEGACY_ENTRY_TARGET
+    engine = {**engine, "Params": {**params, "EntryModule": target}}
+    if not isinstance(moved.get("Source"), dict):
+        problems.append(Problem(where, "a legacy EntryModule object needs a Source {Type, Params}"))
         return engine, []
-    target = lowered.get("target") or LEGACY_ENTRY_TARGET
-    moved = {"Source": source, "Target": target, "Alias": lowered.get("alias") or ""}
-    moved = normalize_keys(moved, _input_source_model(), join(path, "Params.EntryModule"), problems)
-    return {**engine, "Params": {**params, "EntryModule": target}}, [moved]
+    alias = moved.get("Alias")
+    moved = {**moved, "Target": target, "Alias": "" if alias is None else alias}
+    return engine, [_source(moved, where, problems)]

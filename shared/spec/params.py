@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 _CONFIG = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
 
@@ -30,10 +30,63 @@ def _scalar(value: Any) -> Any:
     return value
 
 
+def _string_map(value: Any) -> Any:
+    if value is None:
+        return {}
+    if isinstance(value, dict):
+        return {k: _scalar(v) for k, v in value.items()}
+    return value
+
+
+def _text(value: Any) -> Any:
+    """A number given where text is expected (`Name: 2024`), as text (as Go's YAML does)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)  # YAML numbers print as written: see shared.spec.loader
+    return value
+
+
+_TEXT_SHAPES: dict[type[BaseModel], dict[str, str]] = {}
+_SHAPE_OF: dict[Any, str] = {
+    str: "one",
+    str | None: "one",
+    list[str]: "list",
+    dict[str, str]: "map",
+}
+
+
+def numbers_as_text(model: type[BaseModel], data: Any) -> Any:
+    """Turn numbers into text in the fields of `model` that hold text (by their aliases)."""
+    if not isinstance(data, dict):
+        return data
+    shapes = _TEXT_SHAPES.get(model)
+    if shapes is None:
+        shapes = _TEXT_SHAPES[model] = {
+            field.alias or name: _SHAPE_OF[field.annotation]
+            for name, field in model.model_fields.items()
+            if field.annotation in _SHAPE_OF
+        }
+    out = {}
+    for key, value in data.items():
+        shape = shapes.get(key)
+        if shape == "one":
+            value = _text(value)
+        elif shape == "list" and isinstance(value, list):
+            value = [_text(v) for v in value]
+        elif shape == "map" and isinstance(value, dict):
+            value = {k: _text(v) for k, v in value.items()}
+        out[key] = value
+    return out
+
+
 class Params(BaseModel):
     """Base of every typed params block: canonical PascalCase aliases, unknown keys refused."""
 
     model_config = _CONFIG
+
+    @model_validator(mode="before")
+    @classmethod
+    def _numbers_as_text(cls, data: Any) -> Any:
+        return numbers_as_text(cls, data)
 
 
 class DockerParams(Params):
@@ -48,6 +101,11 @@ class DockerParams(Params):
     @classmethod
     def _to_strings(cls, value: Any) -> Any:
         return _strings(value)
+
+    @field_validator("meta", mode="before")
+    @classmethod
+    def _meta(cls, value: Any) -> Any:
+        return _string_map(value)
 
     @field_validator("environment_variables")
     @classmethod
@@ -81,14 +139,24 @@ class WasmParams(Params):
     def _to_strings(cls, value: Any) -> Any:
         return _strings(value)
 
+    @field_validator("meta", mode="before")
+    @classmethod
+    def _meta(cls, value: Any) -> Any:
+        return _string_map(value)
+
     @field_validator("environment_variables", mode="before")
     @classmethod
     def _env_any(cls, value: Any) -> Any:
         if value is None:
             return {}
         if isinstance(value, list):  # accept the docker-style list form too
-            pairs = [str(v).partition("=") for v in value]
+            pairs = [str(_scalar(v)).partition("=") for v in value]
+            bad = [k for k, sep, _ in pairs if not sep or not k.strip()]
+            if bad:
+                raise ValueError(f"{bad[0]!r} is not KEY=VALUE")
             return {k.strip(): v.strip() for k, _, v in pairs}
+        if isinstance(value, dict):
+            return {k: _scalar(v) for k, v in value.items()}
         return value
 
     @field_validator("entrypoint", mode="before")
@@ -102,6 +170,14 @@ class NoopParams(Params):
 
     sleep: float | str = Field(default=0, alias="Sleep")
     exit_code: int = Field(default=0, alias="ExitCode", ge=0, le=255)
+
+    @field_validator("exit_code", mode="before")
+    @classmethod
+    def _no_bool(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError("ExitCode must be a whole number, not a boolean")
+        return value
+
     stdout: str = Field(default="", alias="Stdout")
     stderr: str = Field(default="", alias="Stderr")
     error: str = Field(default="", alias="Error")
@@ -163,7 +239,14 @@ class S3Publisher(Params):
     key: str = Field(default="", alias="Key")
     region: str = Field(default="", alias="Region")
     endpoint: str = Field(default="", alias="Endpoint")
-    encoding: str = Field(default="gzip", alias="Encoding", pattern="(?i)^(gzip|plain)$")
+    encoding: str = Field(default="gzip", alias="Encoding")
+
+    @field_validator("encoding")
+    @classmethod
+    def _encoding(cls, value: str) -> str:
+        if value.lower() not in ("gzip", "plain"):
+            raise ValueError(f"{value!r} is not an encoding: use gzip or plain")
+        return value
 
 
 class EmptyParams(Params):

@@ -1,0 +1,361 @@
+"""The compute agent: says hello, heartbeats, bids on offers, runs and cancels executions."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import platform
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+from compute.engines.base import Engine
+from compute.engines.noop import NoopEngine
+from compute.engines.wasm import WasmEngine
+from compute.executor import Execution, run_execution
+from compute.inputs import SUPPORTED_SOURCES, AllowedPath, check_local
+from compute.logs import LogShipper
+from shared import subjects, wire
+from shared.bus import Bus, Message
+from shared.errors import InvalidSpec, ShoalError
+from shared.lifecycle import Supervisor
+from shared.spec import JobSpec, spec_from_data
+from shared.spec.params import PUBLISHER_PARAMS
+
+log = logging.getLogger(__name__)
+
+_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConfig:
+    name: str
+    labels: dict[str, str] = field(default_factory=dict)
+    engines: tuple[str, ...] = ("wasm", "noop")
+    cpu_millis: int = 0  # 0 = this machine's cores
+    memory_bytes: int = 0  # 0 = this machine's memory
+    disk_bytes: int = 0
+    gpus: int = 0
+    max_executions: int = 0
+    allow_local_paths: tuple[AllowedPath, ...] = ()
+    heartbeat_interval: float = 1.0
+    state_dir: Path = Path(".shoal/compute")
+    network: bool = True
+    log_limit: int = 8 * 1024 * 1024
+
+
+def default_labels(name: str) -> dict[str, str]:
+    os_type = platform.system().lower()
+    arch = _ARCH.get(platform.machine().lower(), platform.machine().lower())
+    return {
+        "os_type": os_type,
+        "os_arch": arch,
+        "name": name,
+        "Operating-System": os_type,
+        "Architecture": arch,
+    }
+
+
+def _machine_memory() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return 4 * 1024**3
+
+
+def make_engines(names: tuple[str, ...]) -> dict[str, Engine]:
+    known: dict[str, type] = {"wasm": WasmEngine, "noop": NoopEngine}
+    if "docker" in names:
+        try:
+            from compute.engines.docker import DockerEngine  # type: ignore[import-not-found]
+
+            known["docker"] = DockerEngine
+        except ImportError:
+            log.warning("the docker engine is not available in this build")
+    return {n: known[n]() for n in names if n in known}
+
+
+@dataclass(slots=True)
+class _Running:
+    execution: Execution
+    task: asyncio.Task[None]
+    demand: wire.Capacity
+
+
+class ComputeAgent:
+    def __init__(
+        self, bus: Bus, config: AgentConfig, engines: dict[str, Engine] | None = None
+    ) -> None:
+        subjects.check_token(config.name, "node name")
+        self.bus = bus
+        self.config = config
+        self.node_id = config.name
+        self._engines_given = engines
+        self.engines: dict[str, Engine] = {}
+        self.boot_id = uuid.uuid4().hex
+        self.capacity = wire.Capacity(
+            cpu_millis=config.cpu_millis or (os.cpu_count() or 1) * 1000,
+            memory_bytes=config.memory_bytes or _machine_memory(),
+            disk_bytes=config.disk_bytes,
+            gpus=config.gpus,
+            executions=config.max_executions,
+        )
+        self.approval: wire.Approval = "PENDING"
+        self._running: dict[str, _Running] = {}
+        self._finished: dict[str, float] = {}
+        self._specs: dict[tuple[str, int], JobSpec] = {}
+        self._children = Supervisor(f"agent-{config.name}")
+        self._hello_done = asyncio.Event()
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        candidates = self._engines_given or make_engines(self.config.engines)
+        self.engines = {n: e for n, e in candidates.items() if await e.probe()}
+        for name in self.config.engines:
+            if name not in self.engines:
+                log.warning(
+                    "%s: engine %s is not usable here; not advertising it", self.node_id, name
+                )
+        await self._children.start()
+        await self.bus.subscribe(subjects.compute_bid(self.node_id), self._on_bid)
+        await self.bus.subscribe(subjects.compute_cmd(self.node_id), self._on_command)
+        self._children.spawn(self._heartbeats(), name=f"{self.node_id}-heartbeat")
+
+    async def stop(self) -> None:
+        for running in list(self._running.values()):
+            running.task.cancel()
+        await asyncio.gather(*(r.task for r in self._running.values()), return_exceptions=True)
+        await self._children.stop()
+
+    async def __aenter__(self) -> ComputeAgent:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def wait_registered(self, timeout: float = 30.0) -> None:
+        async with asyncio.timeout(timeout):
+            await self._hello_done.wait()
+
+    # ---- registration and heartbeats -----------------------------------------------------------
+
+    def info(self) -> wire.NodeInfo:
+        labels = {**default_labels(self.node_id), **self.config.labels}
+        return wire.NodeInfo(
+            id=self.node_id,
+            labels=labels,
+            engines=sorted(self.engines),
+            publishers=sorted(PUBLISHER_PARAMS),
+            sources=list(SUPPORTED_SOURCES),
+            capacity=self.capacity,
+            version="0.1.0",
+            network=self.config.network,
+        )
+
+    async def _hello(self) -> None:
+        hello = wire.Hello(
+            node=self.info(),
+            boot_id=self.boot_id,
+            running=[
+                wire.RunningExecution(id=i, job_id=r.execution.order.job_id)
+                for i, r in self._running.items()
+            ],
+        )
+        raw = await self.bus.request(
+            subjects.node_hello(self.node_id), wire.encode(hello), timeout=5.0
+        )
+        reply = wire.decode(raw, wire.ApiReply, what="hello reply")
+        if not reply.ok:
+            raise InvalidSpec(reply.error.message if reply.error else "hello refused")
+        answer = wire.decode(reply.data, wire.HelloReply, what="hello reply")
+        self.approval = answer.approval
+        for exec_id in answer.cancel:
+            self._cancel(exec_id, "the orchestrator no longer wants it")
+        self._hello_done.set()
+
+    async def _heartbeats(self) -> None:
+        seq = 0
+        hello_every = max(int(30 / self.config.heartbeat_interval), 1)
+        while True:
+            if not self._hello_done.is_set() or seq % hello_every == 0:
+                try:
+                    await self._hello()
+                except ShoalError as exc:
+                    log.info("%s: waiting for an orchestrator (%s)", self.node_id, exc)
+                    await asyncio.sleep(min(self.config.heartbeat_interval, 1.0))
+                    continue
+            seq += 1
+            beat = wire.Heartbeat(
+                node_id=self.node_id,
+                seq=seq,
+                free=self.free(),
+                running=list(self._running),
+                boot_id=self.boot_id,
+                sent_at=time.time(),
+            )
+            try:
+                await self.bus.publish(subjects.node_heartbeat(self.node_id), wire.encode(beat))
+            except ShoalError as exc:
+                log.debug("%s: heartbeat not sent: %s", self.node_id, exc)
+            await asyncio.sleep(self.config.heartbeat_interval)
+
+    def free(self) -> wire.Capacity:
+        cap = self.capacity
+        used = [r.demand for r in self._running.values()]
+        return wire.Capacity(
+            cpu_millis=cap.cpu_millis - sum(d.cpu_millis for d in used),
+            memory_bytes=cap.memory_bytes - sum(d.memory_bytes for d in used),
+            disk_bytes=cap.disk_bytes - sum(d.disk_bytes for d in used),
+            gpus=cap.gpus - sum(d.gpus for d in used),
+            executions=cap.executions,
+        )
+
+    # ---- bids and commands ---------------------------------------------------------------------
+
+    def _spec(self, order: wire.ExecutionOrder) -> JobSpec:
+        key = (order.job_id, order.job_version)
+        spec = self._specs.get(key)
+        if spec is None:
+            if len(self._specs) > 1000:
+                self._specs.clear()
+            spec = self._specs[key] = spec_from_data(json.loads(bytes(order.spec)))
+        return spec
+
+    def refusal(self, spec: JobSpec) -> str | None:
+        """Local policy: why this node declines, or None."""
+        task = spec.task
+        if self.approval == "REJECTED":
+            return "this node was rejected by an operator"
+        if task.engine.type not in self.engines:
+            return f"engine {task.engine.type} is not available on this node"
+        if task.network.type != "None" and not self.config.network:
+            return "networking is not allowed on this node"
+        for src in task.input_sources:
+            if src.source.type not in SUPPORTED_SOURCES:
+                return f"input source {src.source.type} is not supported on this node"
+            why = check_local(src, self.config.allow_local_paths)
+            if why:
+                return why
+        r, free = task.resources, self.free()
+        if (
+            r.cpu_millis > free.cpu_millis
+            or r.memory_bytes > free.memory_bytes
+            or r.gpus > free.gpus
+        ):
+            return "not enough free resources on this node right now"
+        if free.executions and len(self._running) >= free.executions:
+            return "all execution slots are busy"
+        return None
+
+    async def _on_bid(self, msg: Message) -> None:
+        try:
+            order = wire.decode(msg.data, wire.ExecutionOrder, what="bid")
+            spec = self._spec(order)
+        except ShoalError as exc:
+            await self.bus.respond(msg, wire.encode(wire.BidReply(accepted=False, reason=str(exc))))
+            return
+        reason = None if order.execution_id in self._running else self.refusal(spec)
+        if reason is None:
+            self._launch(order, spec)
+        await self.bus.respond(
+            msg, wire.encode(wire.BidReply(accepted=reason is None, reason=reason or ""))
+        )
+
+    async def _on_command(self, msg: Message) -> None:
+        try:
+            command = wire.decode_command(msg.data)
+        except ShoalError as exc:
+            await self.bus.respond(msg, wire.encode(wire.CommandAck(ok=False, message=str(exc))))
+            return
+        if isinstance(command, wire.CancelCommand):
+            self._cancel(command.execution_id, command.reason or "cancelled")
+        else:
+            try:
+                spec = self._spec(command.order)
+            except ShoalError as exc:
+                await self.bus.respond(
+                    msg, wire.encode(wire.CommandAck(ok=False, message=str(exc)))
+                )
+                return
+            if command.order.execution_id not in self._running:
+                self._launch(command.order, spec)
+        await self.bus.respond(msg, wire.encode(wire.CommandAck(ok=True)))
+
+    def _cancel(self, execution_id: str, reason: str) -> None:
+        running = self._running.get(execution_id)
+        if running is not None and not running.task.done():
+            running.execution.cancel_reason = reason
+            running.task.cancel()
+
+    def _launch(self, order: wire.ExecutionOrder, spec: JobSpec) -> None:
+        if order.execution_id in self._finished:
+            return  # a resent offer for something that already ran here
+        r = spec.task.resources
+        demand = wire.Capacity(
+            cpu_millis=r.cpu_millis,
+            memory_bytes=r.memory_bytes,
+            disk_bytes=r.disk_bytes,
+            gpus=r.gpus,
+        )
+        execution = Execution(order, spec)
+        task = self._children.spawn(self._execute(execution), name=order.execution_id)
+        self._running[order.execution_id] = _Running(execution, task, demand)
+
+    async def _execute(self, execution: Execution) -> None:
+        order = execution.order
+        try:
+            await run_execution(
+                execution,
+                node_id=self.node_id,
+                engine=self.engines[execution.spec.task.engine.type],
+                workdir=self.config.state_dir / "executions" / order.execution_id,
+                allowed=self.config.allow_local_paths,
+                report=self._report,
+                ship_logs=lambda path, stream: LogShipper(
+                    self.bus,
+                    path,
+                    order.job_id,
+                    order.execution_id,
+                    stream,
+                    limit=self.config.log_limit,
+                ),
+            )
+        except asyncio.CancelledError:
+            pass  # reported by run_execution; the agent itself keeps going
+        finally:
+            self._running.pop(order.execution_id, None)
+            self._finished[order.execution_id] = time.time()
+            if len(self._finished) > 10_000:
+                cutoff = sorted(self._finished.values())[5_000]
+                self._finished = {k: v for k, v in self._finished.items() if v > cutoff}
+
+    async def _report(self, update: wire.ExecutionUpdate) -> None:
+        """Durable, deduplicated by (execution, state); retried until NATS takes it."""
+        delay = 0.1
+        msg_id = f"{update.execution_id}:{update.state}"
+        while True:
+            try:
+                await self.bus.js_publish(
+                    subjects.node_update(self.node_id), wire.encode(update), msg_id=msg_id
+                )
+                return
+            except ShoalError as exc:
+                log.warning(
+                    "%s: update for %s not stored yet (%s); retrying",
+                    self.node_id,
+                    update.execution_id,
+                    exc,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)

@@ -1,0 +1,144 @@
+"""One execution on this node: prepare inputs, run the engine, ship logs, report the outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from compute.engines.base import Engine, Mount, RunRequest, RunResult
+from compute.inputs import AllowedPath, prepare
+from compute.logs import LogShipper
+from shared import wire
+from shared.errors import ExecutionFailed, ShoalError
+from shared.spec import JobSpec
+from shared.spec.params import ENGINE_PARAMS
+
+log = logging.getLogger(__name__)
+
+Report = Callable[[wire.ExecutionUpdate], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class Execution:
+    order: wire.ExecutionOrder
+    spec: JobSpec
+    cancel_reason: str = ""
+
+
+async def run_execution(
+    execution: Execution,
+    *,
+    node_id: str,
+    engine: Engine,
+    workdir: Path,
+    allowed: tuple[AllowedPath, ...],
+    report: Report,
+    ship_logs: Callable[[Path, str], LogShipper],
+    keep_workdir: bool = False,
+) -> None:
+    order = execution.order
+
+    def update(
+        state: wire.ComputeState,
+        result: RunResult | None = None,
+        error: str = "",
+        retryable: bool = True,
+    ) -> wire.ExecutionUpdate:
+        return wire.ExecutionUpdate(
+            execution_id=order.execution_id,
+            job_id=order.job_id,
+            node_id=node_id,
+            state=state,
+            exit_code=result.exit_code if result else None,
+            error=error or (result.error if result else ""),
+            retryable=retryable,
+            timed_out=bool(result and result.timed_out),
+            at=time.time(),
+        )
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    stdout, stderr = workdir / "stdout", workdir / "stderr"
+    stdout.touch()
+    stderr.touch()
+    shippers = [ship_logs(stdout, "stdout"), ship_logs(stderr, "stderr")]
+    final: wire.ExecutionUpdate
+    try:
+        async with asyncio.TaskGroup() as group:
+            tails = [group.create_task(s.follow()) for s in shippers]
+            try:
+                final = await _run(
+                    execution, engine, workdir, allowed, report, update, stdout, stderr
+                )
+            finally:
+                for t in tails:
+                    t.cancel()
+        for s in shippers:  # whatever was written after the last tick
+            await s.ship()
+    except asyncio.CancelledError:
+        for s in shippers:
+            with contextlib.suppress(ShoalError, OSError):
+                await asyncio.shield(s.ship())
+        why = execution.cancel_reason or "the compute agent stopped"
+        state: wire.ComputeState = "cancelled" if execution.cancel_reason else "failed"
+        await asyncio.shield(report(update(state, error=why, retryable=True)))
+        raise
+    finally:
+        if not keep_workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+    await report(final)
+
+
+async def _run(
+    execution: Execution,
+    engine: Engine,
+    workdir: Path,
+    allowed: tuple[AllowedPath, ...],
+    report: Report,
+    update: Callable[..., wire.ExecutionUpdate],
+    stdout: Path,
+    stderr: Path,
+) -> wire.ExecutionUpdate:
+    spec, task = execution.spec, execution.spec.task
+    try:
+        mounts = prepare(task.input_sources, workdir, allowed)
+        for result_path in task.result_paths:
+            out = workdir / "outputs" / result_path.name
+            out.mkdir(parents=True, exist_ok=True)
+            mounts.append(Mount(out, result_path.path, read_only=False))
+        params_model = ENGINE_PARAMS[task.engine.type]
+        timeout = task.timeouts.execution_timeout if spec.type in ("batch", "ops") else 0
+        request = RunRequest(
+            execution_id=execution.order.execution_id,
+            job_id=execution.order.job_id,
+            params=params_model.model_validate(task.engine.params),
+            workdir=workdir,
+            stdout_path=stdout,
+            stderr_path=stderr,
+            env=dict(task.env),
+            mounts=tuple(mounts),
+            memory_bytes=task.resources.memory_bytes or None,
+            cpu_millis=task.resources.cpu_millis or None,
+            timeout=timeout or None,
+            network=task.network.type,
+            domains=tuple(task.network.domains),
+        )
+        await report(update("running"))
+        result = await engine.run(request)
+    except ExecutionFailed as exc:
+        return update("failed", error=str(exc), retryable=exc.retryable)
+    except ShoalError as exc:
+        return update("failed", error=str(exc), retryable=True)
+    except OSError as exc:
+        return update("failed", error=f"could not prepare the task: {exc}", retryable=True)
+    if result.exit_code == 0 and not result.error:
+        return update("completed", result)
+    error = result.error or f"exit code {result.exit_code}"
+    if result.oom:
+        error = f"out of memory ({error})"
+    return update("failed", result, error=error, retryable=True)

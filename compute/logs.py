@@ -1,0 +1,69 @@
+"""Streams a task's stdout/stderr files into SHOAL_LOGS while it runs, capped per execution."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+from shared import subjects
+from shared.bus import Bus
+from shared.errors import ShoalError
+
+log = logging.getLogger(__name__)
+
+CHUNK = 64 * 1024
+TRUNCATED = b"\n[shoal: output truncated: this execution wrote more than %d bytes to %s]\n"
+
+
+class LogShipper:
+    """Tails one output file; `finish()` ships the rest and returns."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        path: Path,
+        job_id: str,
+        execution_id: str,
+        stream: str,
+        *,
+        limit: int = 8 * 1024 * 1024,
+        interval: float = 0.1,
+    ) -> None:
+        self._bus = bus
+        self._path = path
+        self._subject = subjects.logs(job_id, execution_id, stream)
+        self._stream = stream
+        self._limit = limit
+        self._interval = interval
+        self._offset = 0
+        self._truncated = False
+
+    async def follow(self) -> None:
+        while True:
+            await self.ship()
+            await asyncio.sleep(self._interval)
+
+    async def ship(self) -> None:
+        """Publish whatever was written since the last call."""
+        if self._truncated or not self._path.exists():
+            return
+        with self._path.open("rb") as f:
+            f.seek(self._offset)
+            while True:
+                room = self._limit - self._offset
+                data = f.read(min(CHUNK, max(room, 0)) if room > 0 else 1)
+                if not data:
+                    return
+                if room <= 0:
+                    await self._publish(TRUNCATED % (self._limit, self._stream.encode()))
+                    self._truncated = True
+                    return
+                self._offset += len(data)
+                await self._publish(data)
+
+    async def _publish(self, data: bytes) -> None:
+        try:
+            await self._bus.js_publish(self._subject, data)
+        except ShoalError as exc:  # logs are best effort; the task itself must not fail
+            log.warning("could not ship logs to %s: %s", self._subject, exc)

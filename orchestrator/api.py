@@ -1,0 +1,309 @@
+"""The request-reply API on `shoal.v1.api.*`: validates, writes state, answers from the mirror."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import msgspec
+
+from orchestrator.evals import enqueue
+from orchestrator.history import History
+from orchestrator.registry import NodeRegistry
+from orchestrator.state import StateMirror
+from shared import subjects, wire
+from shared.bus import Bus, Message
+from shared.errors import Conflict, InvalidSpec, NotFound, ShoalError
+from shared.spec import JobSpec, load_spec, spec_from_data
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Handler = Callable[[bytes], Awaitable[Any]]
+
+
+class Api:
+    def __init__(
+        self,
+        bus: Bus,
+        mirror: StateMirror,
+        registry: NodeRegistry,
+        history: History,
+        *,
+        max_attempts: int = 3,
+    ) -> None:
+        self._bus = bus
+        self._mirror = mirror
+        self._registry = registry
+        self._history = history
+        self.max_attempts = max_attempts
+        self._handlers: dict[str, Handler] = {
+            "job.submit": self.submit,
+            "job.describe": self.describe,
+            "job.list": self.list_jobs,
+            "job.stop": self.stop,
+            "job.executions": self.executions,
+            "job.history": self.job_history,
+            "node.list": self.node_list,
+            "node.describe": self.node_describe,
+            "node.approve": lambda data: self._node_flags(data, approval="APPROVED"),
+            "node.reject": lambda data: self._node_flags(data, approval="REJECTED"),
+            "node.drain": lambda data: self._node_flags(data, drain=True),
+            "node.undrain": lambda data: self._node_flags(data, drain=False),
+        }
+
+    async def start(self) -> None:
+        await self._bus.subscribe(
+            f"{subjects.API_PREFIX}.>", self._dispatch, queue=subjects.API_QUEUE
+        )
+
+    async def _dispatch(self, msg: Message) -> None:
+        verb = msg.subject[len(subjects.API_PREFIX) + 1 :]
+        handler = self._handlers.get(verb)
+        try:
+            if handler is None:
+                raise NotFound(f"unknown API verb {verb!r}; known: {', '.join(self._handlers)}")
+            result = await handler(msg.data)
+            reply = wire.ApiReply(ok=True, data=msgspec.Raw(wire.encode(result)))
+        except InvalidSpec as exc:
+            reply = wire.ApiReply(
+                ok=False,
+                error=wire.ApiError(
+                    code=exc.code, message=str(exc), problems=[str(p) for p in exc.problems]
+                ),
+            )
+        except ShoalError as exc:
+            reply = wire.ApiReply(ok=False, error=wire.ApiError(code=exc.code, message=str(exc)))
+        except Exception as exc:  # a bug must still answer, never leave the caller hanging
+            log.exception("API %s crashed", verb)
+            reply = wire.ApiReply(
+                ok=False, error=wire.ApiError(code="error", message=f"internal error: {exc}")
+            )
+        await self._bus.respond(msg, wire.encode(reply))
+
+    # ---- jobs --------------------------------------------------------------------------------
+
+    async def submit(self, data: bytes) -> wire.SubmitReply:
+        req = wire.decode(data, wire.SubmitRequest, what="submit request")
+        if bytes(req.spec) != b"null":
+            try:
+                raw = json.loads(bytes(req.spec))
+            except ValueError as exc:
+                raise InvalidSpec(f"Spec is not JSON: {exc}") from None
+            spec = spec_from_data(raw)
+        elif req.spec_text:
+            spec = load_spec(req.spec_text, req.variables)
+        else:
+            raise InvalidSpec("a submit request needs Spec (a JSON object) or SpecText (YAML)")
+        now = time.time()
+        existing = self._by_name(spec.namespace, spec.name) if spec.name else None
+        if existing is not None:
+            return await self._new_version(existing, spec, req.force, now)
+        job_id = f"j-{uuid.uuid4()}"
+        spec = spec.model_copy(update={"id": job_id, "name": spec.name or job_id})
+        record = wire.JobRecord(
+            id=job_id,
+            name=spec.name,
+            namespace=spec.namespace,
+            type=spec.type,
+            spec=msgspec.Raw(json.dumps(spec.dump()).encode()),
+            priority=spec.priority,
+            created_at=now,
+            updated_at=now,
+            max_attempts=self.max_attempts,
+        )
+        await self._mirror.create_job(record)
+        await self._history.job(record, "", "job submitted")
+        await enqueue(self._bus, record, "submitted")
+        return wire.SubmitReply(job_id=job_id, version=1)
+
+    def _by_name(self, namespace: str, name: str) -> wire.JobRecord | None:
+        for versioned in self._mirror.jobs.values():
+            job = versioned.value
+            if job.name == name and job.namespace == namespace:
+                return job
+        return None
+
+    async def _new_version(
+        self, job: wire.JobRecord, spec: JobSpec, force: bool, now: float
+    ) -> wire.SubmitReply:
+        spec = spec.model_copy(update={"id": job.id})
+        encoded = json.dumps(spec.dump()).encode()
+        if bytes(job.spec) == encoded and not force:
+            return wire.SubmitReply(
+                job_id=job.id,
+                version=job.version,
+                changed=False,
+                warnings=["the spec is unchanged; nothing to do (use --force to run it again)"],
+            )
+        if spec.type != job.type:
+            raise Conflict(f"job {job.name!r} is a {job.type} job; it cannot become {spec.type}")
+        record = msgspec.structs.replace(
+            job,
+            spec=msgspec.Raw(encoded),
+            version=job.version + 1,
+            state="Pending",
+            state_message="",
+            priority=spec.priority,
+            created_at=now,
+            updated_at=now,
+            queued_since=0.0,
+        )
+        await self._mirror.update_job(record)
+        await self._history.job(record, job.state, f"version {record.version} submitted")
+        await enqueue(self._bus, record, "updated")
+        return wire.SubmitReply(job_id=job.id, version=record.version)
+
+    def resolve(self, ref: str) -> wire.JobRecord:
+        """A job by id, unique id prefix, or name."""
+        job = self._mirror.job(ref)
+        if job is not None:
+            return job
+        matches = [v.value for k, v in self._mirror.jobs.items() if k.startswith(ref)]
+        if not matches:
+            matches = [v.value for v in self._mirror.jobs.values() if v.value.name == ref]
+        if not matches:
+            raise NotFound(f"no job with id, id prefix or name {ref!r}")
+        if len(matches) > 1:
+            ids = ", ".join(sorted(m.id for m in matches)[:5])
+            raise Conflict(f"{ref!r} matches {len(matches)} jobs ({ids}); give more of the id")
+        return matches[0]
+
+    def view(self, job: wire.JobRecord, *, with_spec: bool = False) -> wire.JobView:
+        execs = [
+            _execution_view(e)
+            for e in self._mirror.executions_of(job.id)
+            if e.job_version == job.version
+        ]
+        count = json.loads(bytes(job.spec)).get("Count")
+        return wire.JobView(
+            id=job.id,
+            name=job.name,
+            namespace=job.namespace,
+            type=job.type,
+            state=job.state,
+            state_message=job.state_message,
+            version=job.version,
+            priority=job.priority,
+            count=count,
+            created_at=job.created_at,
+            updated_at=job.updated_at,
+            executions=execs,
+            spec=job.spec if with_spec else None,
+        )
+
+    async def describe(self, data: bytes) -> wire.JobView:
+        ref = wire.decode(data, wire.JobRef, what="describe request")
+        return self.view(self.resolve(ref.job_id), with_spec=True)
+
+    async def list_jobs(self, data: bytes) -> wire.JobList:
+        req = wire.decode(data, wire.ListRequest, what="list request")
+        jobs = [
+            v.value
+            for v in self._mirror.jobs.values()
+            if (not req.namespace or v.value.namespace == req.namespace)
+            and (not req.states or v.value.state in req.states)
+        ]
+        jobs.sort(key=lambda j: j.created_at, reverse=True)
+        return wire.JobList(jobs=[self.view(j) for j in jobs[: max(req.limit, 1)]])
+
+    async def stop(self, data: bytes) -> wire.JobView:
+        req = wire.decode(data, wire.StopRequest, what="stop request")
+        for _ in range(5):
+            job = self.resolve(req.job_id)
+            if job.state in wire.TERMINAL_JOB_STATES:
+                return self.view(job)
+            record = msgspec.structs.replace(
+                job, state="Stopped", state_message=req.reason, updated_at=time.time()
+            )
+            try:
+                await self._mirror.update_job(record)
+            except Conflict:
+                continue
+            await self._history.job(record, job.state)
+            await enqueue(self._bus, record, "stopped")
+            return self.view(record)
+        raise Conflict(f"job {req.job_id} kept changing; try again")
+
+    async def executions(self, data: bytes) -> wire.ExecutionList:
+        ref = wire.decode(data, wire.JobRef, what="executions request")
+        job = self.resolve(ref.job_id)
+        return wire.ExecutionList(
+            executions=[_execution_view(e) for e in self._mirror.executions_of(job.id)]
+        )
+
+    async def job_history(self, data: bytes) -> wire.History:
+        ref = wire.decode(data, wire.JobRef, what="history request")
+        job = self.resolve(ref.job_id)
+        events = []
+        async for msg in self._bus.replay(subjects.EVENTS_STREAM, subjects.events(job.id)):
+            try:
+                events.append(wire.decode(msg.data, wire.JobEvent))
+            except ShoalError:
+                continue
+        return wire.History(events=events)
+
+    # ---- nodes -------------------------------------------------------------------------------
+
+    def node_view(self, record: wire.NodeRecord) -> wire.NodeView:
+        live = self._registry.liveness(record.info.id)
+        return wire.NodeView(
+            id=record.info.id,
+            labels=record.info.labels,
+            connection=record.connection,
+            approval=record.approval,
+            engines=record.info.engines,
+            capacity=record.info.capacity,
+            free=live.free if live else None,
+            drain=record.drain,
+            running=sorted(live.running) if live else [],
+            last_seen=live.last_seen if live else 0.0,
+            message=record.message,
+        )
+
+    def _node(self, ref: str) -> wire.NodeRecord:
+        known = self._mirror.nodes.get(ref)
+        if known is None:
+            matches = [v for k, v in self._mirror.nodes.items() if k.startswith(ref)]
+            if len(matches) != 1:
+                raise NotFound(
+                    f"no node {ref!r}" if not matches else f"{ref!r} matches {len(matches)} nodes"
+                )
+            known = matches[0]
+        return known.value
+
+    async def node_list(self, data: bytes) -> wire.NodeList:
+        nodes = sorted((v.value for v in self._mirror.nodes.values()), key=lambda r: r.info.id)
+        return wire.NodeList(nodes=[self.node_view(n) for n in nodes])
+
+    async def node_describe(self, data: bytes) -> wire.NodeView:
+        ref = wire.decode(data, wire.NodeRef, what="node request")
+        return self.node_view(self._node(ref.node_id))
+
+    async def _node_flags(
+        self, data: bytes, *, approval: wire.Approval | None = None, drain: bool | None = None
+    ) -> wire.NodeView:
+        ref = wire.decode(data, wire.NodeRef, what="node request")
+        node = self._node(ref.node_id)
+        record = await self._registry.set_flags(node.info.id, approval=approval, drain=drain)
+        return self.node_view(record)
+
+
+def _execution_view(e: wire.ExecutionRecord) -> wire.ExecutionView:
+    return wire.ExecutionView(
+        id=e.id,
+        node_id=e.node_id,
+        partition=e.partition,
+        attempt=e.attempt,
+        desired_state=e.desired_state,
+        compute_state=e.compute_state,
+        exit_code=e.exit_code,
+        error=e.error,
+        result=e.result,
+        created_at=e.created_at,
+        updated_at=e.updated_at,
+    )

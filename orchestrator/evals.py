@@ -1,0 +1,137 @@
+"""The evaluation broker: which jobs need scheduling, highest priority first, one at a time each.
+
+Three sources feed it: the durable SHOAL_EVALS work queue (submissions from any orchestrator,
+acked only after the job was evaluated), in-process triggers (node joined, execution ended)
+and timers (retry backoff, queue and total timeouts). Triggers and timers need no durability:
+a new leader re-evaluates every unfinished job when it starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from shared import subjects, wire
+from shared.bus import Bus, StreamMessage
+from shared.errors import ShoalError
+
+log = logging.getLogger(__name__)
+
+Evaluate = Callable[[str], Awaitable[None]]
+
+
+async def enqueue(bus: Bus, job: wire.JobRecord, trigger: str) -> None:
+    """Durably ask the leader to evaluate `job` (any orchestrator may call this)."""
+    ev = wire.Evaluation(
+        job_id=job.id,
+        namespace=job.namespace,
+        trigger=trigger,
+        priority=job.priority,
+        at=time.time(),
+    )
+    await bus.js_publish(subjects.evaluation(job.id), wire.encode(ev))
+
+
+class EvalBroker:
+    def __init__(self, bus: Bus, evaluate: Evaluate, *, workers: int = 8) -> None:
+        self._bus = bus
+        self._evaluate = evaluate
+        self._workers = workers
+        self._ready: list[tuple[int, int, str]] = []  # (-priority, seq, job_id)
+        self._queued: set[str] = set()
+        self._busy: set[str] = set()
+        self._again: set[str] = set()
+        self._acks: dict[str, list[StreamMessage]] = {}
+        self._timers: list[tuple[float, str, int]] = []
+        self._seq = itertools.count()
+        self._wakeup = asyncio.Event()
+        self._timer_wakeup = asyncio.Event()
+
+    def trigger(self, job_id: str, priority: int = 0) -> None:
+        """Evaluate soon; repeated triggers while queued collapse into one evaluation."""
+        if job_id in self._busy:
+            self._again.add(job_id)
+            return
+        if job_id in self._queued:
+            return
+        self._queued.add(job_id)
+        heapq.heappush(self._ready, (-priority, next(self._seq), job_id))
+        self._wakeup.set()
+
+    def later(self, job_id: str, at: float, priority: int = 0) -> None:
+        heapq.heappush(self._timers, (at, job_id, priority))
+        self._timer_wakeup.set()
+
+    @property
+    def pending(self) -> int:
+        return len(self._queued) + len(self._busy)
+
+    async def run_worker(self) -> None:
+        while True:
+            while not self._ready:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            _, _, job_id = heapq.heappop(self._ready)
+            self._queued.discard(job_id)
+            self._busy.add(job_id)
+            try:
+                await self._evaluate(job_id)
+            except ShoalError as exc:
+                log.warning("evaluating %s failed (%s); retrying in 1s", job_id, exc)
+                self.later(job_id, time.time() + 1.0)
+            except Exception:
+                log.exception("evaluating %s crashed; retrying in 5s", job_id)
+                self.later(job_id, time.time() + 5.0)
+            finally:
+                self._busy.discard(job_id)
+                acks = self._acks.pop(job_id, [])
+            for msg in acks:
+                with contextlib.suppress(ShoalError):  # redelivered later; harmless
+                    await msg.ack()
+            if job_id in self._again:
+                self._again.discard(job_id)
+                self.trigger(job_id)
+
+    async def run_timers(self) -> None:
+        while True:
+            now = time.time()
+            while self._timers and self._timers[0][0] <= now:
+                _, job_id, priority = heapq.heappop(self._timers)
+                self.trigger(job_id, priority)
+            delay = self._timers[0][0] - now if self._timers else 3600.0
+            self._timer_wakeup.clear()
+            try:
+                async with asyncio.timeout(delay):
+                    await self._timer_wakeup.wait()
+            except TimeoutError:
+                pass
+
+    async def run_consumer(self) -> None:
+        """Feed the durable work queue into the ready set, acking after evaluation."""
+        consumer = await self._bus.pull_consumer(
+            subjects.EVALS_STREAM, "shoal-scheduler", subjects.EVALS_SUBJECTS, ack_wait=60.0
+        )
+        try:
+            while True:
+                try:
+                    batch = await consumer.fetch(256, timeout=5.0)
+                except ShoalError as exc:
+                    log.warning("evaluation queue: %s", exc)
+                    await asyncio.sleep(1.0)
+                    continue
+                for msg in batch:
+                    try:
+                        ev = wire.decode(msg.data, wire.Evaluation, what=msg.subject)
+                    except ShoalError as exc:
+                        log.warning("dropping malformed evaluation: %s", exc)
+                        await msg.term()
+                        continue
+                    self._acks.setdefault(ev.job_id, []).append(msg)
+                    self.trigger(ev.job_id, ev.priority)
+        finally:
+            await consumer.close()

@@ -1,0 +1,49 @@
+"""Job history: every job and execution state change, appended to the SHOAL_EVENTS stream."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from shared import subjects, wire
+from shared.bus import Bus
+from shared.errors import ShoalError
+
+log = logging.getLogger(__name__)
+
+
+class History:
+    def __init__(self, bus: Bus) -> None:
+        self._bus = bus
+
+    async def _append(self, event: wire.JobEvent) -> None:
+        try:
+            await self._bus.js_publish(subjects.events(event.job_id), wire.encode(event))
+        except ShoalError as exc:  # history is a record, not a step the state waits for
+            log.warning("could not record history for %s: %s", event.job_id, exc)
+
+    async def job(self, record: wire.JobRecord, previous: str, message: str = "") -> None:
+        text = message or record.state_message or f"job {record.state.lower()}"
+        await self._append(
+            wire.JobEvent(
+                job_id=record.id,
+                at=time.time(),
+                kind="job",
+                message=text,
+                state=record.state,
+                previous_state=previous,
+            )
+        )
+
+    async def execution(self, record: wire.ExecutionRecord, message: str) -> None:
+        await self._append(
+            wire.JobEvent(
+                job_id=record.job_id,
+                at=time.time(),
+                kind="execution",
+                message=message,
+                state=record.compute_state,
+                execution_id=record.id,
+                node_id=record.node_id,
+            )
+        )

@@ -1,0 +1,220 @@
+"""The planner: runs a scheduler over the mirror's state and carries out its plan.
+
+Carrying out means: CAS-write stopped executions and tell their nodes, create offered
+executions and ask their nodes to bid, CAS-write the job's new state, append history, and arm
+a timer for the next evaluation. A refused bid or a lost CAS re-plans (a few rounds at most).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable
+
+import msgspec
+
+from orchestrator.history import History
+from orchestrator.registry import NodeRegistry
+from orchestrator.scheduler import Context, Placement, Plan, Stop, schedule
+from orchestrator.selection import Demand
+from orchestrator.state import StateMirror
+from shared import subjects, wire
+from shared.bus import Bus
+from shared.errors import Conflict, ShoalError
+from shared.spec import JobSpec, spec_from_data
+
+log = logging.getLogger(__name__)
+
+REFUSAL_MEMORY = 5.0
+MAX_ROUNDS = 4
+
+
+class Planner:
+    def __init__(
+        self,
+        bus: Bus,
+        mirror: StateMirror,
+        registry: NodeRegistry,
+        history: History,
+        *,
+        later: Callable[[str, float], None],
+        bid_timeout: float = 5.0,
+    ) -> None:
+        self._bus = bus
+        self._mirror = mirror
+        self._registry = registry
+        self._history = history
+        self._later = later
+        self.bid_timeout = bid_timeout
+        self._specs: dict[tuple[str, int], JobSpec] = {}
+
+    def spec_of(self, job: wire.JobRecord) -> JobSpec:
+        key = (job.id, job.version)
+        spec = self._specs.get(key)
+        if spec is None:
+            if len(self._specs) > 20_000:
+                self._specs.clear()
+            spec = self._specs[key] = spec_from_data(json.loads(bytes(job.spec)))
+        return spec
+
+    async def evaluate(self, job_id: str) -> None:
+        refused: dict[int, set[str]] = {}
+        for _ in range(MAX_ROUNDS):
+            job = self._mirror.job(job_id)
+            if job is None:
+                return
+            now = time.time()
+            executions = self._mirror.executions_of(job_id)
+            for e in executions:  # recently refused bids are not retried on the same node
+                if e.compute_state == "rejected" and now - e.updated_at < REFUSAL_MEMORY:
+                    refused.setdefault(e.partition, set()).add(e.node_id)
+                    self._later(job_id, e.updated_at + REFUSAL_MEMORY)
+            ctx = Context(
+                job,
+                self.spec_of(job),
+                executions,
+                self._registry.states(),
+                now,
+                {p: frozenset(n) for p, n in refused.items()},
+            )
+            plan = schedule(ctx)
+            try:
+                declined = await self._apply(job, ctx.spec, plan, refused)
+            except Conflict:
+                continue  # someone changed the job or an execution: re-read and re-decide
+            if not declined:
+                return
+
+    async def _apply(
+        self, job: wire.JobRecord, spec: JobSpec, plan: Plan, refused: dict[int, set[str]]
+    ) -> bool:
+        now = time.time()
+        for stop in plan.stop:
+            await self.stop_execution(stop, now)
+        declined = False
+        if plan.place:
+            results = await asyncio.gather(*(self._offer(job, spec, p, now) for p in plan.place))
+            for placement, accepted in zip(plan.place, results, strict=True):
+                if not accepted:
+                    declined = True
+                    refused.setdefault(placement.partition, set()).add(placement.node_id)
+        if declined:
+            return True
+        await self._set_job_state(job, plan, now)
+        if plan.evaluate_at is not None:
+            self._later(job.id, plan.evaluate_at)
+        return False
+
+    async def stop_execution(self, stop: Stop, now: float) -> None:
+        known = self._mirror.executions.get(stop.execution_id)
+        if known is None or not known.value.live:
+            return
+        record = msgspec.structs.replace(
+            known.value,
+            desired_state="stopped",
+            compute_state=stop.state,
+            error=stop.reason,
+            retryable=stop.state == "lost",
+            updated_at=now,
+        )
+        await self._mirror.update_execution(record)
+        self._registry.release(record.node_id, record.id)
+        await self._history.execution(record, f"{stop.state}: {stop.reason}")
+        if stop.state != "lost":
+            await self.cancel_on_node(record.node_id, record.id, stop.reason)
+
+    async def cancel_on_node(self, node_id: str, execution_id: str, reason: str) -> None:
+        cmd = wire.CancelCommand(execution_id=execution_id, reason=reason)
+        try:
+            await self._bus.request(subjects.compute_cmd(node_id), wire.encode(cmd), timeout=2.0)
+        except ShoalError as exc:  # the node's next heartbeat reconciles it
+            log.debug("cancel %s on %s: %s", execution_id, node_id, exc)
+
+    async def _offer(
+        self, job: wire.JobRecord, spec: JobSpec, placement: Placement, now: float
+    ) -> bool:
+        """Create the execution as offered, then ask the node; True if it took it."""
+        record = wire.ExecutionRecord(
+            id=f"e-{uuid.uuid4()}",
+            job_id=job.id,
+            namespace=job.namespace,
+            node_id=placement.node_id,
+            job_version=job.version,
+            partition=placement.partition,
+            attempt=placement.attempt,
+            created_at=now,
+            updated_at=now,
+        )
+        await self._mirror.create_execution(record)
+        order = wire.ExecutionOrder(
+            execution_id=record.id,
+            job_id=job.id,
+            job_type=job.type,
+            namespace=job.namespace,
+            job_version=job.version,
+            partition=placement.partition,
+            attempt=placement.attempt,
+            spec=job.spec,
+        )
+        try:
+            raw = await self._bus.request(
+                subjects.compute_bid(placement.node_id),
+                wire.encode(order),
+                timeout=self.bid_timeout,
+            )
+            reply = wire.decode(raw, wire.BidReply, what="bid reply")
+        except ShoalError as exc:
+            reply = wire.BidReply(accepted=False, reason=f"no answer to the bid ({exc})")
+        if reply.accepted:
+            self._registry.reserve(placement.node_id, record.id, Demand.of(spec))
+            await self._history.execution(
+                record,
+                f"placed on {placement.node_id} (partition {placement.partition}, "
+                f"attempt {placement.attempt})",
+            )
+            return True
+        known = self._mirror.executions.get(record.id)
+        if known is not None and known.value.compute_state == "offered":
+            rejected = msgspec.structs.replace(
+                known.value,
+                compute_state="rejected",
+                desired_state="stopped",
+                error=reply.reason,
+                updated_at=time.time(),
+            )
+            try:
+                await self._mirror.update_execution(rejected)
+            except Conflict:
+                return True  # the node already reported on it: it did take the job
+            await self._history.execution(rejected, f"{placement.node_id} declined: {reply.reason}")
+        return False
+
+    async def _set_job_state(self, job: wire.JobRecord, plan: Plan, now: float) -> None:
+        known = self._mirror.job(job.id)
+        if known is None:
+            return
+        state = plan.state or known.state
+        queued_since = (
+            plan.queued_since
+            if plan.queued_since is not None
+            else (known.queued_since if state == "Queued" else 0.0)
+        )
+        if (state, plan.message, queued_since) == (
+            known.state,
+            known.state_message,
+            known.queued_since,
+        ):
+            return
+        record = msgspec.structs.replace(
+            known,
+            state=state,
+            state_message=plan.message,
+            queued_since=queued_since,
+            updated_at=now,
+        )
+        await self._mirror.update_job(record)
+        if state != known.state:
+            await self._history.job(record, known.state)

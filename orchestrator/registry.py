@@ -1,0 +1,284 @@
+"""The node registry: hello and heartbeat handling, liveness in memory, KV on transitions."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import msgspec
+
+from orchestrator.selection import Demand, NodeState
+from orchestrator.state import StateMirror
+from shared import subjects, wire
+from shared.bus import Bus, Message
+from shared.errors import Conflict, ShoalError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Liveness:
+    """What heartbeats tell us; never written to KV."""
+
+    last_seen: float
+    free: wire.Capacity
+    running: frozenset[str] = frozenset()
+    boot_id: str = ""
+    reserved: dict[str, tuple[Demand, float]] = field(default_factory=dict)
+
+
+class NodeRegistry:
+    def __init__(
+        self,
+        bus: Bus,
+        mirror: StateMirror,
+        *,
+        heartbeat_interval: float,
+        disconnect_timeout: float,
+        manual_approval: bool = False,
+        on_node_ready: Callable[[str], None] = lambda node_id: None,
+        on_node_lost: Callable[[str], None] = lambda node_id: None,
+        on_stale: Callable[[str, list[str]], None] = lambda node_id, ids: None,
+    ) -> None:
+        self._bus = bus
+        self._mirror = mirror
+        self.heartbeat_interval = heartbeat_interval
+        self.disconnect_timeout = disconnect_timeout
+        self.manual_approval = manual_approval
+        self._live: dict[str, Liveness] = {}
+        self._on_node_ready = on_node_ready
+        self._on_node_lost = on_node_lost
+        self._on_stale = on_stale
+        self._lock = asyncio.Lock()
+
+    # ---- views for the scheduler and the API ---------------------------------------------------
+
+    def states(self) -> dict[str, NodeState]:
+        out = {}
+        for node_id, versioned in self._mirror.nodes.items():
+            rec = versioned.value
+            live = self._live.get(node_id)
+            free = rec.info.capacity if live is None else self._free(live)
+            out[node_id] = NodeState(
+                id=node_id,
+                labels=rec.info.labels,
+                engines=frozenset(rec.info.engines),
+                publishers=frozenset(rec.info.publishers),
+                sources=frozenset(rec.info.sources),
+                capacity=rec.info.capacity,
+                free=free,
+                approval=rec.approval,
+                connected=rec.connection == "CONNECTED",
+                drain=rec.drain,
+                network=rec.info.network,
+                running=len(live.running) + len(live.reserved) if live else 0,
+            )
+        return out
+
+    def liveness(self, node_id: str) -> Liveness | None:
+        return self._live.get(node_id)
+
+    @staticmethod
+    def _free(live: Liveness) -> wire.Capacity:
+        f = live.free
+        cpu, mem, disk, gpus = f.cpu_millis, f.memory_bytes, f.disk_bytes, f.gpus
+        for demand, _ in live.reserved.values():
+            cpu -= demand.cpu_millis
+            mem -= demand.memory_bytes
+            disk -= demand.disk_bytes
+            gpus -= demand.gpus
+        return wire.Capacity(
+            cpu_millis=cpu, memory_bytes=mem, disk_bytes=disk, gpus=gpus, executions=f.executions
+        )
+
+    def reserve(self, node_id: str, execution_id: str, demand: Demand) -> None:
+        """Count an accepted bid against the node until its heartbeat reports it running."""
+        live = self._live.get(node_id)
+        if live is not None:
+            live.reserved[execution_id] = (demand, time.time())
+
+    def release(self, node_id: str, execution_id: str) -> None:
+        live = self._live.get(node_id)
+        if live is not None:
+            live.reserved.pop(execution_id, None)
+
+    # ---- handlers ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        now = time.time()
+        # After an orchestrator restart every known node gets a full timeout to check in.
+        for node_id, versioned in self._mirror.nodes.items():
+            if versioned.value.connection == "CONNECTED":
+                self._live[node_id] = Liveness(
+                    now, versioned.value.info.capacity, boot_id=versioned.value.boot_id
+                )
+        await self._bus.subscribe(subjects.ALL_HELLOS, self._hello)
+        await self._bus.subscribe(subjects.ALL_HEARTBEATS, self._heartbeat)
+
+    async def _hello(self, msg: Message) -> None:
+        try:
+            hello = wire.decode(msg.data, wire.Hello, what=msg.subject)
+            node_id = subjects.check_token(subjects.node_of(msg.subject), "node id")
+            if hello.node.id != node_id:
+                raise Conflict(f"hello on {msg.subject} names node {hello.node.id!r}")
+            reply = await self._register(hello)
+        except ShoalError as exc:
+            await self._bus.respond(
+                msg,
+                wire.encode(
+                    wire.ApiReply(ok=False, error=wire.ApiError(code=exc.code, message=str(exc)))
+                ),
+            )
+            return
+        await self._bus.respond(
+            msg, wire.encode(wire.ApiReply(ok=True, data=msgspec.Raw(wire.encode(reply))))
+        )
+
+    async def _register(self, hello: wire.Hello) -> wire.HelloReply:
+        node_id = hello.node.id
+        now = time.time()
+        async with self._lock:
+            for _ in range(5):
+                known = self._mirror.nodes.get(node_id)
+                if known is None:
+                    approval: wire.Approval = "PENDING" if self.manual_approval else "APPROVED"
+                    record = wire.NodeRecord(
+                        info=hello.node,
+                        approval=approval,
+                        boot_id=hello.boot_id,
+                        first_seen=now,
+                        last_transition=now,
+                    )
+                else:
+                    record = msgspec.structs.replace(
+                        known.value,
+                        info=hello.node,
+                        connection="CONNECTED",
+                        boot_id=hello.boot_id,
+                        last_transition=now,
+                    )
+                try:
+                    if known is None or known.value != record:
+                        await self._mirror.put_node(record)
+                    break
+                except Conflict:
+                    continue
+            restarted = known is not None and known.value.boot_id != hello.boot_id
+        running = {r.id for r in hello.running}
+        self._live[node_id] = Liveness(now, hello.node.capacity, frozenset(running), hello.boot_id)
+        cancel = [i for i in running if not self._wanted(i, node_id)]
+        if restarted:
+            # Whatever the node ran before its restart and no longer reports is gone.
+            gone = [
+                e.value.id
+                for e in self._mirror.executions.values()
+                if e.value.node_id == node_id and e.value.live and e.value.id not in running
+            ]
+            if gone:
+                self._on_stale(node_id, gone)
+        log.info("node %s registered (%s)", node_id, record.approval)
+        self._on_node_ready(node_id)
+        return wire.HelloReply(
+            approval=record.approval, heartbeat_interval=self.heartbeat_interval, cancel=cancel
+        )
+
+    def _wanted(self, execution_id: str, node_id: str) -> bool:
+        known = self._mirror.executions.get(execution_id)
+        return (
+            known is not None
+            and known.value.node_id == node_id
+            and known.value.live
+            and known.value.desired_state == "running"
+        )
+
+    async def _heartbeat(self, msg: Message) -> None:
+        try:
+            beat = wire.decode(msg.data, wire.Heartbeat, what=msg.subject)
+        except ShoalError as exc:
+            log.warning("dropping heartbeat on %s: %s", msg.subject, exc)
+            return
+        node_id = subjects.node_of(msg.subject)
+        record = self._mirror.nodes.get(node_id)
+        if record is None or beat.node_id != node_id:
+            return  # unknown node: it must say hello first (it re-sends hello when unanswered)
+        now = time.time()
+        live = self._live.get(node_id)
+        running = frozenset(beat.running)
+        if live is None:
+            live = self._live[node_id] = Liveness(now, beat.free, running, beat.boot_id)
+        live.last_seen, live.free, live.running = now, beat.free, running
+        for exec_id, (_, at) in list(live.reserved.items()):
+            if exec_id in running or now - at > 2 * self.heartbeat_interval + 1:
+                del live.reserved[exec_id]
+        if record.value.connection == "DISCONNECTED":
+            await self._transition(node_id, "CONNECTED", "heartbeats resumed")
+            self._on_node_ready(node_id)
+        unwanted = [i for i in running if not self._wanted(i, node_id)]
+        if unwanted:
+            self._on_stale(node_id, unwanted)
+
+    # ---- liveness sweep ------------------------------------------------------------------------
+
+    async def sweep_forever(self) -> None:
+        interval = min(self.heartbeat_interval, self.disconnect_timeout / 4)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.sweep(time.time())
+            except ShoalError as exc:
+                log.warning("liveness sweep: %s", exc)
+
+    async def sweep(self, now: float) -> None:
+        for node_id, versioned in list(self._mirror.nodes.items()):
+            if versioned.value.connection != "CONNECTED":
+                continue
+            live = self._live.get(node_id)
+            if live is None:
+                self._live[node_id] = Liveness(now, versioned.value.info.capacity)
+                continue
+            if now - live.last_seen > self.disconnect_timeout:
+                silent = now - live.last_seen
+                await self._transition(node_id, "DISCONNECTED", f"no heartbeat for {silent:.1f}s")
+                live.reserved.clear()
+                self._on_node_lost(node_id)
+
+    async def _transition(self, node_id: str, connection: wire.Connection, why: str) -> None:
+        for _ in range(5):
+            known = self._mirror.nodes.get(node_id)
+            if known is None or known.value.connection == connection:
+                return
+            record = msgspec.structs.replace(
+                known.value, connection=connection, last_transition=time.time(), message=why
+            )
+            try:
+                await self._mirror.put_node(record)
+                log.info("node %s %s: %s", node_id, connection, why)
+                return
+            except Conflict:
+                continue
+
+    async def set_flags(
+        self, node_id: str, *, approval: wire.Approval | None = None, drain: bool | None = None
+    ) -> wire.NodeRecord:
+        for _ in range(5):
+            known = self._mirror.nodes.get(node_id)
+            if known is None:
+                from shared.errors import NotFound
+
+                raise NotFound(f"node {node_id!r} is not registered")
+            record = msgspec.structs.replace(
+                known.value,
+                approval=approval if approval is not None else known.value.approval,
+                drain=drain if drain is not None else known.value.drain,
+                last_transition=time.time(),
+            )
+            try:
+                await self._mirror.put_node(record)
+            except Conflict:
+                continue
+            self._on_node_ready(node_id)
+            return record
+        raise Conflict(f"node {node_id} kept changing; try again")

@@ -1,0 +1,164 @@
+"""Node selection: which nodes can take a task (with the reason for each that cannot), ranked."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+
+from shared import wire
+from shared.constraints import Requirement, first_unmet
+from shared.spec import JobSpec
+from shared.units import format_cpu, format_size
+
+
+@dataclass(frozen=True, slots=True)
+class Demand:
+    cpu_millis: int = 0
+    memory_bytes: int = 0
+    disk_bytes: int = 0
+    gpus: int = 0
+
+    @classmethod
+    def of(cls, spec: JobSpec) -> Demand:
+        r = spec.task.resources
+        return cls(r.cpu_millis, r.memory_bytes, r.disk_bytes, r.gpus)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeState:
+    """What the scheduler knows of one node: registry facts plus live free capacity."""
+
+    id: str
+    labels: dict[str, str]
+    engines: frozenset[str]
+    publishers: frozenset[str]
+    sources: frozenset[str]
+    capacity: wire.Capacity
+    free: wire.Capacity
+    approval: str = "APPROVED"
+    connected: bool = True
+    drain: bool = False
+    network: bool = True
+    running: int = 0
+
+    def take(self, demand: Demand) -> NodeState:
+        """This node with `demand` subtracted, for placing several executions in one plan."""
+        free = wire.Capacity(
+            cpu_millis=self.free.cpu_millis - demand.cpu_millis,
+            memory_bytes=self.free.memory_bytes - demand.memory_bytes,
+            disk_bytes=self.free.disk_bytes - demand.disk_bytes,
+            gpus=self.free.gpus - demand.gpus,
+            executions=self.free.executions,
+        )
+        return replace(self, free=free, running=self.running + 1)
+
+
+def misfit(
+    node: NodeState, spec: JobSpec, demand: Demand, requirements: Iterable[Requirement]
+) -> str | None:
+    """Why `node` cannot run `spec` now, or None if it can."""
+    task = spec.task
+    if node.approval != "APPROVED":
+        return f"node is {node.approval.lower()}"
+    if not node.connected:
+        return "node is disconnected"
+    if node.drain:
+        return "node is draining"
+    if task.engine.type not in node.engines:
+        return f"does not support engine {task.engine.type}"
+    publisher = task.publisher.type
+    if publisher and publisher not in node.publishers:
+        return f"does not support publisher {publisher}"
+    for src in task.input_sources:
+        if src.source.type not in node.sources:
+            return f"does not support input source {src.source.type}"
+    unmet = first_unmet(requirements, node.labels)
+    if unmet is not None:
+        return f"does not match constraint {unmet.describe()}"
+    if task.network.type != "None" and not node.network:
+        return "does not allow networking"
+    cap, free = node.capacity, node.free
+    if demand.cpu_millis > cap.cpu_millis:
+        return (
+            f"too little CPU ({format_cpu(demand.cpu_millis)} asked, "
+            f"{format_cpu(cap.cpu_millis)} in all)"
+        )
+    if demand.memory_bytes > cap.memory_bytes:
+        return (
+            f"too little memory ({format_size(demand.memory_bytes)} asked, "
+            f"{format_size(cap.memory_bytes)} in all)"
+        )
+    if demand.gpus > cap.gpus:
+        return f"too few GPUs ({demand.gpus} asked, {cap.gpus} in all)"
+    if demand.cpu_millis > free.cpu_millis:
+        return (
+            f"busy: {format_cpu(max(free.cpu_millis, 0))} CPU free, "
+            f"{format_cpu(demand.cpu_millis)} asked"
+        )
+    if demand.memory_bytes > free.memory_bytes:
+        return (
+            f"busy: {format_size(max(free.memory_bytes, 0))} memory free, "
+            f"{format_size(demand.memory_bytes)} asked"
+        )
+    if demand.gpus > free.gpus:
+        return f"busy: {max(free.gpus, 0)} GPUs free, {demand.gpus} asked"
+    if cap.executions and node.running >= cap.executions:
+        return "busy: no free execution slot"
+    return None
+
+
+@dataclass(slots=True)
+class Selection:
+    """The nodes that fit, best first, and why the others do not."""
+
+    fit: list[NodeState] = field(default_factory=list)
+    reasons: dict[str, str] = field(default_factory=dict)
+
+    def explain(self) -> str:
+        if not self.reasons:
+            return "no compute nodes are registered"
+        by_reason: defaultdict[str, list[str]] = defaultdict(list)
+        for node_id, reason in sorted(self.reasons.items()):
+            by_reason[reason].append(node_id)
+        parts = []
+        for reason, ids in sorted(by_reason.items(), key=lambda kv: -len(kv[1])):
+            shown = ", ".join(ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
+            parts.append(f"{len(ids)} node{'s' if len(ids) != 1 else ''} {reason} ({shown})")
+        return "; ".join(parts)
+
+    @property
+    def only_busy(self) -> bool:
+        """Every refusal is transient: the job can wait for capacity rather than fail."""
+        return bool(self.reasons) and all(r.startswith("busy") for r in self.reasons.values())
+
+
+def select(
+    nodes: Iterable[NodeState],
+    spec: JobSpec,
+    *,
+    spread: Counter[str] | None = None,
+    avoid: frozenset[str] = frozenset(),
+) -> Selection:
+    """Filter then rank: most free capacity, fewest executions of this job, not `avoid`."""
+    demand = Demand.of(spec)
+    requirements = spec.requirements()
+    spread = spread or Counter()
+    out = Selection()
+    for node in nodes:
+        reason = misfit(node, spec, demand, requirements)
+        if reason is None:
+            out.fit.append(node)
+        else:
+            out.reasons[node.id] = reason
+
+    def score(node: NodeState) -> tuple[float, str]:
+        cap, free = node.capacity, node.free
+        room = (free.cpu_millis / cap.cpu_millis if cap.cpu_millis else 1.0) + (
+            free.memory_bytes / cap.memory_bytes if cap.memory_bytes else 1.0
+        )
+        penalty = 2.0 * spread[node.id] + (4.0 if node.id in avoid else 0.0) + 0.01 * node.running
+        return (penalty - room, node.id)
+
+    out.fit.sort(key=score)
+    return out

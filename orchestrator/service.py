@@ -1,0 +1,191 @@
+"""The orchestrator process: wires state, registry, API, planner and broker, and runs them."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from types import TracebackType
+
+from orchestrator.api import Api
+from orchestrator.evals import EvalBroker
+from orchestrator.history import History
+from orchestrator.planner import Planner
+from orchestrator.registry import NodeRegistry
+from orchestrator.scheduler import Stop
+from orchestrator.state import StateMirror
+from orchestrator.updates import UpdateApplier
+from shared import subjects, wire
+from shared.bus import Bus
+from shared.errors import ShoalError
+from shared.lifecycle import Supervisor
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class OrchestratorConfig:
+    heartbeat_interval: float = 1.0
+    disconnect_timeout: float = 5.0
+    manual_approval: bool = False
+    max_attempts: int = 3
+    bid_timeout: float = 5.0
+    workers: int = 8
+    logs_max_bytes_per_subject: int = 8 * 1024 * 1024
+    events_max_age: float = 30 * 24 * 3600.0
+
+
+async def ensure_streams(bus: Bus, config: OrchestratorConfig) -> None:
+    """Create (or update) every stream; idempotent, any orchestrator may run it."""
+    await bus.ensure_stream(
+        subjects.EVENTS_STREAM, [subjects.EVENTS_SUBJECTS], max_age=config.events_max_age
+    )
+    await bus.ensure_stream(
+        subjects.LOGS_STREAM,
+        [subjects.LOGS_SUBJECTS],
+        max_bytes=None,
+        max_age=config.events_max_age,
+    )
+    await bus.ensure_stream(subjects.UPDATES_STREAM, [subjects.UPDATES_SUBJECTS], work_queue=True)
+    await bus.ensure_stream(subjects.EVALS_STREAM, [subjects.EVALS_SUBJECTS], work_queue=True)
+
+
+class Orchestrator:
+    """start() / stop() / `async with`; schedules and serves the API on one NATS connection."""
+
+    def __init__(self, bus: Bus, config: OrchestratorConfig | None = None) -> None:
+        self.config = config or OrchestratorConfig()
+        self.bus = bus
+        self.mirror = StateMirror(bus)
+        self.history = History(bus)
+        self.registry = NodeRegistry(
+            bus,
+            self.mirror,
+            heartbeat_interval=self.config.heartbeat_interval,
+            disconnect_timeout=self.config.disconnect_timeout,
+            manual_approval=self.config.manual_approval,
+            on_node_ready=self._node_changed,
+            on_node_lost=self._node_lost,
+            on_stale=self._stale,
+        )
+        self.broker = EvalBroker(bus, self._evaluate, workers=self.config.workers)
+        self.planner = Planner(
+            bus,
+            self.mirror,
+            self.registry,
+            self.history,
+            later=self.broker.later,
+            bid_timeout=self.config.bid_timeout,
+        )
+        self.api = Api(
+            bus, self.mirror, self.registry, self.history, max_attempts=self.config.max_attempts
+        )
+        self.updates = UpdateApplier(
+            bus,
+            self.mirror,
+            self.history,
+            on_applied=self._execution_changed,
+            cancel=self.planner.cancel_on_node,
+        )
+        self._children = Supervisor("orchestrator")
+
+    async def start(self) -> None:
+        await ensure_streams(self.bus, self.config)
+        await self.mirror.start()
+        await self._children.start()
+        await self.registry.start()
+        await self.api.start()
+        self._children.spawn(self.registry.sweep_forever(), name="liveness")
+        self._children.spawn(self.broker.run_timers(), name="eval-timers")
+        self._children.spawn(self.broker.run_consumer(), name="eval-queue")
+        for i in range(self.config.workers):
+            self._children.spawn(self.broker.run_worker(), name=f"eval-worker-{i}")
+        self._children.spawn(self.updates.run(), name="updates")
+        # A new leader owes every unfinished job an evaluation: triggers and timers of the
+        # previous one died with it.
+        for versioned in list(self.mirror.jobs.values()):
+            job = versioned.value
+            if job.state not in wire.TERMINAL_JOB_STATES:
+                self.broker.trigger(job.id, job.priority)
+        log.info(
+            "orchestrator started: %d jobs, %d nodes known",
+            len(self.mirror.jobs),
+            len(self.mirror.nodes),
+        )
+
+    async def stop(self) -> None:
+        await self._children.stop()
+        await self.mirror.stop()
+
+    async def __aenter__(self) -> Orchestrator:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    # ---- triggers ----------------------------------------------------------------------------
+
+    async def _evaluate(self, job_id: str) -> None:
+        await self.planner.evaluate(job_id)
+
+    def _trigger_waiting(self) -> None:
+        """Jobs that may now fit somewhere: queued ones, and daemons (which go everywhere)."""
+        for versioned in self.mirror.jobs.values():
+            job = versioned.value
+            if job.state == "Queued" or (
+                job.type == "daemon" and job.state not in wire.TERMINAL_JOB_STATES
+            ):
+                self.broker.trigger(job.id, job.priority)
+
+    def _jobs_on(self, node_id: str) -> set[str]:
+        return {
+            v.value.job_id
+            for v in self.mirror.executions.values()
+            if v.value.node_id == node_id and v.value.live
+        }
+
+    def _node_changed(self, node_id: str) -> None:
+        self._trigger_waiting()
+        for job_id in self._jobs_on(node_id):
+            self.broker.trigger(job_id)
+
+    def _node_lost(self, node_id: str) -> None:
+        for job_id in self._jobs_on(node_id):
+            self.broker.trigger(job_id)
+
+    def _stale(self, node_id: str, execution_ids: list[str]) -> None:
+        """A node runs executions we no longer want, or lost ones we thought it ran."""
+        for exec_id in execution_ids:
+            known = self.mirror.executions.get(exec_id)
+            if (
+                known is not None
+                and known.value.live
+                and known.value.node_id == node_id
+                and known.value.desired_state == "running"
+            ):
+                self._children.spawn(self._mark_lost(known.value))
+            else:
+                self._children.spawn(
+                    self.planner.cancel_on_node(node_id, exec_id, "not wanted here")
+                )
+
+    async def _mark_lost(self, record: wire.ExecutionRecord) -> None:
+        stop = Stop(record.id, "lost", f"node {record.node_id} restarted without it")
+        try:
+            await self.planner.stop_execution(stop, time.time())
+        except ShoalError as exc:
+            log.warning("marking %s lost: %s", record.id, exc)
+        self.broker.trigger(record.job_id)
+
+    def _execution_changed(self, record: wire.ExecutionRecord) -> None:
+        if record.compute_state in wire.TERMINAL_COMPUTE_STATES:
+            self.registry.release(record.node_id, record.id)
+            job = self.mirror.job(record.job_id)
+            self.broker.trigger(record.job_id, job.priority if job else 0)
+            self._trigger_waiting()  # capacity freed up

@@ -1,0 +1,203 @@
+"""The orchestrator's in-memory mirror of the JetStream KV state, and its CAS writers.
+
+KV is the truth. Every orchestrator watches the three buckets and keeps decoded records in
+memory, so API reads and scheduling decisions never wait on NATS. Writes are compare-and-swap
+on the revision the mirror holds; a successful write is applied locally at once (the watch
+echoes it later with the same revision, which is then ignored), a lost CAS re-reads the key and
+raises Conflict so the caller re-decides.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from shared import subjects, wire
+from shared.bus import KV, Bus, Entry
+from shared.errors import Conflict, InvalidSpec
+from shared.lifecycle import Supervisor
+
+log = logging.getLogger(__name__)
+
+R = TypeVar("R")
+
+
+@dataclass(slots=True)
+class Versioned(Generic[R]):
+    value: R
+    revision: int
+
+
+class StateMirror:
+    """Jobs, executions and nodes as last seen in KV, kept current by watches."""
+
+    def __init__(self, bus: Bus) -> None:
+        self._bus = bus
+        self.jobs: dict[str, Versioned[wire.JobRecord]] = {}
+        self.executions: dict[str, Versioned[wire.ExecutionRecord]] = {}
+        self.by_job: dict[str, set[str]] = defaultdict(set)
+        self.nodes: dict[str, Versioned[wire.NodeRecord]] = {}
+        self._jobs_kv: KV | None = None
+        self._execs_kv: KV | None = None
+        self._nodes_kv: KV | None = None
+        self._children = Supervisor("state-mirror")
+        self.on_node_change: Callable[[wire.NodeRecord], None] | None = None
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._jobs_kv = await self._bus.kv(subjects.JOBS_BUCKET)
+        self._execs_kv = await self._bus.kv(subjects.EXECUTIONS_BUCKET)
+        self._nodes_kv = await self._bus.kv(subjects.NODES_BUCKET)
+        ready = [asyncio.Event() for _ in range(3)]
+        await self._children.start()
+        self._children.spawn(self._follow(self._jobs_kv, self._apply_job, ready[0]))
+        self._children.spawn(self._follow(self._execs_kv, self._apply_execution, ready[1]))
+        self._children.spawn(self._follow(self._nodes_kv, self._apply_node, ready[2]))
+        await asyncio.gather(*(e.wait() for e in ready))
+
+    async def stop(self) -> None:
+        await self._children.stop()
+
+    async def _follow(self, kv: KV, apply: Callable[[Entry], None], ready: asyncio.Event) -> None:
+        while True:
+            try:
+                async for entry in kv.watch(">"):
+                    if entry is None:
+                        ready.set()
+                    else:
+                        apply(entry)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the watch dies with the connection; resume from KV
+                log.warning("watch on %s failed; re-subscribing", kv.bucket, exc_info=True)
+                await asyncio.sleep(0.5)
+
+    # ---- applying watched entries (idempotent: older revisions are ignored) ------------------
+
+    def _apply_job(self, entry: Entry) -> None:
+        job_id = entry.key.split(".", 1)[-1]
+        known = self.jobs.get(job_id)
+        if known is not None and known.revision >= entry.revision:
+            return
+        if entry.value is None:
+            self.jobs.pop(job_id, None)
+            return
+        record = _decode(entry, wire.JobRecord)
+        if record is not None:
+            self.jobs[job_id] = Versioned(record, entry.revision)
+
+    def _apply_execution(self, entry: Entry) -> None:
+        job_id, _, exec_id = entry.key.partition(".")
+        known = self.executions.get(exec_id)
+        if known is not None and known.revision >= entry.revision:
+            return
+        if entry.value is None:
+            self.executions.pop(exec_id, None)
+            self.by_job[job_id].discard(exec_id)
+            return
+        record = _decode(entry, wire.ExecutionRecord)
+        if record is not None:
+            self._set_execution(record, entry.revision)
+
+    def _apply_node(self, entry: Entry) -> None:
+        known = self.nodes.get(entry.key)
+        if known is not None and known.revision >= entry.revision:
+            return
+        if entry.value is None:
+            self.nodes.pop(entry.key, None)
+            return
+        record = _decode(entry, wire.NodeRecord)
+        if record is not None:
+            self.nodes[entry.key] = Versioned(record, entry.revision)
+            if self.on_node_change is not None:
+                self.on_node_change(record)
+
+    def _set_execution(self, record: wire.ExecutionRecord, revision: int) -> None:
+        self.executions[record.id] = Versioned(record, revision)
+        self.by_job[record.job_id].add(record.id)
+
+    # ---- reads --------------------------------------------------------------------------------
+
+    def executions_of(self, job_id: str) -> list[wire.ExecutionRecord]:
+        out = [
+            self.executions[i].value for i in self.by_job.get(job_id, ()) if i in self.executions
+        ]
+        out.sort(key=lambda e: (e.created_at, e.id))
+        return out
+
+    def job(self, job_id: str) -> wire.JobRecord | None:
+        v = self.jobs.get(job_id)
+        return v.value if v else None
+
+    # ---- CAS writes ---------------------------------------------------------------------------
+
+    async def create_job(self, record: wire.JobRecord) -> None:
+        assert self._jobs_kv is not None
+        rev = await self._jobs_kv.create(
+            subjects.job_key(record.namespace, record.id), wire.encode(record)
+        )
+        self.jobs[record.id] = Versioned(record, rev)
+
+    async def update_job(self, record: wire.JobRecord) -> None:
+        """CAS against the revision in the mirror; Conflict (after a re-read) if it moved."""
+        assert self._jobs_kv is not None
+        key = subjects.job_key(record.namespace, record.id)
+        known = self.jobs.get(record.id)
+        try:
+            rev = await self._jobs_kv.update(
+                key, wire.encode(record), known.revision if known else 0
+            )
+        except Conflict:
+            await self._reread(self._jobs_kv, key, self._apply_job)
+            raise
+        self.jobs[record.id] = Versioned(record, rev)
+
+    async def create_execution(self, record: wire.ExecutionRecord) -> None:
+        assert self._execs_kv is not None
+        key = subjects.execution_key(record.job_id, record.id)
+        rev = await self._execs_kv.create(key, wire.encode(record))
+        self._set_execution(record, rev)
+
+    async def update_execution(self, record: wire.ExecutionRecord) -> None:
+        assert self._execs_kv is not None
+        key = subjects.execution_key(record.job_id, record.id)
+        known = self.executions.get(record.id)
+        try:
+            rev = await self._execs_kv.update(
+                key, wire.encode(record), known.revision if known else 0
+            )
+        except Conflict:
+            await self._reread(self._execs_kv, key, self._apply_execution)
+            raise
+        self._set_execution(record, rev)
+
+    async def put_node(self, record: wire.NodeRecord) -> None:
+        assert self._nodes_kv is not None
+        known = self.nodes.get(record.info.id)
+        try:
+            rev = await self._nodes_kv.update(
+                record.info.id, wire.encode(record), known.revision if known else 0
+            )
+        except Conflict:
+            await self._reread(self._nodes_kv, record.info.id, self._apply_node)
+            raise
+        self.nodes[record.info.id] = Versioned(record, rev)
+
+    @staticmethod
+    async def _reread(kv: KV, key: str, apply: Callable[[Entry], None]) -> None:
+        entry = await kv.get(key)
+        if entry is not None:
+            apply(entry)
+
+
+def _decode(entry: Entry, kind: type[R]) -> R | None:
+    try:
+        return wire.decode(entry.value or b"", kind, what=entry.key)
+    except InvalidSpec:  # a foreign or corrupt value must not stop the watch
+        log.warning("ignoring undecodable KV value at %s", entry.key)
+        return None

@@ -1,0 +1,117 @@
+"""Applies compute-side execution updates from the durable SHOAL_UPDATES stream to KV.
+
+An update is acked only once applied (or found to be stale), so a killed orchestrator loses
+none. Applying is idempotent: states only move forward, and a terminal record never changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+import msgspec
+
+from orchestrator.history import History
+from orchestrator.state import StateMirror
+from shared import subjects, wire
+from shared.bus import Bus, StreamMessage
+from shared.errors import Conflict, ShoalError
+
+log = logging.getLogger(__name__)
+
+_ORDER = {"offered": 0, "accepted": 1, "running": 2}
+
+
+class UpdateApplier:
+    def __init__(
+        self,
+        bus: Bus,
+        mirror: StateMirror,
+        history: History,
+        *,
+        on_applied: Callable[[wire.ExecutionRecord], None],
+        cancel: Callable[[str, str, str], Awaitable[None]],
+    ) -> None:
+        self._bus = bus
+        self._mirror = mirror
+        self._history = history
+        self._on_applied = on_applied
+        self._cancel = cancel
+
+    async def run(self) -> None:
+        consumer = await self._bus.pull_consumer(
+            subjects.UPDATES_STREAM, "shoal-updates", subjects.UPDATES_SUBJECTS, ack_wait=30.0
+        )
+        try:
+            while True:
+                try:
+                    batch = await consumer.fetch(512, timeout=5.0)
+                except ShoalError as exc:
+                    log.warning("update stream: %s", exc)
+                    await asyncio.sleep(1.0)
+                    continue
+                for msg in batch:
+                    await self._handle(msg)
+        finally:
+            await consumer.close()
+
+    async def _handle(self, msg: StreamMessage) -> None:
+        try:
+            update = wire.decode(msg.data, wire.ExecutionUpdate, what=msg.subject)
+            if update.node_id != subjects.node_of(msg.subject):
+                raise Conflict(f"update on {msg.subject} claims node {update.node_id!r}")
+        except ShoalError as exc:
+            log.warning("dropping bad execution update: %s", exc)
+            await msg.term()
+            return
+        for _ in range(5):
+            try:
+                await self.apply(update)
+                break
+            except Conflict:
+                continue
+            except ShoalError as exc:
+                log.warning("applying update for %s: %s; will retry", update.execution_id, exc)
+                await msg.nak(delay=1.0)
+                return
+        await msg.ack()
+
+    async def apply(self, update: wire.ExecutionUpdate) -> None:
+        known = self._mirror.executions.get(update.execution_id)
+        if known is None or known.value.node_id != update.node_id:
+            return  # not ours (or forged): nothing to apply
+        record = known.value
+        if not record.live:
+            if update.state in ("accepted", "running"):
+                # Stopped or replaced here while the node still runs it: make it stop.
+                await self._cancel(
+                    update.node_id, record.id, f"execution is {record.compute_state}"
+                )
+            return
+        if update.state in _ORDER and _ORDER[update.state] <= _ORDER[record.compute_state]:
+            return
+        changed = msgspec.structs.replace(
+            record,
+            compute_state=update.state,
+            exit_code=update.exit_code,
+            error=update.error,
+            retryable=update.retryable,
+            result=update.result,
+            updated_at=update.at or time.time(),
+        )
+        if update.state in wire.TERMINAL_COMPUTE_STATES:
+            changed = msgspec.structs.replace(changed, desired_state="stopped")
+        await self._mirror.update_execution(changed)
+        await self._history.execution(changed, _describe(update))
+        self._on_applied(changed)
+
+
+def _describe(update: wire.ExecutionUpdate) -> str:
+    if update.state == "completed":
+        return f"completed on {update.node_id} (exit code {update.exit_code})"
+    if update.state == "failed":
+        why = update.error or f"exit code {update.exit_code}"
+        return f"failed on {update.node_id}: {why}"
+    return f"{update.state} on {update.node_id}"

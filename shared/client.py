@@ -1,0 +1,184 @@
+"""The Python client: everything the CLI does, over plain NATS request-reply and streams.
+
+async with await ShoalClient.connect("nats://127.0.0.1:4222") as shoal:
+    job_id = await shoal.submit(open("job.yaml").read())
+    job = await shoal.wait(job_id, timeout=60)
+    print(job.state)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, TypeVar
+
+import msgspec
+
+from shared import subjects, wire
+from shared.bus import Bus
+from shared.errors import InvalidSpec, Problem, ShoalError, Unavailable, error_from_code
+from shared.spec import JobSpec
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class LogLine:
+    """A chunk of output from one execution's stdout or stderr."""
+
+    execution_id: str
+    stream: str
+    data: bytes
+
+
+class ShoalClient:
+    def __init__(self, bus: Bus, *, timeout: float = 10.0) -> None:
+        self.bus = bus
+        self.timeout = timeout
+
+    @classmethod
+    async def connect(
+        cls, url: str = "nats://127.0.0.1:4222", creds: str | None = None, *, timeout: float = 10.0
+    ) -> ShoalClient:
+        bus = await Bus.connect(url, creds=creds, name="shoal-client", fail_fast=True)
+        return cls(bus, timeout=timeout)
+
+    async def close(self) -> None:
+        await self.bus.close()
+
+    async def __aenter__(self) -> ShoalClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def _call(self, verb: str, request: Any, kind: type[T]) -> T:
+        try:
+            raw = await self.bus.request(
+                subjects.api(verb), wire.encode(request), timeout=self.timeout
+            )
+        except Unavailable as exc:
+            raise Unavailable(f"no orchestrator answered {verb} ({exc}); is one running?") from None
+        reply = wire.decode(raw, wire.ApiReply, what=f"{verb} reply")
+        if not reply.ok:
+            err = reply.error or wire.ApiError(code="error", message="request failed")
+            if err.code == "invalid" and err.problems:
+                raise InvalidSpec([Problem("", p) for p in err.problems])
+            raise error_from_code(err.code, err.message)
+        return wire.decode(reply.data, kind, what=f"{verb} reply")
+
+    # ---- jobs --------------------------------------------------------------------------------
+
+    async def submit(
+        self,
+        spec: str | Mapping[str, Any] | JobSpec,
+        variables: Mapping[str, str] | None = None,
+        *,
+        force: bool = False,
+    ) -> str:
+        """Submit a spec (YAML/JSON text, a mapping, or a JobSpec); returns the job id."""
+        return (await self.submit_full(spec, variables, force=force)).job_id
+
+    async def submit_full(
+        self,
+        spec: str | Mapping[str, Any] | JobSpec,
+        variables: Mapping[str, str] | None = None,
+        *,
+        force: bool = False,
+    ) -> wire.SubmitReply:
+        if isinstance(spec, str):
+            request = wire.SubmitRequest(
+                spec_text=spec, variables=dict(variables or {}), force=force
+            )
+        else:
+            data = spec.dump() if isinstance(spec, JobSpec) else dict(spec)
+            request = wire.SubmitRequest(spec=msgspec.Raw(json.dumps(data).encode()), force=force)
+        return await self._call("job.submit", request, wire.SubmitReply)
+
+    async def describe(self, job_id: str) -> wire.JobView:
+        return await self._call("job.describe", wire.JobRef(job_id=job_id), wire.JobView)
+
+    async def jobs(self, namespace: str = "", limit: int = 100) -> list[wire.JobView]:
+        reply = await self._call(
+            "job.list", wire.ListRequest(namespace=namespace, limit=limit), wire.JobList
+        )
+        return reply.jobs
+
+    async def stop(self, job_id: str, reason: str = "stopped by user") -> wire.JobView:
+        return await self._call(
+            "job.stop", wire.StopRequest(job_id=job_id, reason=reason), wire.JobView
+        )
+
+    async def executions(self, job_id: str) -> list[wire.ExecutionView]:
+        reply = await self._call("job.executions", wire.JobRef(job_id=job_id), wire.ExecutionList)
+        return reply.executions
+
+    async def history(self, job_id: str) -> list[wire.JobEvent]:
+        reply = await self._call("job.history", wire.JobRef(job_id=job_id), wire.History)
+        return reply.events
+
+    async def wait(
+        self,
+        job_id: str,
+        timeout: float | None = None,
+        *,
+        until: Callable[[wire.JobView], bool] | None = None,
+        on_change: Callable[[wire.JobView], None] | None = None,
+    ) -> wire.JobView:
+        """Until the job is terminal (or `until(view)`); TimeoutError after `timeout` seconds.
+
+        Listens to the job's history subject and re-reads the job on every event, so it
+        reacts within milliseconds without polling hard.
+        """
+        done = until or (lambda v: v.terminal)
+        view = await self.describe(job_id)
+        events = await self.bus.subscription(subjects.events(view.id))
+        try:
+            async with asyncio.timeout(timeout):
+                view = await self.describe(view.id)  # anything before the subscription
+                last: tuple[str, int] | None = None
+                while True:
+                    if on_change is not None and (view.state, len(view.executions)) != last:
+                        on_change(view)
+                        last = (view.state, len(view.executions))
+                    if done(view):
+                        return view
+                    await events.next(timeout=2.0)  # a missed event costs at most 2 s
+                    view = await self.describe(view.id)
+        finally:
+            await events.close()
+
+    async def logs(
+        self, job_id: str, *, follow: bool = False, execution_id: str = ""
+    ) -> AsyncIterator[LogLine]:
+        """Output of every execution (or one), in order; `follow` keeps streaming new output."""
+        view = await self.describe(job_id)
+        subject = (
+            subjects.logs(view.id, execution_id, "*")
+            if execution_id
+            else subjects.logs_of_job(view.id)
+        )
+        async for msg in self.bus.replay(subjects.LOGS_STREAM, subject, follow=follow):
+            parts = msg.subject.split(".")
+            yield LogLine(execution_id=parts[-2], stream=parts[-1], data=msg.data)
+
+    # ---- nodes -------------------------------------------------------------------------------
+
+    async def nodes(self) -> list[wire.NodeView]:
+        return (await self._call("node.list", wire.ListRequest(), wire.NodeList)).nodes
+
+    async def node(self, node_id: str) -> wire.NodeView:
+        return await self._call("node.describe", wire.NodeRef(node_id=node_id), wire.NodeView)
+
+    async def node_action(self, action: str, node_id: str) -> wire.NodeView:
+        if action not in ("approve", "reject", "drain", "undrain"):
+            raise ShoalError(f"unknown node action {action!r}")
+        return await self._call(f"node.{action}", wire.NodeRef(node_id=node_id), wire.NodeView)
