@@ -2,10 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
+import time
+from datetime import UTC, datetime
+
 import click
 
-from cli.output import EXIT_OK, FORMATS, emit, errors_to_exit, info
+from cli.common import short, with_client
+from cli.output import (
+    EXIT_JOB_FAILED,
+    EXIT_OK,
+    EXIT_WAIT_TIMEOUT,
+    FORMATS,
+    emit,
+    errors_to_exit,
+    info,
+    print_table,
+)
 from cli.specfile import load_spec_file
+from shared import wire
+from shared.client import ShoalClient
 
 var_option = click.option(
     "-V",
@@ -42,3 +59,249 @@ def validate(file: str, variables: tuple[str, ...], env_regex: str | None, fmt: 
         emit(spec, "yaml" if fmt == "table" else fmt)
         info(f"{file}: valid {spec.type} job")
     raise SystemExit(EXIT_OK)
+
+
+def _ago(ts: float) -> str:
+    if not ts:
+        return ""
+    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _job_table(view: wire.JobView) -> None:
+    click.echo(f"ID:        {view.id}")
+    click.echo(f"Name:      {view.name}")
+    click.echo(f"Namespace: {view.namespace}")
+    click.echo(f"Type:      {view.type}")
+    click.echo(
+        f"State:     {view.state}" + (f" ({view.state_message})" if view.state_message else "")
+    )
+    click.echo(f"Version:   {view.version}")
+    if view.executions:
+        click.echo("")
+        _executions_table(view.executions)
+
+
+def _executions_table(executions: list[wire.ExecutionView]) -> None:
+    print_table(
+        ["EXECUTION", "NODE", "PARTITION", "ATTEMPT", "DESIRED", "STATE", "EXIT", "ERROR"],
+        [
+            [
+                short(e.id),
+                e.node_id,
+                e.partition,
+                e.attempt,
+                e.desired_state,
+                e.compute_state,
+                "" if e.exit_code is None else e.exit_code,
+                e.error[:80],
+            ]
+            for e in executions
+        ],
+    )
+
+
+def _placed(view: wire.JobView) -> bool:
+    """For daemon/service `--wait`: every placement is running."""
+    running = [e for e in view.executions if e.compute_state == "running"]
+    pending = [e for e in view.executions if e.compute_state in ("offered", "accepted")]
+    if view.type == "service":
+        return len(running) >= (view.count or 1) and not pending
+    return bool(running) and not pending
+
+
+@job.command()
+@click.argument("file")
+@var_option
+@env_option
+@click.option(
+    "--wait/--no-wait",
+    default=True,
+    show_default=True,
+    help="Wait for the job to finish (daemon/service: until placed and running).",
+)
+@click.option("--wait-timeout", type=float, default=600.0, show_default=True, metavar="S")
+@click.option("--id-only", is_flag=True, help="Print only the job id.")
+@click.option("--force", is_flag=True, help="Submit even if an identical version exists.")
+@click.option("-o", "--output", "fmt", type=FORMATS, default="table", show_default=True)
+@click.pass_context
+def run(
+    ctx: click.Context,
+    file: str,
+    variables: tuple[str, ...],
+    env_regex: str | None,
+    wait: bool,
+    wait_timeout: float,
+    id_only: bool,
+    force: bool,
+    fmt: str,
+) -> None:
+    """Submit a job spec (FILE or -) and, by default, wait for it and print its output."""
+    with errors_to_exit():
+        spec, _ = load_spec_file(file, variables, env_regex)
+
+    async def action(client: ShoalClient) -> int:
+        reply = await client.submit_full(spec, force=force)
+        for warning in reply.warnings:
+            info(f"note: {warning}")
+        if id_only:
+            click.echo(reply.job_id)
+        else:
+            info(f"Job {reply.job_id} submitted (version {reply.version}).")
+        if not wait:
+            return EXIT_OK
+        until = None if spec.type in ("batch", "ops") else _placed
+        status = StatusLine(enabled=not id_only)
+        try:
+            view = await client.wait(reply.job_id, wait_timeout, until=until, on_change=status.show)
+        except TimeoutError:
+            status.done()
+            info(
+                f"Still not done after {wait_timeout:g}s; "
+                f"follow it with: shoal job describe {reply.job_id}"
+            )
+            return EXIT_WAIT_TIMEOUT
+        status.done()
+        if id_only:
+            pass
+        elif fmt != "table":
+            emit(view, fmt)
+        else:
+            await _print_outputs(client, view)
+            info(
+                f"Job {view.id} {view.state}"
+                + (f": {view.state_message}" if view.state_message else "")
+            )
+        return EXIT_JOB_FAILED if view.state in ("Failed", "Stopped") else EXIT_OK
+
+    raise SystemExit(with_client(ctx, action))
+
+
+async def _print_outputs(client: ShoalClient, view: wire.JobView) -> None:
+    async for line in client.logs(view.id):
+        stream = sys.stdout.buffer if line.stream == "stdout" else sys.stderr.buffer
+        stream.write(line.data)
+        stream.flush()
+
+
+class StatusLine:
+    """One rewritten line on stderr while waiting (only on a terminal)."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled and sys.stderr.isatty()
+        self._started = time.monotonic()
+
+    def show(self, view: wire.JobView) -> None:
+        if not self.enabled:
+            return
+        states: dict[str, int] = {}
+        for e in view.executions:
+            states[e.compute_state] = states.get(e.compute_state, 0) + 1
+        detail = ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
+        elapsed = time.monotonic() - self._started
+        line = f"\r\x1b[K{view.state} {elapsed:5.1f}s  {detail}  {view.state_message[:60]}"
+        sys.stderr.write(line)
+        sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+
+
+@job.command()
+@click.argument("job_id")
+@click.option("-o", "--output", "fmt", type=FORMATS, default="table", show_default=True)
+@click.pass_context
+def describe(ctx: click.Context, job_id: str, fmt: str) -> None:
+    """Show a job's state and executions."""
+    view = with_client(ctx, lambda c: c.describe(job_id))
+    if fmt == "table":
+        _job_table(view)
+    else:
+        emit(view, fmt)
+
+
+@job.command("list")
+@click.option("-n", "--namespace", default="", help="Only this namespace.")
+@click.option("--limit", type=int, default=50, show_default=True)
+@click.option("-o", "--output", "fmt", type=FORMATS, default="table", show_default=True)
+@click.pass_context
+def list_jobs(ctx: click.Context, namespace: str, limit: int, fmt: str) -> None:
+    """List jobs, newest first."""
+    jobs = with_client(ctx, lambda c: c.jobs(namespace, limit))
+    if fmt != "table":
+        emit(jobs, fmt)
+        return
+    print_table(
+        ["ID", "NAME", "TYPE", "STATE", "VERSION", "CREATED"],
+        [[short(j.id), j.name[:40], j.type, j.state, j.version, _ago(j.created_at)] for j in jobs],
+    )
+
+
+@job.command()
+@click.argument("job_id")
+@click.option("-f", "--follow", is_flag=True, help="Keep streaming new output.")
+@click.option("-e", "--execution", default="", help="Only this execution id.")
+@click.pass_context
+def logs(ctx: click.Context, job_id: str, follow: bool, execution: str) -> None:
+    """Print a job's output (stdout to stdout, stderr to stderr)."""
+
+    async def action(client: ShoalClient) -> None:
+        async for line in client.logs(job_id, follow=follow, execution_id=execution):
+            stream = sys.stdout.buffer if line.stream == "stdout" else sys.stderr.buffer
+            stream.write(line.data)
+            stream.flush()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        with_client(ctx, action)
+
+
+@job.command()
+@click.argument("job_id")
+@click.option("-o", "--output", "fmt", type=FORMATS, default="table", show_default=True)
+@click.pass_context
+def executions(ctx: click.Context, job_id: str, fmt: str) -> None:
+    """List every execution of a job, all versions and attempts."""
+    items = with_client(ctx, lambda c: c.executions(job_id))
+    if fmt == "table":
+        _executions_table(items)
+    else:
+        emit(items, fmt)
+
+
+@job.command()
+@click.argument("job_id")
+@click.option("-o", "--output", "fmt", type=FORMATS, default="table", show_default=True)
+@click.pass_context
+def history(ctx: click.Context, job_id: str, fmt: str) -> None:
+    """Every state change of a job and its executions, with time and reason."""
+    events = with_client(ctx, lambda c: c.history(job_id))
+    if fmt != "table":
+        emit(events, fmt)
+        return
+    print_table(
+        ["TIME", "KIND", "EXECUTION", "STATE", "MESSAGE"],
+        [[_ago(e.at), e.kind, short(e.execution_id), e.state, e.message] for e in events],
+    )
+
+
+@job.command()
+@click.argument("job_id")
+@click.option("--reason", default="stopped by user", show_default=True)
+@click.option("-o", "--output", "fmt", type=FORMATS, default="table", show_default=True)
+@click.pass_context
+def stop(ctx: click.Context, job_id: str, reason: str, fmt: str) -> None:
+    """Stop a job: every execution is cancelled and the job ends Stopped."""
+
+    async def action(client: ShoalClient) -> wire.JobView:
+        before = await client.describe(job_id)
+        after = await client.stop(before.id, reason)
+        if before.state in ("Completed", "Failed", "Stopped"):
+            info(f"Job {before.id} had already ended ({before.state}); nothing to stop.")
+        else:
+            info(f"Job {after.id} stopped.")
+        return after
+
+    view = with_client(ctx, action)
+    if fmt != "table":
+        emit(view, fmt)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import click
 
 from cli.job import job
+from cli.node import node
+from cli.services import compute, devstack, orchestrator
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -25,7 +27,8 @@ def shoal(ctx: click.Context, nats_url: str, creds: str | None) -> None:
     ctx.obj["creds"] = creds
 
 
-shoal.add_command(job)
+for command in (job, node, orchestrator, compute, devstack):
+    shoal.add_command(command)
 
 
 def main() -> None:

@@ -28,7 +28,7 @@ def to_plain(value: Any) -> Any:
     """Wire structs and pydantic models to JSON-ready builtins."""
     if hasattr(value, "dump") and callable(value.dump):
         return value.dump()
-    return msgspec.to_builtins(value)
+    return json.loads(msgspec.json.encode(value))  # Raw fields (specs) are inlined
 
 
 def emit(value: Any, fmt: str, table: Callable[[Any], None] | None = None) -> None:

@@ -193,7 +193,7 @@ class Api:
             created_at=job.created_at,
             updated_at=job.updated_at,
             executions=execs,
-            spec=job.spec if with_spec else None,
+            spec=job.spec if with_spec else wire.NULL,
         )
 
     async def describe(self, data: bytes) -> wire.JobView:

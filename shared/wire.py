@@ -211,7 +211,7 @@ class JobRecord(Wire):
     max_attempts: int = 3
 
 
-class JobEvent(Wire):
+class JobEvent(Wire, omit_defaults=False):
     """One line of a job's history, on `shoal.v1.events.<job-id>`."""
 
     job_id: str
@@ -279,7 +279,7 @@ class StopRequest(Wire):
     reason: str = "stopped by user"
 
 
-class ExecutionView(Wire):
+class ExecutionView(Wire, omit_defaults=False):
     id: str
     node_id: str
     partition: int
@@ -293,7 +293,7 @@ class ExecutionView(Wire):
     updated_at: float = 0.0
 
 
-class JobView(Wire):
+class JobView(Wire, omit_defaults=False):
     id: str
     name: str
     namespace: str
@@ -329,7 +329,7 @@ class NodeRef(Wire):
     node_id: str
 
 
-class NodeView(Wire):
+class NodeView(Wire, omit_defaults=False):
     id: str
     labels: dict[str, str]
     connection: Connection

@@ -144,7 +144,11 @@ _Loader.add_constructor("tag:yaml.org,2002:float", _Loader.construct_yaml_float)
 
 
 def parse_document(text: str, *, source: str = "") -> Any:
-    """YAML (JSON is tried first, for its better error positions); empty documents refused."""
+    """YAML (JSON is tried first, for its better error positions); empty documents refused.
+
+    A JSON document with a syntax error is reported as such; a document starting with `{`
+    that is not JSON (`{Type: batch, ...}`) is read as a YAML flow mapping.
+    """
     stripped = text.strip().removeprefix("\ufeff").lstrip()
     if not stripped:
         raise InvalidSpec(_EMPTY, source=source)
@@ -152,10 +156,11 @@ def parse_document(text: str, *, source: str = "") -> Any:
         try:
             return json.loads(stripped)
         except json.JSONDecodeError as exc:
-            raise InvalidSpec(
-                [Problem(f"line {exc.lineno}, column {exc.colno}", f"invalid JSON: {exc.msg}")],
-                source=source,
-            ) from None
+            if re.match(r"\{\s*\"", stripped):  # meant as JSON, not as a YAML flow mapping
+                where = f"line {exc.lineno}, column {exc.colno}"
+                raise InvalidSpec(
+                    [Problem(where, f"invalid JSON: {exc.msg}")], source=source
+                ) from None
         except RecursionError:
             raise InvalidSpec("invalid JSON: nested too deeply", source=source) from None
     try:

@@ -68,14 +68,12 @@ def kind_of(value: Any) -> str:
     """How a YAML/JSON user would name the type of `value`."""
     if value is None:
         return "nothing"
-    return {
-        dict: "a mapping",
-        list: "a list",
-        str: "text",
-        bool: "a boolean",
-        int: "a number",
-        float: "a number",
-    }.get(type(value), type(value).__name__)
+    if isinstance(value, bool):
+        return "a boolean"
+    for kind, name in ((dict, "a mapping"), (list, "a list"), (str, "text"), (int, "a number")):
+        if isinstance(value, kind):
+            return name
+    return "a number" if isinstance(value, float) else type(value).__name__
 
 
 def short(value: Any) -> str:

@@ -38,8 +38,9 @@ class Stack:
     async def add_agent(self, name: str, **kwargs: object) -> ComputeAgent:
         bus = await Bus.connect(self.url, name=name)
         self._buses.append(bus)
-        config = AgentConfig(name=name, heartbeat_interval=0.2,
-                             state_dir=self.tmp / "agents" / name, **kwargs)  # type: ignore[arg-type]
+        config = AgentConfig(
+            name=name, heartbeat_interval=0.2, state_dir=self.tmp / "agents" / name, **kwargs
+        )  # type: ignore[arg-type]
         agent = ComputeAgent(bus, config)
         await agent.start()
         await agent.wait_registered(10)
@@ -64,8 +65,9 @@ class Stack:
 
 
 @asynccontextmanager
-async def stack(url: str, tmp: Path, agents: int = 2,
-                **agent_kwargs: object) -> AsyncIterator[Stack]:
+async def stack(
+    url: str, tmp: Path, agents: int = 2, **agent_kwargs: object
+) -> AsyncIterator[Stack]:
     s = Stack(url, tmp)
     try:
         await s.start_orchestrator()

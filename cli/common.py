@@ -1,0 +1,38 @@
+"""Glue between click commands and the async client: connection options and error mapping."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import click
+
+from cli.output import errors_to_exit
+from shared.client import ShoalClient
+
+T = TypeVar("T")
+
+
+def connection(ctx: click.Context) -> tuple[str, str | None]:
+    root = ctx.find_root()
+    obj = root.obj or {}
+    return obj.get("nats", "nats://127.0.0.1:4222"), obj.get("creds")
+
+
+def with_client(ctx: click.Context, action: Callable[[ShoalClient], Awaitable[T]]) -> T:
+    """Connect (failing fast when NATS is unreachable), run `action`, map errors to exits."""
+    url, creds = connection(ctx)
+
+    async def main() -> T:
+        async with await ShoalClient.connect(url, creds) as client:
+            return await action(client)
+
+    with errors_to_exit():
+        return asyncio.run(main())
+    raise AssertionError("unreachable")
+
+
+def short(identifier: str) -> str:
+    """Ids in tables: `j-` plus 8 characters is unique enough to type back as a prefix."""
+    return identifier[:10]

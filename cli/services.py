@@ -1,0 +1,272 @@
+"""Long-running commands: `shoal orchestrator`, `shoal compute` and the all-in-one `devstack`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from cli.common import connection
+from cli.output import errors_to_exit, info
+from compute.agent import AgentConfig, ComputeAgent
+from compute.inputs import AllowedPath
+from orchestrator.service import Orchestrator, OrchestratorConfig
+from shared.bus import Bus
+from shared.natsserver import EmbeddedNats
+from shared.units import parse_cpu, parse_size
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("nats").setLevel(logging.WARNING)
+
+
+async def _until_signalled() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+def _labels(pairs: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r}: expected KEY=VALUE", param_hint="--label")
+        out[key.strip()] = value.strip()
+    return out
+
+
+orchestrator_options = [
+    click.option(
+        "--heartbeat-interval",
+        type=float,
+        default=1.0,
+        show_default=True,
+        help="Seconds between node heartbeats (told to every agent).",
+    ),
+    click.option(
+        "--disconnect-timeout",
+        type=float,
+        default=5.0,
+        show_default=True,
+        help="A node silent this long is lost and its work replaced.",
+    ),
+    click.option(
+        "--manual-approval", is_flag=True, help="New nodes stay PENDING until `shoal node approve`."
+    ),
+]
+
+
+def _with(options: list[Callable[[F], F]]) -> Callable[[F], F]:
+    def apply(f: F) -> F:
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return apply
+
+
+@click.command()
+@_with(orchestrator_options)
+@click.option("-v", "--verbose", is_flag=True)
+@click.pass_context
+def orchestrator(
+    ctx: click.Context,
+    heartbeat_interval: float,
+    disconnect_timeout: float,
+    manual_approval: bool,
+    verbose: bool,
+) -> None:
+    """Run an orchestrator against a NATS server (--nats)."""
+    _logging(verbose)
+    url, creds = connection(ctx)
+    config = OrchestratorConfig(
+        heartbeat_interval=heartbeat_interval,
+        disconnect_timeout=disconnect_timeout,
+        manual_approval=manual_approval,
+    )
+
+    async def main() -> None:
+        bus = await Bus.connect(url, creds=creds, name="shoal-orchestrator")
+        try:
+            async with Orchestrator(bus, config):
+                info(f"orchestrator running against {url}")
+                await _until_signalled()
+        finally:
+            await bus.close()
+
+    with errors_to_exit():
+        asyncio.run(main())
+
+
+@click.command()
+@click.option("--name", required=True, help="Node id: letters, digits, '-' and '_'.")
+@click.option("--label", "labels", multiple=True, metavar="KEY=VALUE")
+@click.option("--cpu", default=None, help="CPU to offer (e.g. 2, 500m); default all cores.")
+@click.option("--memory", default=None, help="Memory to offer (e.g. 4Gi); default all RAM.")
+@click.option("--gpus", type=int, default=0)
+@click.option(
+    "--engines",
+    default="wasm,noop",
+    show_default=True,
+    help="Comma-separated; only those that work here are advertised.",
+)
+@click.option(
+    "--allow-local-path",
+    "allow",
+    multiple=True,
+    metavar="DIR[:rw]",
+    help="Host directory jobs may mount (read-only unless :rw).",
+)
+@click.option("--heartbeat-interval", type=float, default=1.0, show_default=True)
+@click.option("--max-executions", type=int, default=0, help="0 = limited by resources only.")
+@click.option("--no-network", is_flag=True, help="Refuse jobs that ask for networking.")
+@click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path),
+    default=Path(".shoal/compute"),
+    show_default=True,
+)
+@click.option("-v", "--verbose", is_flag=True)
+@click.pass_context
+def compute(
+    ctx: click.Context,
+    name: str,
+    labels: tuple[str, ...],
+    cpu: str | None,
+    memory: str | None,
+    gpus: int,
+    engines: str,
+    allow: tuple[str, ...],
+    heartbeat_interval: float,
+    max_executions: int,
+    no_network: bool,
+    state_dir: Path,
+    verbose: bool,
+) -> None:
+    """Run a compute agent against a NATS server (--nats)."""
+    _logging(verbose)
+    url, creds = connection(ctx)
+    with errors_to_exit():
+        config = AgentConfig(
+            name=name,
+            labels=_labels(labels),
+            engines=tuple(e.strip() for e in engines.split(",") if e.strip()),
+            cpu_millis=parse_cpu(cpu) if cpu else 0,
+            memory_bytes=parse_size(memory) if memory else 0,
+            gpus=gpus,
+            max_executions=max_executions,
+            allow_local_paths=tuple(AllowedPath.parse(a) for a in allow),
+            heartbeat_interval=heartbeat_interval,
+            state_dir=state_dir / name,
+            network=not no_network,
+        )
+
+    async def main() -> None:
+        bus = await Bus.connect(url, creds=creds, name=f"shoal-compute-{name}")
+        try:
+            async with ComputeAgent(bus, config) as agent:
+                info(
+                    f"compute node {name} running against {url} "
+                    f"(engines: {', '.join(sorted(agent.engines))})"
+                )
+                await _until_signalled()
+        finally:
+            await bus.close()
+
+    with errors_to_exit():
+        asyncio.run(main())
+
+
+@click.command()
+@click.option(
+    "--computes",
+    type=int,
+    default=3,
+    show_default=True,
+    help="Compute agents to start (node-0, node-1, ...); 0 for none.",
+)
+@click.option("--nats-port", type=int, default=4222, show_default=True)
+@click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path),
+    default=Path(".shoal/devstack"),
+    show_default=True,
+)
+@click.option("--engines", default="wasm,noop,docker", show_default=True)
+@click.option("--allow-local-path", "allow", multiple=True, metavar="DIR[:rw]")
+@_with(orchestrator_options)
+@click.option("-v", "--verbose", is_flag=True)
+def devstack(
+    computes: int,
+    nats_port: int,
+    state_dir: Path,
+    engines: str,
+    allow: tuple[str, ...],
+    heartbeat_interval: float,
+    disconnect_timeout: float,
+    manual_approval: bool,
+    verbose: bool,
+) -> None:
+    """NATS (embedded) + an orchestrator + N compute agents in one process."""
+    _logging(verbose)
+    config = OrchestratorConfig(
+        heartbeat_interval=heartbeat_interval,
+        disconnect_timeout=disconnect_timeout,
+        manual_approval=manual_approval,
+    )
+
+    async def main() -> None:
+        server = EmbeddedNats(state_dir / "nats", port=nats_port)
+        await server.start()
+        buses: list[Bus] = []
+        agents: list[ComputeAgent] = []
+        try:
+            bus = await Bus.connect(server.url, name="shoal-orchestrator")
+            buses.append(bus)
+            async with Orchestrator(bus, config):
+                for i in range(computes):
+                    agent_bus = await Bus.connect(server.url, name=f"shoal-compute-node-{i}")
+                    buses.append(agent_bus)
+                    agent = ComputeAgent(
+                        agent_bus,
+                        AgentConfig(
+                            name=f"node-{i}",
+                            engines=tuple(e.strip() for e in engines.split(",") if e.strip()),
+                            allow_local_paths=tuple(AllowedPath.parse(a) for a in allow),
+                            heartbeat_interval=heartbeat_interval,
+                            state_dir=state_dir / "compute" / f"node-{i}",
+                        ),
+                    )
+                    await agent.start()
+                    agents.append(agent)
+                info(f"Shoal devstack is up: {computes} compute node(s).")
+                info(f"  NATS: {server.url}")
+                info(f"  export SHOAL_NATS_URL={server.url}")
+                info("  try:  shoal job run examples/hello-wasm.yaml")
+                info("Ctrl-C to stop.")
+                click.echo(server.url)
+                await _until_signalled()
+                info("stopping...")
+                for agent in agents:
+                    await agent.stop()
+        finally:
+            for b in buses:
+                await b.close()
+            await server.stop()
+
+    with errors_to_exit():
+        asyncio.run(main())
