@@ -23,6 +23,7 @@ from cli.output import (
 from cli.specfile import load_spec_file
 from shared import wire
 from shared.client import ShoalClient
+from shared.spec import JobSpec
 
 var_option = click.option(
     "-V",
@@ -138,6 +139,22 @@ def run(
     """Submit a job spec (FILE or -) and, by default, wait for it and print its output."""
     with errors_to_exit():
         spec, _ = load_spec_file(file, variables, env_regex)
+    submit_and_wait(
+        ctx, spec, wait=wait, wait_timeout=wait_timeout, id_only=id_only, fmt=fmt, force=force
+    )
+
+
+def submit_and_wait(
+    ctx: click.Context,
+    spec: JobSpec,
+    *,
+    wait: bool,
+    wait_timeout: float,
+    id_only: bool,
+    fmt: str,
+    force: bool = False,
+) -> None:
+    """Submit, then (by default) wait with a status line and print the output; exits."""
 
     async def action(client: ShoalClient) -> int:
         reply = await client.submit_full(spec, force=force)

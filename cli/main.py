@@ -7,6 +7,7 @@ import click
 from cli.job import job
 from cli.node import node
 from cli.services import compute, devstack, orchestrator
+from cli.shortcuts import wasm
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -27,7 +28,7 @@ def shoal(ctx: click.Context, nats_url: str, creds: str | None) -> None:
     ctx.obj["creds"] = creds
 
 
-for command in (job, node, orchestrator, compute, devstack):
+for command in (job, node, orchestrator, compute, devstack, wasm):
     shoal.add_command(command)
 
 

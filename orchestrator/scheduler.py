@@ -64,26 +64,21 @@ def backoff(failures: int) -> float:
 def schedule(ctx: Context) -> Plan:
     plan = Plan()
     job = ctx.job
-    current = [e for e in ctx.executions if e.job_version == job.version]
-    # Executions of older versions, and every live one once the job has ended, are stopped.
-    for e in ctx.executions:
-        if (
-            e.live
-            and e.desired_state == "running"
-            and (e.job_version != job.version or job.state in wire.TERMINAL_JOB_STATES)
-        ):
-            plan.stop.append(
-                Stop(
-                    e.id,
-                    "cancelled",
-                    f"job is {job.state.lower()}"
-                    if job.state in wire.TERMINAL_JOB_STATES
-                    else "job was updated",
-                )
-            )
     if job.state in wire.TERMINAL_JOB_STATES:
+        reason = f"job is {job.state.lower()}"
+        plan.stop.extend(
+            Stop(e.id, "cancelled", reason)
+            for e in ctx.executions
+            if e.live and e.desired_state == "running"
+        )
         return plan
-    live = _drop_lost(ctx, current, plan)
+    current = [e for e in ctx.executions if e.job_version == job.version]
+    live = _drop_lost(ctx, ctx.executions, plan)
+    old = [e for e in live if e.job_version != job.version]
+    live = [e for e in live if e.job_version == job.version]
+    if job.type in ("batch", "ops"):  # a new version replaces the old at once
+        plan.stop.extend(Stop(e.id, "cancelled", "job was updated") for e in old)
+        old = []
     total = ctx.spec.task.timeouts.total_timeout
     if total and job.type in ("batch", "ops"):
         deadline = job.created_at + total
@@ -96,18 +91,18 @@ def schedule(ctx: Context) -> Plan:
     elif job.type == "ops":
         _ops(ctx, current, live, plan)
     elif job.type == "daemon":
-        _daemon(ctx, current, live, plan)
+        _daemon(ctx, current, live, old, plan)
     else:
-        _service(ctx, current, live, plan)
+        _service(ctx, current, live, old, plan)
     return plan
 
 
 def _drop_lost(
-    ctx: Context, current: list[wire.ExecutionRecord], plan: Plan
+    ctx: Context, executions: list[wire.ExecutionRecord], plan: Plan
 ) -> list[wire.ExecutionRecord]:
     """Live executions on nodes that are gone are lost; return the ones still live."""
     live = []
-    for e in current:
+    for e in executions:
         if not e.live or e.desired_state != "running":
             continue
         node = ctx.nodes.get(e.node_id)
@@ -264,23 +259,35 @@ def _restart_due(ctx: Context, history: list[wire.ExecutionRecord]) -> float:
 
 
 def _daemon(
-    ctx: Context, current: list[wire.ExecutionRecord], live: list[wire.ExecutionRecord], plan: Plan
+    ctx: Context,
+    current: list[wire.ExecutionRecord],
+    live: list[wire.ExecutionRecord],
+    old: list[wire.ExecutionRecord],
+    plan: Plan,
 ) -> None:
-    on_node = {e.node_id for e in live}
+    """One copy per fitting node; a new version replaces old copies one node at a time."""
     targets = select(ctx.nodes.values(), ctx.spec)
     fit_ids = {n.id for n in targets.fit}
-    for e in live:  # a node that no longer matches (labels, drain) stops its copy
-        node = ctx.nodes[e.node_id]
-        if e.node_id not in fit_ids and not targets.reasons.get(e.node_id, "").startswith("busy"):
-            plan.stop.append(
-                Stop(
-                    e.id,
-                    "cancelled",
-                    f"node {node.id} {targets.reasons.get(node.id, 'no longer fits')}",
-                )
-            )
+    new_on = {e.node_id: e for e in live}
+    old_on: dict[str, list[wire.ExecutionRecord]] = {}
+    for e in old:
+        old_on.setdefault(e.node_id, []).append(e)
+    for e in live + old:  # a node that stopped matching (labels, approval) stops its copy
+        why = targets.reasons.get(e.node_id, "")
+        if e.node_id not in fit_ids and not why.startswith("busy") and why != "node is draining":
+            plan.stop.append(Stop(e.id, "cancelled", f"node {e.node_id} {why or 'does not fit'}"))
+    rolling: list[str] = []
+    in_flight = 0
+    for node_id, olds in old_on.items():
+        new = new_on.get(node_id)
+        if new is not None and new.compute_state == "running":
+            plan.stop.extend(Stop(e.id, "cancelled", "replaced by the new version") for e in olds)
+        elif new is not None:
+            in_flight += 1
+        elif node_id in fit_ids:
+            rolling.append(node_id)
     for node in targets.fit:
-        if node.id in on_node:
+        if node.id in new_on or node.id in old_on:
             continue
         history = [e for e in current if e.node_id == node.id]
         due = _restart_due(ctx, history)
@@ -288,27 +295,54 @@ def _daemon(
             plan.wake(due)
             continue
         plan.place.append(Placement(0, node.id, len(history) + 1))
+    if rolling and not in_flight:
+        plan.place.append(Placement(0, sorted(rolling)[0], 1))
     plan.state = "Running"
     plan.message = "" if targets.fit or live else f"no node to run on yet: {targets.explain()}"
 
 
 def _service(
-    ctx: Context, current: list[wire.ExecutionRecord], live: list[wire.ExecutionRecord], plan: Plan
+    ctx: Context,
+    current: list[wire.ExecutionRecord],
+    live: list[wire.ExecutionRecord],
+    old: list[wire.ExecutionRecord],
+    plan: Plan,
 ) -> None:
+    """Count replicas, one per partition; replaced on failure, moved off draining nodes,
+    and rolled to a new version one replica at a time (never below Count-1 running)."""
     count = ctx.spec.count or 1
     stopping = {s.execution_id for s in plan.stop}
-    healthy = [e for e in live if e.id not in stopping and not ctx.nodes[e.node_id].drain]
-    draining = [e for e in live if ctx.nodes[e.node_id].drain and e.id not in stopping]
     by_partition: dict[int, list[wire.ExecutionRecord]] = {}
-    for e in healthy:
-        by_partition.setdefault(e.partition, []).append(e)
+    for e in live:
+        if e.id not in stopping:
+            by_partition.setdefault(e.partition, []).append(e)
     for extras in by_partition.values():  # never more than one replica per partition
         for e in sorted(extras, key=lambda e: e.created_at)[1:]:
             plan.stop.append(Stop(e.id, "cancelled", "duplicate replica"))
-    spread: Counter[str] = Counter(e.node_id for e in healthy)
-    wanted = []
+    for p in [p for p in by_partition if p >= count]:  # scaled down
+        plan.stop.extend(Stop(e.id, "cancelled", "scaled down") for e in by_partition.pop(p))
+    replica = {p: sorted(es, key=lambda e: e.created_at)[0] for p, es in by_partition.items()}
+    old_of: dict[int, wire.ExecutionRecord] = {}
+    for e in sorted(old, key=lambda e: e.created_at):
+        if e.partition < count and e.partition not in old_of:
+            old_of[e.partition] = e
+        else:
+            plan.stop.append(Stop(e.id, "cancelled", "replaced by the new version"))
+    spread: Counter[str] = Counter(e.node_id for e in live + old)
+    wanted: list[tuple[int, int, frozenset[str]]] = []
+    in_flight, rolling = 0, []
     for p in range(count):
-        if p in by_partition:
+        new, previous = replica.get(p), old_of.get(p)
+        if new is not None:
+            if previous is not None and new.compute_state == "running":
+                plan.stop.append(Stop(previous.id, "cancelled", "replaced by the new version"))
+            elif previous is not None or new.compute_state != "running":
+                in_flight += previous is not None
+            if ctx.nodes[new.node_id].drain and new.compute_state == "running":
+                rolling.append(p)  # move it off, like an update
+            continue
+        if previous is not None:
+            rolling.append(p)
             continue
         history = [e for e in current if e.partition == p]
         due = _restart_due(ctx, history)
@@ -317,12 +351,18 @@ def _service(
             continue
         avoid = frozenset(e.node_id for e in history if e.compute_state in ("failed", "lost"))
         wanted.append((p, len(history) + 1, avoid))
-    for p in range(count, max(by_partition, default=-1) + 1):  # scaled down
-        plan.stop.extend(Stop(e.id, "cancelled", "scaled down") for e in by_partition.get(p, []))
-    failed = _place(ctx, plan, wanted, spread, distinct=False)
+    if rolling and not in_flight:
+        p = rolling[0]
+        moving = replica[p] if p in replica else old_of[p]
+        wanted.append(
+            (p, len([e for e in current if e.partition == p]) + 1, frozenset({moving.node_id}))
+        )
+    failed = _place(ctx, plan, wanted, spread)
     placed = {pl.partition for pl in plan.place}
-    for e in draining:  # replace first, then stop the replica on the draining node
-        if e.partition in placed or e.partition not in {w[0] for w in wanted}:
-            plan.stop.append(Stop(e.id, "cancelled", f"node {e.node_id} is draining"))
+    for p in rolling:  # a drained replica stops once its replacement was placed
+        drained = replica.get(p)
+        if drained is not None and p in placed:
+            why = f"node {drained.node_id} is draining"
+            plan.stop.append(Stop(drained.id, "cancelled", why))
     plan.state = "Running"
     plan.message = "" if failed is None else f"waiting for nodes: {failed.explain()}"

@@ -291,3 +291,9 @@ async def _drain(future: asyncio.Future[Any]) -> None:
     future.exception()  # mark it retrieved: after a cancel nobody else looks at it
     if cancelled:
         raise asyncio.CancelledError
+
+
+def wat_to_wasm(text: str) -> bytes:
+    """Compile WebAssembly text to a binary module (for `shoal wasm run x.wat`)."""
+    with _map_wasmtime_errors("compile WAT"):
+        return bytes(wasmtime.wat2wasm(text))

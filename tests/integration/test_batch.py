@@ -20,12 +20,11 @@ Tasks:
 
 
 async def test_noop_batch_completes(nats_server: EmbeddedNats, tmp_path: Path) -> None:
-    async with stack(nats_server.url, tmp_path) as s:
-        async with await s.client() as client:
-            job_id = await client.submit(NOOP.format(count=2, code=0))
-            view = await client.wait(job_id, timeout=20)
-            assert view.state == "Completed", view
-            assert len(view.executions) == 2
-            assert {e.compute_state for e in view.executions} == {"completed"}
-            out = b"".join([line.data async for line in client.logs(job_id)])
-            assert out.count(b"hello from noop") == 2
+    async with stack(nats_server.url, tmp_path) as s, await s.client() as client:
+        job_id = await client.submit(NOOP.format(count=2, code=0))
+        view = await client.wait(job_id, timeout=20)
+        assert view.state == "Completed", view
+        assert len(view.executions) == 2
+        assert {e.compute_state for e in view.executions} == {"completed"}
+        out = b"".join([line.data async for line in client.logs(job_id)])
+        assert out.count(b"hello from noop") == 2
