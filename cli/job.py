@@ -6,6 +6,7 @@ import contextlib
 import sys
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 
 import click
 
@@ -227,11 +228,12 @@ class StatusLine:
 
 @job.command()
 @click.argument("job_id")
+@click.option("--version", type=int, default=0, help="Show this version (default: current).")
 @click.option("-o", "--output", "fmt", type=FORMATS, default="table", show_default=True)
 @click.pass_context
-def describe(ctx: click.Context, job_id: str, fmt: str) -> None:
+def describe(ctx: click.Context, job_id: str, version: int, fmt: str) -> None:
     """Show a job's state and executions."""
-    view = with_client(ctx, lambda c: c.describe(job_id))
+    view = with_client(ctx, lambda c: c.describe(job_id, version))
     if fmt == "table":
         _job_table(view)
     else:
@@ -322,3 +324,49 @@ def stop(ctx: click.Context, job_id: str, reason: str, fmt: str) -> None:
     view = with_client(ctx, action)
     if fmt != "table":
         emit(view, fmt)
+
+
+@job.command()
+@click.argument("job_id")
+@click.option("-o", "--output", "fmt", type=FORMATS, default="table", show_default=True)
+@click.pass_context
+def versions(ctx: click.Context, job_id: str, fmt: str) -> None:
+    """Every version of a job's spec."""
+    items = with_client(ctx, lambda c: c.versions(job_id))
+    if fmt != "table":
+        emit(items, fmt)
+        return
+    print_table(["VERSION", "SUBMITTED"], [[v.version, _ago(v.submitted_at)] for v in items])
+
+
+@job.command()
+@click.argument("job_id")
+@click.pass_context
+def rerun(ctx: click.Context, job_id: str) -> None:
+    """Run a job's current spec again, as a new version."""
+    reply = with_client(ctx, lambda c: c.rerun(job_id))
+    info(f"Job {reply.job_id} is running again as version {reply.version}.")
+    click.echo(reply.job_id)
+
+
+@job.command()
+@click.argument("job_id")
+@click.option(
+    "--output-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where to put the results (default: ./<job-id>).",
+)
+@click.pass_context
+def get(ctx: click.Context, job_id: str, output_dir: Path | None) -> None:
+    """Download every execution's results: stdout, stderr, exitCode, one folder per path."""
+
+    async def action(client: ShoalClient) -> list[Path]:
+        view = await client.describe(job_id)
+        return await client.results(view.id, output_dir or Path(view.id))
+
+    folders = with_client(ctx, action)
+    if not folders:
+        info("No published results (the job has not finished, or used the noop publisher).")
+    for folder in folders:
+        click.echo(str(folder))

@@ -13,18 +13,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+import msgspec
+
 from compute.engines.base import Engine
 from compute.engines.noop import NoopEngine
 from compute.engines.wasm import WasmEngine
 from compute.executor import Execution, run_execution
 from compute.inputs import SUPPORTED_SOURCES, AllowedPath, check_local
 from compute.logs import LogShipper
+from compute.publishers import LocalPublisher, NatsPublisher, NoopPublisher, Publisher
 from shared import subjects, wire
 from shared.bus import Bus, Message
 from shared.errors import InvalidSpec, ShoalError
 from shared.lifecycle import Supervisor
 from shared.spec import JobSpec, spec_from_data
-from shared.spec.params import PUBLISHER_PARAMS
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +111,12 @@ class ComputeAgent:
         self._finished: dict[str, float] = {}
         self._specs: dict[tuple[str, int], JobSpec] = {}
         self._children = Supervisor(f"agent-{config.name}")
+        self.local_results = LocalPublisher(config.state_dir / "results")
+        self.publishers: dict[str, Publisher] = {
+            "nats": NatsPublisher(bus),
+            "local": self.local_results,
+            "noop": NoopPublisher(),
+        }
         self._hello_done = asyncio.Event()
 
     # ---- lifecycle ---------------------------------------------------------------------------
@@ -124,6 +132,7 @@ class ComputeAgent:
         await self._children.start()
         await self.bus.subscribe(subjects.compute_bid(self.node_id), self._on_bid)
         await self.bus.subscribe(subjects.compute_cmd(self.node_id), self._on_command)
+        await self.bus.subscribe(subjects.compute_results(self.node_id), self._on_results)
         self._children.spawn(self._heartbeats(), name=f"{self.node_id}-heartbeat")
 
     async def stop(self) -> None:
@@ -156,7 +165,7 @@ class ComputeAgent:
             id=self.node_id,
             labels=labels,
             engines=sorted(self.engines),
-            publishers=sorted(PUBLISHER_PARAMS),
+            publishers=sorted(self.publishers),
             sources=list(SUPPORTED_SOURCES),
             capacity=self.capacity,
             version="0.1.0",
@@ -239,6 +248,8 @@ class ComputeAgent:
             return "this node was rejected by an operator"
         if task.engine.type not in self.engines:
             return f"engine {task.engine.type} is not available on this node"
+        if (task.publisher.type or "nats") not in self.publishers:
+            return f"publisher {task.publisher.type} is not available on this node"
         if task.network.type != "None" and not self.config.network:
             return "networking is not allowed on this node"
         for src in task.input_sources:
@@ -322,6 +333,7 @@ class ComputeAgent:
                 workdir=self.config.state_dir / "executions" / order.execution_id,
                 allowed=self.config.allow_local_paths,
                 report=self._report,
+                publisher=self.publishers.get(execution.spec.task.publisher.type or "nats"),
                 ship_logs=lambda path, stream: LogShipper(
                     self.bus,
                     path,
@@ -333,12 +345,46 @@ class ComputeAgent:
             )
         except asyncio.CancelledError:
             pass  # reported by run_execution; the agent itself keeps going
+        except Exception as exc:  # a bug in one execution must not take the agent down
+            log.exception("%s: execution %s crashed", self.node_id, order.execution_id)
+            await self._report(
+                wire.ExecutionUpdate(
+                    execution_id=order.execution_id,
+                    job_id=order.job_id,
+                    node_id=self.node_id,
+                    state="failed",
+                    error=f"internal error on {self.node_id}: {exc}",
+                    retryable=True,
+                    at=time.time(),
+                )
+            )
         finally:
             self._running.pop(order.execution_id, None)
             self._finished[order.execution_id] = time.time()
             if len(self._finished) > 10_000:
                 cutoff = sorted(self._finished.values())[5_000]
                 self._finished = {k: v for k, v in self._finished.items() if v > cutoff}
+
+    async def _on_results(self, msg: Message) -> None:
+        """Serve a chunk of a result archive kept by the local publisher."""
+        try:
+            req = wire.decode(msg.data, wire.ResultChunkRequest, what="results request")
+            path = self.local_results.path_of(req.execution_id)
+            with path.open("rb") as f:
+                f.seek(max(req.offset, 0))
+                data = f.read(min(max(req.size, 1), 512 * 1024))
+            reply = wire.ApiReply(ok=True, data=msgspec.Raw(wire.encode(data)))
+        except (ShoalError, ValueError) as exc:
+            reply = wire.ApiReply(ok=False, error=wire.ApiError(code="invalid", message=str(exc)))
+        except FileNotFoundError:
+            reply = wire.ApiReply(
+                ok=False,
+                error=wire.ApiError(
+                    code="not_found",
+                    message=f"no local results on {self.node_id} for that execution",
+                ),
+            )
+        await self.bus.respond(msg, wire.encode(reply))
 
     async def _report(self, update: wire.ExecutionUpdate) -> None:
         """Durable, deduplicated by (execution, state); retried until NATS takes it."""

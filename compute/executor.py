@@ -11,11 +11,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import msgspec
+
 from compute.engines.base import Engine, Mount, RunRequest, RunResult
 from compute.inputs import AllowedPath, prepare
 from compute.logs import LogShipper
+from compute.publishers import Publisher
 from shared import wire
 from shared.errors import ExecutionFailed, ShoalError
+from shared.results import pack
 from shared.spec import JobSpec
 from shared.spec.params import ENGINE_PARAMS
 
@@ -40,6 +44,7 @@ async def run_execution(
     allowed: tuple[AllowedPath, ...],
     report: Report,
     ship_logs: Callable[[Path, str], LogShipper],
+    publisher: Publisher | None = None,
     keep_workdir: bool = False,
 ) -> None:
     order = execution.order
@@ -67,7 +72,6 @@ async def run_execution(
     stdout.touch()
     stderr.touch()
     shippers = [ship_logs(stdout, "stdout"), ship_logs(stderr, "stderr")]
-    final: wire.ExecutionUpdate
     try:
         async with asyncio.TaskGroup() as group:
             tails = [group.create_task(s.follow()) for s in shippers]
@@ -80,6 +84,8 @@ async def run_execution(
                     t.cancel()
         for s in shippers:  # whatever was written after the last tick
             await s.ship()
+        if publisher is not None and final.exit_code is not None:
+            final = await _publish(final, execution, workdir, publisher)
     except asyncio.CancelledError:
         for s in shippers:
             with contextlib.suppress(ShoalError, OSError):
@@ -92,6 +98,27 @@ async def run_execution(
         if not keep_workdir:
             shutil.rmtree(workdir, ignore_errors=True)
     await report(final)
+
+
+async def _publish(
+    final: wire.ExecutionUpdate, execution: Execution, workdir: Path, publisher: Publisher
+) -> wire.ExecutionUpdate:
+    names = [r.name for r in execution.spec.task.result_paths]
+    try:
+        archive = pack(workdir, names, final.exit_code)
+        ref = await publisher.publish(archive, execution.order, execution.spec)
+    except ShoalError as exc:
+        return msgspec.structs.replace(
+            final,
+            state="failed",
+            retryable=True,
+            error=f"publishing results to {publisher.name} failed: {exc}",
+        )
+    except OSError as exc:
+        return msgspec.structs.replace(
+            final, state="failed", retryable=True, error=f"packing results failed: {exc}"
+        )
+    return msgspec.structs.replace(final, result=ref)
 
 
 async def _run(

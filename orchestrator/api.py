@@ -48,6 +48,8 @@ class Api:
             "job.stop": self.stop,
             "job.executions": self.executions,
             "job.history": self.job_history,
+            "job.versions": self.versions,
+            "job.rerun": self.rerun,
             "node.list": self.node_list,
             "node.describe": self.node_describe,
             "node.approve": lambda data: self._node_flags(data, approval="APPROVED"),
@@ -57,6 +59,7 @@ class Api:
         }
 
     async def start(self) -> None:
+        self._versions = await self._bus.kv(subjects.JOB_VERSIONS_BUCKET)
         await self._bus.subscribe(
             f"{subjects.API_PREFIX}.>", self._dispatch, queue=subjects.API_QUEUE
         )
@@ -117,6 +120,7 @@ class Api:
             max_attempts=self.max_attempts,
         )
         await self._mirror.create_job(record)
+        await self._keep_version(record)
         await self._history.job(record, "", "job submitted")
         await enqueue(self._bus, record, "submitted")
         return wire.SubmitReply(job_id=job_id, version=1)
@@ -154,9 +158,44 @@ class Api:
             queued_since=0.0,
         )
         await self._mirror.update_job(record)
+        await self._keep_version(record)
         await self._history.job(record, job.state, f"version {record.version} submitted")
         await enqueue(self._bus, record, "updated")
         return wire.SubmitReply(job_id=job.id, version=record.version)
+
+    async def _keep_version(self, job: wire.JobRecord) -> None:
+        version = wire.JobVersion(
+            job_id=job.id, version=job.version, spec=job.spec, submitted_at=job.created_at
+        )
+        await self._versions.put(f"{job.id}.{job.version}", wire.encode(version))
+
+    async def _version(self, job: wire.JobRecord, number: int) -> wire.JobVersion:
+        entry = await self._versions.get(f"{job.id}.{number}")
+        if entry is None or entry.value is None:
+            raise NotFound(f"job {job.id} has no version {number} (it has 1..{job.version})")
+        return wire.decode(entry.value, wire.JobVersion, what="job version")
+
+    async def versions(self, data: bytes) -> wire.VersionList:
+        ref = wire.decode(data, wire.JobRef, what="versions request")
+        job = self.resolve(ref.job_id)
+        found = []
+        for number in range(1, job.version + 1):
+            try:
+                found.append(await self._version(job, number))
+            except NotFound:
+                continue
+        return wire.VersionList(versions=found)
+
+    async def rerun(self, data: bytes) -> wire.SubmitReply:
+        """Run the current spec again as a new version."""
+        ref = wire.decode(data, wire.JobRef, what="rerun request")
+        job = self.resolve(ref.job_id)
+        spec = self._spec(job.spec)
+        return await self._new_version(job, spec, True, time.time())
+
+    @staticmethod
+    def _spec(raw: msgspec.Raw) -> JobSpec:
+        return spec_from_data(json.loads(bytes(raw)))
 
     def resolve(self, ref: str) -> wire.JobRecord:
         """A job by id, unique id prefix, or name."""
@@ -198,7 +237,19 @@ class Api:
 
     async def describe(self, data: bytes) -> wire.JobView:
         ref = wire.decode(data, wire.JobRef, what="describe request")
-        return self.view(self.resolve(ref.job_id), with_spec=True)
+        job = self.resolve(ref.job_id)
+        if ref.version and ref.version != job.version:
+            old = await self._version(job, ref.version)
+            view = self.view(job, with_spec=True)
+            execs = [
+                _execution_view(e)
+                for e in self._mirror.executions_of(job.id)
+                if e.job_version == ref.version
+            ]
+            return msgspec.structs.replace(
+                view, version=ref.version, spec=old.spec, executions=execs
+            )
+        return self.view(job, with_spec=True)
 
     async def list_jobs(self, data: bytes) -> wire.JobList:
         req = wire.decode(data, wire.ListRequest, what="list request")

@@ -211,6 +211,26 @@ class KV:
                 await watcher.stop()
 
 
+class ObjectStore:
+    """A JetStream object store bucket: whole files in, whole files out."""
+
+    def __init__(self, store: Any, bucket: str) -> None:
+        self._store = store
+        self.bucket = bucket
+
+    async def put_file(self, name: str, path: str) -> int:
+        with map_nats_errors(f"store {self.bucket}/{name}"), open(path, "rb") as f:
+            info = await self._store.put(name, f)
+        return int(info.size)
+
+    async def get_into(self, name: str, path: str) -> None:
+        with map_nats_errors(f"fetch {self.bucket}/{name}"), open(path, "wb") as f:
+            try:
+                await self._store.get(name, writeinto=f)
+            except jserrors.ObjectNotFoundError as exc:
+                raise NotFound(f"{self.bucket}/{name} does not exist") from exc
+
+
 class Bus:
     """One NATS connection with the few operations Shoal needs."""
 
@@ -401,6 +421,18 @@ class Bus:
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+
+    async def object_store(self, bucket: str) -> ObjectStore:
+        """Open (creating if needed) an object store bucket."""
+        with map_nats_errors(f"open object store {bucket}"):
+            try:
+                store = await self._js.object_store(bucket)
+            except (jserrors.BucketNotFoundError, jserrors.NotFoundError):
+                config = jsapi.ObjectStoreConfig(
+                    bucket=bucket, replicas=self.replicas, storage=jsapi.StorageType.FILE
+                )
+                store = await self._js.create_object_store(bucket, config=config)
+        return ObjectStore(store, bucket)
 
     async def kv(self, bucket: str, *, history: int = 1, ttl: float | None = None) -> KV:
         """Open (creating if needed) a KV bucket."""

@@ -9,9 +9,11 @@ async with await ShoalClient.connect("nats://127.0.0.1:4222") as shoal:
 from __future__ import annotations
 
 import asyncio
+import builtins
 import json
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -20,7 +22,11 @@ import msgspec
 from shared import subjects, wire
 from shared.bus import Bus
 from shared.errors import InvalidSpec, Problem, ShoalError, Unavailable, error_from_code
+from shared.results import ARCHIVE, unpack
 from shared.spec import JobSpec
+
+# Publishers whose results live outside NATS (s3, ipfs) register a fetcher here.
+RESULT_FETCHERS: dict[str, Callable[[wire.ResultRef, Path], Awaitable[None]]] = {}
 
 T = TypeVar("T")
 
@@ -103,8 +109,17 @@ class ShoalClient:
             request = wire.SubmitRequest(spec=msgspec.Raw(json.dumps(data).encode()), force=force)
         return await self._call("job.submit", request, wire.SubmitReply)
 
-    async def describe(self, job_id: str) -> wire.JobView:
-        return await self._call("job.describe", wire.JobRef(job_id=job_id), wire.JobView)
+    async def describe(self, job_id: str, version: int = 0) -> wire.JobView:
+        return await self._call(
+            "job.describe", wire.JobRef(job_id=job_id, version=version), wire.JobView
+        )
+
+    async def versions(self, job_id: str) -> builtins.list[wire.JobVersion]:
+        reply = await self._call("job.versions", wire.JobRef(job_id=job_id), wire.VersionList)
+        return reply.versions
+
+    async def rerun(self, job_id: str) -> wire.SubmitReply:
+        return await self._call("job.rerun", wire.JobRef(job_id=job_id), wire.SubmitReply)
 
     async def jobs(self, namespace: str = "", limit: int = 100) -> list[wire.JobView]:
         reply = await self._call(
@@ -169,6 +184,54 @@ class ShoalClient:
         async for msg in self.bus.replay(subjects.LOGS_STREAM, subject, follow=follow):
             parts = msg.subject.split(".")
             yield LogLine(execution_id=parts[-2], stream=parts[-1], data=msg.data)
+
+    async def results(self, job_id: str, dest: Path) -> list[Path]:
+        """Download and unpack every execution's results into `dest/<execution-id>/`."""
+        view = await self.describe(job_id)
+        folders = []
+        for execution in view.executions:
+            ref = execution.result
+            if ref is None or ref.publisher == "noop":
+                continue
+            target = dest / execution.id
+            target.mkdir(parents=True, exist_ok=True)
+            archive = target / ARCHIVE
+            await self._fetch(ref, execution, archive)
+            unpack(archive, target)
+            archive.unlink()
+            folders.append(target)
+        return folders
+
+    async def _fetch(
+        self, ref: wire.ResultRef, execution: wire.ExecutionView, archive: Path
+    ) -> None:
+        if ref.publisher == "nats":
+            store = await self.bus.object_store(subjects.RESULTS_STORE)
+            await store.get_into(ref.location, str(archive))
+        elif ref.publisher == "local":
+            with archive.open("wb") as out:
+                offset = 0
+                while True:
+                    req = wire.ResultChunkRequest(execution_id=execution.id, offset=offset)
+                    raw = await self.bus.request(
+                        subjects.compute_results(execution.node_id),
+                        wire.encode(req),
+                        timeout=self.timeout,
+                    )
+                    reply = wire.decode(raw, wire.ApiReply, what="results reply")
+                    if not reply.ok:
+                        err = reply.error or wire.ApiError(code="error", message="failed")
+                        raise error_from_code(err.code, f"{execution.node_id}: {err.message}")
+                    chunk = wire.decode(reply.data, bytes, what="results chunk")
+                    if not chunk:
+                        break
+                    out.write(chunk)
+                    offset += len(chunk)
+        else:
+            fetch = RESULT_FETCHERS.get(ref.publisher)
+            if fetch is None:
+                raise ShoalError(f"cannot fetch results published to {ref.publisher!r}")
+            await fetch(ref, archive)
 
     # ---- nodes -------------------------------------------------------------------------------
 

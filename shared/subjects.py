@@ -8,6 +8,7 @@ PREFIX = "shoal.v1"
 
 # State (JetStream)
 JOBS_BUCKET = "shoal-jobs"
+JOB_VERSIONS_BUCKET = "shoal-job-versions"
 EXECUTIONS_BUCKET = "shoal-executions"
 NODES_BUCKET = "shoal-nodes"
 LEADER_BUCKET = "shoal-leader"
@@ -34,6 +35,7 @@ API_VERBS = (
     "job.executions",
     "job.history",
     "job.versions",
+    "job.rerun",
     "node.list",
     "node.describe",
     "node.approve",
@@ -76,6 +78,11 @@ def compute_bid(node_id: str) -> str:
 
 def compute_cmd(node_id: str) -> str:
     return f"{PREFIX}.compute.{node_id}.cmd"
+
+
+def compute_results(node_id: str) -> str:
+    """Request-reply: a chunk of a result archive kept by the node's local publisher."""
+    return f"{PREFIX}.compute.{node_id}.results"
 
 
 def events(job_id: str) -> str:

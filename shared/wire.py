@@ -129,6 +129,12 @@ class ExecutionOrder(Wire):
     spec: msgspec.Raw = msgspec.Raw(b"{}")  # the canonical JobSpec JSON
 
 
+class ResultChunkRequest(Wire):
+    execution_id: str
+    offset: int = 0
+    size: int = 512 * 1024
+
+
 class BidReply(Wire):
     accepted: bool
     reason: str = ""
@@ -211,6 +217,19 @@ class JobRecord(Wire):
     max_attempts: int = 3
 
 
+class JobVersion(Wire):
+    """The `shoal-job-versions` KV value (`<job-id>.<version>`): every spec ever submitted."""
+
+    job_id: str
+    version: int
+    spec: msgspec.Raw
+    submitted_at: float = 0.0
+
+
+class VersionList(Wire):
+    versions: list[JobVersion]
+
+
 class JobEvent(Wire, omit_defaults=False):
     """One line of a job's history, on `shoal.v1.events.<job-id>`."""
 
@@ -266,6 +285,7 @@ class SubmitReply(Wire):
 class JobRef(Wire):
     job_id: str
     namespace: str = ""
+    version: int = 0  # 0 = the current version
 
 
 class ListRequest(Wire):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -102,19 +103,25 @@ class _Int(int):
     def __str__(self) -> str:
         return self.text
 
+    def __getnewargs__(self) -> tuple[int, str]:  # type: ignore[override]  # copy and pickle
+        return int(self), self.text
+
 
 class _Float(float):
     """A YAML float that prints as written, so that `--version 1.10` does not become `1.1`."""
 
     text: str
 
-    def __new__(cls, value: str, text: str) -> _Float:
+    def __new__(cls, value: str | float, text: str) -> _Float:
         number = super().__new__(cls, value)
         number.text = text
         return number
 
     def __str__(self) -> str:
         return self.text
+
+    def __getnewargs__(self) -> tuple[float, str]:  # type: ignore[override]  # copy and pickle
+        return float(self), self.text
 
 
 _MERGE = "tag:yaml.org,2002:merge"
@@ -141,6 +148,16 @@ _Loader.add_implicit_resolver(
 )
 _Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
 _Loader.add_constructor("tag:yaml.org,2002:float", _Loader.construct_yaml_float)
+
+
+def _represent(dumper: yaml.SafeDumper, value: _Int | _Float) -> yaml.ScalarNode:
+    """parse_document's output may be dumped again: numbers are written as the user wrote them."""
+    kind = "int" if isinstance(value, int) else "float"
+    return dumper.represent_scalar(f"tag:yaml.org,2002:{kind}", value.text)
+
+
+yaml.SafeDumper.add_representer(_Int, _represent)
+yaml.SafeDumper.add_representer(_Float, _represent)
 
 
 def parse_document(text: str, *, source: str = "") -> Any:
@@ -216,7 +233,7 @@ _SCALARS = (str, int, float, bool, type(None))
 
 
 def check_shape(data: Any) -> list[Problem]:
-    """Problems that make a document unusable as JSON: odd types, cycles, depth, alias bombs.
+    """Problems that make a document unusable as JSON: odd types, NaN, cycles, depth, alias bombs.
 
     Walks each distinct container once (YAML aliases share them), so it is linear in the size
     of the text even when the aliases would expand to billions of values.
@@ -230,6 +247,8 @@ def check_shape(data: Any) -> list[Problem]:
         if not isinstance(value, (dict, list)):
             if not isinstance(value, _SCALARS):
                 problems.append(Problem(path, f"{kind_of(value)} {short(value)} is not JSON data"))
+            elif isinstance(value, float) and not math.isfinite(value):
+                problems.append(Problem(path, f"{value} is not a finite number"))
             continue
         key = id(value)
         if done:

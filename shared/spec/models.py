@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from shared.constraints import Requirement, check_constraint, normalize_operator
-from shared.spec.params import numbers_as_text
+from shared.spec.params import numbers_as_text, plain_numbers
 from shared.units import parse_cpu, parse_duration, parse_gpu, parse_size
 
 JobType = Literal["batch", "ops", "daemon", "service"]
@@ -70,7 +70,7 @@ class SpecConfig(SpecModel):
     @field_validator("params", mode="before")
     @classmethod
     def _none_params(cls, value: Any) -> Any:
-        return {} if value is None else value
+        return {} if value is None else plain_numbers(value)
 
     @field_validator("type", mode="before")
     @classmethod

@@ -45,6 +45,19 @@ def _text(value: Any) -> Any:
     return value
 
 
+def plain_numbers(value: Any) -> Any:
+    """`value` with plain ints and floats (the YAML loader's remember their text)."""
+    if isinstance(value, dict):
+        return {k: plain_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain_numbers(v) for v in value]
+    if isinstance(value, int) and not isinstance(value, bool) and type(value) is not int:
+        return int(value)
+    if isinstance(value, float) and type(value) is not float:
+        return float(value)
+    return value
+
+
 _TEXT_SHAPES: dict[type[BaseModel], dict[str, str]] = {}
 _SHAPE_OF: dict[Any, str] = {
     str: "one",

@@ -1,0 +1,195 @@
+"""Helpers for the daemon/service/update tests: specs, views, rollout sampling, agent processes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shared import wire
+from shared.client import ShoalClient
+from shared.errors import ShoalError
+from tests.integration.helpers_jobs import SHOAL, noop_job
+
+
+def forever(name: str, *, type: str, count: int | None = None, **kwargs: Any) -> dict[str, Any]:
+    """A noop job that runs until stopped (`Sleep: forever`)."""
+    return noop_job(name, type=type, count=count, sleep="forever", **kwargs)
+
+
+def running(executions: Iterable[wire.ExecutionView]) -> list[wire.ExecutionView]:
+    return [e for e in executions if e.compute_state == "running"]
+
+
+def live(executions: Iterable[wire.ExecutionView]) -> list[wire.ExecutionView]:
+    return [e for e in executions if e.compute_state in wire.LIVE_COMPUTE_STATES]
+
+
+def running_nodes(executions: Iterable[wire.ExecutionView]) -> list[str]:
+    """Node ids of the running executions, sorted (duplicates kept)."""
+    return sorted(e.node_id for e in running(executions))
+
+
+async def running_on(
+    client: ShoalClient, job_id: str, node_id: str
+) -> wire.ExecutionView | None:
+    """The job's current-version execution running on `node_id`, if any (for `eventually`)."""
+    view = await client.describe(job_id)
+    found = [e for e in running(view.executions) if e.node_id == node_id]
+    return found[0] if found else None
+
+
+async def node_connection(client: ShoalClient, node_id: str, wanted: str) -> bool:
+    try:
+        return (await client.node(node_id)).connection == wanted
+    except ShoalError:
+        return False
+
+
+async def timed(check: Callable[[], Awaitable[Any]]) -> tuple[Any, float]:
+    """Await `check()` and return (its result, seconds it took)."""
+    started = time.monotonic()
+    result = await check()
+    return result, time.monotonic() - started
+
+
+@dataclass
+class Sample:
+    at: float
+    running: int
+    live: int
+    running_ids: frozenset[str]
+
+
+@dataclass
+class Sampler:
+    """Polls `client.executions(job)` every ~50 ms in the background while a rollout runs."""
+
+    client: ShoalClient
+    job_id: str
+    interval: float = 0.05
+    samples: list[Sample] = field(default_factory=list)
+    _task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        while True:
+            execs = await self.client.executions(self.job_id)
+            self.samples.append(
+                Sample(
+                    time.monotonic(),
+                    len(running(execs)),
+                    len(live(execs)),
+                    frozenset(e.id for e in running(execs)),
+                )
+            )
+            await asyncio.sleep(self.interval)  # a sampling period, not synchronisation
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> list[Sample]:
+        assert self._task is not None
+        if self._task.done():
+            self._task.result()  # surface a crash in the sampler
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        return self.samples
+
+
+class AgentProcess:
+    """`shoal compute` as a child process, so a test can SIGKILL or SIGSTOP a real agent."""
+
+    def __init__(
+        self, url: str, name: str, tmp: Path, *, labels: Sequence[str] = (), boot: int = 0
+    ) -> None:
+        self.url = url
+        self.name = name
+        self.tmp = tmp
+        self.labels = labels
+        self.proc: asyncio.subprocess.Process | None = None
+        self.paused = False
+        self._boot = boot
+
+    @property
+    def logfile(self) -> Path:
+        return self.tmp / f"{self.name}.{self._boot}.log"
+
+    async def start(self) -> None:
+        self._boot += 1
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        args = [
+            "--nats",
+            self.url,
+            "compute",
+            "--name",
+            self.name,
+            "--heartbeat-interval",
+            "0.2",
+            "--engines",
+            "noop",
+            "--state-dir",
+            str(self.tmp / "state"),
+        ]
+        for label in self.labels:
+            args += ["--label", label]
+        with self.logfile.open("ab") as log:
+            self.proc = await asyncio.create_subprocess_exec(
+                str(SHOAL), *args, stdout=log, stderr=log, env={**os.environ}
+            )
+
+    def logs(self) -> str:
+        return "\n".join(
+            p.read_text(errors="replace") for p in sorted(self.tmp.glob(f"{self.name}.*.log"))
+        )
+
+    async def kill(self) -> None:
+        """SIGKILL: no goodbye, no final reports, like a host losing power."""
+        proc = self.proc
+        if proc is not None and proc.returncode is None:
+            proc.send_signal(signal.SIGKILL)
+            await proc.wait()
+        self.paused = False
+
+    def pause(self) -> None:
+        """SIGSTOP: the process (and its TCP connection) stays, but it says nothing."""
+        assert self.proc is not None and self.proc.returncode is None
+        self.proc.send_signal(signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+        self.paused = False
+
+    async def stop(self) -> None:
+        proc = self.proc
+        if proc is None or proc.returncode is not None:
+            return
+        if self.paused:
+            self.resume()
+        proc.terminate()
+        try:
+            async with asyncio.timeout(10):
+                await proc.wait()
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+
+@contextlib.asynccontextmanager
+async def agent_process(
+    url: str, name: str, tmp: Path, *, labels: Sequence[str] = ()
+) -> AsyncIterator[AgentProcess]:
+    proc = AgentProcess(url, name, tmp, labels=labels)
+    await proc.start()
+    try:
+        yield proc
+    finally:
+        await proc.stop()
