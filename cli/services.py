@@ -14,6 +14,7 @@ import click
 from cli.common import connection
 from cli.output import errors_to_exit, info
 from compute.agent import AgentConfig, ComputeAgent
+from compute.fleet import Fleet
 from compute.inputs import AllowedPath
 from orchestrator.service import Orchestrator, OrchestratorConfig
 from shared.bus import Bus
@@ -135,6 +136,13 @@ def orchestrator(
 @click.option("--max-executions", type=int, default=0, help="0 = limited by resources only.")
 @click.option("--no-network", is_flag=True, help="Refuse jobs that ask for networking.")
 @click.option(
+    "--virtual",
+    type=int,
+    default=0,
+    metavar="K",
+    help="Host K virtual noop nodes named NAME-0..NAME-K-1 (scale tests).",
+)
+@click.option(
     "--state-dir",
     type=click.Path(path_type=Path),
     default=Path(".shoal/compute"),
@@ -154,6 +162,7 @@ def compute(
     heartbeat_interval: float,
     max_executions: int,
     no_network: bool,
+    virtual: int,
     state_dir: Path,
     verbose: bool,
 ) -> None:
@@ -178,6 +187,14 @@ def compute(
     async def main() -> None:
         bus = await Bus.connect(url, creds=creds, name=f"shoal-compute-{name}")
         try:
+            if virtual:
+                async with Fleet(bus, config, virtual):
+                    info(
+                        f"{virtual} virtual nodes {name}-0..{name}-{virtual - 1} running "
+                        f"against {url}"
+                    )
+                    await _until_signalled()
+                return
             async with ComputeAgent(bus, config) as agent:
                 info(
                     f"compute node {name} running against {url} "

@@ -121,7 +121,8 @@ class ComputeAgent:
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def start(self, *, subscribe: bool = True) -> None:
+        """Probe engines, listen for bids/commands (unless a Fleet routes them), heartbeat."""
         candidates = self._engines_given or make_engines(self.config.engines)
         self.engines = {n: e for n, e in candidates.items() if await e.probe()}
         for name in self.config.engines:
@@ -130,9 +131,10 @@ class ComputeAgent:
                     "%s: engine %s is not usable here; not advertising it", self.node_id, name
                 )
         await self._children.start()
-        await self.bus.subscribe(subjects.compute_bid(self.node_id), self._on_bid)
-        await self.bus.subscribe(subjects.compute_cmd(self.node_id), self._on_command)
-        await self.bus.subscribe(subjects.compute_results(self.node_id), self._on_results)
+        if subscribe:
+            await self.bus.subscribe(subjects.compute_bid(self.node_id), self.on_bid)
+            await self.bus.subscribe(subjects.compute_cmd(self.node_id), self.on_command)
+            await self.bus.subscribe(subjects.compute_results(self.node_id), self.on_results)
         self._children.spawn(self._heartbeats(), name=f"{self.node_id}-heartbeat")
 
     async def stop(self) -> None:
@@ -269,7 +271,7 @@ class ComputeAgent:
             return "all execution slots are busy"
         return None
 
-    async def _on_bid(self, msg: Message) -> None:
+    async def on_bid(self, msg: Message) -> None:
         try:
             order = wire.decode(msg.data, wire.ExecutionOrder, what="bid")
             spec = self._spec(order)
@@ -283,7 +285,7 @@ class ComputeAgent:
             msg, wire.encode(wire.BidReply(accepted=reason is None, reason=reason or ""))
         )
 
-    async def _on_command(self, msg: Message) -> None:
+    async def on_command(self, msg: Message) -> None:
         try:
             command = wire.decode_command(msg.data)
         except ShoalError as exc:
@@ -365,7 +367,7 @@ class ComputeAgent:
                 cutoff = sorted(self._finished.values())[5_000]
                 self._finished = {k: v for k, v in self._finished.items() if v > cutoff}
 
-    async def _on_results(self, msg: Message) -> None:
+    async def on_results(self, msg: Message) -> None:
         """Serve a chunk of a result archive kept by the local publisher."""
         try:
             req = wire.decode(msg.data, wire.ResultChunkRequest, what="results request")

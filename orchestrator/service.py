@@ -31,6 +31,8 @@ class OrchestratorConfig:
     max_attempts: int = 3
     bid_timeout: float = 5.0
     workers: int = 8
+    lease_ttl: float = 5.0
+    name: str = ""
     logs_max_bytes_per_subject: int = 8 * 1024 * 1024
     events_max_age: float = 30 * 24 * 3600.0
 

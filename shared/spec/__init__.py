@@ -1,6 +1,6 @@
 """The user's job spec: models, typed params, and the loader from YAML/JSON text."""
 
-from shared.spec.loader import load_spec, parse_document, spec_from_data
+from shared.spec.loader import dump_yaml, load_spec, parse_document, spec_from_data
 from shared.spec.models import (
     Constraint,
     InputSource,
@@ -25,6 +25,7 @@ __all__ = [
     "SpecConfig",
     "Task",
     "Timeouts",
+    "dump_yaml",
     "load_spec",
     "parse_document",
     "spec_from_data",

@@ -150,6 +150,23 @@ _Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
 _Loader.add_constructor("tag:yaml.org,2002:float", _Loader.construct_yaml_float)
 
 
+class _Dumper(yaml.SafeDumper):
+    """Quotes every string that YAML 1.1 or Shoal's loader would read as something else."""
+
+    yaml_implicit_resolvers: dict[Any, list[tuple[str, re.Pattern[str]]]] = {
+        first: [
+            *yaml.SafeDumper.yaml_implicit_resolvers.get(first, []),
+            *_Loader.yaml_implicit_resolvers.get(first, []),
+        ]
+        for first in {*yaml.SafeDumper.yaml_implicit_resolvers, *_Loader.yaml_implicit_resolvers}
+    }
+
+
+def dump_yaml(data: Any) -> str:
+    """YAML text that `load_spec` (and any other YAML reader) reads back as `data`."""
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True)
+
+
 def _represent(dumper: yaml.SafeDumper, value: _Int | _Float) -> yaml.ScalarNode:
     """parse_document's output may be dumped again: numbers are written as the user wrote them."""
     kind = "int" if isinstance(value, int) else "float"

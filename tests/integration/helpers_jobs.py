@@ -201,3 +201,50 @@ async def api_ready(client: ShoalClient) -> bool:
     except ShoalError:
         return False
     return True
+
+
+class _BlackHole:
+    """Stands in for a crashed agent's connection: everything sent is silently lost."""
+
+    connected = False
+
+    async def js_publish(self, *args: object, **kwargs: object) -> int:
+        return 0
+
+    async def publish(self, *args: object, **kwargs: object) -> None:
+        return None
+
+
+def _orphan_reports() -> list[asyncio.Task[Any]]:
+    me = asyncio.current_task()
+    return [
+        t
+        for t in asyncio.all_tasks()
+        if t is not me and not t.done() and "_report" in getattr(t.get_coro(), "__qualname__", "")
+    ]
+
+
+async def crash_agent(stack: Any, name: str) -> ComputeAgent:
+    """A crash of an in-process agent: its connection drops and nothing it sends arrives.
+
+    Unlike `Stack.kill_agent`, it cannot hang on an execution's final report (that report
+    would need the connection that just died; a crashed process never sends it either).
+    """
+    agent: ComputeAgent = stack.agents.pop(name)
+    real_bus = agent.bus
+    await real_bus.close()
+    agent.bus = _BlackHole()  # type: ignore[assignment]
+    async with asyncio.timeout(10):
+        await agent.stop()
+        await settle_orphans()
+    agent.bus = real_bus
+    return agent
+
+
+async def settle_orphans(timeout: float = 10.0) -> None:
+    """Wait for shielded `_report` retries left behind by a cancelled stop (they finish once
+    the agent's bus is a black hole)."""
+    orphans = _orphan_reports()
+    if orphans:
+        async with asyncio.timeout(timeout):
+            await asyncio.gather(*orphans, return_exceptions=True)

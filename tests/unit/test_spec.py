@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import pickle
 from typing import Any
 
+import msgspec
 import pytest
+import yaml
 
 from shared.errors import InvalidSpec, Problem, ShoalError
-from shared.spec import JobSpec, load_spec, spec_from_data
+from shared.spec import JobSpec, dump_yaml, load_spec, parse_document, spec_from_data
 from shared.spec.loader import MAX_DEPTH, MAX_SPEC_BYTES
 from shared.spec.normalize import LEGACY_ENTRY_TARGET
 from shared.spec.params import DockerParams, NoopParams, S3Publisher, WasmParams
@@ -230,6 +234,50 @@ def test_yaml_scalars_keep_their_text_in_text_fields() -> None:
         "1_000",
         "",
     ]
+
+
+def test_dump_yaml_quotes_whatever_a_yaml_reader_would_retype() -> None:
+    data = {
+        "text": [
+            "1e3",
+            "0o17",
+            "010",
+            "yes",
+            "No",
+            "12:30",
+            "2024-01-01",
+            "true",
+            "null",
+            "=",
+            "~",
+        ],
+        "typed": [1, 1.5, True, None],
+    }
+    text = dump_yaml(data)
+    assert parse_document(text) == data
+    assert yaml.safe_load(text) == data
+    assert text.startswith("text:")
+
+
+def test_parsed_numbers_dump_and_copy_as_written() -> None:
+    data = parse_document("a: [010, 1.10, .inf, 0x1F]")
+    assert yaml.safe_dump(data) == "a:\n- 010\n- 1.10\n- .inf\n- 0x1F\n"
+    assert [str(v) for v in copy.deepcopy(data)["a"]] == ["010", "1.10", ".inf", "0x1F"]
+    assert [str(v) for v in pickle.loads(pickle.dumps(data))["a"]] == [
+        "010",
+        "1.10",
+        ".inf",
+        "0x1F",
+    ]
+    assert json.dumps(data) == '{"a": [10, 1.1, Infinity, 31]}'
+
+
+def test_opaque_params_hold_plain_numbers() -> None:
+    spec = load_spec("Tasks: [{Engine: {Type: flibble, Params: {a: [010, {b: 1.10}]}}}]")
+    params = spec.task.engine.params
+    assert params == {"a": [10, {"b": 1.1}]}
+    assert type(params["a"][0]) is int and type(params["a"][1]["b"]) is float
+    assert msgspec.json.encode(params) == b'{"a":[10,{"b":1.1}]}'
 
 
 def test_true_and_false_are_booleans() -> None:

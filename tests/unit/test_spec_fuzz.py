@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shared.errors import InvalidSpec
-from shared.spec import JobSpec, load_spec, parse_document, spec_from_data
+from shared.spec import JobSpec, dump_yaml, load_spec, parse_document, spec_from_data
 from shared.template import render
 
 CORPUS = Path(__file__).resolve().parents[3] / "shared" / "compat" / "bacalhau-specs"
@@ -71,6 +71,7 @@ FUZZ = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
+FUZZ_CORPUS = settings(FUZZ, max_examples=200)  # each example validates a whole real spec
 
 
 def check(load: Any, *args: Any) -> JobSpec | None:
@@ -274,13 +275,13 @@ def test_random_mappings_with_spec_keys(data: dict[str, Any]) -> None:
     check(spec_from_data, data)
 
 
-@FUZZ
+@FUZZ_CORPUS
 @given(mutated_corpus_docs())
 def test_mutated_corpus_documents(doc: Any) -> None:
     check(spec_from_data, doc)
 
 
-@FUZZ
+@FUZZ_CORPUS
 @given(mutated_corpus_docs(), st.sampled_from(["yaml", "json", "flow"]))
 def test_mutated_corpus_documents_as_text(doc: Any, form: str) -> None:
     if form == "json":
@@ -361,7 +362,7 @@ def test_random_bytes(data: bytes) -> None:
     check(load_spec, data, {})
 
 
-@FUZZ
+@FUZZ_CORPUS
 @given(mutated_corpus_docs())
 def test_valid_specs_are_stable(doc: Any) -> None:
     """Validating a canonical dump gives back the same dump (the orchestrator relies on it)."""
@@ -371,4 +372,5 @@ def test_valid_specs_are_stable(doc: Any) -> None:
         return
     dumped = spec.dump()
     assert spec_from_data(dumped).dump() == dumped
-    assert load_spec(yaml.safe_dump(dumped)).dump() == dumped
+    assert load_spec(dump_yaml(dumped)).dump() == dumped
+    assert parse_document(dump_yaml(doc)) == doc
