@@ -124,7 +124,7 @@ class Selection:
         parts = []
         for reason, ids in sorted(by_reason.items(), key=lambda kv: -len(kv[1])):
             shown = ", ".join(ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
-            parts.append(f"{len(ids)} node{'s' if len(ids) != 1 else ''} {reason} ({shown})")
+            parts.append(f"{reason} ({len(ids)} node{'s' if len(ids) != 1 else ''}: {shown})")
         return "; ".join(parts)
 
     @property

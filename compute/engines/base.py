@@ -40,6 +40,7 @@ class RunRequest:
     timeout: float | None = None
     network: str = "none"
     domains: tuple[str, ...] = ()
+    gpus: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,6 +42,14 @@ def load_spec(
             raise InvalidSpec(
                 f"the spec is not UTF-8 text ({exc.reason} at byte {exc.start})", source=source
             ) from None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # stdin decoded with surrogateescape, or a lone surrogate
+        code = ord(text[exc.start])
+        what = f"byte 0x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else "a lone surrogate"
+        raise InvalidSpec(
+            f"the spec is not UTF-8 text ({what} at character {exc.start})", source=source
+        ) from None
     if len(text) > MAX_SPEC_BYTES:
         raise InvalidSpec(
             f"the spec is {len(text)} bytes; the limit is {MAX_SPEC_BYTES}", source=source

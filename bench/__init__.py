@@ -1,0 +1,1 @@
+"""Shoal's benchmark harness: `python -m bench <scenario>` (see docs/benchmarks.md)."""

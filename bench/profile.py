@@ -1,0 +1,155 @@
+"""Samples a process with py-spy while a scenario runs, and names its hot spots by file:line."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+import signal
+import subprocess
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from bench.procs import BIN, REPO
+
+PROJECT = ("shared/", "orchestrator/", "compute/", "cli/")
+_FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*):(?P<line>\d+)\)$")
+_STRIP = (
+    re.compile(r"^.*/site-packages/"),
+    re.compile(r"^.*/lib/python3\.\d+/"),
+)
+
+
+def py_spy() -> str | None:
+    beside = BIN / "py-spy"
+    return str(beside) if beside.exists() else shutil.which("py-spy")
+
+
+def _short(path: str) -> str:
+    root = f"{REPO}/"
+    if path.startswith(root):
+        return path[len(root) :]
+    for pattern in _STRIP:
+        shortened, n = pattern.subn("", path)
+        if n:
+            return shortened
+    return path
+
+
+def _frames(stack: str) -> list[tuple[str, str, int]]:
+    """(function, short file, line) from the root down to the leaf."""
+    out = []
+    for part in stack.split(";"):
+        m = _FRAME.match(part.strip())
+        if m is None:
+            continue
+        out.append((m.group("func"), _short(m.group("file")), int(m.group("line"))))
+    return out
+
+
+def _is_project(file: str) -> bool:
+    return file.startswith(PROJECT)
+
+
+class Profiler:
+    """`py-spy record --format raw` on a pid until stop(); SIGINT makes py-spy write its file."""
+
+    def __init__(self, pid: int, out: Path, *, rate: int = 200) -> None:
+        exe = py_spy()
+        if exe is None:
+            raise RuntimeError("py-spy is not installed (pip install py-spy)")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        self.out = out
+        self._log = out.with_suffix(".log").open("wb")
+        self.proc = subprocess.Popen(
+            [
+                exe,
+                "record",
+                "--pid",
+                str(pid),
+                "--rate",
+                str(rate),
+                "--format",
+                "raw",
+                "--full-filenames",
+                "-o",
+                str(out),
+            ],
+            stdout=self._log,
+            stderr=self._log,
+            stdin=subprocess.DEVNULL,
+        )
+
+    async def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            for _ in range(200):
+                if self.proc.poll() is not None:
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+def hot_spots(raw: Path, top: int = 15) -> dict[str, Any]:
+    """Three views of a raw py-spy profile.
+
+    - `leaf`: where the samples literally were (any file);
+    - `project_line`: the deepest Shoal frame of each sample, i.e. the line of our code that
+      is responsible for the time, library calls included;
+    - `project_function`: inclusive samples per Shoal function (counted once per sample).
+    """
+    if not raw.exists():
+        return {"error": f"no profile written at {raw}"}
+    leaf: Counter[str] = Counter()
+    line: Counter[str] = Counter()
+    function: Counter[str] = Counter()
+    total = 0
+    for text in raw.read_text().splitlines():
+        stack, _, count_text = text.rpartition(" ")
+        if not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = _frames(stack)
+        if not frames:
+            continue
+        total += count
+        func, file, lineno = frames[-1]
+        leaf[f"{file}:{lineno} {func}"] += count
+        ours = [f for f in frames if _is_project(f[1])]
+        if ours:
+            func, file, lineno = ours[-1]
+            line[f"{file}:{lineno} {func}"] += count
+        else:
+            line["(outside Shoal code: event loop, nats-py)"] += count
+        for name in {f"{f[1]} {f[0]}" for f in ours}:
+            function[name] += count
+
+    def ranked(counter: Counter[str]) -> list[dict[str, Any]]:
+        return [
+            {"where": k, "samples": v, "pct": round(100 * v / total, 1)}
+            for k, v in counter.most_common(top)
+        ]
+
+    return {
+        "samples": total,
+        "file": str(raw),
+        "leaf": ranked(leaf),
+        "project_line": ranked(line),
+        "project_function": ranked(function),
+    }
+
+
+def print_hot_spots(title: str, spots: dict[str, Any], views: Iterable[str] = ()) -> None:
+    if "error" in spots:
+        print(f"{title}: {spots['error']}")
+        return
+    print(f"\n{title}: {spots['samples']} samples ({spots['file']})")
+    for view in views or ("project_line", "project_function", "leaf"):
+        print(f"  by {view.replace('_', ' ')}:")
+        for row in spots[view][:10]:
+            print(f"    {row['pct']:5.1f}%  {row['where']}")

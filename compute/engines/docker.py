@@ -1,0 +1,484 @@
+"""The docker engine: runs a task in a container on the local dockerd through aiodocker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import logging
+import os
+import posixpath
+import re
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import aiodocker
+import aiohttp
+from aiodocker.containers import DockerContainer
+from aiodocker.exceptions import DockerError
+from aiodocker.stream import Stream
+
+from compute.engines.base import RunRequest, RunResult
+from compute.netproxy import DomainProxy
+from shared.errors import ExecutionFailed, ShoalError, Unavailable
+from shared.spec.params import DockerParams
+
+log = logging.getLogger(__name__)
+
+LABEL_JOB = "shoal.job"
+LABEL_EXECUTION = "shoal.execution"
+LABEL_NODE = "shoal.node"
+HTTP_NETWORK = "shoal-http"
+
+_PROBE_TIMEOUT = 3.0
+_KILL_TIMEOUT = 10.0
+_DRAIN_TIMEOUT = 10.0
+_NAME_UNSAFE = re.compile(r"[^a-zA-Z0-9_.-]")
+_NETWORK_MODES = {"none": "none", "": "none", "host": "host", "full": "bridge", "bridge": "bridge"}
+# Docker's default set minus what a batch task has no business with (raw sockets, device
+# nodes, audit log); shells, package managers and file ownership changes keep working.
+_CAP_DROP = ["NET_RAW", "MKNOD", "AUDIT_WRITE"]
+# Start failures that are the spec's fault (bad entrypoint, mount over a file...): no retry helps.
+_USER_ERRORS = ("executable file not found", "no such file or directory", "not a directory")
+
+
+@contextlib.contextmanager
+def _map_docker_errors(what: str) -> Iterator[None]:
+    """The one place aiodocker and aiohttp errors become Shoal's, with retryability decided."""
+    try:
+        yield
+    except DockerError as exc:
+        raise _translate(exc, what) from None
+    except (aiohttp.ClientError, OSError) as exc:
+        raise Unavailable(f"{what}: docker daemon unreachable: {exc}") from None
+
+
+def _translate(exc: DockerError, what: str) -> ShoalError:
+    message = f"{what}: {exc.message}"
+    if exc.status == 900:  # aiodocker's code for "cannot connect"
+        return Unavailable(f"{what}: docker daemon unreachable: {exc.message}")
+    if exc.status in (400, 404):  # bad parameters, no such image: the same on every attempt
+        return ExecutionFailed(message, retryable=False)
+    if exc.status == 500 and any(hint in exc.message.lower() for hint in _USER_ERRORS):
+        return ExecutionFailed(message, retryable=False)
+    return ExecutionFailed(message, retryable=True)  # 409 conflict, 5xx daemon trouble
+
+
+def container_name(execution_id: str) -> str:
+    """A docker-safe, per-execution name: a second run of the same execution finds the first."""
+    return "shoal-" + _NAME_UNSAFE.sub("_", execution_id)
+
+
+def _guest_path(path: str) -> str:
+    return posixpath.normpath("/" + path.lstrip("/"))
+
+
+class DockerEngine:
+    """Runs each execution in its own container, removed when the run ends however it ends.
+
+    Output is streamed from an attach made before the container starts (so nothing printed
+    early is lost) into the request's stdout/stderr files, kept apart. Network `HTTP` puts the
+    container on an internal docker network (no route out) with a per-run `DomainProxy` on
+    that network's gateway as its only way out; `proxy_resolve` pins names for the proxy.
+    """
+
+    name = "docker"
+
+    def __init__(
+        self,
+        node_id: str = "",
+        *,
+        url: str | None = None,
+        pull_timeout: float = 120.0,
+        proxy_resolve: Mapping[str, str] | None = None,
+        http_network: str = HTTP_NETWORK,
+    ) -> None:
+        self.node_id = node_id
+        self._url = url
+        self._pull_timeout = pull_timeout
+        self._proxy_resolve = dict(proxy_resolve or {})
+        self._http_network = http_network
+        self._docker: aiodocker.Docker | None = None
+        self._pulls: dict[str, asyncio.Lock] = {}
+        self._network_lock = asyncio.Lock()
+        self._background: set[asyncio.Task[None]] = set()
+
+    # ---- client lifecycle ----------------------------------------------------------------------
+
+    def _client(self) -> aiodocker.Docker:
+        if self._docker is None:
+            try:
+                self._docker = aiodocker.Docker(url=self._url)
+            except ValueError as exc:  # no DOCKER_HOST and no socket on this machine
+                raise Unavailable(f"no docker daemon configured: {exc}") from None
+        return self._docker
+
+    async def close(self) -> None:
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+        if self._docker is not None:
+            await self._docker.close()
+            self._docker = None
+
+    async def probe(self) -> bool:
+        try:
+            async with asyncio.timeout(_PROBE_TIMEOUT):
+                with _map_docker_errors("probe"):
+                    await self._client().version()
+        except (ShoalError, TimeoutError) as exc:
+            log.info("docker engine unusable: %s", exc or "the daemon did not answer in time")
+            return False
+        return True
+
+    # ---- images --------------------------------------------------------------------------------
+
+    async def has_image(self, image: str) -> bool:
+        """Whether `image` is already on this machine (no pull: bids must answer quickly)."""
+        try:
+            with _map_docker_errors(f"inspect image {image}"):
+                await self._client().images.inspect(image)
+        except ExecutionFailed as exc:
+            if not exc.retryable:  # 404
+                return False
+            raise
+        return True
+
+    async def _ensure_image(self, image: str) -> None:
+        lock = self._pulls.setdefault(image, asyncio.Lock())
+        async with lock:  # concurrent runs of one missing image share a single pull
+            if await self.has_image(image):
+                return
+            try:
+                async with asyncio.timeout(self._pull_timeout):
+                    await self._client().images.pull(image)
+            except TimeoutError:
+                why = f"no answer within {self._pull_timeout:g}s"
+            except DockerError as exc:
+                why = exc.message
+            except (aiohttp.ClientError, OSError) as exc:
+                why = str(exc)
+            else:
+                if await self.has_image(image):
+                    return
+                why = "the pull reported success but the image is not there"
+            raise ExecutionFailed(
+                f"image {image} not found locally and pull failed: {why}", retryable=False
+            )
+
+    # ---- running -------------------------------------------------------------------------------
+
+    async def run(self, request: RunRequest) -> RunResult:
+        params = request.params
+        if not isinstance(params, DockerParams):
+            raise ExecutionFailed(
+                f"docker engine given {type(params).__name__}, not DockerParams", retryable=False
+            )
+        await self._ensure_image(params.image)
+        env = {**_task_env(request.env), **params.env()}
+        async with contextlib.AsyncExitStack() as stack:
+            proxy: DomainProxy | None = None
+            network = request.network.strip().lower()
+            if network == "http":
+                proxy, network_mode = await self._start_proxy(request)
+                stack.push_async_callback(proxy.close)
+                env.update(_proxy_env(proxy.url))
+            elif network in _NETWORK_MODES:
+                network_mode = _NETWORK_MODES[network]
+            else:
+                raise ExecutionFailed(f"unknown network type {request.network!r}", retryable=False)
+            config = self._config(request, params, env, network_mode)
+            container = await self._create(config, container_name(request.execution_id))
+            stack.push_async_callback(self._remove, container)
+            result = await self._supervise(container, request, proxy, network_mode)
+        return result
+
+    def _config(
+        self, request: RunRequest, params: DockerParams, env: dict[str, str], network_mode: str
+    ) -> dict[str, Any]:
+        host: dict[str, Any] = {
+            "Mounts": [
+                {
+                    "Type": "bind",
+                    "Source": str(m.host_path.resolve()),
+                    "Target": _guest_path(m.target),
+                    "ReadOnly": m.read_only,
+                }
+                for m in request.mounts
+            ],
+            "NetworkMode": network_mode,
+            "Privileged": False,
+            "CapDrop": _CAP_DROP,
+            "SecurityOpt": ["no-new-privileges"],
+            # A real PID 1 reaps zombies and passes SIGTERM/SIGKILL on to the task.
+            "Init": True,
+        }
+        if request.memory_bytes:
+            host["Memory"] = request.memory_bytes
+            host["MemorySwap"] = request.memory_bytes  # no swap beyond the limit
+        if request.cpu_millis:
+            host["NanoCpus"] = request.cpu_millis * 1_000_000
+        if request.gpus > 0:
+            host["DeviceRequests"] = [
+                {"Driver": "", "Count": request.gpus, "Capabilities": [["gpu"]]}
+            ]
+        config: dict[str, Any] = {
+            "Image": params.image,
+            "Cmd": list(params.parameters),
+            "Env": [f"{k}={v}" for k, v in env.items()],
+            "Labels": {
+                LABEL_JOB: request.job_id,
+                LABEL_EXECUTION: request.execution_id,
+                LABEL_NODE: self.node_id,
+            },
+            "AttachStdout": True,
+            "AttachStderr": True,
+            "Tty": False,
+            "HostConfig": host,
+        }
+        if params.entrypoint:
+            config["Entrypoint"] = list(params.entrypoint)
+        if params.working_directory:
+            config["WorkingDir"] = params.working_directory
+        if network_mode == "none":
+            config["NetworkDisabled"] = True
+        return config
+
+    async def _create(self, config: dict[str, Any], name: str) -> DockerContainer:
+        containers = self._client().containers
+        try:
+            with _map_docker_errors("create container"):
+                return await containers.create(config, name=name)
+        except ExecutionFailed as exc:
+            if "is already in use" not in exc.message:
+                raise
+        # A container left by an earlier attempt of this execution (an agent crash): replace it.
+        with _map_docker_errors("remove stale container"):
+            await containers.container(name).delete(force=True)
+        with _map_docker_errors("create container"):
+            return await containers.create(config, name=name)
+
+    async def _supervise(
+        self,
+        container: DockerContainer,
+        request: RunRequest,
+        proxy: DomainProxy | None,
+        network_mode: str,
+    ) -> RunResult:
+        timed_out = False
+        async with contextlib.AsyncExitStack() as stack:
+            out = stack.enter_context(request.stdout_path.open("ab", buffering=0))
+            err = stack.enter_context(request.stderr_path.open("ab", buffering=0))
+            # Attached before start, with past logs included: no early output is missed.
+            stream = container.attach(stdout=True, stderr=True, logs=True)
+            stack.push_async_callback(stream.close)
+            with _map_docker_errors("attach to container"):
+                await (
+                    stream.__aenter__()
+                )  # Stream's __aexit__ signature defeats enter_async_context
+            pump = asyncio.create_task(_pump(stream, out, err))
+            try:
+                with _map_docker_errors("start container"):
+                    await container.start()
+                if proxy is not None:
+                    proxy.allow_clients(await _address_on(container, network_mode))
+                try:
+                    async with asyncio.timeout(request.timeout):
+                        with _map_docker_errors("wait for container"):
+                            status = await container.wait()
+                except TimeoutError:
+                    timed_out = True
+                    status = await self._kill(container)
+                await _drain(pump, request.execution_id)
+            finally:
+                if not pump.done():
+                    pump.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, ShoalError):
+                        await pump
+        if timed_out:
+            return RunResult(
+                exit_code=-1,
+                error=f"execution timed out after {request.timeout:g}s",
+                timed_out=True,
+            )
+        exit_code = int(status.get("StatusCode", -1))
+        with _map_docker_errors("inspect container"):
+            state = (await container.show()).get("State", {})
+        if state.get("OOMKilled") and exit_code != 0:
+            limit = f"{request.memory_bytes} bytes" if request.memory_bytes else "none set"
+            return RunResult(exit_code=exit_code, error=f"out of memory (limit {limit})", oom=True)
+        wait_error = (status.get("Error") or {}).get("Message", "")
+        return RunResult(exit_code=exit_code, error=wait_error)
+
+    async def _kill(self, container: DockerContainer) -> dict[str, Any]:
+        with contextlib.suppress(ShoalError), _map_docker_errors("kill container"):
+            await container.kill()  # 409 when it exited meanwhile: fine either way
+        with _map_docker_errors("wait for killed container"):
+            async with asyncio.timeout(_KILL_TIMEOUT):
+                result: dict[str, Any] = await container.wait()
+        return result
+
+    async def _remove(self, container: DockerContainer) -> None:
+        """Force-remove (kills too); shielded so a second cancellation cannot leak it."""
+        task = asyncio.create_task(self._delete(container))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        await asyncio.shield(task)
+
+    async def _delete(self, container: DockerContainer) -> None:
+        try:
+            with _map_docker_errors("remove container"):
+                await container.delete(force=True, v=True)
+        except ShoalError as exc:
+            if "No such container" not in exc.message:
+                log.warning("container %s not removed: %s", container.id[:12], exc)
+
+    # ---- HTTP networking -----------------------------------------------------------------------
+
+    async def _start_proxy(self, request: RunRequest) -> tuple[DomainProxy, str]:
+        if not request.domains:
+            raise ExecutionFailed("network type HTTP needs at least one domain", retryable=False)
+        gateway = await self._ensure_http_network()
+        proxy = DomainProxy(request.domains, host=gateway, resolve=self._proxy_resolve)
+        try:
+            await proxy.start()
+        except OSError as exc:  # the bridge is not on this host (rootless or remote dockerd)
+            raise ExecutionFailed(
+                f"cannot serve the HTTP proxy on the docker gateway {gateway}: {exc}",
+                retryable=True,
+            ) from None
+        return proxy, self._http_network
+
+    async def _ensure_http_network(self) -> str:
+        """The internal (no route out) network HTTP tasks join; its gateway is this host."""
+        networks = self._client().networks
+        async with self._network_lock:
+            try:
+                with _map_docker_errors(f"inspect network {self._http_network}"):
+                    info = await (await networks.get(self._http_network)).show()
+            except ExecutionFailed as exc:
+                if exc.retryable:
+                    raise
+                try:
+                    with _map_docker_errors(f"create network {self._http_network}"):
+                        created = await networks.create(
+                            {
+                                "Name": self._http_network,
+                                "Driver": "bridge",
+                                "Internal": True,
+                                "CheckDuplicate": True,
+                                "Labels": {"shoal.managed": "true"},
+                            }
+                        )
+                except ExecutionFailed as exc2:  # another agent on this dockerd won the race
+                    if exc2.retryable:
+                        raise
+                    created = await networks.get(self._http_network)
+                with _map_docker_errors(f"inspect network {self._http_network}"):
+                    info = await created.show()
+        if not info.get("Internal"):
+            raise ExecutionFailed(
+                f"docker network {self._http_network} exists but is not internal; "
+                "remove it so Shoal can create it with no route out",
+                retryable=False,
+            )
+        for entry in (info.get("IPAM") or {}).get("Config") or []:
+            if entry.get("Gateway") and ":" not in entry["Gateway"]:
+                return str(entry["Gateway"])
+        raise ExecutionFailed(
+            f"docker network {self._http_network} has no IPv4 gateway", retryable=False
+        )
+
+    # ---- crash recovery ------------------------------------------------------------------------
+
+    async def containers(self) -> list[dict[str, Any]]:
+        """This node's containers, running or not: `id`, `name`, `state`, `labels`."""
+        if not self.node_id:
+            return []
+        with _map_docker_errors("list containers"):
+            found = await self._client().containers.list(
+                all=True, filters={"label": [f"{LABEL_NODE}={self.node_id}"]}
+            )
+        return [
+            {
+                "id": c.id,
+                "name": ((c["Names"] or ["?"])[0]).lstrip("/"),
+                "state": c["State"],
+                "labels": dict(c["Labels"] or {}),
+            }
+            for c in found
+        ]
+
+    async def cleanup(self, keep: set[str]) -> int:
+        """Remove this node's containers whose execution is not in `keep`; how many went.
+
+        For an agent starting after a crash: containers of executions it no longer tracks would
+        otherwise run on unseen, holding resources and possibly writing into stale work dirs.
+        """
+        if not self.node_id:
+            log.warning("docker cleanup skipped: this engine has no node id to match labels")
+            return 0
+        removed = 0
+        for found in await self.containers():
+            if found["labels"].get(LABEL_EXECUTION) in keep:
+                continue
+            await self._delete(self._client().containers.container(found["id"]))
+            removed += 1
+        return removed
+
+
+def _task_env(env: Mapping[str, str]) -> dict[str, str]:
+    """Task Env with `env:VAR` values taken from this agent's environment (secrets stay here)."""
+    out: dict[str, str] = {}
+    for key, value in env.items():
+        if value.startswith("env:"):
+            source = value.removeprefix("env:")
+            if source not in os.environ:
+                raise ExecutionFailed(
+                    f"task Env {key} wants ${source} from the compute node, which does not have it",
+                    retryable=True,  # another node may have it
+                )
+            value = os.environ[source]
+        out[key] = value
+    return out
+
+
+def _proxy_env(url: str) -> dict[str, str]:
+    # Both spellings: curl reads the lower-case ones, many other tools the upper-case ones.
+    return {
+        "HTTP_PROXY": url,
+        "HTTPS_PROXY": url,
+        "http_proxy": url,
+        "https_proxy": url,
+        "NO_PROXY": "",
+        "no_proxy": "",
+    }
+
+
+async def _address_on(container: DockerContainer, network: str) -> str:
+    with _map_docker_errors("inspect container"):
+        info = await container.show()
+    networks = (info.get("NetworkSettings") or {}).get("Networks") or {}
+    address = (networks.get(network) or {}).get("IPAddress", "")
+    if not address:
+        raise ExecutionFailed(f"the container got no address on {network}", retryable=True)
+    return str(address)
+
+
+async def _pump(stream: Stream, out: io.RawIOBase, err: io.RawIOBase) -> None:
+    """Copy the multiplexed attach stream into the two files until the container's stdio ends."""
+    while True:
+        with _map_docker_errors("read container output"):
+            message = await stream.read_out()
+        if message is None:
+            return
+        # Unbuffered files: every chunk is visible to the executor's tail at once.
+        (err if message.stream == 2 else out).write(message.data)
+
+
+async def _drain(pump: asyncio.Task[None], execution_id: str) -> None:
+    """Let the pump finish: the attach stream ends just after the container exits."""
+    try:
+        async with asyncio.timeout(_DRAIN_TIMEOUT):
+            await asyncio.shield(pump)
+    except TimeoutError:
+        log.warning("%s: container output did not end %gs after exit", execution_id, _DRAIN_TIMEOUT)
