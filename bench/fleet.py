@@ -129,9 +129,7 @@ class VirtualFleet:
                     sent_at=now,
                 )
                 try:
-                    await self.bus.publish(
-                        subjects.node_heartbeat(node.info.id), wire.encode(beat)
-                    )
+                    await self.bus.publish(subjects.node_heartbeat(node.info.id), wire.encode(beat))
                     node.last_beat = now
                 except ShoalError as exc:
                     log.debug("heartbeat from %s: %s", node.info.id, exc)
@@ -158,8 +156,7 @@ async def _main(url: str, count: int, prefix: str, interval: float, connections:
     names = [f"{prefix}-{i}" for i in range(count)]
     buses = [await Bus.connect(url, name=f"bench-fleet-{i}") for i in range(connections)]
     fleets = [
-        VirtualFleet(bus, names[i::connections], interval=interval)
-        for i, bus in enumerate(buses)
+        VirtualFleet(bus, names[i::connections], interval=interval) for i, bus in enumerate(buses)
     ]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -101,9 +101,7 @@ class Child:
 
     def check(self) -> None:
         if not self.alive:
-            raise RuntimeError(
-                f"{self.name} exited with {self.proc.returncode}:\n{self.tail()}"
-            )
+            raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.tail()}")
 
     async def stop(self, timeout: float = 10.0) -> None:
         if self.alive:

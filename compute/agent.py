@@ -21,8 +21,9 @@ from compute.engines.wasm import WasmEngine
 from compute.executor import Execution, run_execution
 from compute.inputs import SUPPORTED_SOURCES, AllowedPath, check_local
 from compute.logs import LogShipper
+from compute.publish_remote import IPFSPublisher, S3Publisher
 from compute.publishers import LocalPublisher, NatsPublisher, NoopPublisher, Publisher
-from shared import subjects, wire
+from shared import ipfs, subjects, wire
 from shared.bus import Bus, Message
 from shared.errors import InvalidSpec, ShoalError
 from shared.lifecycle import Supervisor
@@ -73,7 +74,7 @@ def make_engines(names: tuple[str, ...]) -> dict[str, Engine]:
     known: dict[str, type] = {"wasm": WasmEngine, "noop": NoopEngine}
     if "docker" in names:
         try:
-            from compute.engines.docker import DockerEngine  # type: ignore[import-not-found]
+            from compute.engines.docker import DockerEngine
 
             known["docker"] = DockerEngine
         except ImportError:
@@ -116,7 +117,10 @@ class ComputeAgent:
             "nats": NatsPublisher(bus),
             "local": self.local_results,
             "noop": NoopPublisher(),
+            "s3": S3Publisher(config.name),  # credentials are checked when it publishes
         }
+        # "ipfs" (publisher and source) joins in start() if an IPFS API answers
+        self.sources = [s for s in SUPPORTED_SOURCES if s != "ipfs"]
         self._hello_done = asyncio.Event()
 
     # ---- lifecycle ---------------------------------------------------------------------------
@@ -130,6 +134,10 @@ class ComputeAgent:
                 log.warning(
                     "%s: engine %s is not usable here; not advertising it", self.node_id, name
                 )
+        api = ipfs.api_url()
+        if await ipfs.probe(api):
+            self.publishers["ipfs"] = IPFSPublisher(api)
+            self.sources.append("ipfs")
         await self._children.start()
         if subscribe:
             await self.bus.subscribe(subjects.compute_bid(self.node_id), self.on_bid)
@@ -168,7 +176,7 @@ class ComputeAgent:
             labels=labels,
             engines=sorted(self.engines),
             publishers=sorted(self.publishers),
-            sources=list(SUPPORTED_SOURCES),
+            sources=list(self.sources),
             capacity=self.capacity,
             version="0.1.0",
             network=self.config.network,
@@ -255,7 +263,7 @@ class ComputeAgent:
         if task.network.type != "None" and not self.config.network:
             return "networking is not allowed on this node"
         for src in task.input_sources:
-            if src.source.type not in SUPPORTED_SOURCES:
+            if src.source.type not in self.sources:
                 return f"input source {src.source.type} is not supported on this node"
             why = check_local(src, self.config.allow_local_paths)
             if why:

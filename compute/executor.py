@@ -133,7 +133,7 @@ async def _run(
 ) -> wire.ExecutionUpdate:
     spec, task = execution.spec, execution.spec.task
     try:
-        mounts = prepare(task.input_sources, workdir, allowed)
+        mounts = await prepare(task.input_sources, workdir, allowed)
         for result_path in task.result_paths:
             out = workdir / "outputs" / result_path.name
             out.mkdir(parents=True, exist_ok=True)

@@ -8,12 +8,20 @@ import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
+from compute import fetch
 from compute.engines.base import Mount
 from shared.errors import ExecutionFailed
 from shared.spec import InputSource
-from shared.spec.params import InlineSource, LocalDirectorySource
+from shared.spec.params import (
+    InlineSource,
+    IPFSSource,
+    LocalDirectorySource,
+    S3Source,
+    URLSource,
+)
 
-SUPPORTED_SOURCES = ("inline", "localDirectory")
+# "ipfs" only where an IPFS API answers: the agent adds it after probing (ComputeAgent.start)
+SUPPORTED_SOURCES = ("inline", "localDirectory", "urlDownload", "s3", "ipfs")
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +89,7 @@ def check_local(source: InputSource, allowed: tuple[AllowedPath, ...]) -> str | 
     return None
 
 
-def prepare(
+async def prepare(
     sources: list[InputSource], workdir: Path, allowed: tuple[AllowedPath, ...]
 ) -> list[Mount]:
     mounts = []
@@ -96,6 +104,17 @@ def prepare(
         elif kind == "localDirectory":
             params_l = LocalDirectorySource.model_validate(src.source.params)
             mounts.append(local_mount(params_l, src.target, allowed))
+        elif kind in ("urlDownload", "s3"):  # a folder at Target holding the file(s)
+            folder = workdir / "inputs" / str(i)
+            if kind == "s3":
+                await fetch.fetch_s3(S3Source.model_validate(src.source.params), folder)
+            else:
+                await fetch.fetch_url(URLSource.model_validate(src.source.params), folder)
+            mounts.append(Mount(folder, src.target, read_only=True))
+        elif kind == "ipfs":  # a file CID is a file at Target, a directory CID a folder
+            dest = workdir / "inputs" / str(i) / (Path(src.target).name or "data")
+            await fetch.fetch_ipfs(IPFSSource.model_validate(src.source.params), dest)
+            mounts.append(Mount(dest, src.target, read_only=True))
         else:
             raise ExecutionFailed(
                 f"input source type {kind!r} is not supported on this node", retryable=False

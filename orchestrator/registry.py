@@ -53,6 +53,7 @@ class NodeRegistry:
         self._on_node_lost = on_node_lost
         self._on_stale = on_stale
         self._lock = asyncio.Lock()
+        self.forget_after = 15.0
 
     # ---- views for the scheduler and the API ---------------------------------------------------
 
@@ -172,11 +173,7 @@ class NodeRegistry:
         cancel = [i for i in running if not self._wanted(i, node_id)]
         if restarted:
             # Whatever the node ran before its restart and no longer reports is gone.
-            gone = [
-                e.value.id
-                for e in self._mirror.executions.values()
-                if e.value.node_id == node_id and e.value.live and e.value.id not in running
-            ]
+            gone = [e.id for e in self._mirror.live_on(node_id) if e.id not in running]
             if gone:
                 self._on_stale(node_id, gone)
         log.info("node %s registered (%s)", node_id, record.approval)
@@ -217,8 +214,17 @@ class NodeRegistry:
             await self._transition(node_id, "CONNECTED", "heartbeats resumed")
             self._on_node_ready(node_id)
         unwanted = [i for i in running if not self._wanted(i, node_id)]
-        if unwanted:
-            self._on_stale(node_id, unwanted)
+        # Offered long ago and still not running there: the offer (or the node's memory of
+        # it) was lost, e.g. when an orchestrator died mid-bid.
+        forgotten = [
+            e.id
+            for e in self._mirror.live_on(node_id)
+            if e.compute_state in ("offered", "accepted")
+            and e.id not in running
+            and now - e.created_at > self.forget_after
+        ]
+        if unwanted or forgotten:
+            self._on_stale(node_id, unwanted + forgotten)
 
     # ---- liveness sweep ------------------------------------------------------------------------
 

@@ -147,11 +147,7 @@ class Orchestrator:
                 self.broker.trigger(job.id, job.priority)
 
     def _jobs_on(self, node_id: str) -> set[str]:
-        return {
-            v.value.job_id
-            for v in self.mirror.executions.values()
-            if v.value.node_id == node_id and v.value.live
-        }
+        return {e.job_id for e in self.mirror.live_on(node_id)}
 
     def _node_changed(self, node_id: str) -> None:
         self._trigger_waiting()

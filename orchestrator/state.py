@@ -40,6 +40,7 @@ class StateMirror:
         self.jobs: dict[str, Versioned[wire.JobRecord]] = {}
         self.executions: dict[str, Versioned[wire.ExecutionRecord]] = {}
         self.by_job: dict[str, set[str]] = defaultdict(set)
+        self.by_node: dict[str, set[str]] = defaultdict(set)
         self.nodes: dict[str, Versioned[wire.NodeRecord]] = {}
         self._jobs_kv: KV | None = None
         self._execs_kv: KV | None = None
@@ -97,8 +98,10 @@ class StateMirror:
         if known is not None and known.revision >= entry.revision:
             return
         if entry.value is None:
-            self.executions.pop(exec_id, None)
+            gone = self.executions.pop(exec_id, None)
             self.by_job[job_id].discard(exec_id)
+            if gone is not None:
+                self.by_node[gone.value.node_id].discard(exec_id)
             return
         record = _decode(entry, wire.ExecutionRecord)
         if record is not None:
@@ -120,6 +123,15 @@ class StateMirror:
     def _set_execution(self, record: wire.ExecutionRecord, revision: int) -> None:
         self.executions[record.id] = Versioned(record, revision)
         self.by_job[record.job_id].add(record.id)
+        if record.live:
+            self.by_node[record.node_id].add(record.id)
+        else:
+            self.by_node[record.node_id].discard(record.id)
+
+    def live_on(self, node_id: str) -> list[wire.ExecutionRecord]:
+        """Executions the orchestrator believes are live on a node."""
+        ids = self.by_node.get(node_id, ())
+        return [self.executions[i].value for i in ids if i in self.executions]
 
     # ---- reads --------------------------------------------------------------------------------
 

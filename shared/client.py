@@ -19,14 +19,17 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from shared import subjects, wire
+from shared import ipfs, s3, subjects, wire
 from shared.bus import Bus
 from shared.errors import InvalidSpec, Problem, ShoalError, Unavailable, error_from_code
 from shared.results import ARCHIVE, unpack
 from shared.spec import JobSpec
 
 # Publishers whose results live outside NATS (s3, ipfs) register a fetcher here.
-RESULT_FETCHERS: dict[str, Callable[[wire.ResultRef, Path], Awaitable[None]]] = {}
+RESULT_FETCHERS: dict[str, Callable[[wire.ResultRef, Path], Awaitable[None]]] = {
+    "s3": s3.fetch_result,
+    "ipfs": ipfs.fetch_result,
+}
 
 T = TypeVar("T")
 

@@ -209,8 +209,8 @@ class DockerEngine:
             "Privileged": False,
             "CapDrop": _CAP_DROP,
             "SecurityOpt": ["no-new-privileges"],
-            # A real PID 1 reaps zombies and passes SIGTERM/SIGKILL on to the task.
-            "Init": True,
+            # No docker-init: we only ever SIGKILL, and without it a bad entrypoint fails the
+            # start with a clear, non-retryable error instead of exiting 127 from inside.
         }
         if request.memory_bytes:
             host["Memory"] = request.memory_bytes
@@ -268,8 +268,9 @@ class DockerEngine:
         async with contextlib.AsyncExitStack() as stack:
             out = stack.enter_context(request.stdout_path.open("ab", buffering=0))
             err = stack.enter_context(request.stderr_path.open("ab", buffering=0))
-            # Attached before start, with past logs included: no early output is missed.
-            stream = container.attach(stdout=True, stderr=True, logs=True)
+            # Attached before start (as `docker run` does), so no early output is missed; no
+            # log replay: the daemon may send lines both replayed and live, duplicating them.
+            stream = container.attach(stdout=True, stderr=True, logs=False)
             stack.push_async_callback(stream.close)
             with _map_docker_errors("attach to container"):
                 await (

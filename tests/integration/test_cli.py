@@ -6,6 +6,7 @@ the loop keeps serving while the command waits.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -56,25 +57,32 @@ async def test_cli_wait_timeout_exits_4(nats_server: EmbeddedNats, tmp_path: Pat
 
 async def test_cli_unreachable_nats_exits_5(tmp_path: Path) -> None:
     dead = f"nats://127.0.0.1:{free_port()}"
-    done = await run_cli(
-        "job", "run", str(EXAMPLES / "hello-wasm.yaml"), url=dead, timeout=30
-    )
-    assert done.code == 5, done
-    assert done.elapsed < 5, done
-    assert "Traceback" not in done.stderr, done
-    done = await run_cli("--nats", "nats://127.0.0.1:1", "node", "list", url=dead, timeout=30)
-    assert done.code == 5, done
-    assert done.elapsed < 5, done
+    # What starting the command costs on this machine (imports), to time only the failing part.
+    baseline = await run_cli("--help", url=dead, timeout=30)
+    assert baseline.code == 0, baseline
+    for args in (
+        ("job", "run", str(EXAMPLES / "hello-wasm.yaml")),
+        ("--nats", "nats://127.0.0.1:1", "node", "list"),
+    ):
+        done = await run_cli(*args, url=dead, timeout=30)
+        assert done.code == 5, done
+        assert "Traceback" not in done.stderr, done
+        assert "NATS" in done.stderr, done
+        # "under ~5 s" on an idle machine; beyond start-up, the failure itself must be quick
+        assert done.elapsed < 5 or done.elapsed - baseline.elapsed < 3, (done, baseline)
 
 
 async def test_cli_invalid_spec_and_unknown_job(nats_server: EmbeddedNats, tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("Type: batch\nTasks:\n  - Engine: {Type: noop}\n    Resources: {Memory: 1Zb}\n")
     async with stack(nats_server.url, tmp_path, agents=1):
-        done = await run_cli("job", "run", str(bad), url=nats_server.url)
+        done, unknown = await asyncio.gather(
+            run_cli("job", "run", str(bad), url=nats_server.url),
+            run_cli("job", "describe", "j-does-not-exist", url=nats_server.url),
+        )
         assert done.code == 2, done
         assert "Memory" in done.stderr and "Traceback" not in done.stderr, done
-        done = await run_cli("job", "describe", "j-does-not-exist", url=nats_server.url)
+        done = unknown
         assert done.code == 1, done
         assert "j-does-not-exist" in done.stderr, done
 
@@ -86,9 +94,18 @@ async def test_cli_describe_history_and_logs(nats_server: EmbeddedNats, tmp_path
         assert done.code == 0, done
         job_id = done.stdout.strip()
 
-        done = await run_cli("job", "describe", job_id, "-o", "json", url=nats_server.url)
-        assert done.code == 0, done
-        view = json.loads(done.stdout)
+        # Read-only commands, run side by side (each CLI start costs seconds).
+        described, table, history, history_table, logs, listed = await asyncio.gather(
+            run_cli("job", "describe", job_id, "-o", "json", url=nats_server.url),
+            run_cli("job", "describe", job_id[:10], url=nats_server.url),
+            run_cli("job", "history", job_id, "-o", "json", url=nats_server.url),
+            run_cli("job", "history", job_id, url=nats_server.url),
+            run_cli("job", "logs", job_id, url=nats_server.url),
+            run_cli("job", "list", "-o", "json", url=nats_server.url),
+        )
+
+        assert described.code == 0, described
+        view = json.loads(described.stdout)
         for key in ("ID", "Name", "Namespace", "Type", "State", "StateMessage", "Version"):
             assert key in view, (key, view)
         assert view["ID"] == job_id and view["Name"] == "cli-two" and view["State"] == "Completed"
@@ -107,32 +124,32 @@ async def test_cli_describe_history_and_logs(nats_server: EmbeddedNats, tmp_path
             assert e["ComputeState"] == "completed" and e["ExitCode"] == 0
         assert sorted(e["Partition"] for e in view["Executions"]) == [0, 1]
 
-        done = await run_cli("job", "describe", job_id[:10], url=nats_server.url)
-        assert done.code == 0, done
-        assert job_id in done.stdout and "Completed" in done.stdout, done
+        assert table.code == 0, table
+        assert job_id in table.stdout and "Completed" in table.stdout, table
 
-        done = await run_cli("job", "history", job_id, "-o", "json", url=nats_server.url)
-        assert done.code == 0, done
-        events = json.loads(done.stdout)
+        assert history.code == 0, history
+        events = json.loads(history.stdout)
         job_states = [e["State"] for e in events if e["Kind"] == "job"]
         assert job_states[0] == "Pending" and job_states[-1] == "Completed", job_states
         assert "Running" in job_states, job_states
-        done = await run_cli("job", "history", job_id, url=nats_server.url)
-        assert done.code == 0 and "Completed" in done.stdout, done
+        placed = [e for e in events if e["Kind"] == "execution" and "placed" in e["Message"]]
+        assert len(placed) == 2, events
+        assert history_table.code == 0 and "Completed" in history_table.stdout, history_table
 
-        done = await run_cli("job", "logs", job_id, url=nats_server.url)
-        assert done.code == 0, done
-        assert done.stdout.count("line from noop") == 2, done
+        assert logs.code == 0, logs
+        assert logs.stdout.count("line from noop") == 2, logs
 
-        done = await run_cli("job", "list", "-o", "json", url=nats_server.url)
-        assert done.code == 0, done
-        assert [j["ID"] for j in json.loads(done.stdout)] == [job_id]
+        assert listed.code == 0, listed
+        assert [j["ID"] for j in json.loads(listed.stdout)] == [job_id]
 
 
 async def test_cli_node_list(nats_server: EmbeddedNats, tmp_path: Path) -> None:
     async with stack(nats_server.url, tmp_path) as s:
         await s.add_agent("gpu-1", labels={"gpu-type": "a100"})
-        done = await run_cli("node", "list", "-o", "json", url=nats_server.url)
+        done, table = await asyncio.gather(
+            run_cli("node", "list", "-o", "json", url=nats_server.url),
+            run_cli("node", "list", url=nats_server.url),
+        )
         assert done.code == 0, done
         nodes = {n["ID"]: n for n in json.loads(done.stdout)}
         assert set(nodes) == {"node-0", "node-1", "gpu-1"}
@@ -144,7 +161,5 @@ async def test_cli_node_list(nats_server: EmbeddedNats, tmp_path: Path) -> None:
             assert {"os_type", "os_arch"} <= set(node["Labels"])
             assert "noop" in node["Engines"]
         assert nodes["gpu-1"]["Labels"]["gpu-type"] == "a100"
-
-        done = await run_cli("node", "list", url=nats_server.url)
-        assert done.code == 0, done
-        assert "gpu-type=a100" in done.stdout and "CONNECTED" in done.stdout, done
+        assert table.code == 0, table
+        assert "gpu-type=a100" in table.stdout and "CONNECTED" in table.stdout, table

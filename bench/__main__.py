@@ -1,0 +1,258 @@
+"""`python -m bench <scenario>...`: run benchmark scenarios, print a table, write JSON."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import celery_bench, scenarios
+from bench.report import Row, machine, print_table, verdict, write_json
+
+SCENARIOS = ("latency", "throughput", "fleet", "daemon", "celery")
+DEFAULT_N = {"latency": 200, "throughput": 1000, "daemon": 10}
+FLEET_SIZES = (1000, 10_000)
+
+TARGETS = {
+    "latency_ratio": "Shoal p50 latency <= Celery's",
+    "throughput_ratio": "Shoal throughput >= 6x Celery's",
+    "fleet": "10,000 nodes: orchestrator < 0.5 core and < 500 MB",
+    "daemon": "daemon running on a joining node < 500 ms",
+}
+
+
+def _parse() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument(
+        "scenarios",
+        nargs="+",
+        choices=(*SCENARIOS, "all"),
+        metavar="SCENARIO",
+        help=f"one or more of {', '.join(SCENARIOS)}, or all",
+    )
+    parser.add_argument(
+        "--n",
+        type=int,
+        default=None,
+        help="jobs (latency 200, throughput 1000, celery both), joins (daemon 10), "
+        "or the one fleet size",
+    )
+    parser.add_argument("--json", type=Path, default=None, help="default bench/results/<time>.json")
+    parser.add_argument("--agents", type=int, default=3, help="compute agents (processes)")
+    parser.add_argument(
+        "--fleet-sizes",
+        default=",".join(str(k) for k in FLEET_SIZES),
+        help="comma-separated virtual node counts",
+    )
+    parser.add_argument("--window", type=float, default=20.0, help="fleet CPU window, seconds")
+    parser.add_argument(
+        "--fleet",
+        choices=("auto", "bench", "product"),
+        default="auto",
+        help="virtual nodes from `shoal compute --virtual` (product) or bench/fleet.py",
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="py-spy the orchestrator during throughput and fleet; raw profiles go to DIR",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the work directory and logs")
+    return parser.parse_args()
+
+
+def _progress(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+
+async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    chosen = SCENARIOS if "all" in args.scenarios else tuple(args.scenarios)
+    out: dict[str, Any] = {}
+
+    def n_for(name: str) -> int:
+        return args.n if args.n is not None else DEFAULT_N[name]
+
+    if "latency" in chosen:
+        _progress(f"latency: {n_for('latency')} sequential jobs")
+        out["latency"] = await scenarios.latency(workdir / "latency", n_for("latency"), args.agents)
+    if "throughput" in chosen:
+        _progress(f"throughput: {n_for('throughput')} jobs at once")
+        profile = args.profile / "throughput.txt" if args.profile else None
+        out["throughput"] = await scenarios.throughput(
+            workdir / "throughput", n_for("throughput"), args.agents, profile
+        )
+    if "fleet" in chosen:
+        sizes = (
+            [args.n] if args.n is not None else [int(k) for k in args.fleet_sizes.split(",") if k]
+        )
+        out["fleet"] = await scenarios.fleet(
+            workdir / "fleet",
+            sizes,
+            window=args.window,
+            kind=args.fleet,
+            profile_dir=args.profile,
+            progress=_progress,
+        )
+    if "daemon" in chosen:
+        _progress(f"daemon: {n_for('daemon')} nodes join a running daemon job")
+        out["daemon"] = await scenarios.daemon_join(
+            workdir / "daemon", n_for("daemon"), args.agents
+        )
+    if "celery" in chosen:
+        why = celery_bench.available()
+        if why is not None:
+            _progress(f"celery: skipped: {why}")
+            out["celery"] = {"skipped": why}
+        else:
+            _progress("celery: the same loads through Celery + Redis")
+            out["celery"] = await asyncio.to_thread(
+                celery_bench.run,
+                workdir / "celery",
+                n_for("latency"),
+                n_for("throughput"),
+            )
+    return out
+
+
+def _compare(results: dict[str, Any]) -> dict[str, Any]:
+    celery = results.get("celery", {})
+    out: dict[str, Any] = {}
+    if "latency" in results and "latency" in celery:
+        shoal_p50 = results["latency"]["submit_to_completed"]["p50_ms"]
+        celery_p50 = celery["latency"]["delay_to_get"]["p50_ms"]
+        out["latency_p50_ratio"] = round(shoal_p50 / celery_p50, 2)
+    if "throughput" in results and "throughput" in celery:
+        out["throughput_ratio"] = round(
+            results["throughput"]["jobs_per_s"] / celery["throughput"]["tasks_per_s"], 2
+        )
+    return out
+
+
+def _rows(results: dict[str, Any], compare: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    if "latency" in results:
+        r = results["latency"]
+        s = r["submit_to_completed"]
+        rows += [
+            Row("latency", f"submit->Completed p50 (n={r['n']})", f"{s['p50_ms']:.1f} ms"),
+            Row("latency", "p99 / max", f"{s['p99_ms']:.1f} / {s['max_ms']:.1f} ms"),
+            Row("latency", "orchestrator CPU per job", f"{r['orchestrator']['cpu_ms_per_job']} ms"),
+        ]
+    if "throughput" in results:
+        r = results["throughput"]
+        o = r["orchestrator"]
+        rows += [
+            Row("throughput", f"jobs/s (n={r['n']}, {r['agents']} agents)", f"{r['jobs_per_s']}"),
+            Row("throughput", "orchestrator CPU", f"{o['cpu_s']} s ({o['cpu_ms_per_job']} ms/job)"),
+            Row("throughput", "orchestrator peak RSS", f"{o['peak_rss_mib']} MiB"),
+        ]
+        if r["unfinished"] or r["failed_or_stopped"]:
+            rows.append(
+                Row("throughput", "NOT completed", f"{r['unfinished'] + r['failed_or_stopped']}")
+            )
+    for run in results.get("fleet", {}).get("runs", []):
+        k, o = run["nodes"], run["orchestrator"]
+        big = k >= 10_000
+        detect = run["silence_detected_s"]
+        rows += [
+            Row(f"fleet {k}", "registration", f"{run['register_s']} s"),
+            Row(
+                f"fleet {k}",
+                "orchestrator CPU share",
+                f"{o['cpu_share']:.3f} core",
+                "< 0.5" if big else "",
+                verdict(o["cpu_share"] < 0.5) if big else "",
+            ),
+            Row(
+                f"fleet {k}",
+                "orchestrator RSS (peak)",
+                f"{o['rss_mib']} MiB ({o['peak_rss_mib']})",
+                "< 500 MB" if big else "",
+                verdict(o["peak_rss_mib"] * 2**20 < 500e6) if big else "",
+            ),
+            Row(
+                f"fleet {k}", "CPU per heartbeat", f"{run['orchestrator_cpu_us_per_heartbeat']} us"
+            ),
+            Row(f"fleet {k}", "node KV writes", f"{run['node_kv_writes_per_s']}/s"),
+            Row(
+                f"fleet {k}",
+                "silent node noticed after",
+                ", ".join(f"{d:.2f}" for d in detect) + " s" if detect else "not noticed",
+                f"timeout {run['disconnect_timeout_s']:g} s",
+            ),
+            Row(
+                f"fleet {k}",
+                "node list (client.nodes())",
+                f"{run['node_list']['ms']} ms" if run["node_list"]["ok"] else "FAILED",
+            ),
+        ]
+    if "daemon" in results:
+        d = results["daemon"]["hello_to_running"]
+        rows += [
+            Row(
+                "daemon",
+                f"join->running p50 (n={results['daemon']['joins']})",
+                f"{d['p50_ms']:.1f} ms",
+                "< 500 ms",
+                verdict(d["p50_ms"] < 500),
+            ),
+            Row("daemon", "max", f"{d['max_ms']:.1f} ms", "< 500 ms", verdict(d["max_ms"] < 500)),
+        ]
+    celery = results.get("celery", {})
+    if "latency" in celery:
+        s = celery["latency"]["delay_to_get"]
+        t = celery["throughput"]
+        rows += [
+            Row("celery", f"delay().get() p50 (n={celery['latency']['n']})", f"{s['p50_ms']} ms"),
+            Row("celery", "p99 / max", f"{s['p99_ms']} / {s['max_ms']} ms"),
+            Row("celery", f"tasks/s (n={t['n']})", f"{t['tasks_per_s']}"),
+        ]
+    if "latency_p50_ratio" in compare:
+        ratio = compare["latency_p50_ratio"]
+        rows.append(
+            Row("compare", "Shoal/Celery p50 latency", f"{ratio}x", "<= 1", verdict(ratio <= 1))
+        )
+    if "throughput_ratio" in compare:
+        ratio = compare["throughput_ratio"]
+        rows.append(
+            Row("compare", "Shoal/Celery throughput", f"{ratio}x", ">= 6", verdict(ratio >= 6))
+        )
+    return rows
+
+
+def main() -> None:
+    args = _parse()
+    logging.basicConfig(level=logging.WARNING)
+    if args.profile is not None:
+        args.profile.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    if args.keep:
+        workdir = Path(tempfile.mkdtemp(prefix="shoal-bench-"))
+        results = asyncio.run(_run(args, workdir))
+        print(f"work directory kept: {workdir}")
+    else:
+        with tempfile.TemporaryDirectory(prefix="shoal-bench-") as tmp:
+            results = asyncio.run(_run(args, Path(tmp)))
+    compare = _compare(results)
+    document = {
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
+        "seconds": round(time.time() - started, 1),
+        "machine": machine(),
+        "command": "python -m bench " + " ".join(args.scenarios),
+        "results": results,
+        "compare": compare,
+        "targets": TARGETS,
+    }
+    print()
+    print_table(_rows(results, compare))
+    path = write_json(document, args.json)
+    print(f"\nresults written to {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,146 @@
+"""The Celery peer: the latency and throughput loads through Celery on a local Redis."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.procs import BIN, Child, free_port, mib
+from bench.report import summary_ms
+
+WARMUP = 5
+
+
+def available() -> str | None:
+    """None if the peer can run here, else why not."""
+    try:
+        import celery  # noqa: F401
+        import redis  # noqa: F401
+    except ImportError:
+        return "celery[redis] is not installed (pip install -e '.[bench]')"
+    if _redis_server() is None:
+        return "redis-server is not installed (apt-get install redis-server)"
+    return None
+
+
+def _redis_server() -> str | None:
+    found = shutil.which("redis-server")
+    if found is None and Path("/usr/bin/redis-server").exists():
+        found = "/usr/bin/redis-server"
+    return found
+
+
+def _wait_redis(url: str, child: Child, timeout: float = 15.0) -> None:
+    import redis
+
+    deadline = time.monotonic() + timeout
+    client = redis.Redis.from_url(url)
+    while True:
+        child.check()
+        try:
+            client.ping()
+            return
+        except redis.exceptions.ConnectionError:
+            if time.monotonic() > deadline:
+                raise RuntimeError("redis-server did not start:\n" + child.tail()) from None
+            time.sleep(0.05)
+        finally:
+            client.close()
+
+
+def run(workdir: Path, n_latency: int, n_throughput: int, concurrency: int = 8) -> dict[str, Any]:
+    """Start redis-server and a Celery worker, run both loads, stop them; the figures."""
+    redis_server = _redis_server()
+    assert redis_server is not None, available()
+    logs = workdir / "logs"
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    redis_child = Child(
+        "redis",
+        [
+            redis_server,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+        ],
+        logs,
+    )
+    worker: Child | None = None
+    try:
+        _wait_redis(url, redis_child)
+        worker = Child(
+            "celery-worker",
+            [
+                str(BIN / "celery"),
+                "-A",
+                "bench.celery_peer.app",
+                "worker",
+                "--pool",
+                "threads",
+                "--concurrency",
+                str(concurrency),
+                "--loglevel",
+                "WARNING",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+            ],
+            logs,
+            env={"BENCH_REDIS_URL": url},
+        )
+        from bench.celery_peer.app import app, noop
+
+        app.conf.update(broker_url=url, result_backend=url)
+        deadline = time.monotonic() + 60
+        while True:  # the worker is up once it answers
+            worker.check()
+            try:
+                noop.delay().get(timeout=2)
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the celery worker did not answer:\n" + worker.tail())
+                continue
+        for _ in range(WARMUP):
+            noop.delay().get(timeout=30)
+
+        samples = []
+        for _ in range(n_latency):
+            t0 = time.perf_counter()
+            noop.delay().get(timeout=30)
+            samples.append(time.perf_counter() - t0)
+
+        w0, r0 = worker.usage(), redis_child.usage()
+        t0 = time.perf_counter()
+        pending = [noop.delay() for _ in range(n_throughput)]
+        t_sent = time.perf_counter()
+        for result in pending:
+            result.get(timeout=max(60.0, n_throughput * 0.1))
+        elapsed = time.perf_counter() - t0
+        w1, r1 = worker.usage(), redis_child.usage()
+    finally:
+        if worker is not None:
+            worker.stop_sync()
+        redis_child.stop_sync()
+    return {
+        "worker": f"--pool threads --concurrency {concurrency}",
+        "latency": {"n": n_latency, "delay_to_get": summary_ms(samples)},
+        "throughput": {
+            "n": n_throughput,
+            "seconds": round(elapsed, 3),
+            "tasks_per_s": round(n_throughput / elapsed, 1),
+            "sends_per_s": round(n_throughput / (t_sent - t0), 1),
+            "worker_cpu_s": round(w1.cpu - w0.cpu, 3),
+            "worker_peak_rss_mib": mib(w1.hwm),
+            "redis_cpu_s": round(r1.cpu - r0.cpu, 3),
+        },
+    }

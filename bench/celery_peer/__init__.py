@@ -1,0 +1,1 @@
+"""The Celery peer for the comparison: a trivial task on a Redis broker and result backend."""

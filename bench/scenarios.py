@@ -1,0 +1,454 @@
+"""The Shoal scenarios: latency, throughput, fleet (virtual nodes) and daemon join."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench.fleet import VirtualFleet
+from bench.procs import SHOAL, Child, Usage, mib, usage
+from bench.profile import Profiler, hot_spots, print_hot_spots
+from bench.report import percentile, summary_ms
+from bench.stack import DEFAULTS, ShoalStack, StackConfig
+from compute.agent import AgentConfig, ComputeAgent
+from shared import subjects, wire
+from shared.bus import Bus, Message
+from shared.errors import ShoalError
+
+TRIVIAL: dict[str, Any] = {"Type": "batch", "Tasks": [{"Engine": {"Type": "noop"}}]}
+DAEMON: dict[str, Any] = {
+    "Name": "bench-daemon",
+    "Type": "daemon",
+    "Tasks": [{"Engine": {"Type": "noop", "Params": {"Sleep": "forever"}}}],
+}
+WARMUP = 5
+
+
+def _usage_delta(before: Usage, after: Usage) -> dict[str, float]:
+    wall = after.at - before.at
+    cpu = after.cpu - before.cpu
+    return {
+        "cpu_s": round(cpu, 3),
+        "wall_s": round(wall, 3),
+        "cpu_share": round(cpu / wall, 3) if wall > 0 else 0.0,
+        "rss_mib": mib(after.rss),
+        "peak_rss_mib": mib(after.hwm),
+    }
+
+
+async def _phases(stack: ShoalStack, started: dict[str, float]) -> dict[str, float]:
+    """Median time from the client's submit to each kind of history event, in ms."""
+    offsets: dict[str, list[float]] = {}
+    for job_id, t0 in started.items():
+        seen: set[str] = set()
+        for event in await stack.client.history(job_id):
+            label = f"{event.kind} {event.state or '?'}"
+            if label in seen:
+                continue
+            seen.add(label)
+            offsets.setdefault(label, []).append(event.at - t0)
+    medians = {k: round(percentile(v, 50) * 1000, 2) for k, v in offsets.items()}
+    return dict(sorted(medians.items(), key=lambda kv: kv[1]))
+
+
+# ---- 1. latency --------------------------------------------------------------------------------
+
+
+async def latency(workdir: Path, n: int, agents: int = 3) -> dict[str, Any]:
+    async with ShoalStack(workdir, StackConfig(agents=agents)) as stack:
+        client = stack.client
+        for _ in range(WARMUP):
+            await client.wait(await client.submit(TRIVIAL), timeout=30)
+        totals: list[float] = []
+        submits: list[float] = []
+        started: dict[str, float] = {}
+        failed = 0
+        before = stack.orchestrator_usage()
+        for _ in range(n):
+            wall0 = time.time()
+            t0 = time.perf_counter()
+            job_id = await client.submit(TRIVIAL)
+            t1 = time.perf_counter()
+            view = await client.wait(job_id, timeout=30)
+            t2 = time.perf_counter()
+            if view.state != "Completed":
+                failed += 1
+            submits.append(t1 - t0)
+            totals.append(t2 - t0)
+            started[job_id] = wall0
+        after = stack.orchestrator_usage()
+        phases = await _phases(stack, started)
+    orch = _usage_delta(before, after)
+    return {
+        "n": n,
+        "agents": agents,
+        "failed": failed,
+        "submit_to_completed": summary_ms(totals),
+        "submit_reply": summary_ms(submits),
+        "phases_p50_ms": phases,
+        "orchestrator": {**orch, "cpu_ms_per_job": round(orch["cpu_s"] * 1000 / n, 2)},
+    }
+
+
+# ---- 2. throughput -----------------------------------------------------------------------------
+
+
+async def throughput(
+    workdir: Path, n: int, agents: int = 3, profile: Path | None = None
+) -> dict[str, Any]:
+    async with ShoalStack(workdir, StackConfig(agents=agents)) as stack:
+        client = stack.client
+        for _ in range(WARMUP):
+            await client.wait(await client.submit(TRIVIAL), timeout=30)
+        ended: dict[str, tuple[str, float]] = {}
+        all_ended = asyncio.Event()
+
+        async def on_event(msg: Message) -> None:
+            event = wire.decode(msg.data, wire.JobEvent)
+            if event.kind == "job" and event.state in wire.TERMINAL_JOB_STATES:
+                ended.setdefault(event.job_id, (event.state, time.perf_counter()))
+                if len(ended) >= n + WARMUP:
+                    all_ended.set()
+
+        # One wildcard subscription to the job histories (what client.wait() listens to),
+        # rather than n concurrent client.wait() calls whose describes would load the API.
+        await client.bus.subscribe(subjects.EVENTS_SUBJECTS, on_event)
+        await client.bus.flush()
+        await asyncio.sleep(0.5)
+        ended.clear()
+        profiler = (
+            Profiler(stack.orchestrator.pid, profile) if profile and stack.orchestrator else None
+        )
+        if profiler is not None:
+            await asyncio.sleep(1.0)  # py-spy attaches
+        orch0, nats0, agents0 = stack.orchestrator_usage(), stack.nats_usage(), stack.agents_cpu()
+        t0 = time.perf_counter()
+        ids = await asyncio.gather(*(client.submit(TRIVIAL) for _ in range(n)))
+        t_submitted = time.perf_counter()
+        mine = set(ids)
+        deadline = max(120.0, n * 0.25)
+        while not mine <= ended.keys():
+            remaining = deadline - (time.perf_counter() - t0)
+            if remaining <= 0:
+                break
+            all_ended.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(all_ended.wait(), min(remaining, 1.0))
+        done = [ended[i] for i in ids if i in ended]
+        t_end = max((at for _, at in done), default=time.perf_counter())
+        orch1, nats1, agents1 = stack.orchestrator_usage(), stack.nats_usage(), stack.agents_cpu()
+        if profiler is not None:
+            await profiler.stop()
+    elapsed = t_end - t0
+    completed = sum(1 for state, _ in done if state == "Completed")
+    orch = _usage_delta(orch0, orch1)
+    out: dict[str, Any] = {
+        "n": n,
+        "agents": agents,
+        "completed": completed,
+        "failed_or_stopped": len(done) - completed,
+        "unfinished": n - len(done),
+        "seconds": round(elapsed, 3),
+        "jobs_per_s": round(completed / elapsed, 1) if elapsed > 0 else 0.0,
+        "submits_per_s": round(n / (t_submitted - t0), 1),
+        "orchestrator": {**orch, "cpu_ms_per_job": round(orch["cpu_s"] * 1000 / n, 2)},
+        "nats_server_cpu_s": round(nats1.cpu - nats0.cpu, 3),
+        "agents_cpu_s": round(agents1 - agents0, 3),
+    }
+    if profiler is not None and profile is not None:
+        out["profile"] = hot_spots(profile)
+        print_hot_spots("orchestrator during throughput", out["profile"])
+    return out
+
+
+# ---- 3. fleet ----------------------------------------------------------------------------------
+
+
+def product_has_virtual() -> bool:
+    """True once `shoal compute --virtual K` exists (then the product's own fleet is used)."""
+    import subprocess
+
+    done = subprocess.run(
+        [str(SHOAL), "compute", "--help"], capture_output=True, text=True, check=False
+    )
+    return "--virtual" in done.stdout
+
+
+def _fleet_child(stack: ShoalStack, k: int, kind: str) -> Child:
+    interval = str(stack.config.heartbeat_interval)
+    if kind == "product":
+        args = [
+            str(SHOAL),
+            "--nats",
+            stack.url,
+            "compute",
+            "--name",
+            "vnode",
+            "--virtual",
+            str(k),
+            "--engines",
+            "noop",
+            "--heartbeat-interval",
+            interval,
+            "--state-dir",
+            str(stack.workdir / "fleet"),
+        ]
+    else:
+        args = [
+            sys.executable,
+            "-m",
+            "bench.fleet",
+            "--nats",
+            stack.url,
+            "--count",
+            str(k),
+            "--interval",
+            interval,
+        ]
+    return Child(f"fleet-{k}", args, stack.logs)
+
+
+async def _count_heartbeating(bus: Bus, k: int, child: Child, timeout: float) -> float:
+    """Seconds until k distinct nodes heartbeat (agents heartbeat only once registered)."""
+    seen: set[str] = set()
+    reached = asyncio.Event()
+
+    async def on_beat(msg: Message) -> None:
+        seen.add(subjects.node_of(msg.subject))
+        if len(seen) >= k:
+            reached.set()
+
+    started = time.monotonic()
+    sub = await bus.subscribe(subjects.ALL_HEARTBEATS, on_beat)
+    try:
+        while not reached.is_set():
+            child.check()
+            if time.monotonic() - started > timeout:
+                raise RuntimeError(f"only {len(seen)} of {k} virtual nodes registered in time")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(reached.wait(), 1.0)
+    finally:
+        await sub.unsubscribe()
+    return time.monotonic() - started
+
+
+async def _silence_detection(stack: ShoalStack, probes: VirtualFleet) -> list[float]:
+    """Silence each probe node a third of an interval apart; seconds until the API says so."""
+    client = stack.client
+    last_beats: dict[str, float] = {}
+    noticed: dict[str, float] = {}
+    for node_id in probes.nodes:
+        last_beats[node_id] = probes.silence(node_id)
+        await asyncio.sleep(stack.config.heartbeat_interval / len(probes.nodes))
+    deadline = time.monotonic() + stack.config.disconnect_timeout * 4 + 10
+    while len(noticed) < len(last_beats) and time.monotonic() < deadline:
+        for node_id in last_beats:
+            if node_id in noticed:
+                continue
+            with contextlib.suppress(ShoalError):
+                view = await client.node(node_id)
+                if view.connection == "DISCONNECTED":
+                    noticed[node_id] = time.time()
+        await asyncio.sleep(0.02)
+    return [noticed[i] - last_beats[i] for i in last_beats if i in noticed]
+
+
+async def fleet_one(
+    workdir: Path,
+    k: int,
+    *,
+    window: float,
+    kind: str,
+    profile: Path | None = None,
+) -> dict[str, Any]:
+    async with ShoalStack(workdir, StackConfig(agents=0)) as stack:
+        client = stack.client
+        child = _fleet_child(stack, k, kind)
+        probe_bus = await Bus.connect(stack.url, name="bench-probes")
+        probes = VirtualFleet(
+            probe_bus, [f"probe-{i}" for i in range(3)], interval=stack.config.heartbeat_interval
+        )
+        try:
+            register_s = await _count_heartbeating(client.bus, k, child, timeout=240.0)
+            await probes.register()
+            probes.start()
+            registered = stack.orchestrator_usage()
+            await asyncio.sleep(3.0)  # let the registration burst settle
+
+            kv_writes = 0
+
+            async def on_kv(msg: Message) -> None:
+                nonlocal kv_writes
+                kv_writes += 1
+
+            kv_sub = await client.bus.subscribe(f"$KV.{subjects.NODES_BUCKET}.>", on_kv)
+            profiler = (
+                Profiler(stack.orchestrator.pid, profile)
+                if profile is not None and stack.orchestrator is not None
+                else None
+            )
+            before, nats0, fleet0 = stack.orchestrator_usage(), stack.nats_usage(), child.usage()
+            await asyncio.sleep(window)
+            after, nats1, fleet1 = stack.orchestrator_usage(), stack.nats_usage(), child.usage()
+            if profiler is not None:
+                await profiler.stop()
+            await kv_sub.unsubscribe()
+            wall = after.at - before.at
+
+            # Does the orchestrator keep up? The age of what it last heard from a few nodes.
+            sample_ids = (
+                random.sample([n for n in (f"vnode-{i}" for i in range(k))], min(20, k))
+                if kind == "bench"
+                else []
+            )
+            ages = []
+            for node_id in sample_ids:
+                with contextlib.suppress(ShoalError):
+                    view = await client.node(node_id)
+                    ages.append(time.time() - view.last_seen)
+
+            listing: dict[str, Any]
+            t = time.perf_counter()
+            try:
+                nodes = await client.nodes()
+                listing = {
+                    "ok": True,
+                    "nodes": len(nodes),
+                    "ms": round((time.perf_counter() - t) * 1000, 1),
+                }
+            except ShoalError as exc:
+                listing = {"ok": False, "error": str(exc)[:300]}
+
+            detection = await _silence_detection(stack, probes)
+        finally:
+            await probes.stop()
+            await probe_bus.close()
+            await child.stop()
+    orch = _usage_delta(before, after)
+    out: dict[str, Any] = {
+        "nodes": k,
+        "fleet": kind,
+        "heartbeat_interval_s": stack.config.heartbeat_interval,
+        "disconnect_timeout_s": stack.config.disconnect_timeout,
+        "register_s": round(register_s, 2),
+        "peak_rss_after_registration_mib": mib(registered.hwm),
+        "window_s": round(wall, 2),
+        "orchestrator": orch,
+        "orchestrator_cpu_us_per_heartbeat": round(
+            orch["cpu_s"] / (wall * k / stack.config.heartbeat_interval) * 1e6, 1
+        ),
+        "nats_server_cpu_share": round((nats1.cpu - nats0.cpu) / wall, 3),
+        "fleet_cpu_share": round((fleet1.cpu - fleet0.cpu) / wall, 3),
+        "node_kv_writes_per_s": round(kv_writes / wall, 1),
+        "last_seen_age_max_s": round(max(ages), 2) if ages else None,
+        "node_list": listing,
+        "silence_detected_s": [round(d, 2) for d in detection],
+    }
+    if profiler is not None and profile is not None:
+        out["profile"] = hot_spots(profile)
+        print_hot_spots(f"orchestrator with {k} heartbeating nodes", out["profile"])
+    return out
+
+
+async def fleet(
+    workdir: Path,
+    sizes: list[int],
+    *,
+    window: float,
+    kind: str = "auto",
+    profile_dir: Path | None = None,
+    progress: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    if kind == "auto":
+        kind = "product" if product_has_virtual() else "bench"
+    runs = []
+    for k in sizes:
+        progress(f"fleet: {k} virtual nodes ({kind} fleet), {window:g}s window")
+        spot = profile_dir / f"fleet-{k}.txt" if profile_dir else None
+        runs.append(
+            await fleet_one(workdir / f"fleet-{k}", k, window=window, kind=kind, profile=spot)
+        )
+    return {"runs": runs}
+
+
+# ---- 4. daemon join ----------------------------------------------------------------------------
+
+
+async def daemon_join(workdir: Path, n: int, agents: int = 3) -> dict[str, Any]:
+    async with ShoalStack(workdir, StackConfig(agents=agents)) as stack:
+        client = stack.client
+        job_id = await client.submit(DAEMON)
+
+        def running_everywhere(view: wire.JobView) -> bool:
+            running = {e.node_id for e in view.executions if e.compute_state == "running"}
+            return set(stack.agents) <= running
+
+        await client.wait(job_id, timeout=30, until=running_everywhere)
+        placed: dict[str, float] = {}
+        running: dict[str, float] = {}
+        hellos: dict[str, float] = {}
+        changed = asyncio.Event()
+
+        async def on_event(msg: Message) -> None:
+            event = wire.decode(msg.data, wire.JobEvent)
+            now = time.perf_counter()
+            if event.kind == "execution" and event.state == "offered":
+                placed.setdefault(event.node_id, now)
+            if event.kind == "execution" and event.state == "running":
+                running.setdefault(event.node_id, now)
+                changed.set()
+
+        async def on_hello(msg: Message) -> None:
+            hellos.setdefault(subjects.node_of(msg.subject), time.perf_counter())
+
+        await client.bus.subscribe(subjects.events(job_id), on_event)
+        await client.bus.subscribe(subjects.ALL_HELLOS, on_hello)
+        await client.bus.flush()
+        joined: list[ComputeAgent] = []
+        buses: list[Bus] = []
+        to_running: list[float] = []
+        to_placed: list[float] = []
+        try:
+            for i in range(n):
+                name = f"join-{i}"
+                bus = await Bus.connect(stack.url, name=name)
+                buses.append(bus)
+                agent = ComputeAgent(
+                    bus,
+                    AgentConfig(
+                        name=name,
+                        engines=("noop",),
+                        heartbeat_interval=DEFAULTS.heartbeat_interval,
+                        state_dir=workdir / "joiners" / name,
+                    ),
+                )
+                started = time.perf_counter()
+                await agent.start()
+                joined.append(agent)
+                async with asyncio.timeout(30):
+                    while name not in running:
+                        changed.clear()
+                        await changed.wait()
+                t0 = hellos.get(name, started)
+                to_running.append(running[name] - t0)
+                if name in placed:
+                    to_placed.append(placed[name] - t0)
+                await asyncio.sleep(0.5)
+            await client.stop(job_id)
+        finally:
+            for agent in joined:
+                await agent.stop()
+            for bus in buses:
+                await bus.close()
+    return {
+        "joins": n,
+        "agents_before": agents,
+        "hello_to_running": summary_ms(to_running),
+        "hello_to_offered": summary_ms(to_placed),
+    }
