@@ -48,7 +48,10 @@ def _parse() -> argparse.Namespace:
         default=",".join(str(k) for k in FLEET_SIZES),
         help="comma-separated virtual node counts",
     )
-    parser.add_argument("--window", type=float, default=20.0, help="fleet CPU window, seconds")
+    parser.add_argument(
+        "--window", type=float, default=30.0,
+        help="fleet CPU window, seconds (30 covers one 30 s re-hello cycle of the agents)",
+    )
     parser.add_argument(
         "--fleet",
         choices=("auto", "bench", "product"),
@@ -61,6 +64,12 @@ def _parse() -> argparse.Namespace:
         default=None,
         metavar="DIR",
         help="py-spy the orchestrator during throughput and fleet; raw profiles go to DIR",
+    )
+    parser.add_argument(
+        "--publisher",
+        default="",
+        help="give the trivial job this Publisher (e.g. noop); default: none, i.e. the "
+        "product's default publisher",
     )
     parser.add_argument("--keep", action="store_true", help="keep the work directory and logs")
     return parser.parse_args()
@@ -79,12 +88,14 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 
     if "latency" in chosen:
         _progress(f"latency: {n_for('latency')} sequential jobs")
-        out["latency"] = await scenarios.latency(workdir / "latency", n_for("latency"), args.agents)
+        out["latency"] = await scenarios.latency(
+            workdir / "latency", n_for("latency"), args.agents, args.publisher
+        )
     if "throughput" in chosen:
         _progress(f"throughput: {n_for('throughput')} jobs at once")
         profile = args.profile / "throughput.txt" if args.profile else None
         out["throughput"] = await scenarios.throughput(
-            workdir / "throughput", n_for("throughput"), args.agents, profile
+            workdir / "throughput", n_for("throughput"), args.agents, profile, args.publisher
         )
     if "fleet" in chosen:
         sizes = (

@@ -108,7 +108,9 @@ def run(workdir: Path, n_latency: int, n_throughput: int, concurrency: int = 8) 
                 break
             except Exception:
                 if time.monotonic() > deadline:
-                    raise RuntimeError("the celery worker did not answer:\n" + worker.tail())
+                    raise RuntimeError(
+                        "the celery worker did not answer:\n" + worker.tail()
+                    ) from None
                 continue
         for _ in range(WARMUP):
             noop.delay().get(timeout=30)

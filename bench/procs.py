@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -27,24 +28,22 @@ class Usage:
     cpu: float
     rss: int
     hwm: int
+    user: float = 0.0
+    system: float = 0.0
 
 
 def usage(pid: int) -> Usage:
     """Read /proc/<pid>/stat (utime, stime) and /proc/<pid>/status (VmRSS, VmHWM)."""
     stat = Path(f"/proc/{pid}/stat").read_text()
     fields = stat[stat.rindex(")") + 2 :].split()  # fields[0] is field 3 (state)
-    cpu = (int(fields[11]) + int(fields[12])) / _TICK
+    user, system = int(fields[11]) / _TICK, int(fields[12]) / _TICK
     rss = hwm = 0
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             rss = int(line.split()[1]) * 1024
         elif line.startswith("VmHWM:"):
             hwm = int(line.split()[1]) * 1024
-    return Usage(time.monotonic(), cpu, rss, hwm)
-
-
-def cpu_between(before: Usage, after: Usage) -> float:
-    return after.cpu - before.cpu
+    return Usage(time.monotonic(), user + system, rss, hwm, user, system)
 
 
 def mib(n: int) -> float:
@@ -106,9 +105,8 @@ class Child:
     async def stop(self, timeout: float = 10.0) -> None:
         if self.alive:
             self.proc.send_signal(signal.SIGTERM)
-            deadline = time.monotonic() + timeout
-            while self.alive and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.to_thread(self.proc.wait), timeout)
             if self.alive:
                 self.proc.kill()
                 self.proc.wait()

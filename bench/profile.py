@@ -14,7 +14,8 @@ from typing import Any
 
 from bench.procs import BIN, REPO
 
-PROJECT = ("shared/", "orchestrator/", "compute/", "cli/")
+PROJECT = ("shared/", "orchestrator/", "compute/")  # cli/ is only the entry point
+WRAPPERS = ("shared/bus.py", "shared/lifecycle.py")  # generic callbacks, not a component
 _FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*):(?P<line>\d+)\)$")
 _STRIP = (
     re.compile(r"^.*/site-packages/"),
@@ -101,13 +102,17 @@ def hot_spots(raw: Path, top: int = 15) -> dict[str, Any]:
     - `leaf`: where the samples literally were (any file);
     - `project_line`: the deepest Shoal frame of each sample, i.e. the line of our code that
       is responsible for the time, library calls included;
-    - `project_function`: inclusive samples per Shoal function (counted once per sample).
+    - `project_function`: inclusive samples per Shoal function (counted once per sample);
+    - `task`: which asyncio task the sample ran in, named by its first Shoal frame below the
+      event loop that is not a generic wrapper (else its first frame: nats-py's flusher and
+      reader, or the loop itself).
     """
     if not raw.exists():
         return {"error": f"no profile written at {raw}"}
     leaf: Counter[str] = Counter()
     line: Counter[str] = Counter()
     function: Counter[str] = Counter()
+    task: Counter[str] = Counter()
     total = 0
     for text in raw.read_text().splitlines():
         stack, _, count_text = text.rpartition(" ")
@@ -128,6 +133,7 @@ def hot_spots(raw: Path, top: int = 15) -> dict[str, Any]:
             line["(outside Shoal code: event loop, nats-py)"] += count
         for name in {f"{f[1]} {f[0]}" for f in ours}:
             function[name] += count
+        task[_task_of(frames)] += count
 
     def ranked(counter: Counter[str]) -> list[dict[str, Any]]:
         return [
@@ -141,7 +147,23 @@ def hot_spots(raw: Path, top: int = 15) -> dict[str, Any]:
         "leaf": ranked(leaf),
         "project_line": ranked(line),
         "project_function": ranked(function),
+        "task": ranked(task),
     }
+
+
+def _task_of(frames: list[tuple[str, str, int]]) -> str:
+    below = [i for i, f in enumerate(frames) if f[0] == "Handle._run"]
+    if not below:
+        func, file, _ = frames[-1]
+        return f"event loop: {func} ({file})"
+    inner = frames[below[-1] + 1 :]
+    for func, file, _ in inner:
+        if _is_project(file) and not file.startswith(WRAPPERS):
+            return f"{func} ({file})"
+    if inner:
+        func, file, _ = inner[0]
+        return f"{func} ({file})"
+    return "event loop: callbacks"
 
 
 def print_hot_spots(title: str, spots: dict[str, Any], views: Iterable[str] = ()) -> None:
@@ -149,7 +171,7 @@ def print_hot_spots(title: str, spots: dict[str, Any], views: Iterable[str] = ()
         print(f"{title}: {spots['error']}")
         return
     print(f"\n{title}: {spots['samples']} samples ({spots['file']})")
-    for view in views or ("project_line", "project_function", "leaf"):
+    for view in views or ("task", "project_line", "project_function", "leaf"):
         print(f"  by {view.replace('_', ' ')}:")
         for row in spots[view][:10]:
             print(f"    {row['pct']:5.1f}%  {row['where']}")

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.fleet import VirtualFleet
-from bench.procs import SHOAL, Child, Usage, mib, usage
+from bench.procs import SHOAL, Child, Usage, mib
 from bench.profile import Profiler, hot_spots, print_hot_spots
 from bench.report import percentile, summary_ms
 from bench.stack import DEFAULTS, ShoalStack, StackConfig
@@ -22,6 +22,15 @@ from shared.bus import Bus, Message
 from shared.errors import ShoalError
 
 TRIVIAL: dict[str, Any] = {"Type": "batch", "Tasks": [{"Engine": {"Type": "noop"}}]}
+
+
+def trivial(publisher: str = "") -> dict[str, Any]:
+    """The trivial job; without a Publisher the product's default (nats) stores its results."""
+    if not publisher:
+        return TRIVIAL
+    return {**TRIVIAL, "Tasks": [{**TRIVIAL["Tasks"][0], "Publisher": {"Type": publisher}}]}
+
+
 DAEMON: dict[str, Any] = {
     "Name": "bench-daemon",
     "Type": "daemon",
@@ -35,6 +44,8 @@ def _usage_delta(before: Usage, after: Usage) -> dict[str, float]:
     cpu = after.cpu - before.cpu
     return {
         "cpu_s": round(cpu, 3),
+        "user_s": round(after.user - before.user, 3),
+        "system_s": round(after.system - before.system, 3),
         "wall_s": round(wall, 3),
         "cpu_share": round(cpu / wall, 3) if wall > 0 else 0.0,
         "rss_mib": mib(after.rss),
@@ -57,23 +68,34 @@ async def _phases(stack: ShoalStack, started: dict[str, float]) -> dict[str, flo
     return dict(sorted(medians.items(), key=lambda kv: kv[1]))
 
 
+def _per(before: dict[str, int], after: dict[str, int], n: float) -> dict[str, float]:
+    """The orchestrator connection's NATS traffic per unit (job, heartbeat)."""
+    return {
+        "published": round((after["in_msgs"] - before["in_msgs"]) / n, 2),
+        "received": round((after["out_msgs"] - before["out_msgs"]) / n, 2),
+        "bytes_published": round((after["in_bytes"] - before["in_bytes"]) / n),
+        "bytes_received": round((after["out_bytes"] - before["out_bytes"]) / n),
+    }
+
+
 # ---- 1. latency --------------------------------------------------------------------------------
 
 
-async def latency(workdir: Path, n: int, agents: int = 3) -> dict[str, Any]:
+async def latency(workdir: Path, n: int, agents: int = 3, publisher: str = "") -> dict[str, Any]:
+    spec = trivial(publisher)
     async with ShoalStack(workdir, StackConfig(agents=agents)) as stack:
         client = stack.client
         for _ in range(WARMUP):
-            await client.wait(await client.submit(TRIVIAL), timeout=30)
+            await client.wait(await client.submit(spec), timeout=30)
         totals: list[float] = []
         submits: list[float] = []
         started: dict[str, float] = {}
         failed = 0
-        before = stack.orchestrator_usage()
+        before, traffic0 = stack.orchestrator_usage(), stack.traffic()
         for _ in range(n):
             wall0 = time.time()
             t0 = time.perf_counter()
-            job_id = await client.submit(TRIVIAL)
+            job_id = await client.submit(spec)
             t1 = time.perf_counter()
             view = await client.wait(job_id, timeout=30)
             t2 = time.perf_counter()
@@ -82,17 +104,19 @@ async def latency(workdir: Path, n: int, agents: int = 3) -> dict[str, Any]:
             submits.append(t1 - t0)
             totals.append(t2 - t0)
             started[job_id] = wall0
-        after = stack.orchestrator_usage()
+        after, traffic1 = stack.orchestrator_usage(), stack.traffic()
         phases = await _phases(stack, started)
     orch = _usage_delta(before, after)
     return {
         "n": n,
         "agents": agents,
+        "publisher": publisher or "(default)",
         "failed": failed,
         "submit_to_completed": summary_ms(totals),
         "submit_reply": summary_ms(submits),
         "phases_p50_ms": phases,
         "orchestrator": {**orch, "cpu_ms_per_job": round(orch["cpu_s"] * 1000 / n, 2)},
+        "orchestrator_nats_msgs_per_job": _per(traffic0, traffic1, n),
     }
 
 
@@ -100,12 +124,13 @@ async def latency(workdir: Path, n: int, agents: int = 3) -> dict[str, Any]:
 
 
 async def throughput(
-    workdir: Path, n: int, agents: int = 3, profile: Path | None = None
+    workdir: Path, n: int, agents: int = 3, profile: Path | None = None, publisher: str = ""
 ) -> dict[str, Any]:
+    spec = trivial(publisher)
     async with ShoalStack(workdir, StackConfig(agents=agents)) as stack:
         client = stack.client
         for _ in range(WARMUP):
-            await client.wait(await client.submit(TRIVIAL), timeout=30)
+            await client.wait(await client.submit(spec), timeout=30)
         ended: dict[str, tuple[str, float]] = {}
         all_ended = asyncio.Event()
 
@@ -128,8 +153,9 @@ async def throughput(
         if profiler is not None:
             await asyncio.sleep(1.0)  # py-spy attaches
         orch0, nats0, agents0 = stack.orchestrator_usage(), stack.nats_usage(), stack.agents_cpu()
+        traffic0 = stack.traffic()
         t0 = time.perf_counter()
-        ids = await asyncio.gather(*(client.submit(TRIVIAL) for _ in range(n)))
+        ids = await asyncio.gather(*(client.submit(spec) for _ in range(n)))
         t_submitted = time.perf_counter()
         mine = set(ids)
         deadline = max(120.0, n * 0.25)
@@ -143,6 +169,7 @@ async def throughput(
         done = [ended[i] for i in ids if i in ended]
         t_end = max((at for _, at in done), default=time.perf_counter())
         orch1, nats1, agents1 = stack.orchestrator_usage(), stack.nats_usage(), stack.agents_cpu()
+        traffic1 = stack.traffic()
         if profiler is not None:
             await profiler.stop()
     elapsed = t_end - t0
@@ -151,6 +178,7 @@ async def throughput(
     out: dict[str, Any] = {
         "n": n,
         "agents": agents,
+        "publisher": publisher or "(default)",
         "completed": completed,
         "failed_or_stopped": len(done) - completed,
         "unfinished": n - len(done),
@@ -158,6 +186,7 @@ async def throughput(
         "jobs_per_s": round(completed / elapsed, 1) if elapsed > 0 else 0.0,
         "submits_per_s": round(n / (t_submitted - t0), 1),
         "orchestrator": {**orch, "cpu_ms_per_job": round(orch["cpu_s"] * 1000 / n, 2)},
+        "orchestrator_nats_msgs_per_job": _per(traffic0, traffic1, n),
         "nats_server_cpu_s": round(nats1.cpu - nats0.cpu, 3),
         "agents_cpu_s": round(agents1 - agents0, 3),
     }
@@ -294,19 +323,17 @@ async def fleet_one(
                 else None
             )
             before, nats0, fleet0 = stack.orchestrator_usage(), stack.nats_usage(), child.usage()
+            traffic0 = stack.traffic()
             await asyncio.sleep(window)
             after, nats1, fleet1 = stack.orchestrator_usage(), stack.nats_usage(), child.usage()
+            traffic1 = stack.traffic()
             if profiler is not None:
                 await profiler.stop()
             await kv_sub.unsubscribe()
             wall = after.at - before.at
 
             # Does the orchestrator keep up? The age of what it last heard from a few nodes.
-            sample_ids = (
-                random.sample([n for n in (f"vnode-{i}" for i in range(k))], min(20, k))
-                if kind == "bench"
-                else []
-            )
+            sample_ids = random.sample([f"vnode-{i}" for i in range(k)], min(20, k))
             ages = []
             for node_id in sample_ids:
                 with contextlib.suppress(ShoalError):
@@ -331,6 +358,7 @@ async def fleet_one(
             await probe_bus.close()
             await child.stop()
     orch = _usage_delta(before, after)
+    beats = wall * (k + len(probes.nodes)) / stack.config.heartbeat_interval
     out: dict[str, Any] = {
         "nodes": k,
         "fleet": kind,
@@ -340,9 +368,8 @@ async def fleet_one(
         "peak_rss_after_registration_mib": mib(registered.hwm),
         "window_s": round(wall, 2),
         "orchestrator": orch,
-        "orchestrator_cpu_us_per_heartbeat": round(
-            orch["cpu_s"] / (wall * k / stack.config.heartbeat_interval) * 1e6, 1
-        ),
+        "orchestrator_cpu_us_per_heartbeat": round(orch["cpu_s"] / beats * 1e6, 1),
+        "orchestrator_nats_msgs_per_heartbeat": _per(traffic0, traffic1, beats),
         "nats_server_cpu_share": round((nats1.cpu - nats0.cpu) / wall, 3),
         "fleet_cpu_share": round((fleet1.cpu - fleet0.cpu) / wall, 3),
         "node_kv_writes_per_s": round(kv_writes / wall, 1),

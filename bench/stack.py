@@ -1,14 +1,16 @@
-"""A benchmark stack: nats-server, `shoal orchestrator` and `shoal compute` as separate processes."""
+"""A benchmark stack: nats-server, `shoal orchestrator` and agents, each in its own process."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from bench.procs import SHOAL, Child, Usage, usage
+from bench.procs import SHOAL, Child, Usage, free_port, usage
 from orchestrator.service import OrchestratorConfig
 from shared.client import ShoalClient
 from shared.errors import ShoalError
@@ -31,7 +33,8 @@ class ShoalStack:
     def __init__(self, workdir: Path, config: StackConfig | None = None) -> None:
         self.workdir = workdir
         self.config = config or StackConfig()
-        self.nats = EmbeddedNats(workdir / "nats")
+        self.monitor_port = free_port()
+        self.nats = EmbeddedNats(workdir / "nats", extra_args=("-m", str(self.monitor_port)))
         self.orchestrator: Child | None = None
         self.agents: dict[str, Child] = {}
         self._client: ShoalClient | None = None
@@ -57,6 +60,18 @@ class ShoalStack:
     def nats_usage(self) -> Usage:
         assert self.nats.pid is not None
         return usage(self.nats.pid)
+
+    def traffic(self, name: str = "shoal-orchestrator") -> dict[str, int]:
+        """Messages and bytes the named connection(s) sent and received, from nats /connz."""
+        url = f"http://127.0.0.1:{self.monitor_port}/connz?limit=100000"
+        with urllib.request.urlopen(url, timeout=10) as reply:
+            conns = json.load(reply).get("connections", [])
+        out = {"in_msgs": 0, "out_msgs": 0, "in_bytes": 0, "out_bytes": 0}
+        for conn in conns:
+            if conn.get("name") == name:
+                for key in out:
+                    out[key] += int(conn.get(key, 0))
+        return out
 
     def agents_cpu(self) -> float:
         return sum(a.usage().cpu for a in self.agents.values() if a.alive)

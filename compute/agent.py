@@ -122,6 +122,7 @@ class ComputeAgent:
         # "ipfs" (publisher and source) joins in start() if an IPFS API answers
         self.sources = [s for s in SUPPORTED_SOURCES if s != "ipfs"]
         self._hello_done = asyncio.Event()
+        self.heartbeat_interval = config.heartbeat_interval  # the orchestrator may override
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
@@ -199,20 +200,21 @@ class ComputeAgent:
             raise InvalidSpec(reply.error.message if reply.error else "hello refused")
         answer = wire.decode(reply.data, wire.HelloReply, what="hello reply")
         self.approval = answer.approval
+        self.heartbeat_interval = answer.heartbeat_interval or self.heartbeat_interval
         for exec_id in answer.cancel:
             self._cancel(exec_id, "the orchestrator no longer wants it")
         self._hello_done.set()
 
     async def _heartbeats(self) -> None:
         seq = 0
-        hello_every = max(int(30 / self.config.heartbeat_interval), 1)
+        hello_every = max(int(30 / self.heartbeat_interval), 1)
         while True:
             if not self._hello_done.is_set() or seq % hello_every == 0:
                 try:
                     await self._hello()
                 except ShoalError as exc:
                     log.info("%s: waiting for an orchestrator (%s)", self.node_id, exc)
-                    await asyncio.sleep(min(self.config.heartbeat_interval, 1.0))
+                    await asyncio.sleep(min(self.heartbeat_interval, 1.0))
                     continue
             seq += 1
             beat = wire.Heartbeat(
@@ -227,7 +229,7 @@ class ComputeAgent:
                 await self.bus.publish(subjects.node_heartbeat(self.node_id), wire.encode(beat))
             except ShoalError as exc:
                 log.debug("%s: heartbeat not sent: %s", self.node_id, exc)
-            await asyncio.sleep(self.config.heartbeat_interval)
+            await asyncio.sleep(self.heartbeat_interval)
 
     def free(self) -> wire.Capacity:
         cap = self.capacity
@@ -286,8 +288,9 @@ class ComputeAgent:
         except ShoalError as exc:
             await self.bus.respond(msg, wire.encode(wire.BidReply(accepted=False, reason=str(exc))))
             return
-        reason = None if order.execution_id in self._running else self.refusal(spec)
-        if reason is None:
+        known = order.execution_id in self._running or order.execution_id in self._finished
+        reason = None if known else self.refusal(spec)
+        if reason is None and not known:
             self._launch(order, spec)
         await self.bus.respond(
             msg, wire.encode(wire.BidReply(accepted=reason is None, reason=reason or ""))

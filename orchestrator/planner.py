@@ -177,7 +177,9 @@ class Planner:
             )
             return True
         known = self._mirror.executions.get(record.id)
-        if known is not None and known.value.compute_state == "offered":
+        if known is not None and known.value.compute_state != "offered":
+            return True  # no answer, but the node already reported on it: it did take it
+        if known is not None:
             rejected = msgspec.structs.replace(
                 known.value,
                 compute_state="rejected",

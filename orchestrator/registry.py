@@ -159,17 +159,24 @@ class NodeRegistry:
                         info=hello.node,
                         connection="CONNECTED",
                         boot_id=hello.boot_id,
-                        last_transition=now,
                     )
                 try:
-                    if known is None or known.value != record:
+                    if known is None or known.value != record:  # KV only on a real change
+                        record = msgspec.structs.replace(record, last_transition=now)
                         await self._mirror.put_node(record)
                     break
                 except Conflict:
                     continue
             restarted = known is not None and known.value.boot_id != hello.boot_id
         running = {r.id for r in hello.running}
-        self._live[node_id] = Liveness(now, hello.node.capacity, frozenset(running), hello.boot_id)
+        previous = self._live.get(node_id)
+        self._live[node_id] = Liveness(
+            now,
+            previous.free if previous and not restarted else hello.node.capacity,
+            frozenset(running),
+            hello.boot_id,
+            reserved=previous.reserved if previous and not restarted else {},
+        )
         cancel = [i for i in running if not self._wanted(i, node_id)]
         if restarted:
             # Whatever the node ran before its restart and no longer reports is gone.

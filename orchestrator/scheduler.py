@@ -118,16 +118,28 @@ def _fail(plan: Plan, live: list[wire.ExecutionRecord], message: str) -> None:
     plan.stop.extend(Stop(e.id, "cancelled", message) for e in live)
 
 
-def _queue_or_fail(ctx: Context, plan: Plan, reason: str, waiting: int, running: int) -> None:
-    """No node fits now: wait up to QueueTimeout (batch only), else fail with the reason."""
+def _queue_or_fail(
+    ctx: Context, plan: Plan, selection: Selection, waiting: int, running: int
+) -> None:
+    """No node fits now: wait up to QueueTimeout (batch only), else fail with the reason.
+
+    When every matching node is merely busy, a batch job waits for capacity even without a
+    QueueTimeout: that is a matter of time, not a job that can never run.
+    """
+    reason = selection.explain()
     queue_timeout = ctx.spec.task.timeouts.queue_timeout
     since = ctx.job.queued_since or ctx.now
     what = f"not enough nodes to run job: {waiting} execution(s) could not be placed: {reason}"
-    if ctx.job.type == "batch" and queue_timeout and ctx.now < since + queue_timeout:
+    if ctx.job.type == "batch" and (
+        (queue_timeout and ctx.now < since + queue_timeout)
+        or (not queue_timeout and selection.only_busy)
+    ):
         plan.queued_since = since
-        plan.wake(since + queue_timeout)
+        if queue_timeout:
+            plan.wake(since + queue_timeout)
         plan.state = "Running" if running else "Queued"
-        plan.message = f"waiting for a node (up to {queue_timeout:g}s): {reason}"
+        limit = f" (up to {queue_timeout:g}s)" if queue_timeout else ""
+        plan.message = f"waiting for a node{limit}: {reason}"
         return
     if queue_timeout and ctx.job.type == "batch":
         what = f"QueueTimeout of {queue_timeout:g}s exceeded; {what}"
@@ -199,7 +211,7 @@ def _batch(
     running = len(live) + len(plan.place)
     if failed is not None:
         waiting = len(wanted) - len(plan.place)
-        _queue_or_fail(ctx, plan, failed.explain(), waiting, running)
+        _queue_or_fail(ctx, plan, failed, waiting, running)
         if plan.state == "Failed":
             plan.place.clear()
             plan.stop.extend(Stop(e.id, "cancelled", plan.message) for e in live)
@@ -214,7 +226,7 @@ def _ops(
     if not current:
         targets = select(ctx.nodes.values(), ctx.spec)
         if not targets.fit:
-            _queue_or_fail(ctx, plan, targets.explain(), 1, 0)
+            _queue_or_fail(ctx, plan, targets, 1, 0)
             return
         plan.place.extend(Placement(0, n.id, 1) for n in targets.fit)
         plan.state, plan.message = "Running", ""

@@ -69,14 +69,15 @@ class UpdateApplier:
         for _ in range(5):
             try:
                 await self.apply(update)
-                break
             except Conflict:
                 continue
             except ShoalError as exc:
                 log.warning("applying update for %s: %s; will retry", update.execution_id, exc)
                 await msg.nak(delay=1.0)
                 return
-        await msg.ack()
+            await msg.ack()
+            return
+        await msg.nak(delay=0.5)  # kept losing the CAS: try again shortly, never drop it
 
     async def apply(self, update: wire.ExecutionUpdate) -> None:
         known = self._mirror.executions.get(update.execution_id)

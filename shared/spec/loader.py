@@ -42,6 +42,10 @@ def load_spec(
             raise InvalidSpec(
                 f"the spec is not UTF-8 text ({exc.reason} at byte {exc.start})", source=source
             ) from None
+    if len(text) > MAX_SPEC_BYTES:
+        raise InvalidSpec(
+            f"the spec is {len(text)} bytes; the limit is {MAX_SPEC_BYTES}", source=source
+        )
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:  # stdin decoded with surrogateescape, or a lone surrogate
@@ -50,10 +54,6 @@ def load_spec(
         raise InvalidSpec(
             f"the spec is not UTF-8 text ({what} at character {exc.start})", source=source
         ) from None
-    if len(text) > MAX_SPEC_BYTES:
-        raise InvalidSpec(
-            f"the spec is {len(text)} bytes; the limit is {MAX_SPEC_BYTES}", source=source
-        )
     if "{{" in text:
         text = render(text, variables or {}, source=source)
     return spec_from_data(parse_document(text, source=source), source=source)

@@ -181,8 +181,8 @@ def _legacy_wasm(
 ) -> tuple[dict[str, Any], list[Any]]:
     """Bacalhau < 1.3 gave the wasm EntryModule as an InputSource; move it to InputSources.
 
-    The module is mounted at the legacy object's Target (a default one if that is empty) and
-    EntryModule becomes that path, as Bacalhau's legacy transformer does.
+    The module is mounted at the legacy object's Target (LEGACY_ENTRY_TARGET if that is empty)
+    and EntryModule becomes that path. Problems are reported where the user wrote them.
     """
     params = engine.get("Params")
     if engine.get("Type") != "wasm" or not isinstance(params, dict):

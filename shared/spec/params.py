@@ -163,8 +163,9 @@ class WasmParams(Params):
         if value is None:
             return {}
         if isinstance(value, list):  # accept the docker-style list form too
-            pairs = [str(_scalar(v)).partition("=") for v in value]
-            bad = [k for k, sep, _ in pairs if not sep or not k.strip()]
+            items = [str(_scalar(v)) for v in value]
+            pairs = [item.partition("=") for item in items]
+            bad = [i for i, (k, eq, _) in zip(items, pairs, strict=True) if not (eq and k.strip())]
             if bad:
                 raise ValueError(f"{bad[0]!r} is not KEY=VALUE")
             return {k.strip(): v.strip() for k, _, v in pairs}

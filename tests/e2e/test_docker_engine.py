@@ -120,7 +120,9 @@ async def test_missing_agent_variable_fails(engine: DockerEngine, tmp_path: Path
 async def test_entrypoint_parameters_and_working_directory(
     engine: DockerEngine, tmp_path: Path
 ) -> None:
-    req = request(tmp_path / "a", params={"Image": IMAGE, "Entrypoint": ["echo"], "Parameters": [5]})
+    req = request(
+        tmp_path / "a", params={"Image": IMAGE, "Entrypoint": ["echo"], "Parameters": [5]}
+    )
     assert (await engine.run(req)).exit_code == 0
     assert out(req) == "5\n"
     req = request(
@@ -291,8 +293,7 @@ async def web_server() -> AsyncIterator[int]:
         path = head.split(b" ")[1]
         body = b"hello from " + path + b"\n"
         writer.write(
-            b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body)
-            + body
+            b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body
         )
         await writer.drain()
         writer.close()
@@ -326,11 +327,11 @@ async def test_http_network_allows_only_listed_domains(
         f"wget -q -O - http://blocked.test:{port}/c || echo DENIED-c; "
         f"wget -q -O - http://allowed.test.evil:{port}/d || echo DENIED-d; "
         # A CONNECT tunnel (what HTTPS clients use), spoken by hand through nc.
-        'proxy=${http_proxy#http://}; '
+        "proxy=${http_proxy#http://}; "
         f'printf "CONNECT allowed.test:{port} HTTP/1.1\\r\\n\\r\\nGET /tunnel HTTP/1.0\\r\\n\\r\\n" '
-        '| nc ${proxy%:*} ${proxy#*:} | tail -n 1; '
+        "| nc ${proxy%:*} ${proxy#*:} | tail -n 1; "
         f'printf "CONNECT blocked.test:{port} HTTP/1.1\\r\\n\\r\\n" '
-        '| nc ${proxy%:*} ${proxy#*:} | head -n 1'
+        "| nc ${proxy%:*} ${proxy#*:} | head -n 1"
     )
     req = request(tmp_path, script, network="HTTP", domains=("allowed.test",))
     result = await http_engine.run(req)

@@ -248,3 +248,36 @@ async def settle_orphans(timeout: float = 10.0) -> None:
     if orphans:
         async with asyncio.timeout(timeout):
             await asyncio.gather(*orphans, return_exceptions=True)
+
+
+async def pause_heartbeats(agent: ComputeAgent) -> None:
+    """A network partition as the orchestrator sees it: the agent keeps running its work but
+    its heartbeats stop (the heartbeat task is cancelled)."""
+    name = f"{agent.node_id}-heartbeat"
+    tasks = [t for t in asyncio.all_tasks() if t.get_name() == name and not t.done()]
+    assert tasks, f"no heartbeat task {name}"
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def resume_heartbeats(agent: ComputeAgent) -> None:
+    """The partition heals: heartbeats (and a fresh hello) resume."""
+    agent._children.spawn(agent._heartbeats(), name=f"{agent.node_id}-heartbeat")
+
+
+async def consistently(
+    check: Any, *, duration: float = 2.0, interval: float = 0.05, what: str = "condition"
+) -> None:
+    """`check()` (sync or async) stays truthy for `duration` seconds: the converse of
+    `eventually`, for asserting that something does NOT happen."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + duration
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        assert result, f"{what} stopped holding"
+        if loop.time() >= deadline:
+            return
+        await asyncio.sleep(interval)

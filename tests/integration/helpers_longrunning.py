@@ -12,10 +12,39 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orchestrator.service import OrchestratorConfig
 from shared import wire
 from shared.client import ShoalClient
 from shared.errors import ShoalError
 from tests.integration.helpers_jobs import SHOAL, noop_job
+from tests.integration.stack import FAST, Stack
+
+
+class LongStack(Stack):
+    """A Stack that stops the orchestrator before the agents.
+
+    Long-running executions are still running at teardown; stopping the agents first makes
+    them report a burst of updates while the orchestrator is being cancelled, which hits
+    the shutdown hang documented by `test_orchestrator_stop_returns_while_updates_flow`.
+    """
+
+    async def close(self) -> None:
+        await self.stop_orchestrator()
+        await super().close()
+
+
+@contextlib.asynccontextmanager
+async def long_stack(
+    url: str, tmp: Path, agents: int = 2, config: OrchestratorConfig = FAST, **agent_kwargs: Any
+) -> AsyncIterator[LongStack]:
+    s = LongStack(url, tmp)
+    try:
+        await s.start_orchestrator(config)
+        for i in range(agents):
+            await s.add_agent(f"node-{i}", **agent_kwargs)
+        yield s
+    finally:
+        await s.close()
 
 
 def forever(name: str, *, type: str, count: int | None = None, **kwargs: Any) -> dict[str, Any]:
@@ -36,9 +65,7 @@ def running_nodes(executions: Iterable[wire.ExecutionView]) -> list[str]:
     return sorted(e.node_id for e in running(executions))
 
 
-async def running_on(
-    client: ShoalClient, job_id: str, node_id: str
-) -> wire.ExecutionView | None:
+async def running_on(client: ShoalClient, job_id: str, node_id: str) -> wire.ExecutionView | None:
     """The job's current-version execution running on `node_id`, if any (for `eventually`)."""
     view = await client.describe(job_id)
     found = [e for e in running(view.executions) if e.node_id == node_id]

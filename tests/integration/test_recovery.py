@@ -4,10 +4,12 @@ and malformed messages. Real nats-server, real agents, noop engine."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import Counter
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from shared import subjects, wire
@@ -15,6 +17,7 @@ from shared.bus import Bus
 from shared.client import ShoalClient
 from shared.errors import InvalidSpec, NotFound
 from shared.natsserver import EmbeddedNats
+from shared.spec import spec_from_data
 from tests.conftest import eventually
 from tests.integration.helpers_jobs import (
     OrchestratorProcess,
@@ -24,6 +27,8 @@ from tests.integration.helpers_jobs import (
     constraint,
     crash_agent,
     noop_job,
+    pause_heartbeats,
+    resume_heartbeats,
     running_on_agent,
     settle_orphans,
 )
@@ -155,6 +160,61 @@ async def _execution_state(
     return None
 
 
+async def test_partitioned_node_rejoins_and_its_stale_execution_is_cancelled(
+    nats_server: EmbeddedNats, tmp_path: Path
+) -> None:
+    """No job runs on more than Count nodes for longer than one reconcile."""
+    async with stack(nats_server.url, tmp_path, agents=2) as s, await s.client() as client:
+        job_id = await client.submit(noop_job("partitioned", sleep="forever"))
+        view = await eventually(lambda: running_on_agent(client, job_id), what="running")
+        first = view.executions[0]
+        cut_off = s.agents[first.node_id]
+        other = s.agents[({"node-0", "node-1"} - {first.node_id}).pop()]
+
+        await pause_heartbeats(cut_off)
+        await eventually(
+            lambda: _is(client, first.node_id, "DISCONNECTED"), timeout=6, what="disconnected"
+        )
+        await eventually(lambda: agent_running(other), timeout=10, what="replacement running")
+        assert agent_running(cut_off) == {first.id}, "the partitioned node still runs it"
+
+        resume_heartbeats(cut_off)
+        await eventually(
+            lambda: _is(client, first.node_id, "CONNECTED"), timeout=6, what="reconnected"
+        )
+        await eventually(
+            lambda: not agent_running(cut_off), timeout=5, what="stale execution cancelled"
+        )
+        view = await client.describe(job_id)
+        live = [e for e in view.executions if e.compute_state in ("accepted", "running")]
+        assert [e.node_id for e in live] == [other.node_id], view
+        assert {e.id: e for e in view.executions}[first.id].compute_state == "lost", view
+        await client.stop(job_id)
+
+
+async def test_execution_unknown_to_the_orchestrator_is_cancelled(
+    nats_server: EmbeddedNats, tmp_path: Path, bus: Bus
+) -> None:
+    """A node running something nobody wants (a lost command, a stale restart) converges."""
+    async with stack(nats_server.url, tmp_path, agents=1) as s:
+        agent = s.agents["node-0"]
+        spec = spec_from_data(noop_job("rogue", sleep="forever"))
+        order = wire.ExecutionOrder(
+            execution_id="e-rogue",
+            job_id="j-rogue",
+            job_type="batch",
+            spec=msgspec.Raw(json.dumps(spec.dump()).encode()),
+        )
+        raw = await bus.request(
+            subjects.compute_cmd("node-0"), wire.encode(wire.RunCommand(order=order)), timeout=5
+        )
+        assert wire.decode(raw, wire.CommandAck).ok
+        assert agent_running(agent) == {"e-rogue"}
+        await eventually(
+            lambda: not agent_running(agent), timeout=5, what="heartbeat reconcile to cancel it"
+        )
+
+
 # ---- orchestrator crash ---------------------------------------------------------------------
 
 
@@ -202,6 +262,49 @@ async def test_orchestrator_sigkill_mid_queue_loses_no_job(
             assert completed == Counter(range(count)), (job_id, executions)
         executions = await client.executions(queued)
         assert [e.node_id for e in executions if e.compute_state == "completed"] == ["gpu-1"]
+    finally:
+        await client.close()
+        await s.close()
+        await first.stop()
+        await second.stop()
+
+
+async def test_node_lost_while_the_orchestrator_was_down(
+    nats_server: EmbeddedNats, tmp_path: Path
+) -> None:
+    """A new orchestrator gives known nodes one timeout to check in, then replaces their work."""
+    s = Stack(nats_server.url, tmp_path)
+    first = OrchestratorProcess(nats_server.url, tmp_path / "logs", name="first")
+    second = OrchestratorProcess(nats_server.url, tmp_path / "logs", name="second")
+    client = await ShoalClient.connect(nats_server.url, timeout=3.0)
+    try:
+        await first.start()
+        await eventually(lambda: api_ready(client), timeout=20, what="first orchestrator")
+        await s.add_agent("node-0")
+        await s.add_agent("node-1")
+        job_id = await client.submit(noop_job("orphaned", sleep=3, stdout="done\n"))
+        view = await eventually(lambda: running_on_agent(client, job_id), what="running")
+        doomed = view.executions[0]
+
+        await first.kill()
+        await crash_agent(s, doomed.node_id)
+        await second.start()
+        await eventually(lambda: api_ready(client), timeout=20, what="second orchestrator")
+
+        await eventually(
+            lambda: _is(client, doomed.node_id, "DISCONNECTED"),
+            timeout=10,
+            what=f"{doomed.node_id} DISCONNECTED after the restart",
+        )
+        try:
+            view = await client.wait(job_id, timeout=20)
+        except TimeoutError:
+            pytest.fail(f"{await client.describe(job_id)}\n{second.logs()[-3000:]}")
+        assert view.state == "Completed", view
+        by_id = {e.id: e for e in view.executions}
+        assert by_id[doomed.id].compute_state == "lost", view
+        done = [e for e in view.executions if e.compute_state == "completed"]
+        assert len(done) == 1 and done[0].node_id != doomed.node_id, view
     finally:
         await client.close()
         await s.close()

@@ -8,11 +8,14 @@ from pathlib import Path
 import pytest
 
 from compute.inputs import AllowedPath
+from shared import wire
+from shared.client import ShoalClient
 from shared.errors import Conflict, NotFound
 from shared.natsserver import EmbeddedNats
 from tests.conftest import eventually
 from tests.integration.helpers_jobs import (
     agent_running,
+    consistently,
     constraint,
     in_state,
     noop_job,
@@ -88,16 +91,37 @@ async def test_unknown_engine_fails_with_reason(nats_server: EmbeddedNats, tmp_p
         assert view.executions == []
 
 
+async def test_queue_timeout_expires_with_reason(nats_server: EmbeddedNats, tmp_path: Path) -> None:
+    async with stack(nats_server.url, tmp_path, agents=1) as s, await s.client() as client:
+        started = time.monotonic()
+        job_id = await client.submit(
+            noop_job(
+                "queue-expires",
+                constraints=[constraint("gpu-type", "=", "a100")],
+                timeouts={"QueueTimeout": 1},
+            )
+        )
+        view = await client.wait(job_id, timeout=10)
+        assert view.state == "Failed", view
+        assert 1 <= time.monotonic() - started < 5
+        assert "QueueTimeout" in view.state_message, view.state_message
+        assert "gpu-type" in view.state_message, view.state_message
+        events = await client.history(job_id)
+        assert [e.state for e in events if e.kind == "job"] == ["Pending", "Queued", "Failed"]
+
+
 async def test_memory_ask_larger_than_any_node_fails(
     nats_server: EmbeddedNats, tmp_path: Path
 ) -> None:
-    async with stack(nats_server.url, tmp_path, memory_bytes=2 * GIB) as s:
-        async with await s.client() as client:
-            job_id = await client.submit(noop_job("too-big", resources={"Memory": "64Gi"}))
-            view = await client.wait(job_id, timeout=10)
-            assert view.state == "Failed", view
-            assert "memory" in view.state_message.lower(), view.state_message
-            assert view.executions == []
+    async with (
+        stack(nats_server.url, tmp_path, memory_bytes=2 * GIB) as s,
+        await s.client() as client,
+    ):
+        job_id = await client.submit(noop_job("too-big", resources={"Memory": "64Gi"}))
+        view = await client.wait(job_id, timeout=10)
+        assert view.state == "Failed", view
+        assert "memory" in view.state_message.lower(), view.state_message
+        assert view.executions == []
 
 
 async def test_node_too_small_for_the_ask_is_filtered_out(
@@ -125,8 +149,8 @@ async def test_node_too_small_for_the_ask_is_filtered_out(
         assert view.executions == []
 
 
-async def _connection(client: object, node_id: str, wanted: str) -> bool:
-    nodes = {n.id: n for n in await client.nodes()}  # type: ignore[attr-defined]
+async def _connection(client: ShoalClient, node_id: str, wanted: str) -> bool:
+    nodes = {n.id: n for n in await client.nodes()}
     return node_id in nodes and nodes[node_id].connection == wanted
 
 
@@ -183,7 +207,9 @@ async def test_total_timeout_fails_job_and_cancels_execution(
 ) -> None:
     async with stack(nats_server.url, tmp_path) as s, await s.client() as client:
         started = time.monotonic()
-        job_id = await client.submit(noop_job("total-timeout", sleep=30, timeouts={"TotalTimeout": 2}))
+        job_id = await client.submit(
+            noop_job("total-timeout", sleep=30, timeouts={"TotalTimeout": 2})
+        )
         await eventually(lambda: running_on_agent(client, job_id), what="running")
         assert any(agent_running(a) for a in s.agents.values())
         view = await client.wait(job_id, timeout=10)
@@ -201,10 +227,14 @@ async def test_total_timeout_fails_job_and_cancels_execution(
         assert [e.compute_state for e in final.executions] == ["cancelled"], final
 
 
-async def _all_ended(client: object, job_id: str) -> object:
-    view = await client.describe(job_id)  # type: ignore[attr-defined]
-    live = ("offered", "accepted", "running")
-    return view if view.executions and not any(e.compute_state in live for e in view.executions) else None
+async def _all_ended(client: ShoalClient, job_id: str) -> wire.JobView | None:
+    """The job's view once it has executions and none is live any more."""
+    view = await client.describe(job_id)
+    if view.executions and not any(
+        e.compute_state in wire.LIVE_COMPUTE_STATES for e in view.executions
+    ):
+        return view
+    return None
 
 
 # ---- ops jobs -------------------------------------------------------------------------------
@@ -253,6 +283,31 @@ async def test_ops_job_without_matching_node_fails_at_once(
         assert view.executions == []
 
 
+async def test_ops_job_failures_are_not_retried(nats_server: EmbeddedNats, tmp_path: Path) -> None:
+    async with stack(nats_server.url, tmp_path) as s, await s.client() as client:
+        job_id = await client.submit(noop_job("ops-fails", type="ops", count=None, exit_code=3))
+        view = await client.wait(job_id, timeout=15)
+        assert view.state == "Failed", view
+        assert sorted(e.node_id for e in view.executions) == ["node-0", "node-1"], view
+        assert states(view) == ["failed", "failed"], view
+        assert "exit code 3" in view.state_message, view.state_message
+        assert len(await client.executions(job_id)) == 2, "ops executions are never retried"
+        assert all(not agent_running(a) for a in s.agents.values())
+
+
+async def test_batch_count_larger_than_the_fleet_completes(
+    nats_server: EmbeddedNats, tmp_path: Path
+) -> None:
+    async with stack(nats_server.url, tmp_path) as s, await s.client() as client:
+        job_id = await client.submit(noop_job("wide", count=5, sleep=0.2, stdout="part\n"))
+        view = await client.wait(job_id, timeout=15)
+        assert view.state == "Completed", view
+        assert sorted(e.partition for e in view.executions) == [0, 1, 2, 3, 4], view
+        assert {e.node_id for e in view.executions} == set(s.agents), "spread over both nodes"
+        out = b"".join([line.data async for line in client.logs(job_id)])
+        assert out.count(b"part") == 5
+
+
 # ---- bids -----------------------------------------------------------------------------------
 
 
@@ -261,35 +316,63 @@ async def test_node_declines_bid_for_disallowed_local_path(
 ) -> None:
     data = tmp_path / "data"
     data.mkdir()
-    async with stack(nats_server.url, tmp_path, agents=1, allow_local_paths=()) as s:
-        async with await s.client() as client:
-            spec = noop_job(
-                "local-input",
-                inputs=[
-                    {
-                        "Source": {"Type": "localDirectory", "Params": {"SourcePath": str(data)}},
-                        "Target": "/data",
-                    }
-                ],
-            )
-            job_id = await client.submit(spec)
-            view = await client.wait(job_id, timeout=15)
-            assert view.state == "Failed", view
-            assert "declined" in view.state_message, view.state_message
-            assert view.executions, view
-            for e in view.executions:
-                assert e.compute_state == "rejected", e
-                assert e.node_id == "node-0"
-                assert "allowed" in e.error, e.error
-            assert agent_running(s.agents["node-0"]) == set()
+    async with (
+        stack(nats_server.url, tmp_path, agents=1, allow_local_paths=()) as s,
+        await s.client() as client,
+    ):
+        spec = noop_job(
+            "local-input",
+            inputs=[
+                {
+                    "Source": {"Type": "localDirectory", "Params": {"SourcePath": str(data)}},
+                    "Target": "/data",
+                }
+            ],
+        )
+        job_id = await client.submit(spec)
+        view = await client.wait(job_id, timeout=15)
+        assert view.state == "Failed", view
+        assert "declined" in view.state_message, view.state_message
+        assert view.executions, view
+        for e in view.executions:
+            assert e.compute_state == "rejected", e
+            assert e.node_id == "node-0"
+            assert "allowed" in e.error, e.error
+        assert agent_running(s.agents["node-0"]) == set()
 
-            # The same job on a node that allows the directory runs.
-            await s.add_agent("trusting", allow_local_paths=(AllowedPath.parse(str(data)),))
-            job_id = await client.submit({**spec, "Name": "local-input-ok"})
-            view = await client.wait(job_id, timeout=15)
-            assert view.state == "Completed", view
-            done = [e for e in view.executions if e.compute_state == "completed"]
-            assert [e.node_id for e in done] == ["trusting"], view
+        # The same job on a node that allows the directory runs.
+        await s.add_agent("trusting", allow_local_paths=(AllowedPath.parse(str(data)),))
+        job_id = await client.submit({**spec, "Name": "local-input-ok"})
+        view = await client.wait(job_id, timeout=15)
+        assert view.state == "Completed", view
+        done = [e for e in view.executions if e.compute_state == "completed"]
+        assert [e.node_id for e in done] == ["trusting"], view
+
+
+async def test_ops_job_declined_by_every_node_fails(
+    nats_server: EmbeddedNats, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    async with stack(nats_server.url, tmp_path) as s, await s.client() as client:
+        spec = noop_job(
+            "ops-local",
+            type="ops",
+            count=None,
+            inputs=[
+                {
+                    "Source": {"Type": "localDirectory", "Params": {"SourcePath": str(data)}},
+                    "Target": "/data",
+                }
+            ],
+        )
+        job_id = await client.submit(spec)
+        view = await client.wait(job_id, timeout=15)
+        assert view.state == "Failed", view
+        assert "declined" in view.state_message, view.state_message
+        assert "allowed" in view.state_message, view.state_message
+        assert sorted(e.node_id for e in view.executions) == sorted(s.agents), view
+        assert states(view) == ["rejected", "rejected"], view
 
 
 async def test_declined_bid_queues_with_reason_until_a_node_accepts(
@@ -353,13 +436,39 @@ async def test_stop_reason_is_kept(nats_server: EmbeddedNats, tmp_path: Path) ->
     async with stack(nats_server.url, tmp_path, agents=1) as s, await s.client() as client:
         job_id = await client.submit(noop_job("forever-reason", sleep="forever"))
         await eventually(lambda: running_on_agent(client, job_id), what="running")
-        await client.stop(job_id, "enough")
+        stopped = await client.stop(job_id, "enough")
+        assert (stopped.state, stopped.state_message) == ("Stopped", "enough")
         await eventually(lambda: _all_ended(client, job_id), timeout=5, what="cancelled")
-        view = await client.describe(job_id)
-        assert view.state == "Stopped"
-        assert view.state_message == "enough", view
-        again = await client.stop(job_id)
+
+        async def reason_kept() -> bool:
+            view = await client.describe(job_id)
+            return (view.state, view.state_message) == ("Stopped", "enough")
+
+        # The evaluation that cancels the execution must not rewrite the job's message.
+        await consistently(reason_kept, duration=1.5, what="StateMessage == 'enough'")
+        again = await client.stop(job_id, "again")
         assert again.state_message == "enough", "a second stop changes nothing"
+
+
+async def test_stopped_queued_job_is_never_placed(
+    nats_server: EmbeddedNats, tmp_path: Path
+) -> None:
+    async with stack(nats_server.url, tmp_path, agents=1) as s, await s.client() as client:
+        job_id = await client.submit(
+            noop_job(
+                "queued-then-stopped",
+                constraints=[constraint("gpu-type", "=", "a100")],
+                timeouts={"QueueTimeout": 60},
+            )
+        )
+        await eventually(lambda: in_state(client, job_id, "Queued"), what="Queued")
+        assert (await client.stop(job_id)).state == "Stopped"
+        gpu = await s.add_agent("gpu-1", labels={"gpu-type": "a100"})
+        # Give the join (which re-evaluates waiting jobs) time to do the wrong thing.
+        await consistently(lambda: not agent_running(gpu), duration=1.0, what="gpu-1 idle")
+        view = await client.describe(job_id)
+        assert view.state == "Stopped", view
+        assert view.executions == [], view
 
 
 async def test_job_id_prefix_resolution(nats_server: EmbeddedNats, tmp_path: Path) -> None:

@@ -371,7 +371,7 @@ def test_deep_nesting_is_refused_not_crashed() -> None:
     data = job(Tasks=[{"Engine": {"Type": "flibble", "Params": deep}}])
     message = one_problem(data, "Tasks[0].Engine.Params" + ".a" * (MAX_DEPTH - 4))
     assert "nested" in message
-    for text in ('{"a":' * 100_000 + "1" + "}" * 100_000, "a: " + "[" * 100_000 + "]" * 100_000):
+    for text in ('{"a":' * 100_000 + "1" + "}" * 100_000, "a: " + "[" * 5_000 + "]" * 5_000):
         with pytest.raises(InvalidSpec, match="nested too deeply"):
             load_spec(text)
 
@@ -648,8 +648,9 @@ def test_wasm_params_accept_both_env_forms() -> None:
     )
     assert as_map.environment_variables == as_list.environment_variables == {"A": "1"}
     assert as_map.entrypoint == "_start"
-    with pytest.raises(ValueError, match="KEY=VALUE"):
-        WasmParams.model_validate({"EntryModule": "/m.wasm", "EnvironmentVariables": ["oops"]})
+    for item in ("oops", "=x", " = x"):
+        with pytest.raises(ValueError, match=f"{item!r} is not KEY=VALUE"):
+            WasmParams.model_validate({"EntryModule": "/m.wasm", "EnvironmentVariables": [item]})
 
 
 def test_legacy_wasm_entry_module_becomes_an_input_source() -> None:

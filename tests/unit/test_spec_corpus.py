@@ -14,9 +14,7 @@ from shared.spec import JobSpec, load_spec, parse_document, spec_from_data
 from shared.spec.normalize import LEGACY_ENTRY_TARGET
 from shared.spec.params import DockerParams, S3Publisher, WasmParams
 
-SHARED = Path(__file__).resolve().parents[3] / "shared"
-if not (SHARED / "compat").is_dir():  # running from a checkout elsewhere
-    SHARED = Path("/work/shared")
+SHARED = Path(__file__).resolve().parents[3] / "shared"  # ../shared next to the repository
 CORPUS = SHARED / "compat" / "bacalhau-specs"
 SEEDS = SHARED / "seeds" / "bacalhau-job-types.md"
 
