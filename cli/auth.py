@@ -27,6 +27,7 @@ BUCKETS = (
     subjects.LEADER_BUCKET,
 )
 
+
 # Read-only JetStream API calls on one stream: its info, message gets, and the ephemeral
 # ordered consumers nats-py creates to read it (with their flow-control replies).
 def _read_stream(stream: str) -> list[str]:
@@ -110,9 +111,7 @@ class Identity:
     permissions: Permissions = field(repr=False)
 
 
-def identities(
-    nodes: Sequence[str], orchestrators: int, users: Sequence[str]
-) -> list[Identity]:
+def identities(nodes: Sequence[str], orchestrators: int, users: Sequence[str]) -> list[Identity]:
     out = [
         Identity(f"orchestrator-{i}", "orchestrator", _password(), orchestrator_permissions())
         for i in range(1, orchestrators + 1)

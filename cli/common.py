@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import click
 
 from cli.output import errors_to_exit
-from shared.client import ShoalClient
+
+if TYPE_CHECKING:
+    from shared.client import ShoalClient
 
 T = TypeVar("T")
 
@@ -23,6 +25,8 @@ def connection(ctx: click.Context) -> tuple[str, str | None]:
 def with_client(ctx: click.Context, action: Callable[[ShoalClient], Awaitable[T]]) -> T:
     """Connect (failing fast when NATS is unreachable), run `action`, map errors to exits."""
     url, creds = connection(ctx)
+
+    from shared.client import ShoalClient
 
     async def main() -> T:
         async with await ShoalClient.connect(url, creds) as client:

@@ -7,6 +7,7 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -23,8 +24,10 @@ from cli.output import (
 )
 from cli.specfile import load_spec_file
 from shared import wire
-from shared.client import ShoalClient
 from shared.spec import JobSpec
+
+if TYPE_CHECKING:
+    from shared.client import ShoalClient
 
 var_option = click.option(
     "-V",

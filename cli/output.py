@@ -10,9 +10,9 @@ from typing import Any, NoReturn
 
 import click
 import msgspec
-import yaml
 
 from shared.errors import ExecutionFailed, InvalidSpec, NotFound, ShoalError, Unavailable
+from shared.spec import dump_yaml
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -36,7 +36,7 @@ def emit(value: Any, fmt: str, table: Callable[[Any], None] | None = None) -> No
     if fmt == "json":
         click.echo(json.dumps(plain, indent=2, sort_keys=False))
     elif fmt == "yaml" or table is None:
-        click.echo(yaml.safe_dump(plain, sort_keys=False, allow_unicode=True).rstrip())
+        click.echo(dump_yaml(plain).rstrip())
     else:
         table(value)
 

@@ -10,7 +10,6 @@ import click
 
 from cli.job import submit_and_wait
 from cli.output import FORMATS, errors_to_exit
-from compute.engines.wasm import wat_to_wasm
 from shared.errors import InvalidSpec
 from shared.spec import spec_from_data
 
@@ -91,6 +90,8 @@ def wasm_run(
     with errors_to_exit():
         data = module.read_bytes()
         if module.suffix == ".wat":
+            from compute.engines.wasm import wat_to_wasm  # wasmtime only when needed
+
             data = wat_to_wasm(data.decode())
         target = f"/app/{module.stem}.wasm"
         url = "data:application/wasm;base64," + base64.b64encode(data).decode()

@@ -6,15 +6,24 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from shared.errors import InvalidSpec
 from shared.spec import JobSpec, load_spec
 from shared.template import variables_from
 
 
-def read_spec_text(path: str) -> tuple[str, str]:
-    """The text and a display name; `-` reads stdin."""
+def read_spec_text(path: str) -> tuple[bytes, str]:
+    """The raw bytes and a display name; `-` reads stdin. The loader decodes (and says
+    clearly when the file is not UTF-8)."""
     if path == "-":
-        return sys.stdin.read(), "<stdin>"
-    return Path(path).read_text(encoding="utf-8"), path
+        return sys.stdin.buffer.read(), "<stdin>"
+    try:
+        return Path(path).read_bytes(), path
+    except FileNotFoundError:
+        raise InvalidSpec(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InvalidSpec(f"{path}: is a directory, not a spec file") from None
+    except PermissionError:
+        raise InvalidSpec(f"{path}: permission denied") from None
 
 
 def load_spec_file(

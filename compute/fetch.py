@@ -111,10 +111,12 @@ async def _download_once(
             partial.replace(dest)
             partial = None
             return dest
+    except TimeoutError:  # before ClientConnectionError: aiohttp's read timeout is both
+        raise _TryAgain(
+            f"timed out ({limits.read_timeout:g}s without data or {limits.timeout:g}s in all)"
+        ) from None
     except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
         raise _TryAgain(f"{type(exc).__name__}: {exc}") from None
-    except TimeoutError:
-        raise _TryAgain(f"timed out (limit {limits.timeout:g}s)") from None
     except aiohttp.ClientError as exc:  # a bad URL, too many redirects: the same next time
         raise ExecutionFailed(f"url input {url}: {exc}", retryable=False) from None
     finally:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import importlib
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -19,16 +20,17 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from shared import ipfs, s3, subjects, wire
+from shared import subjects, wire
 from shared.bus import Bus
 from shared.errors import InvalidSpec, Problem, ShoalError, Unavailable, error_from_code
 from shared.results import ARCHIVE, unpack
 from shared.spec import JobSpec
 
-# Publishers whose results live outside NATS (s3, ipfs) register a fetcher here.
-RESULT_FETCHERS: dict[str, Callable[[wire.ResultRef, Path], Awaitable[None]]] = {
-    "s3": s3.fetch_result,
-    "ipfs": ipfs.fetch_result,
+# Publishers whose results live outside NATS, by name: (module, function), imported on use
+# because boto3 and aiohttp cost a second of start-up that most commands never need.
+RESULT_FETCHERS: dict[str, tuple[str, str]] = {
+    "s3": ("shared.s3", "fetch_result"),
+    "ipfs": ("shared.ipfs", "fetch_result"),
 }
 
 T = TypeVar("T")
@@ -231,9 +233,10 @@ class ShoalClient:
                     out.write(chunk)
                     offset += len(chunk)
         else:
-            fetch = RESULT_FETCHERS.get(ref.publisher)
-            if fetch is None:
+            where = RESULT_FETCHERS.get(ref.publisher)
+            if where is None:
                 raise ShoalError(f"cannot fetch results published to {ref.publisher!r}")
+            fetch = getattr(importlib.import_module(where[0]), where[1])
             await fetch(ref, archive)
 
     # ---- nodes -------------------------------------------------------------------------------

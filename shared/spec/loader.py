@@ -39,8 +39,11 @@ def load_spec(
         try:
             text = text.decode("utf-8")
         except UnicodeDecodeError as exc:
+            bad = exc.object[exc.start]
             raise InvalidSpec(
-                f"the spec is not UTF-8 text ({exc.reason} at byte {exc.start})", source=source
+                f"the spec is not UTF-8 text (byte 0x{bad:02x} at offset {exc.start}); "
+                "save it as UTF-8",
+                source=source,
             ) from None
     if len(text) > MAX_SPEC_BYTES:
         raise InvalidSpec(

@@ -290,9 +290,7 @@ async def test_s3_publisher_gzip_with_placeholders_and_results(
         loc, object_name = S3Location.parse(execution.result.location)
         assert (loc.bucket, loc.endpoint) == (bucket, s3_endpoint)
         days = {day, datetime.now(UTC).strftime("%Y%m%d")}  # the test may straddle midnight
-        assert object_name in {
-            f"results/{view.id}/node-0/{execution.id}-{d}.tar.gz" for d in days
-        }
+        assert object_name in {f"results/{view.id}/node-0/{execution.id}-{d}.tar.gz" for d in days}
         s3.head_object(Bucket=bucket, Key=object_name)
         (folder,) = await client.results(job_id, tmp_path / "got")
         assert (folder / "stdout").read_text() == "hello gzip\n"

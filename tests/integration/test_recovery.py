@@ -80,7 +80,7 @@ async def test_lost_node_is_disconnected_and_its_execution_retried_elsewhere(
             what=f"{first.node_id} DISCONNECTED",
         )
         # disconnect timeout 1.5 s plus one sweep; generous for slow machines
-        assert time.monotonic() - killed < 4.5
+        assert time.monotonic() - killed < 5
         assert await _node_connection(client, other) == "CONNECTED"
 
         view = await client.wait(job_id, timeout=20)

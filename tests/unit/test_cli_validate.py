@@ -232,10 +232,6 @@ def test_missing_file_is_a_clean_error(results: dict[str, Result]) -> None:
     assert "does-not-exist.yaml" in result.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli/specfile.py reads files with Path.read_text: UnicodeDecodeError escapes",
-)
 def test_non_utf8_file_is_a_clean_error(results: dict[str, Result]) -> None:
     result = results["not-utf8"]
     assert "Traceback" not in result.stderr
