@@ -123,6 +123,7 @@ class ComputeAgent:
         self.sources = [s for s in SUPPORTED_SOURCES if s != "ipfs"]
         self._hello_done = asyncio.Event()
         self.heartbeat_interval = config.heartbeat_interval  # the orchestrator may override
+        self._stopping = False
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
@@ -146,10 +147,16 @@ class ComputeAgent:
             await self.bus.subscribe(subjects.compute_results(self.node_id), self.on_results)
         self._children.spawn(self._heartbeats(), name=f"{self.node_id}-heartbeat")
 
-    async def stop(self) -> None:
-        for running in list(self._running.values()):
-            running.task.cancel()
-        await asyncio.gather(*(r.task for r in self._running.values()), return_exceptions=True)
+    async def stop(self, grace: float = 5.0) -> None:
+        """Cancel every execution (each reports its end), then stop; bounded by `grace`
+        so a dead NATS connection cannot hold the process: the orchestrator recovers
+        unreported executions from the next hello (boot id) or the disconnect timeout."""
+        self._stopping = True
+        tasks = [r.task for r in self._running.values()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=grace)
         await self._children.stop()
 
     async def __aenter__(self) -> ComputeAgent:
@@ -410,6 +417,14 @@ class ComputeAgent:
                 )
                 return
             except ShoalError as exc:
+                if self._stopping and not self.bus.connected:
+                    log.warning(
+                        "%s: stopping with NATS unreachable; the update for %s is "
+                        "left to reconciliation",
+                        self.node_id,
+                        update.execution_id,
+                    )
+                    return
                 log.warning(
                     "%s: update for %s not stored yet (%s); retrying",
                     self.node_id,

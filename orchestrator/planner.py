@@ -198,7 +198,9 @@ class Planner:
         known = self._mirror.job(job.id)
         if known is None:
             return
-        state = plan.state or known.state
+        if plan.state is None:
+            return  # nothing to say about the job (e.g. it has ended): keep its message
+        state = plan.state
         queued_since = (
             plan.queued_since
             if plan.queued_since is not None

@@ -369,8 +369,10 @@ async def test_http_network_has_no_direct_route_out(
         req = request(tmp_path / "full", fetch, network="Full")
         assert (await http_engine.run(req)).exit_code == 0, err(req)
         assert "root:" in out(req)
-        # No proxy: straight to the peer, which the internal network must not route to.
-        direct = f"unset http_proxy; timeout 5 wget -q -O - http://{address}:8080/passwd"
+        # No proxy: straight to the peer, which the internal network must not route to. (The
+        # trailing `exit` keeps sh from exec'ing `timeout`, whose wget would then be PID 1,
+        # immune to the SIGTERM that `timeout` sends.)
+        direct = f"unset http_proxy; timeout 5 wget -q -O - http://{address}:8080/passwd; exit $?"
         req = request(tmp_path / "http", direct, network="HTTP", domains=("allowed.test",))
         assert (await http_engine.run(req)).exit_code != 0
         assert "root:" not in out(req)

@@ -119,7 +119,14 @@ class Raw:
         """The server reported a permissions violation for `what` (Publish|Subscription)."""
         await self.nc.flush(timeout=2)
         wanted = f'permissions violation for {what} to "{subject}"'.lower()
-        return any(wanted in e.lower() for e in self.errors)
+
+        def reported() -> bool:
+            return any(wanted in e.lower() for e in self.errors)
+
+        # nats-py hands the server's -ERR to the error callback in a task of its own.
+        with contextlib.suppress(AssertionError):
+            await eventually(reported, timeout=2, what=wanted)
+        return reported()
 
     async def close(self) -> None:
         await self.nc.close()

@@ -427,11 +427,6 @@ async def test_stop_cancels_running_execution(nats_server: EmbeddedNats, tmp_pat
         assert [e.state for e in events if e.kind == "job"].count("Stopped") == 1, events
 
 
-@pytest.mark.xfail(
-    reason="BUG: the planner's evaluation of a stopped job overwrites its StateMessage "
-    "(the stop reason) with '' (orchestrator/planner.py _set_job_state)",
-    strict=True,
-)
 async def test_stop_reason_is_kept(nats_server: EmbeddedNats, tmp_path: Path) -> None:
     async with stack(nats_server.url, tmp_path, agents=1) as s, await s.client() as client:
         job_id = await client.submit(noop_job("forever-reason", sleep="forever"))
