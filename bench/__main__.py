@@ -49,7 +49,9 @@ def _parse() -> argparse.Namespace:
         help="comma-separated virtual node counts",
     )
     parser.add_argument(
-        "--window", type=float, default=30.0,
+        "--window",
+        type=float,
+        default=30.0,
         help="fleet CPU window, seconds (30 covers one 30 s re-hello cycle of the agents)",
     )
     parser.add_argument(
@@ -190,6 +192,13 @@ def _rows(results: dict[str, Any], compare: dict[str, Any]) -> list[Row]:
                 f"fleet {k}", "CPU per heartbeat", f"{run['orchestrator_cpu_us_per_heartbeat']} us"
             ),
             Row(f"fleet {k}", "node KV writes", f"{run['node_kv_writes_per_s']}/s"),
+            Row(
+                f"fleet {k}",
+                "live nodes marked DISCONNECTED",
+                str(run["nodes_wrongly_disconnected"]),
+                "0",
+                verdict(run["nodes_wrongly_disconnected"] == 0),
+            ),
             Row(
                 f"fleet {k}",
                 "silent node noticed after",

@@ -99,6 +99,7 @@ class VirtualFleet:
         return time.monotonic() - started
 
     def start(self) -> None:
+        """Start heartbeating (each node from its first answered hello on)."""
         self._ticker = asyncio.create_task(self._beat_forever())
 
     def _spawn_hello(self, node: VirtualNode) -> None:
@@ -115,8 +116,8 @@ class VirtualFleet:
             part = nodes[tick % SLICES :: SLICES]
             now = time.time()
             for node in part:
-                if node.silent:
-                    continue
+                if node.silent or not node.registered:
+                    continue  # like the agent: heartbeats only once the hello was answered
                 node.seq += 1
                 # Stagger the periodic hellos by node, as independently started agents are.
                 if (node.seq + hash(node.info.id)) % rehello_every == 0:
@@ -163,9 +164,9 @@ async def _main(url: str, count: int, prefix: str, interval: float, connections:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        took = await asyncio.gather(*(f.register() for f in fleets))
         for f in fleets:
             f.start()
+        took = await asyncio.gather(*(f.register() for f in fleets))
         print(f"registered {count} {max(took):.2f}", flush=True)
         await stop.wait()
     finally:

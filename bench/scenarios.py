@@ -305,16 +305,21 @@ async def fleet_one(
         )
         try:
             register_s = await _count_heartbeating(client.bus, k, child, timeout=240.0)
-            await probes.register()
             probes.start()
+            await probes.register()
             registered = stack.orchestrator_usage()
             await asyncio.sleep(3.0)  # let the registration burst settle
 
             kv_writes = 0
+            dropped: set[str] = set()
 
             async def on_kv(msg: Message) -> None:
                 nonlocal kv_writes
                 kv_writes += 1
+                with contextlib.suppress(ShoalError):
+                    record = wire.decode(msg.data, wire.NodeRecord)
+                    if record.connection == "DISCONNECTED":
+                        dropped.add(record.info.id)
 
             kv_sub = await client.bus.subscribe(f"$KV.{subjects.NODES_BUCKET}.>", on_kv)
             profiler = (
@@ -373,6 +378,7 @@ async def fleet_one(
         "nats_server_cpu_share": round((nats1.cpu - nats0.cpu) / wall, 3),
         "fleet_cpu_share": round((fleet1.cpu - fleet0.cpu) / wall, 3),
         "node_kv_writes_per_s": round(kv_writes / wall, 1),
+        "nodes_wrongly_disconnected": len(dropped),
         "last_seen_age_max_s": round(max(ages), 2) if ages else None,
         "node_list": listing,
         "silence_detected_s": [round(d, 2) for d in detection],

@@ -101,7 +101,7 @@ def map_boto_errors(what: str) -> Iterator[None]:
         raise ExecutionFailed(f"{what}: {exc}", retryable=False) from None
     except (bce.ConnectionError, bce.HTTPClientError) as exc:
         raise Unavailable(f"{what}: cannot reach the S3 endpoint ({exc})") from None
-    except bce.BotoCoreError as exc:
+    except (bce.BotoCoreError, boto3.exceptions.Boto3Error) as exc:  # e.g. retries exhausted
         raise ExecutionFailed(f"{what}: {exc}", retryable=True) from None
 
 

@@ -8,7 +8,7 @@ import os
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -94,20 +94,18 @@ class Sample:
     running_ids: frozenset[str]
 
 
-@dataclass
-class Sampler:
-    """Polls `client.executions(job)` every ~50 ms in the background while a rollout runs."""
+@contextlib.asynccontextmanager
+async def sampling(
+    client: ShoalClient, job_id: str, interval: float = 0.05
+) -> AsyncIterator[list[Sample]]:
+    """Poll `client.executions(job)` every ~50 ms in the background while the body runs;
+    the yielded list fills with samples (running and live execution counts)."""
+    samples: list[Sample] = []
 
-    client: ShoalClient
-    job_id: str
-    interval: float = 0.05
-    samples: list[Sample] = field(default_factory=list)
-    _task: asyncio.Task[None] | None = None
-
-    async def _run(self) -> None:
+    async def poll() -> None:
         while True:
-            execs = await self.client.executions(self.job_id)
-            self.samples.append(
+            execs = await client.executions(job_id)
+            samples.append(
                 Sample(
                     time.monotonic(),
                     len(running(execs)),
@@ -115,19 +113,15 @@ class Sampler:
                     frozenset(e.id for e in running(execs)),
                 )
             )
-            await asyncio.sleep(self.interval)  # a sampling period, not synchronisation
+            await asyncio.sleep(interval)  # the sampling period, not synchronisation
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
-
-    async def stop(self) -> list[Sample]:
-        assert self._task is not None
-        if self._task.done():
-            self._task.result()  # surface a crash in the sampler
-        self._task.cancel()
+    task = asyncio.create_task(poll())
+    try:
+        yield samples
+    finally:
+        task.cancel()  # a no-op if it already ended
         with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        return self.samples
+            await task  # re-raises a failure of the sampler itself
 
 
 class AgentProcess:

@@ -251,10 +251,10 @@ async def test_cli_run_wait_returns_once_the_daemon_runs_everywhere(
 @pytest.mark.xfail(
     reason=(
         "BUG: Orchestrator.stop() hangs when execution updates arrive while it is cancelled: "
-        "UpdateApplier.run (orchestrator/updates.py:47) loops `while True` around "
+        "UpdateApplier.run (orchestrator/updates.py:43-56) loops `while True` around "
         "consumer.fetch(); nats-py's next_msg (asyncio.wait_for on 3.11) returns a message "
         "after the task was cancelled, swallowing the one cancel Supervisor.stop "
-        "(shared/lifecycle.py:66) sends, so the loop fetches forever"
+        "(shared/lifecycle.py:64) sends, so the loop fetches forever"
     ),
     strict=True,
 )

@@ -130,7 +130,11 @@ async def test_replica_on_a_frozen_node_is_replaced_and_cancelled_when_it_return
         stale = await eventually(
             lambda: running_on(client, job_id, "node-x"), what="a replica on node-x"
         )
-        assert (await client.node("node-x")).running == [stale.id]
+
+        async def reported() -> bool:
+            return (await client.node("node-x")).running == [stale.id]
+
+        await eventually(reported, what="node-x heartbeat reporting the replica")
 
         proc.pause()
         paused = time.monotonic()
@@ -276,8 +280,28 @@ async def test_stop_service_cancels_every_replica(
         again = await client.stop(job_id)  # stopping a stopped job is not an error
         assert again.state == "Stopped", again
         view = await client.describe(job_id)
-        assert view.state == "Stopped" and view.state_message == "maintenance", view
+        assert view.state == "Stopped" and not running(view.executions), view
         assert len(await client.executions(job_id)) == 2, "nothing was replaced after the stop"
+
+
+async def test_stop_reason_stays_in_state_message(
+    nats_server: EmbeddedNats, tmp_path: Path
+) -> None:
+    async with long_stack(nats_server.url, tmp_path, agents=1) as s, await s.client() as client:
+        job_id = await client.submit(forever("reasoned-stop", type="service", count=1))
+        await eventually(lambda: running_on(client, job_id, "node-0"), what="replica")
+        view = await client.stop(job_id, reason="maintenance window")
+        assert view.state_message == "maintenance window", view
+
+        async def cancelled() -> bool:  # the stop was evaluated
+            execs = await client.executions(job_id)
+            return all(e.compute_state == "cancelled" for e in execs)
+
+        await eventually(cancelled, what="replica cancelled")
+        await eventually(lambda: not agent_running(s.agents["node-0"]), what="node-0 idle")
+        view = await client.describe(job_id)
+        assert view.state == "Stopped", view
+        assert view.state_message == "maintenance window", view
 
 
 async def test_cli_run_wait_returns_once_every_replica_runs(

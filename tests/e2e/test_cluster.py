@@ -1,0 +1,211 @@
+"""Three nats-servers from deploy/nats: replicas 3, losing a member, orchestrator failover."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import socket
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from cli.auth import generate
+from compute.agent import AgentConfig, ComputeAgent
+from orchestrator.service import Orchestrator, OrchestratorConfig
+from shared import subjects
+from shared.bus import Bus
+from shared.client import ShoalClient
+from shared.errors import ShoalError
+from shared.natsserver import EmbeddedNats
+from tests.conftest import eventually
+
+REPO = Path(__file__).resolve().parents[2]
+CLUSTER_CONF = REPO / "deploy" / "nats" / "nats-cluster.conf"
+NODES = ("node-1", "node-2")
+NOOP = {
+    "Name": "clustered",
+    "Type": "batch",
+    "Count": 2,
+    "Tasks": [{"Name": "main", "Engine": {"Type": "noop", "Params": {"Stdout": "ok\n"}}}],
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Cluster:
+    servers: list[EmbeddedNats]
+    auth: Path
+    buses: list[Bus] = field(default_factory=list)
+    agents: list[ComputeAgent] = field(default_factory=list)
+
+    def creds(self, identity: str) -> str:
+        return str(self.auth / "creds" / f"{identity}.creds")
+
+    async def bus(self, identity: str, server: int) -> Bus:
+        """A connection to one member (it learns the others from the server, as in k8s)."""
+        bus = await Bus.connect(
+            self.servers[server].url, creds=self.creds(identity), name=identity, replicas=3
+        )
+        self.buses.append(bus)
+        return bus
+
+    @property
+    def url(self) -> str:
+        return ",".join(s.url for s in self.servers if s.pid is not None)
+
+    async def agent(self, name: str, server: int, tmp: Path) -> ComputeAgent:
+        config = AgentConfig(name=name, heartbeat_interval=0.2, state_dir=tmp / name)
+        agent = ComputeAgent(await self.bus(name, server), config)
+        await agent.start()
+        self.agents.append(agent)
+        await agent.wait_registered(15)
+        return agent
+
+
+async def jetstream_ready(bus: Bus) -> bool:
+    try:
+        reply = json.loads(await bus.request("$JS.API.INFO", b"", timeout=1))
+    except ShoalError:
+        return False
+    return "error" not in reply
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Cluster]:
+    auth = tmp_path / "auth"
+    generate(auth, nodes=list(NODES), orchestrators=2, users=["alice"])
+    conf = auth / "nats-cluster.conf"  # beside users.conf, which it includes
+    shutil.copyfile(CLUSTER_CONF, conf)
+    routes = [free_port() for _ in range(3)]
+    monkeypatch.setenv("NATS_ROUTES", json.dumps([f"nats://127.0.0.1:{p}" for p in routes]))
+    servers: list[EmbeddedNats] = []
+    env = Cluster(servers, auth)
+    try:
+        for i, route in enumerate(routes):
+            monkeypatch.setenv("NATS_SERVER_NAME", f"nats-{i}")
+            server = EmbeddedNats(
+                tmp_path / f"nats-{i}",
+                config=conf,
+                extra_args=("--cluster", f"nats://127.0.0.1:{route}", "-m", str(free_port())),
+            )
+            servers.append(server)
+            await server.start()
+        probe = await env.bus("orchestrator-1", 0)
+        await eventually(lambda: jetstream_ready(probe), timeout=30, what="JetStream meta leader")
+        yield env
+    finally:
+        for agent in env.agents:
+            await agent.stop()
+        for bus in env.buses:
+            await bus.close()
+        for server in servers:
+            await server.stop()
+
+
+async def stream_replicas(bus: Bus, stream: str) -> int:
+    info = json.loads(await bus.request(f"$JS.API.STREAM.INFO.{stream}", b""))
+    assert "error" not in info, info
+    return int(info["config"]["num_replicas"])
+
+
+async def run_job(client: ShoalClient, name: str, timeout: float = 45) -> str:
+    view = await client.wait(await client.submit({**NOOP, "Name": name}), timeout=timeout)
+    assert view.state == "Completed", view
+    assert {e.node_id for e in view.executions} == set(NODES)
+    return view.id
+
+
+async def test_replicated_state_survives_losing_a_server(cluster: Cluster, tmp_path: Path) -> None:
+    config = OrchestratorConfig(heartbeat_interval=0.2, disconnect_timeout=5.0, bid_timeout=3.0)
+    async with Orchestrator(await cluster.bus("orchestrator-1", 0), config) as orch:
+        for stream in (
+            subjects.EVENTS_STREAM,
+            subjects.LOGS_STREAM,
+            subjects.UPDATES_STREAM,
+            f"KV_{subjects.JOBS_BUCKET}",
+            f"KV_{subjects.EXECUTIONS_BUCKET}",
+            f"OBJ_{subjects.RESULTS_STORE}",
+        ):
+            assert await stream_replicas(orch.bus, stream) == 3, stream
+        await cluster.agent("node-1", 1, tmp_path)
+        await cluster.agent("node-2", 2, tmp_path)
+        async with await ShoalClient.connect(cluster.url, cluster.creds("alice")) as alice:
+            await run_job(alice, "before")
+
+        # SIGKILL the member the orchestrator is connected to: it, and the state it leads,
+        # move to the two that are left.
+        cluster.servers[0].kill()
+        await cluster.servers[0].stop()  # reaps it; `cluster.url` now lists the other two
+
+        async def api_answers() -> bool:
+            try:
+                async with await ShoalClient.connect(cluster.url, cluster.creds("alice")) as c:
+                    return len(await c.nodes()) == 2
+            except ShoalError:
+                return False
+
+        await eventually(api_answers, timeout=30, interval=0.5, what="the API after the loss")
+        async with await ShoalClient.connect(cluster.url, cluster.creds("alice")) as alice:
+
+            async def submitted() -> str:
+                try:  # the first writes may meet a stream still electing its new leader
+                    return await alice.submit({**NOOP, "Name": "after"})
+                except ShoalError as exc:
+                    raise AssertionError(str(exc)) from exc
+
+            job_id = await eventually(submitted, timeout=30, interval=0.5, what="a submit")
+            view = await alice.wait(job_id, timeout=60)
+            assert view.state == "Completed", view
+            assert {e.node_id for e in view.executions} == set(NODES)
+            out = b"".join([line.data async for line in alice.logs(job_id)])
+            assert out == b"ok\nok\n"
+
+
+async def test_one_leader_and_failover(cluster: Cluster, tmp_path: Path) -> None:
+    if not hasattr(Orchestrator, "leading"):
+        pytest.skip("Orchestrator has no `leading` yet: leader election is not wired in")
+    orchs = []
+    for i in (1, 2):
+        config = OrchestratorConfig(
+            heartbeat_interval=0.2,
+            disconnect_timeout=5.0,
+            bid_timeout=3.0,
+            lease_ttl=2.0,
+            name=f"orchestrator-{i}",
+        )
+        orch = Orchestrator(await cluster.bus(f"orchestrator-{i}", i - 1), config)
+        await orch.start()
+        orchs.append(orch)
+    try:
+        await eventually(lambda: sum(o.leading for o in orchs) == 1, what="one leader")
+        deadline = time.monotonic() + 2.5  # more than a lease: still exactly one
+        while time.monotonic() < deadline:
+            assert sum(o.leading for o in orchs) == 1, [o.leading for o in orchs]
+            await asyncio.sleep(0.1)
+        leader = next(o for o in orchs if o.leading)
+        follower = next(o for o in orchs if not o.leading)
+        await cluster.agent("node-1", 1, tmp_path)
+        await cluster.agent("node-2", 2, tmp_path)
+        async with await ShoalClient.connect(cluster.url, cluster.creds("alice")) as alice:
+            await run_job(alice, "first")
+
+        # The leader's process dies: its connection drops, its lease is never renewed.
+        lost = time.monotonic()
+        await leader.bus.close()
+        await eventually(lambda: follower.leading, timeout=10, what="the follower takes over")
+        took = time.monotonic() - lost
+        assert took < 3 * 2.0, f"takeover took {took:.1f}s with a 2s lease"
+        async with await ShoalClient.connect(cluster.url, cluster.creds("alice")) as alice:
+            await run_job(alice, "second")
+    finally:
+        for orch in orchs:
+            await orch.stop()
