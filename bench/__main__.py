@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -84,22 +86,30 @@ def _progress(text: str) -> None:
 async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     chosen = SCENARIOS if "all" in args.scenarios else tuple(args.scenarios)
     out: dict[str, Any] = {}
+    loads: dict[str, float] = {}
+    out["load_average_1m"] = loads  # the machine may be shared: read figures against this
+
+    def note_load(name: str) -> None:
+        loads[name] = round(os.getloadavg()[0], 2)
 
     def n_for(name: str) -> int:
         return args.n if args.n is not None else DEFAULT_N[name]
 
     if "latency" in chosen:
+        note_load("latency")
         _progress(f"latency: {n_for('latency')} sequential jobs")
         out["latency"] = await scenarios.latency(
             workdir / "latency", n_for("latency"), args.agents, args.publisher
         )
     if "throughput" in chosen:
+        note_load("throughput")
         _progress(f"throughput: {n_for('throughput')} jobs at once")
         profile = args.profile / "throughput.txt" if args.profile else None
         out["throughput"] = await scenarios.throughput(
             workdir / "throughput", n_for("throughput"), args.agents, profile, args.publisher
         )
     if "fleet" in chosen:
+        note_load("fleet")
         sizes = (
             [args.n] if args.n is not None else [int(k) for k in args.fleet_sizes.split(",") if k]
         )
@@ -112,11 +122,13 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             progress=_progress,
         )
     if "daemon" in chosen:
+        note_load("daemon")
         _progress(f"daemon: {n_for('daemon')} nodes join a running daemon job")
         out["daemon"] = await scenarios.daemon_join(
             workdir / "daemon", n_for("daemon"), args.agents
         )
     if "celery" in chosen:
+        note_load("celery")
         why = celery_bench.available()
         if why is not None:
             _progress(f"celery: skipped: {why}")
@@ -129,6 +141,7 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 n_for("latency"),
                 n_for("throughput"),
             )
+    loads["end"] = round(os.getloadavg()[0], 2)
     return out
 
 
@@ -245,6 +258,18 @@ def _rows(results: dict[str, Any], compare: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def _commit() -> str:
+    """HEAD, with `+dirty` if the product's code differs from it."""
+
+    def git(*argv: str) -> str:
+        done = subprocess.run(["git", *argv], capture_output=True, text=True, check=False)
+        return done.stdout.strip()
+
+    head = git("rev-parse", "--short", "HEAD")
+    dirty = git("status", "--porcelain", "--", "shared", "orchestrator", "compute", "cli")
+    return f"{head}+dirty" if dirty else head
+
+
 def main() -> None:
     args = _parse()
     logging.basicConfig(level=logging.WARNING)
@@ -263,6 +288,7 @@ def main() -> None:
         "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
         "seconds": round(time.time() - started, 1),
         "machine": machine(),
+        "commit": _commit(),
         "command": "python -m bench " + " ".join(args.scenarios),
         "results": results,
         "compare": compare,

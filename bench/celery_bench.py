@@ -16,7 +16,7 @@ WARMUP = 5
 def available() -> str | None:
     """None if the peer can run here, else why not."""
     try:
-        import celery  # noqa: F401
+        import celery  # type: ignore[import-untyped]  # noqa: F401
         import redis  # noqa: F401
     except ImportError:
         return "celery[redis] is not installed (pip install -e '.[bench]')"

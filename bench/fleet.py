@@ -65,7 +65,7 @@ class VirtualFleet:
         self.interval = interval
         self.nodes = {n: VirtualNode(node_info(n)) for n in names}
         self._hello_slots = asyncio.Semaphore(hello_concurrency)
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[bool]] = set()
         self._ticker: asyncio.Task[None] | None = None
         self.hello_failures = 0
 

@@ -96,24 +96,30 @@ class Profiler:
         self._log.close()
 
 
-def hot_spots(raw: Path, top: int = 15) -> dict[str, Any]:
-    """Three views of a raw py-spy profile.
+# Samples that py-spy counts as active but that are the kernel's or the scheduler's: a socket
+# write (a syscall, and on a busy machine the moment the writer is preempted for the reader)
+# and the event loop's poll.
+WAITING = ("_SelectorSocketTransport.write", "EpollSelector.select")
 
-    - `leaf`: where the samples literally were (any file);
-    - `project_line`: the deepest Shoal frame of each sample, i.e. the line of our code that
-      is responsible for the time, library calls included;
-    - `project_function`: inclusive samples per Shoal function (counted once per sample);
+
+def hot_spots(raw: Path, top: int = 15) -> dict[str, Any]:
+    """Views of a raw py-spy profile, as shares of the samples spent running Python.
+
+    - `waiting_pct`: samples in a socket write or the loop's poll (left out of the rest);
     - `task`: which asyncio task the sample ran in, named by its first Shoal frame below the
-      event loop that is not a generic wrapper (else its first frame: nats-py's flusher and
-      reader, or the loop itself).
+      event loop that is not a generic wrapper (else its first frame: nats-py's reader, ...);
+    - `call_site`: inclusive samples per Shoal file:line (each counted once per sample), i.e.
+      the lines of our code responsible for the time, library calls included;
+    - `project_line`: the deepest Shoal frame of each sample (self time, roughly);
+    - `leaf`: where the samples literally were (any file).
     """
     if not raw.exists():
         return {"error": f"no profile written at {raw}"}
     leaf: Counter[str] = Counter()
     line: Counter[str] = Counter()
-    function: Counter[str] = Counter()
+    site: Counter[str] = Counter()
     task: Counter[str] = Counter()
-    total = 0
+    total = waiting = 0
     for text in raw.read_text().splitlines():
         stack, _, count_text = text.rpartition(" ")
         if not count_text.isdigit():
@@ -124,30 +130,35 @@ def hot_spots(raw: Path, top: int = 15) -> dict[str, Any]:
             continue
         total += count
         func, file, lineno = frames[-1]
+        if func in WAITING:
+            waiting += count
+            continue
         leaf[f"{file}:{lineno} {func}"] += count
         ours = [f for f in frames if _is_project(f[1])]
         if ours:
             func, file, lineno = ours[-1]
             line[f"{file}:{lineno} {func}"] += count
         else:
-            line["(outside Shoal code: event loop, nats-py)"] += count
-        for name in {f"{f[1]} {f[0]}" for f in ours}:
-            function[name] += count
+            line["(no Shoal frame: nats-py, asyncio)"] += count
+        for name in {f"{f[1]}:{f[2]} {f[0]}" for f in ours if not f[1].startswith(WRAPPERS)}:
+            site[name] += count
         task[_task_of(frames)] += count
+    busy = max(total - waiting, 1)
 
     def ranked(counter: Counter[str]) -> list[dict[str, Any]]:
         return [
-            {"where": k, "samples": v, "pct": round(100 * v / total, 1)}
+            {"where": k, "samples": v, "pct": round(100 * v / busy, 1)}
             for k, v in counter.most_common(top)
         ]
 
     return {
         "samples": total,
+        "waiting_pct": round(100 * waiting / max(total, 1), 1),
         "file": str(raw),
-        "leaf": ranked(leaf),
-        "project_line": ranked(line),
-        "project_function": ranked(function),
         "task": ranked(task),
+        "call_site": ranked(site),
+        "project_line": ranked(line),
+        "leaf": ranked(leaf),
     }
 
 
@@ -170,8 +181,11 @@ def print_hot_spots(title: str, spots: dict[str, Any], views: Iterable[str] = ()
     if "error" in spots:
         print(f"{title}: {spots['error']}")
         return
-    print(f"\n{title}: {spots['samples']} samples ({spots['file']})")
-    for view in views or ("task", "project_line", "project_function", "leaf"):
+    print(
+        f"\n{title}: {spots['samples']} samples ({spots['file']}), "
+        f"{spots['waiting_pct']}% in socket writes or the loop's poll; shares of the rest:"
+    )
+    for view in views or ("task", "call_site", "project_line", "leaf"):
         print(f"  by {view.replace('_', ' ')}:")
         for row in spots[view][:10]:
             print(f"    {row['pct']:5.1f}%  {row['where']}")

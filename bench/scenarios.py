@@ -37,6 +37,7 @@ DAEMON: dict[str, Any] = {
     "Tasks": [{"Engine": {"Type": "noop", "Params": {"Sleep": "forever"}}}],
 }
 WARMUP = 5
+IDLE_WINDOW = 5.0
 
 
 def _usage_delta(before: Usage, after: Usage) -> dict[str, float]:
@@ -298,6 +299,9 @@ async def fleet_one(
 ) -> dict[str, Any]:
     async with ShoalStack(workdir, StackConfig(agents=0)) as stack:
         client = stack.client
+        idle0 = stack.orchestrator_usage()
+        await asyncio.sleep(IDLE_WINDOW)  # the orchestrator's own cost with no node at all
+        idle = _usage_delta(idle0, stack.orchestrator_usage())
         child = _fleet_child(stack, k, kind)
         probe_bus = await Bus.connect(stack.url, name="bench-probes")
         probes = VirtualFleet(
@@ -373,7 +377,10 @@ async def fleet_one(
         "peak_rss_after_registration_mib": mib(registered.hwm),
         "window_s": round(wall, 2),
         "orchestrator": orch,
-        "orchestrator_cpu_us_per_heartbeat": round(orch["cpu_s"] / beats * 1e6, 1),
+        "orchestrator_idle_cpu_share": idle["cpu_share"],
+        "orchestrator_cpu_us_per_heartbeat": round(
+            (orch["cpu_s"] - idle["cpu_share"] * wall) / beats * 1e6, 1
+        ),
         "orchestrator_nats_msgs_per_heartbeat": _per(traffic0, traffic1, beats),
         "nats_server_cpu_share": round((nats1.cpu - nats0.cpu) / wall, 3),
         "fleet_cpu_share": round((fleet1.cpu - fleet0.cpu) / wall, 3),

@@ -50,8 +50,8 @@ class DomainProxy:
     `resolve` maps host names to addresses before DNS is asked (tests map `allowed.test` to a
     local server); names resolved through DNS must not land on this machine's loopback or
     link-local addresses, so an allowed name cannot be pointed at the agent's own services.
-    Once `allow_clients` is called, only those peer addresses are served; connections that
-    arrive before it wait, so a task that starts talking at once is not refused by a race.
+    Only the peers named by `allow_clients` are served; connections that arrive before it is
+    called wait, so a task that starts talking at once is not refused by a race.
     """
 
     def __init__(
@@ -88,9 +88,9 @@ class DomainProxy:
             self._handle, self._host, self._port, limit=_HEAD_LIMIT
         )
 
-    def allow_clients(self, *addresses: str) -> None:
-        """Serve only these peers from now on (no arguments: serve anyone who can connect)."""
-        self._clients = frozenset(addresses) if addresses else None
+    def allow_clients(self, addresses: Iterable[str] | None) -> None:
+        """Serve only these peers from now on; None serves anyone who can connect."""
+        self._clients = None if addresses is None else frozenset(addresses)
         self._clients_known.set()
 
     async def close(self) -> None:

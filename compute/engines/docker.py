@@ -109,8 +109,9 @@ class DockerEngine:
         if self._docker is None:
             try:
                 self._docker = aiodocker.Docker(url=self._url)
-            except ValueError as exc:  # no DOCKER_HOST and no socket on this machine
-                raise Unavailable(f"no docker daemon configured: {exc}") from None
+            # No DOCKER_HOST, context or socket here: aiodocker 0.27 says so with an assert.
+            except (ValueError, AssertionError) as exc:
+                raise Unavailable(f"no docker daemon found: {exc or 'no socket'}") from None
         return self._docker
 
     async def close(self) -> None:
@@ -127,6 +128,7 @@ class DockerEngine:
                     await self._client().version()
         except (ShoalError, TimeoutError) as exc:
             log.info("docker engine unusable: %s", exc or "the daemon did not answer in time")
+            await self.close()  # an engine that is not advertised is never closed by anyone
             return False
         return True
 
@@ -270,25 +272,25 @@ class DockerEngine:
             err = stack.enter_context(request.stderr_path.open("ab", buffering=0))
             # Attached before start (as `docker run` does), so no early output is missed; no
             # log replay: the daemon may send lines both replayed and live, duplicating them.
+            # (Entered by hand: Stream's __aexit__ signature does not fit enter_async_context.)
             stream = container.attach(stdout=True, stderr=True, logs=False)
             stack.push_async_callback(stream.close)
             with _map_docker_errors("attach to container"):
-                await (
-                    stream.__aenter__()
-                )  # Stream's __aexit__ signature defeats enter_async_context
+                await stream.__aenter__()
             pump = asyncio.create_task(_pump(stream, out, err))
             try:
                 with _map_docker_errors("start container"):
                     await container.start()
                 if proxy is not None:
-                    proxy.allow_clients(await _address_on(container, network_mode))
+                    proxy.allow_clients(await _addresses_on(container, network_mode))
+                status: dict[str, Any] = {}
                 try:
                     async with asyncio.timeout(request.timeout):
                         with _map_docker_errors("wait for container"):
                             status = await container.wait()
                 except TimeoutError:
                     timed_out = True
-                    status = await self._kill(container)
+                    await self._kill(container)
                 await _drain(pump, request.execution_id)
             finally:
                 if not pump.done():
@@ -310,13 +312,14 @@ class DockerEngine:
         wait_error = (status.get("Error") or {}).get("Message", "")
         return RunResult(exit_code=exit_code, error=wait_error)
 
-    async def _kill(self, container: DockerContainer) -> dict[str, Any]:
+    async def _kill(self, container: DockerContainer) -> None:
+        """SIGKILL and wait for the end, best effort: the final force-remove kills it anyway."""
         with contextlib.suppress(ShoalError), _map_docker_errors("kill container"):
             await container.kill()  # 409 when it exited meanwhile: fine either way
-        with _map_docker_errors("wait for killed container"):
+        with contextlib.suppress(ShoalError, TimeoutError):
             async with asyncio.timeout(_KILL_TIMEOUT):
-                result: dict[str, Any] = await container.wait()
-        return result
+                with _map_docker_errors("wait for killed container"):
+                    await container.wait()
 
     async def _remove(self, container: DockerContainer) -> None:
         """Force-remove (kills too); shielded so a second cancellation cannot leak it."""
@@ -455,14 +458,13 @@ def _proxy_env(url: str) -> dict[str, str]:
     }
 
 
-async def _address_on(container: DockerContainer, network: str) -> str:
+async def _addresses_on(container: DockerContainer, network: str) -> list[str]:
+    """The container's address on `network`; none once it has exited (then nobody is served)."""
     with _map_docker_errors("inspect container"):
         info = await container.show()
     networks = (info.get("NetworkSettings") or {}).get("Networks") or {}
     address = (networks.get(network) or {}).get("IPAddress", "")
-    if not address:
-        raise ExecutionFailed(f"the container got no address on {network}", retryable=True)
-    return str(address)
+    return [str(address)] if address else []
 
 
 async def _pump(stream: Stream, out: io.RawIOBase, err: io.RawIOBase) -> None:

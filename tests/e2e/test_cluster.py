@@ -167,7 +167,7 @@ async def test_replicated_state_survives_losing_a_server(cluster: Cluster, tmp_p
             assert view.state == "Completed", view
             assert {e.node_id for e in view.executions} == set(NODES)
             out = b"".join([line.data async for line in alice.logs(job_id)])
-            assert out == b"ok\nok\n"
+            assert out == b"ok\nok\n", (view.executions, await alice.history(job_id))
 
 
 async def test_one_leader_and_failover(cluster: Cluster, tmp_path: Path) -> None:

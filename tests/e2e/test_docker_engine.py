@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -59,6 +58,16 @@ def request(tmp_path: Path, *script: str, **kwargs: Any) -> RunRequest:
         stderr_path=stderr,
         **kwargs,
     )
+
+
+async def docker_cli(*args: str) -> str:
+    """Run the docker CLI (to plant containers the engine did not make); its stdout."""
+    proc = await asyncio.create_subprocess_exec(
+        "docker", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    stdout, stderr = await proc.communicate()
+    assert proc.returncode == 0, f"docker {' '.join(args)}: {stderr.decode()}"
+    return stdout.decode().strip()
 
 
 def out(req: RunRequest) -> str:
@@ -208,7 +217,12 @@ async def test_cancellation_removes_the_container(engine: DockerEngine, tmp_path
     await eventually(lambda: out(req) == "started\n", what="the task to start", timeout=30)
     [found] = await engine.containers()
     assert found["name"] == container_name(req.execution_id)
-    assert found["state"] == "running"
+    # The daemon's container list catches up with the start a moment later.
+
+    async def running() -> bool:
+        return [c["state"] for c in await engine.containers()] == ["running"]
+
+    await eventually(running, what="the container to be listed as running")
     assert found["labels"] == {
         "shoal.job": "j-cancel",
         "shoal.execution": req.execution_id,
@@ -235,21 +249,8 @@ async def test_network_bridge_has_an_interface(engine: DockerEngine, tmp_path: P
 async def test_cleanup_removes_stray_containers(engine: DockerEngine, tmp_path: Path) -> None:
     require(shutil.which("docker") is not None, "needs the docker CLI to plant stray containers")
     for execution in ("e-stray", "e-keep"):
-        subprocess.run(
-            [
-                "docker",
-                "create",
-                "--label",
-                f"shoal.node={engine.node_id}",
-                "--label",
-                f"shoal.execution={execution}",
-                IMAGE,
-                "sleep",
-                "30",
-            ],
-            check=True,
-            capture_output=True,
-        )
+        labels = [f"shoal.node={engine.node_id}", f"shoal.execution={execution}"]
+        await docker_cli("create", "--label", labels[0], "--label", labels[1], IMAGE, "sleep", "9")
     assert len(await engine.containers()) == 2
     assert await engine.cleanup({"e-keep"}) == 1
     [left] = await engine.containers()
@@ -328,7 +329,8 @@ async def test_http_network_allows_only_listed_domains(
         f"wget -q -O - http://allowed.test.evil:{port}/d || echo DENIED-d; "
         # A CONNECT tunnel (what HTTPS clients use), spoken by hand through nc.
         "proxy=${http_proxy#http://}; "
-        f'printf "CONNECT allowed.test:{port} HTTP/1.1\\r\\n\\r\\nGET /tunnel HTTP/1.0\\r\\n\\r\\n" '
+        f'printf "CONNECT allowed.test:{port} HTTP/1.1\\r\\n\\r\\n'
+        'GET /tunnel HTTP/1.0\\r\\n\\r\\n" '
         "| nc ${proxy%:*} ${proxy#*:} | tail -n 1; "
         f'printf "CONNECT blocked.test:{port} HTTP/1.1\\r\\n\\r\\n" '
         "| nc ${proxy%:*} ${proxy#*:} | head -n 1"
@@ -348,20 +350,9 @@ async def test_http_network_has_no_direct_route_out(
 ) -> None:
     """A server on the default bridge answers a Full-network task but not an HTTP one."""
     require(shutil.which("docker") is not None, "needs the docker CLI to start a peer server")
-    started = subprocess.run(
-        ["docker", "run", "-d", "--rm", IMAGE, "httpd", "-f", "-p", "8080", "-h", "/etc"],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    peer = started.stdout.strip()
+    peer = await docker_cli("run", "-d", "--rm", IMAGE, "httpd", "-f", "-p", "8080", "-h", "/etc")
     try:
-        address = subprocess.run(
-            ["docker", "inspect", "-f", "{{.NetworkSettings.IPAddress}}", peer],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
+        address = await docker_cli("inspect", "-f", "{{.NetworkSettings.IPAddress}}", peer)
         fetch = (
             f"for i in 1 2 3 4 5; do wget -q -O - http://{address}:8080/passwd && exit 0; "
             "sleep 1; done; exit 1"
@@ -377,4 +368,4 @@ async def test_http_network_has_no_direct_route_out(
         assert (await http_engine.run(req)).exit_code != 0
         assert "root:" not in out(req)
     finally:
-        subprocess.run(["docker", "rm", "-f", peer], capture_output=True)
+        await docker_cli("rm", "-f", peer)

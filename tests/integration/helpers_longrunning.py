@@ -21,15 +21,25 @@ from tests.integration.stack import FAST, Stack
 
 
 class LongStack(Stack):
-    """A Stack that stops the orchestrator before the agents.
+    """A Stack that stops the orchestrator first, and gets it unstuck if it hangs.
 
-    Long-running executions are still running at teardown; stopping the agents first makes
-    them report a burst of updates while the orchestrator is being cancelled, which hits
-    the shutdown hang documented by `test_orchestrator_stop_returns_while_updates_flow`.
+    Long-running executions still run at teardown. Stopping the agents first (the plain
+    Stack's order) makes them report a burst of updates while the orchestrator is cancelled,
+    which hits the shutdown hang documented by
+    `test_daemon.py::test_orchestrator_stop_returns_while_updates_flow`; a rollout still in
+    flight at teardown can hit it too. Until that is fixed, re-cancel what swallowed the
+    cancellation rather than let every such test hang for its whole timeout.
     """
 
     async def close(self) -> None:
-        await self.stop_orchestrator()
+        if self.orchestrator is not None:
+            stopping = asyncio.ensure_future(self.stop_orchestrator())
+            while not (await asyncio.wait([stopping], timeout=1.0))[0]:
+                print("LongStack: Orchestrator.stop() is stuck; cancelling its loops again")
+                for task in asyncio.all_tasks():
+                    if task.cancelling() and task not in (stopping, asyncio.current_task()):
+                        task.cancel()
+            stopping.result()
         await super().close()
 
 
@@ -122,6 +132,33 @@ async def sampling(
         task.cancel()  # a no-op if it already ended
         with contextlib.suppress(asyncio.CancelledError):
             await task  # re-raises a failure of the sampler itself
+
+
+def history_counts(events: Iterable[wire.JobEvent], since: float) -> list[tuple[float, int, int]]:
+    """Replay a job's history: (time, running, live) after every execution event from `since`.
+
+    Exact where a 50 ms sampler is not: the noop engine runs at once, so a whole rollout can
+    take less time than two samples. The counts are the orchestrator's view (an execution
+    stops counting when it is recorded cancelled, before its node actually stops it).
+    """
+    run: set[str] = set()
+    alive: set[str] = set()
+    out: list[tuple[float, int, int]] = []
+    for e in sorted(events, key=lambda e: e.at):
+        if e.kind != "execution":
+            continue
+        if e.state in wire.LIVE_COMPUTE_STATES:
+            alive.add(e.execution_id)
+        if e.state == "running":
+            run.add(e.execution_id)
+        elif e.state in wire.TERMINAL_COMPUTE_STATES:
+            run.discard(e.execution_id)
+            alive.discard(e.execution_id)
+        if e.at >= since:
+            if not out:
+                out.append((since, len(run), len(alive)))
+            out.append((e.at, len(run), len(alive)))
+    return out
 
 
 class AgentProcess:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import msgspec
@@ -16,6 +17,7 @@ from tests.integration.helpers_jobs import agent_running, noop_job
 from tests.integration.helpers_longrunning import (
     Sample,
     forever,
+    history_counts,
     live,
     long_stack,
     running,
@@ -122,16 +124,28 @@ async def test_service_versions_describe_old_version_and_rerun(
         assert _params((await client.describe(job_id)).spec)["Stdout"] == "v2\n"
 
 
-def _check_rollout(samples: list[Sample], count: int) -> None:
+async def _check_rollout(
+    client: ShoalClient, job_id: str, samples: list[Sample], since: float, count: int
+) -> None:
+    """Never below Count-1 running, never above Count+1 live: in the ~50 ms samples, and
+    exactly, in the job's history since the update was submitted."""
     assert samples, "the sampler took no samples"
-    fewest = min(s.running for s in samples)
-    most = max(s.live for s in samples)
+
+    async def settled() -> list[tuple[float, int, int]]:
+        # history is appended just after the KV write the caller saw: let it catch up
+        replay = history_counts(await client.history(job_id), since)
+        return replay if replay and replay[-1][1:] == (count, count) else []
+
+    replay = await eventually(settled, timeout=5, what="history to show the rollout done")
     print(
-        f"\nrollout: {len(samples)} samples over {samples[-1].at - samples[0].at:.2f}s, "
-        f"running replicas min {fewest}, live executions max {most}"
+        f"\nrollout: {replay[-1][0] - since:.3f}s; {len(samples)} samples, running min "
+        f"{min(s.running for s in samples)}; history: running min "
+        f"{min(r for _, r, _ in replay)}, live max {max(n for _, _, n in replay)}"
     )
-    assert fewest >= count - 1, [s.running for s in samples]
-    assert most <= count + 1, [s.live for s in samples]
+    assert min(s.running for s in samples) >= count - 1, [s.running for s in samples]
+    assert max(s.live for s in samples) <= count + 1, [s.live for s in samples]
+    assert min(r for _, r, _ in replay) >= count - 1, replay
+    assert max(n for _, _, n in replay) <= count + 1, replay
 
 
 async def _rolled(client: ShoalClient, job_id: str, version: int, count: int) -> bool:
@@ -157,6 +171,7 @@ async def test_service_update_replaces_replicas_one_at_a_time(
         await eventually(both_running, what="2 v1 replicas")
         v1_ids = {e.id for e in (await client.describe(job_id)).executions}
 
+        since = time.time()
         async with sampling(client, job_id) as samples:
             v2 = forever("web", type="service", count=2, stdout="v2\n")
             reply = await client.submit_full(v2)
@@ -164,7 +179,7 @@ async def test_service_update_replaces_replicas_one_at_a_time(
             await eventually(
                 lambda: _rolled(client, job_id, 2, 2), timeout=8, what="2 v2 replicas, no v1"
             )
-        _check_rollout(samples, count=2)
+        await _check_rollout(client, job_id, samples, since, count=2)
 
         view = await client.describe(job_id)
         assert view.state == "Running", view
@@ -174,11 +189,12 @@ async def test_service_update_replaces_replicas_one_at_a_time(
         assert all("new version" in e.error for e in old.executions), old
 
         # rerun: version 3, rolled out the same way.
+        since = time.time()
         async with sampling(client, job_id) as samples:
             again = await client.rerun(job_id)
             assert (again.job_id, again.version) == (job_id, 3), again
             await eventually(lambda: _rolled(client, job_id, 3, 2), timeout=8, what="2 v3")
-        _check_rollout(samples, count=2)
+        await _check_rollout(client, job_id, samples, since, count=2)
         v3_ids = {e.id for e in running((await client.describe(job_id)).executions)}
         await eventually(
             lambda: set().union(*(agent_running(a) for a in s.agents.values())) == v3_ids,
@@ -195,13 +211,14 @@ async def test_daemon_update_rolls_node_by_node(nats_server: EmbeddedNats, tmp_p
             return len(running((await client.describe(job_id)).executions)) == 3
 
         await eventually(everywhere, what="v1 on every node")
+        since = time.time()
         async with sampling(client, job_id) as samples:
             reply = await client.submit_full(forever("agentd", type="daemon", stdout="v2\n"))
             assert reply.version == 2, reply
             await eventually(
                 lambda: _rolled(client, job_id, 2, 3), timeout=8, what="v2 on every node"
             )
-        _check_rollout(samples, count=3)
+        await _check_rollout(client, job_id, samples, since, count=3)
         view = await client.describe(job_id)
         assert sorted(e.node_id for e in running(view.executions)) == list(s.agents), view
         for agent in s.agents.values():

@@ -1,0 +1,142 @@
+"""Docker jobs end to end: corpus specs through orchestrator, agent, dockerd, logs and results."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+
+from compute.engines.docker import DockerEngine
+from compute.inputs import AllowedPath
+from shared.natsserver import EmbeddedNats
+from shared.spec import load_spec
+from tests.conftest import require
+from tests.integration.stack import Stack, stack
+
+pytestmark = pytest.mark.docker
+
+CORPUS = Path(__file__).resolve().parents[3] / "shared" / "compat" / "bacalhau-specs"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+IMAGE = "busybox:1.37.0"
+SETUP = "run .ci/docker-setup.sh to start dockerd and build the local busybox image"
+
+
+@asynccontextmanager
+async def docker_stack(url: str, tmp: Path, **agent_kwargs: object) -> AsyncIterator[Stack]:
+    """One agent offering docker (and noop); skips, or fails under CI, without dockerd."""
+    probe = DockerEngine()
+    try:
+        require(await probe.probe(), f"needs a reachable docker daemon ({SETUP})")
+        require(await probe.has_image(IMAGE), f"needs the image {IMAGE} ({SETUP})")
+    finally:
+        await probe.close()
+    async with stack(url, tmp, agents=1, engines=("docker", "noop"), **agent_kwargs) as s:
+        try:
+            assert "docker" in s.agents["node-0"].engines
+            yield s
+        finally:
+            for agent in s.agents.values():  # the agent does not close its engines itself
+                engine = agent.engines.get("docker")
+                if isinstance(engine, DockerEngine):
+                    await engine.close()
+
+
+def corpus(name: str) -> str:
+    path = CORPUS / name
+    require(path.exists(), f"needs the compatibility corpus at {CORPUS}")
+    return path.read_text()
+
+
+async def test_output_spec_publishes_its_result_file(
+    nats_server: EmbeddedNats, tmp_path: Path
+) -> None:
+    async with docker_stack(nats_server.url, tmp_path) as s, await s.client() as client:
+        job_id = await client.submit(corpus("docker-output.yaml"))
+        view = await client.wait(job_id, timeout=60)
+        assert view.state == "Completed", view
+        [folder] = await client.results(job_id, tmp_path / "results")
+        assert (folder / "output_custom" / "output.txt").read_text() == "15\n"
+
+
+async def test_hello_world_prints(nats_server: EmbeddedNats, tmp_path: Path) -> None:
+    async with docker_stack(nats_server.url, tmp_path) as s, await s.client() as client:
+        job_id = await client.submit(corpus("hello_world.yml"))
+        view = await client.wait(job_id, timeout=60)
+        assert view.state == "Completed", view
+        lines = [line async for line in client.logs(job_id)]
+        assert b"".join(x.data for x in lines if x.stream == "stdout") == b"hello bacalhau world\n"
+        assert not any(x.data for x in lines if x.stream == "stderr")
+
+
+async def test_log_emitter_keeps_streams_apart(nats_server: EmbeddedNats, tmp_path: Path) -> None:
+    # busybox sh (hush/ash) knows `[[ ]]`, so the corpus script runs unchanged: 10 lines, ~5 s.
+    async with docker_stack(nats_server.url, tmp_path) as s, await s.client() as client:
+        job_id = await client.submit(corpus("log_emitter.yml"))
+        view = await client.wait(job_id, timeout=60)
+        assert view.state == "Completed", view
+        lines = [line async for line in client.logs(job_id)]
+        stdout = b"".join(x.data for x in lines if x.stream == "stdout").decode().splitlines()
+        stderr = b"".join(x.data for x in lines if x.stream == "stderr").decode().splitlines()
+        assert [line.split()[:2] for line in stdout] == [
+            ["STDOUT", str(n)] for n in (1, 3, 5, 7, 9)
+        ]
+        assert [line.split()[:2] for line in stderr] == [
+            ["STDERR", str(n)] for n in (2, 4, 6, 8, 10)
+        ]
+
+
+async def test_local_directory_input_and_result_paths(
+    nats_server: EmbeddedNats, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.txt").write_text("hello world\n")
+    (data / "b.txt").write_text("one two three\n")
+    spec = f"""
+Name: count words
+Type: batch
+Count: 1
+Tasks:
+  - Name: main
+    Engine:
+      Type: docker
+      Params:
+        Image: {IMAGE}
+        Entrypoint: [/bin/sh, -c]
+        Parameters:
+          - cat /inputs/*.txt | wc -w > /outputs/result.txt; ls /inputs
+    InputSources:
+      - Source:
+          Type: localDirectory
+          Params:
+            SourcePath: {data}
+        Target: /inputs
+    ResultPaths:
+      - Name: outputs
+        Path: /outputs
+    Publisher:
+      Type: local
+"""
+    allowed = (AllowedPath(data.resolve()),)
+    async with (
+        docker_stack(nats_server.url, tmp_path, allow_local_paths=allowed) as s,
+        await s.client() as client,
+    ):
+        job_id = await client.submit(spec)
+        view = await client.wait(job_id, timeout=60)
+        assert view.state == "Completed", view
+        [folder] = await client.results(job_id, tmp_path / "results")
+        assert (folder / "outputs" / "result.txt").read_text().strip() == "5"
+        out = b"".join([x.data async for x in client.logs(job_id) if x.stream == "stdout"])
+        assert out == b"a.txt\nb.txt\n"
+    assert sorted(p.name for p in data.iterdir()) == ["a.txt", "b.txt"]  # mounted read-only
+
+
+async def test_example_spec_is_valid() -> None:
+    spec = load_spec((EXAMPLES / "docker-local-input.yaml").read_text())
+    task = spec.task
+    assert task.engine.type == "docker"
+    assert [s.target for s in task.input_sources] == ["/inputs"]
+    assert [(r.name, r.path) for r in task.result_paths] == [("outputs", "/outputs")]
