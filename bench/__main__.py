@@ -202,7 +202,10 @@ def _rows(results: dict[str, Any], compare: dict[str, Any]) -> list[Row]:
                 verdict(o["peak_rss_mib"] * 2**20 < 500e6) if big else "",
             ),
             Row(
-                f"fleet {k}", "CPU per heartbeat", f"{run['orchestrator_cpu_us_per_heartbeat']} us"
+                f"fleet {k}",
+                "CPU per heartbeat (above idle)",
+                f"{run['orchestrator_cpu_us_per_heartbeat']} us "
+                f"(idle {run['orchestrator_idle_cpu_share']:.3f} core)",
             ),
             Row(f"fleet {k}", "node KV writes", f"{run['node_kv_writes_per_s']}/s"),
             Row(

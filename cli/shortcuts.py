@@ -33,7 +33,8 @@ def _common(f: Any) -> Any:
             click.option("--wait/--no-wait", default=True, show_default=True),
             click.option("--wait-timeout", type=float, default=600.0, show_default=True),
             click.option("--id-only", is_flag=True),
-            click.option("-o", "--output", "fmt", type=FORMATS, default="table", show_default=True),
+            click.option("--format", "fmt", type=FORMATS, default="table", show_default=True,
+                     help="How to print the finished job."),
         ]
     ):
         f = option(f)
@@ -112,6 +113,128 @@ def wasm_run(
                         "InputSources": [
                             {"Source": {"Type": "inline", "Params": {"URL": url}}, "Target": target}
                         ],
+                        **_task_extras(env, memory, cpu, timeout),
+                    }
+                ],
+            }
+        )
+    submit_and_wait(ctx, spec, wait=wait, wait_timeout=wait_timeout, id_only=id_only, fmt=fmt)
+
+
+def _input_source(text: str) -> dict[str, Any]:
+    """`-i SOURCE[:TARGET]` like Bacalhau: file:///dir, s3://bucket/key, ipfs://CID, http(s)://."""
+    source, target = text, ""
+    scheme, sep, rest = text.partition("://")
+    if (sep and ":" in rest.rsplit("/", 1)[-1]) or (sep and rest.count(":/") == 1):
+        head, _, tail = rest.rpartition(":")
+        if tail.startswith("/"):
+            source, target = f"{scheme}://{head}", tail
+    scheme, _, rest = source.partition("://")
+    if scheme == "file":
+        src = {"Type": "localDirectory", "Params": {"SourcePath": "/" + rest.lstrip("/")}}
+    elif scheme == "s3":
+        bucket, _, key = rest.partition("/")
+        src = {"Type": "s3", "Params": {"Bucket": bucket, "Key": key}}
+    elif scheme == "ipfs":
+        src = {"Type": "ipfs", "Params": {"CID": rest}}
+    elif scheme in ("http", "https"):
+        src = {"Type": "urlDownload", "Params": {"URL": source}}
+    else:
+        raise InvalidSpec(
+            f"-i {text!r}: use file:///dir, s3://bucket/key, ipfs://CID or "
+            "http(s)://url, optionally followed by :/target"
+        )
+    return {"Source": src, "Target": target or "/inputs"}
+
+
+@click.group()
+def docker() -> None:
+    """Run containers."""
+
+
+@docker.command("run", context_settings={"ignore_unknown_options": True})
+@click.argument("image")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@click.option(
+    "-i",
+    "--input",
+    "inputs",
+    multiple=True,
+    metavar="SOURCE[:TARGET]",
+    help="Input: file:///dir, s3://bucket/key, ipfs://CID, https://url (+ :/target).",
+)
+@click.option(
+    "-o",
+    "--output",
+    "outputs",
+    multiple=True,
+    metavar="NAME:PATH",
+    help="Result path to publish (repeatable), e.g. outputs:/outputs.",
+)
+@click.option("-p", "--publisher", default="", help="nats (default), local, s3, ipfs, noop.")
+@click.option(
+    "--network",
+    default="None",
+    show_default=True,
+    help="None, Full, Host, Bridge or HTTP (with --domain).",
+)
+@click.option("--domain", "domains", multiple=True, help="Allowed domain for --network HTTP.")
+@click.option("--entrypoint", default=None, help="Override the image's entrypoint.")
+@click.option("-w", "--workdir", default="", help="Working directory in the container.")
+@_common
+@click.pass_context
+def docker_run(
+    ctx: click.Context,
+    image: str,
+    command: tuple[str, ...],
+    inputs: tuple[str, ...],
+    outputs: tuple[str, ...],
+    publisher: str,
+    network: str,
+    domains: tuple[str, ...],
+    entrypoint: str | None,
+    workdir: str,
+    name: str,
+    env: tuple[str, ...],
+    memory: str | None,
+    cpu: str | None,
+    timeout: float,
+    constraints: tuple[str, ...],
+    wait: bool,
+    wait_timeout: float,
+    id_only: bool,
+    fmt: str,
+) -> None:
+    """Run IMAGE [COMMAND...] as a batch job (like `bacalhau docker run`)."""
+    with errors_to_exit():
+        results = []
+        for item in outputs:
+            rname, sep, path = item.partition(":")
+            if not sep:
+                raise InvalidSpec(f"-o {item!r}: expected NAME:PATH, e.g. outputs:/outputs")
+            results.append({"Name": rname, "Path": path})
+        params: dict[str, Any] = {
+            "Image": image,
+            "Parameters": list(command),
+            "WorkingDirectory": workdir,
+        }
+        if entrypoint:
+            params["Entrypoint"] = [entrypoint]
+        spec = spec_from_data(
+            {
+                "Name": name,
+                "Type": "batch",
+                "Constraints": [
+                    {"Key": k, "Operator": "=", "Values": [v]}
+                    for k, v in _pairs(constraints, "-l").items()
+                ],
+                "Tasks": [
+                    {
+                        "Engine": {"Type": "docker", "Params": params},
+                        "Publisher": {"Type": publisher},
+                        "InputSources": [_input_source(i) for i in inputs],
+                        "ResultPaths": results,
+                        "Network": {"Type": network, "Domains": list(domains)},
                         **_task_extras(env, memory, cpu, timeout),
                     }
                 ],

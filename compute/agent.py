@@ -28,6 +28,7 @@ from shared.bus import Bus, Message
 from shared.errors import InvalidSpec, ShoalError
 from shared.lifecycle import Supervisor
 from shared.spec import JobSpec, spec_from_data
+from shared.spec.params import DockerParams
 
 log = logging.getLogger(__name__)
 
@@ -70,16 +71,20 @@ def _machine_memory() -> int:
         return 4 * 1024**3
 
 
-def make_engines(names: tuple[str, ...]) -> dict[str, Engine]:
-    known: dict[str, type] = {"wasm": WasmEngine, "noop": NoopEngine}
-    if "docker" in names:
-        try:
-            from compute.engines.docker import DockerEngine
+def make_engines(names: tuple[str, ...], node_id: str) -> dict[str, Engine]:
+    engines: dict[str, Engine] = {}
+    for name in names:
+        if name == "wasm":
+            engines[name] = WasmEngine()
+        elif name == "noop":
+            engines[name] = NoopEngine()
+        elif name == "docker":
+            from compute.engines.docker import DockerEngine  # aiodocker only when asked for
 
-            known["docker"] = DockerEngine
-        except ImportError:
-            log.warning("the docker engine is not available in this build")
-    return {n: known[n]() for n in names if n in known}
+            engines[name] = DockerEngine(node_id=node_id)
+        else:
+            log.warning("unknown engine %r: not advertising it", name)
+    return engines
 
 
 @dataclass(slots=True)
@@ -129,8 +134,14 @@ class ComputeAgent:
 
     async def start(self, *, subscribe: bool = True) -> None:
         """Probe engines, listen for bids/commands (unless a Fleet routes them), heartbeat."""
-        candidates = self._engines_given or make_engines(self.config.engines)
+        candidates = self._engines_given or make_engines(self.config.engines, self.node_id)
         self.engines = {n: e for n, e in candidates.items() if await e.probe()}
+        docker = self.engines.get("docker")
+        cleanup = getattr(docker, "cleanup", None)
+        if cleanup is not None:  # containers left behind by a crashed run of this node
+            removed = await cleanup(set(self._running))
+            if removed:
+                log.warning("%s: removed %d stray containers", self.node_id, removed)
         for name in self.config.engines:
             if name not in self.engines:
                 log.warning(
@@ -158,6 +169,10 @@ class ComputeAgent:
         if tasks:
             await asyncio.wait(tasks, timeout=grace)
         await self._children.stop()
+        for engine in self.engines.values():
+            close = getattr(engine, "close", None)
+            if close is not None:
+                await close()
 
     async def __aenter__(self) -> ComputeAgent:
         await self.start()
@@ -298,10 +313,26 @@ class ComputeAgent:
         known = order.execution_id in self._running or order.execution_id in self._finished
         reason = None if known else self.refusal(spec)
         if reason is None and not known:
+            reason = await self._image_refusal(spec)
+        if reason is None and not known:
             self._launch(order, spec)
         await self.bus.respond(
             msg, wire.encode(wire.BidReply(accepted=reason is None, reason=reason or ""))
         )
+
+    async def _image_refusal(self, spec: JobSpec) -> str | None:
+        """A docker task needs its image here: no registry may be reachable to pull it."""
+        engine = self.engines.get(spec.task.engine.type)
+        has_image = getattr(engine, "has_image", None)
+        if has_image is None:
+            return None
+        image = DockerParams.model_validate(spec.task.engine.params).image
+        try:
+            if not await has_image(image):
+                return f"image {image} is not on this node (and this node does not pull)"
+        except ShoalError as exc:
+            return f"docker is not answering: {exc}"
+        return None
 
     async def on_command(self, msg: Message) -> None:
         try:

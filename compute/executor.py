@@ -151,6 +151,7 @@ async def _run(
             mounts=tuple(mounts),
             memory_bytes=task.resources.memory_bytes or None,
             cpu_millis=task.resources.cpu_millis or None,
+            gpus=task.resources.gpus,
             timeout=timeout or None,
             network=task.network.type,
             domains=tuple(task.network.domains),
