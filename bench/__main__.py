@@ -174,6 +174,11 @@ def _rows(results: dict[str, Any], compare: dict[str, Any]) -> list[Row]:
         o = r["orchestrator"]
         rows += [
             Row("throughput", f"jobs/s (n={r['n']}, {r['agents']} agents)", f"{r['jobs_per_s']}"),
+            Row(
+                "throughput",
+                "submit phase / tail after it",
+                f"{r['submit_phase_s']} s / {r['tail_after_last_submit_s']} s",
+            ),
             Row("throughput", "orchestrator CPU", f"{o['cpu_s']} s ({o['cpu_ms_per_job']} ms/job)"),
             Row("throughput", "orchestrator peak RSS", f"{o['peak_rss_mib']} MiB"),
         ]
@@ -186,7 +191,11 @@ def _rows(results: dict[str, Any], compare: dict[str, Any]) -> list[Row]:
         big = k >= 10_000
         detect = run["silence_detected_s"]
         rows += [
-            Row(f"fleet {k}", "registration", f"{run['register_s']} s"),
+            Row(
+                f"fleet {k}",
+                "registration (hellos per node)",
+                f"{run['register_s']} s ({run['hellos_per_node_while_registering']})",
+            ),
             Row(
                 f"fleet {k}",
                 "orchestrator CPU share",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -139,7 +140,7 @@ async def throughput(
             event = wire.decode(msg.data, wire.JobEvent)
             if event.kind == "job" and event.state in wire.TERMINAL_JOB_STATES:
                 ended.setdefault(event.job_id, (event.state, time.perf_counter()))
-                if len(ended) >= n + WARMUP:
+                if len(ended) >= n:
                     all_ended.set()
 
         # One wildcard subscription to the job histories (what client.wait() listens to),
@@ -186,6 +187,9 @@ async def throughput(
         "seconds": round(elapsed, 3),
         "jobs_per_s": round(completed / elapsed, 1) if elapsed > 0 else 0.0,
         "submits_per_s": round(n / (t_submitted - t0), 1),
+        # If the tail after the last submit reply is short, the submit path is the limit.
+        "submit_phase_s": round(t_submitted - t0, 3),
+        "tail_after_last_submit_s": round(t_end - t_submitted, 3),
         "orchestrator": {**orch, "cpu_ms_per_job": round(orch["cpu_s"] * 1000 / n, 2)},
         "orchestrator_nats_msgs_per_job": _per(traffic0, traffic1, n),
         "nats_server_cpu_s": round(nats1.cpu - nats0.cpu, 3),
@@ -202,8 +206,6 @@ async def throughput(
 
 def product_has_virtual() -> bool:
     """True once `shoal compute --virtual K` exists (then the product's own fleet is used)."""
-    import subprocess
-
     done = subprocess.run(
         [str(SHOAL), "compute", "--help"], capture_output=True, text=True, check=False
     )
@@ -244,18 +246,25 @@ def _fleet_child(stack: ShoalStack, k: int, kind: str) -> Child:
     return Child(f"fleet-{k}", args, stack.logs)
 
 
-async def _count_heartbeating(bus: Bus, k: int, child: Child, timeout: float) -> float:
-    """Seconds until k distinct nodes heartbeat (agents heartbeat only once registered)."""
+async def _count_heartbeating(bus: Bus, k: int, child: Child, timeout: float) -> tuple[float, int]:
+    """Seconds until k distinct nodes heartbeat (agents heartbeat only once registered), and
+    how many hellos were sent meanwhile (retries of unanswered ones included)."""
     seen: set[str] = set()
     reached = asyncio.Event()
+    hellos = 0
 
     async def on_beat(msg: Message) -> None:
         seen.add(subjects.node_of(msg.subject))
         if len(seen) >= k:
             reached.set()
 
+    async def on_hello(msg: Message) -> None:
+        nonlocal hellos
+        hellos += 1
+
     started = time.monotonic()
     sub = await bus.subscribe(subjects.ALL_HEARTBEATS, on_beat)
+    hello_sub = await bus.subscribe(subjects.ALL_HELLOS, on_hello)
     try:
         while not reached.is_set():
             child.check()
@@ -265,7 +274,8 @@ async def _count_heartbeating(bus: Bus, k: int, child: Child, timeout: float) ->
                 await asyncio.wait_for(reached.wait(), 1.0)
     finally:
         await sub.unsubscribe()
-    return time.monotonic() - started
+        await hello_sub.unsubscribe()
+    return time.monotonic() - started, hellos
 
 
 async def _silence_detection(stack: ShoalStack, probes: VirtualFleet) -> list[float]:
@@ -308,7 +318,7 @@ async def fleet_one(
             probe_bus, [f"probe-{i}" for i in range(3)], interval=stack.config.heartbeat_interval
         )
         try:
-            register_s = await _count_heartbeating(client.bus, k, child, timeout=240.0)
+            register_s, hellos = await _count_heartbeating(client.bus, k, child, timeout=240.0)
             probes.start()
             await probes.register()
             registered = stack.orchestrator_usage()
@@ -374,6 +384,7 @@ async def fleet_one(
         "heartbeat_interval_s": stack.config.heartbeat_interval,
         "disconnect_timeout_s": stack.config.disconnect_timeout,
         "register_s": round(register_s, 2),
+        "hellos_per_node_while_registering": round(hellos / k, 2),
         "peak_rss_after_registration_mib": mib(registered.hwm),
         "window_s": round(wall, 2),
         "orchestrator": orch,

@@ -7,7 +7,7 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,13 +89,6 @@ async def node_connection(client: ShoalClient, node_id: str, wanted: str) -> boo
         return False
 
 
-async def timed(check: Callable[[], Awaitable[Any]]) -> tuple[Any, float]:
-    """Await `check()` and return (its result, seconds it took)."""
-    started = time.monotonic()
-    result = await check()
-    return result, time.monotonic() - started
-
-
 @dataclass
 class Sample:
     at: float
@@ -111,9 +104,10 @@ async def sampling(
     """Poll `client.executions(job)` every ~50 ms in the background while the body runs;
     the yielded list fills with samples (running and live execution counts)."""
     samples: list[Sample] = []
+    done = asyncio.Event()
 
     async def poll() -> None:
-        while True:
+        while not done.is_set():
             execs = await client.executions(job_id)
             samples.append(
                 Sample(
@@ -123,15 +117,18 @@ async def sampling(
                     frozenset(e.id for e in running(execs)),
                 )
             )
-            await asyncio.sleep(interval)  # the sampling period, not synchronisation
+            with contextlib.suppress(TimeoutError):  # the sampling period
+                async with asyncio.timeout(interval):
+                    await done.wait()
 
+    # Ended by an event, not cancel(): a request's reply racing a cancellation can swallow
+    # it (asyncio.wait_for on 3.11), and the loop would then never end.
     task = asyncio.create_task(poll())
     try:
         yield samples
     finally:
-        task.cancel()  # a no-op if it already ended
-        with contextlib.suppress(asyncio.CancelledError):
-            await task  # re-raises a failure of the sampler itself
+        done.set()
+        await task  # re-raises a failure of the sampler itself
 
 
 def history_counts(events: Iterable[wire.JobEvent], since: float) -> list[tuple[float, int, int]]:
