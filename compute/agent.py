@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import platform
@@ -27,7 +26,7 @@ from shared import ipfs, subjects, wire
 from shared.bus import Bus, Message
 from shared.errors import InvalidSpec, ShoalError
 from shared.lifecycle import Supervisor
-from shared.spec import JobSpec, spec_from_data
+from shared.spec import JobSpec, spec_from_canonical
 from shared.spec.params import DockerParams
 
 log = logging.getLogger(__name__)
@@ -129,6 +128,7 @@ class ComputeAgent:
         self._hello_done = asyncio.Event()
         self.heartbeat_interval = config.heartbeat_interval  # the orchestrator may override
         self._stopping = False
+        self._subs: list[object] = []
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
@@ -153,9 +153,11 @@ class ComputeAgent:
             self.sources.append("ipfs")
         await self._children.start()
         if subscribe:
-            await self.bus.subscribe(subjects.compute_bid(self.node_id), self.on_bid)
-            await self.bus.subscribe(subjects.compute_cmd(self.node_id), self.on_command)
-            await self.bus.subscribe(subjects.compute_results(self.node_id), self.on_results)
+            self._subs = [
+                await self.bus.subscribe(subjects.compute_bid(self.node_id), self.on_bid),
+                await self.bus.subscribe(subjects.compute_cmd(self.node_id), self.on_command),
+                await self.bus.subscribe(subjects.compute_results(self.node_id), self.on_results),
+            ]
         self._children.spawn(self._heartbeats(), name=f"{self.node_id}-heartbeat")
 
     async def stop(self, grace: float = 5.0) -> None:
@@ -163,6 +165,9 @@ class ComputeAgent:
         so a dead NATS connection cannot hold the process: the orchestrator recovers
         unreported executions from the next hello (boot id) or the disconnect timeout."""
         self._stopping = True
+        for sub in self._subs:
+            await self.bus.unsubscribe(sub)
+        self._subs = []
         tasks = [r.task for r in self._running.values()]
         for task in tasks:
             task.cancel()
@@ -272,7 +277,7 @@ class ComputeAgent:
         if spec is None:
             if len(self._specs) > 1000:
                 self._specs.clear()
-            spec = self._specs[key] = spec_from_data(json.loads(bytes(order.spec)))
+            spec = self._specs[key] = spec_from_canonical(bytes(order.spec))
         return spec
 
     def refusal(self, spec: JobSpec) -> str | None:
@@ -312,6 +317,8 @@ class ComputeAgent:
             return
         known = order.execution_id in self._running or order.execution_id in self._finished
         reason = None if known else self.refusal(spec)
+        if self._stopping and not known:
+            reason = "this node is shutting down"
         if reason is None and not known:
             reason = await self._image_refusal(spec)
         if reason is None and not known:

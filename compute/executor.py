@@ -91,7 +91,7 @@ async def run_execution(
             with contextlib.suppress(ShoalError, OSError):
                 await asyncio.shield(s.ship())
         why = execution.cancel_reason or "the compute agent stopped"
-        state: wire.ComputeState = "cancelled" if execution.cancel_reason else "failed"
+        state: wire.ComputeState = "cancelled"  # not the task's fault: never an attempt
         await asyncio.shield(report(update(state, error=why, retryable=True)))
         raise
     finally:

@@ -8,7 +8,6 @@ a timer for the next evaluation. A refused bid or a lost CAS re-plans (a few rou
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 import uuid
@@ -24,7 +23,7 @@ from orchestrator.state import StateMirror
 from shared import subjects, wire
 from shared.bus import Bus
 from shared.errors import Conflict, ShoalError
-from shared.spec import JobSpec, spec_from_data
+from shared.spec import JobSpec, spec_from_canonical
 
 log = logging.getLogger(__name__)
 
@@ -51,13 +50,17 @@ class Planner:
         self.bid_timeout = bid_timeout
         self._specs: dict[tuple[str, int], JobSpec] = {}
 
+    def remember(self, job: wire.JobRecord, spec: JobSpec) -> None:
+        """The API validated this spec a moment ago: no need to parse it again."""
+        self._specs[(job.id, job.version)] = spec
+
     def spec_of(self, job: wire.JobRecord) -> JobSpec:
         key = (job.id, job.version)
         spec = self._specs.get(key)
         if spec is None:
             if len(self._specs) > 20_000:
                 self._specs.clear()
-            spec = self._specs[key] = spec_from_data(json.loads(bytes(job.spec)))
+            spec = self._specs[key] = spec_from_canonical(bytes(job.spec))
         return spec
 
     async def evaluate(self, job_id: str) -> None:

@@ -139,11 +139,9 @@ class Orchestrator:
 
     def _trigger_waiting(self) -> None:
         """Jobs that may now fit somewhere: queued ones, and daemons (which go everywhere)."""
-        for versioned in self.mirror.jobs.values():
-            job = versioned.value
-            if job.state == "Queued" or (
-                job.type == "daemon" and job.state not in wire.TERMINAL_JOB_STATES
-            ):
+        for job_id in list(self.mirror.waiting):
+            job = self.mirror.job(job_id)
+            if job is not None:
                 self.broker.trigger(job.id, job.priority)
 
     def _jobs_on(self, node_id: str) -> set[str]:
@@ -183,8 +181,14 @@ class Orchestrator:
         self.broker.trigger(record.job_id)
 
     def _execution_changed(self, record: wire.ExecutionRecord) -> None:
+        job = self.mirror.job(record.job_id)
+        priority = job.priority if job else 0
         if record.compute_state in wire.TERMINAL_COMPUTE_STATES:
             self.registry.release(record.node_id, record.id)
-            job = self.mirror.job(record.job_id)
-            self.broker.trigger(record.job_id, job.priority if job else 0)
+            self.broker.trigger(record.job_id, priority)
             self._trigger_waiting()  # capacity freed up
+        elif record.compute_state == "running" and job is not None and (
+            job.type in ("daemon", "service") or job.state != "Running"
+        ):
+            # A replacement came up (rolling update, drain) or the job starts running.
+            self.broker.trigger(record.job_id, priority)

@@ -41,6 +41,7 @@ class StateMirror:
         self.executions: dict[str, Versioned[wire.ExecutionRecord]] = {}
         self.by_job: dict[str, set[str]] = defaultdict(set)
         self.by_node: dict[str, set[str]] = defaultdict(set)
+        self.waiting: set[str] = set()
         self.nodes: dict[str, Versioned[wire.NodeRecord]] = {}
         self._jobs_kv: KV | None = None
         self._execs_kv: KV | None = None
@@ -87,10 +88,11 @@ class StateMirror:
             return
         if entry.value is None:
             self.jobs.pop(job_id, None)
+            self.waiting.discard(job_id)
             return
         record = _decode(entry, wire.JobRecord)
         if record is not None:
-            self.jobs[job_id] = Versioned(record, entry.revision)
+            self._set_job(record, entry.revision)
 
     def _apply_execution(self, entry: Entry) -> None:
         job_id, _, exec_id = entry.key.partition(".")
@@ -119,6 +121,17 @@ class StateMirror:
             self.nodes[entry.key] = Versioned(record, entry.revision)
             if self.on_node_change is not None:
                 self.on_node_change(record)
+
+    def _set_job(self, record: wire.JobRecord, revision: int) -> None:
+        self.jobs[record.id] = Versioned(record, revision)
+        # Jobs that may fit somewhere new when a node joins or capacity frees up: kept as
+        # an index so that event costs O(waiting jobs), not O(every job ever submitted).
+        if record.state == "Queued" or (
+            record.type == "daemon" and record.state not in wire.TERMINAL_JOB_STATES
+        ):
+            self.waiting.add(record.id)
+        else:
+            self.waiting.discard(record.id)
 
     def _set_execution(self, record: wire.ExecutionRecord, revision: int) -> None:
         self.executions[record.id] = Versioned(record, revision)
@@ -153,7 +166,7 @@ class StateMirror:
         rev = await self._jobs_kv.create(
             subjects.job_key(record.namespace, record.id), wire.encode(record)
         )
-        self.jobs[record.id] = Versioned(record, rev)
+        self._set_job(record, rev)
 
     async def update_job(self, record: wire.JobRecord) -> None:
         """CAS against the revision in the mirror; Conflict (after a re-read) if it moved."""
@@ -167,7 +180,7 @@ class StateMirror:
         except Conflict:
             await self._reread(self._jobs_kv, key, self._apply_job)
             raise
-        self.jobs[record.id] = Versioned(record, rev)
+        self._set_job(record, rev)
 
     async def create_execution(self, record: wire.ExecutionRecord) -> None:
         assert self._execs_kv is not None

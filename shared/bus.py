@@ -6,6 +6,7 @@ every nats-py exception is translated in `map_nats_errors()`.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -239,6 +240,7 @@ class Bus:
         self._js = nc.jetstream()
         self.replicas = replicas
         self._subs: list[Any] = []
+        self._inflight: set[asyncio.Task[None]] = set()  # concurrent handlers, cancelled on close
 
     @classmethod
     async def connect(
@@ -287,6 +289,8 @@ class Bus:
         return bool(self._nc.is_connected)
 
     async def close(self) -> None:
+        for task in list(self._inflight):
+            task.cancel()
         if self._nc.is_closed:
             return
         with contextlib.suppress(Exception):
@@ -314,15 +318,35 @@ class Bus:
             with map_nats_errors(f"reply on {message.subject}"):
                 await self._nc.publish(message.reply, data)
 
-    async def subscribe(self, subject: str, handler: Handler, queue: str = "") -> Any:
-        """Call `handler` for each message, one at a time per subscription, in order."""
+    async def subscribe(
+        self, subject: str, handler: Handler, queue: str = "", *, concurrency: int = 1
+    ) -> Any:
+        """Call `handler` for each message: in order, one at a time, or with `concurrency`
+        > 1 up to that many at once (request-reply handlers that wait on NATS themselves)."""
+        slots = asyncio.Semaphore(concurrency)
+
+        async def guarded(message: Message) -> None:
+            try:
+                await handler(message)
+            except Exception:  # a handler bug must not kill the subscription
+                log.exception("handler for %s failed", message.subject)
+
+        async def in_slot(message: Message) -> None:
+            try:
+                await guarded(message)
+            finally:
+                slots.release()
 
         async def callback(msg: Msg) -> None:
             headers = dict(msg.headers) if msg.headers else None
-            try:
-                await handler(Message(msg.subject, msg.data, msg.reply, headers))
-            except Exception:  # a handler bug must not kill the subscription
-                log.exception("handler for %s failed", msg.subject)
+            message = Message(msg.subject, msg.data, msg.reply, headers)
+            if concurrency == 1:
+                await guarded(message)
+                return
+            await slots.acquire()  # back-pressure: the subscription waits for a free slot
+            task = asyncio.get_running_loop().create_task(in_slot(message))
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
 
         with map_nats_errors(f"subscribe {subject}"):
             sub = await self._nc.subscribe(
@@ -330,6 +354,10 @@ class Bus:
             )
         self._subs.append(sub)
         return sub
+
+    async def unsubscribe(self, sub: Any) -> None:
+        with contextlib.suppress(Exception):  # already gone with the connection
+            await sub.unsubscribe()
 
     async def subscription(self, subject: str) -> Inbox:
         """A subscription read with `await inbox.next(timeout)`; live once this returns."""

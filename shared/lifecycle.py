@@ -25,6 +25,7 @@ class Supervisor:
         self._runner: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
         self.failure: BaseException | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     async def start(self) -> None:
         if self._runner is not None:
@@ -49,7 +50,10 @@ class Supervisor:
         if self._group is None:
             coro.close()
             raise RuntimeError(f"{self.name} is not running")
-        return self._group.create_task(coro, name=name)
+        task = self._group.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
     @property
     def running(self) -> bool:
@@ -65,6 +69,13 @@ class Supervisor:
         runner, self._runner = self._runner, None
         if runner is None:
             return
+        # A cancellation can be swallowed by a child that was completing at that very moment
+        # (asyncio.wait_for on 3.11), so keep cancelling until the group has really ended.
         runner.cancel()
+        while not runner.done():
+            await asyncio.wait([runner], timeout=0.5)
+            for task in list(self._tasks):  # the group cancels once; re-cancel stragglers
+                if not task.done():
+                    task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await runner

@@ -1,6 +1,12 @@
 """The user's job spec: models, typed params, and the loader from YAML/JSON text."""
 
-from shared.spec.loader import dump_yaml, load_spec, parse_document, spec_from_data
+from shared.spec.loader import (
+    dump_yaml,
+    load_spec,
+    parse_document,
+    spec_from_canonical,
+    spec_from_data,
+)
 from shared.spec.models import (
     Constraint,
     InputSource,
@@ -28,5 +34,6 @@ __all__ = [
     "dump_yaml",
     "load_spec",
     "parse_document",
+    "spec_from_canonical",
     "spec_from_data",
 ]

@@ -229,6 +229,20 @@ def parse_document(text: str, *, source: str = "") -> Any:
     return docs[0]
 
 
+def spec_from_canonical(raw: bytes) -> JobSpec:
+    """A spec Shoal itself stored or sent (already normalised by `dump()`): validated by
+    pydantic straight from JSON, about 5x cheaper than the full path, which it falls back
+    to for anything that is not in canonical form."""
+    try:
+        return JobSpec.model_validate_json(raw)
+    except ValidationError:
+        try:
+            data = json.loads(raw)
+        except ValueError as exc:
+            raise InvalidSpec(f"the spec is not JSON: {exc}") from None
+        return spec_from_data(data)
+
+
 def spec_from_data(data: Any, *, source: str = "") -> JobSpec:
     """Validate an already-parsed document (what an API client sends as JSON)."""
     if not isinstance(data, dict):

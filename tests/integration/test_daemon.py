@@ -248,16 +248,6 @@ async def test_cli_run_wait_returns_once_the_daemon_runs_everywhere(
         print(f"\nshoal job run --wait (daemon) returned in {done.elapsed:.2f}s")
 
 
-@pytest.mark.xfail(
-    reason=(
-        "BUG: Orchestrator.stop() hangs when execution updates arrive while it is cancelled: "
-        "UpdateApplier.run (orchestrator/updates.py:43-56) loops `while True` around "
-        "consumer.fetch(); nats-py's next_msg (asyncio.wait_for on 3.11) returns a message "
-        "after the task was cancelled, swallowing the one cancel Supervisor.stop "
-        "(shared/lifecycle.py:64) sends, so the loop fetches forever"
-    ),
-    strict=True,
-)
 async def test_orchestrator_stop_returns_while_updates_flow(
     nats_server: EmbeddedNats, tmp_path: Path
 ) -> None:

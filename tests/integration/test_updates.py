@@ -24,19 +24,6 @@ from tests.integration.helpers_longrunning import (
     sampling,
 )
 
-ROLLOUT_STALLS = pytest.mark.xfail(
-    reason=(
-        "BUG: a rolling update stalls after its first new replica: Orchestrator."
-        "_execution_changed (orchestrator/service.py:185) triggers an evaluation only for "
-        "terminal compute states, but _service/_daemon (orchestrator/scheduler.py) wait for "
-        "the new replica to be *running* before cancelling the old one and starting the next "
-        "(in_flight), and set no wake-up timer; nothing re-evaluates the job. Fix: also "
-        "trigger the job when an execution becomes running (at least when the job has live "
-        "executions of an older version), or plan.wake() while a replacement is in flight"
-    ),
-    strict=True,
-)
-
 
 def _params(spec: msgspec.Raw) -> dict[str, object]:
     return dict(json.loads(bytes(spec))["Tasks"][0]["Engine"]["Params"])
@@ -158,7 +145,6 @@ async def _rolled(client: ShoalClient, job_id: str, version: int, count: int) ->
     return len(current) == count and not others
 
 
-@ROLLOUT_STALLS
 async def test_service_update_replaces_replicas_one_at_a_time(
     nats_server: EmbeddedNats, tmp_path: Path
 ) -> None:
@@ -202,7 +188,6 @@ async def test_service_update_replaces_replicas_one_at_a_time(
         )
 
 
-@ROLLOUT_STALLS
 async def test_daemon_update_rolls_node_by_node(nats_server: EmbeddedNats, tmp_path: Path) -> None:
     async with long_stack(nats_server.url, tmp_path, agents=3) as s, await s.client() as client:
         job_id = await client.submit(forever("agentd", type="daemon", stdout="v1\n"))
