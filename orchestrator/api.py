@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -35,7 +36,9 @@ class Api:
         history: History,
         *,
         max_attempts: int = 3,
+        submitted: Callable[[wire.JobRecord, JobSpec, str], Awaitable[None]] | None = None,
     ) -> None:
+        self._submitted = submitted
         self._bus = bus
         self._mirror = mirror
         self._registry = registry
@@ -60,8 +63,9 @@ class Api:
 
     async def start(self) -> None:
         self._versions = await self._bus.kv(subjects.JOB_VERSIONS_BUCKET)
+        # Requests are independent: handle many at once (each waits on NATS round trips).
         await self._bus.subscribe(
-            f"{subjects.API_PREFIX}.>", self._dispatch, queue=subjects.API_QUEUE
+            f"{subjects.API_PREFIX}.>", self._dispatch, queue=subjects.API_QUEUE, concurrency=64
         )
 
     async def _dispatch(self, msg: Message) -> None:
@@ -120,10 +124,21 @@ class Api:
             max_attempts=self.max_attempts,
         )
         await self._mirror.create_job(record)
-        await self._keep_version(record)
-        await self._history.job(record, "", "job submitted")
-        await enqueue(self._bus, record, "submitted")
+        await asyncio.gather(
+            self._keep_version(record),
+            self._history.job(record, "", "job submitted"),
+            self._schedule(record, spec, "submitted"),
+        )
         return wire.SubmitReply(job_id=job_id, version=1)
+
+    async def _schedule(self, job: wire.JobRecord, spec: JobSpec, trigger: str) -> None:
+        """Hand the job to the scheduler: in-process when this orchestrator leads (a crash
+        before it is evaluated is covered by the new leader's scan of unfinished jobs),
+        through the durable SHOAL_EVALS queue otherwise."""
+        if self._submitted is not None:
+            await self._submitted(job, spec, trigger)
+        else:
+            await enqueue(self._bus, job, trigger)
 
     def _by_name(self, namespace: str, name: str) -> wire.JobRecord | None:
         for versioned in self._mirror.jobs.values():
@@ -158,9 +173,11 @@ class Api:
             queued_since=0.0,
         )
         await self._mirror.update_job(record)
-        await self._keep_version(record)
-        await self._history.job(record, job.state, f"version {record.version} submitted")
-        await enqueue(self._bus, record, "updated")
+        await asyncio.gather(
+            self._keep_version(record),
+            self._history.job(record, job.state, f"version {record.version} submitted"),
+            self._schedule(record, spec, "updated"),
+        )
         return wire.SubmitReply(job_id=job.id, version=record.version)
 
     async def _keep_version(self, job: wire.JobRecord) -> None:

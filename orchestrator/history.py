@@ -17,9 +17,11 @@ class History:
         self._bus = bus
 
     async def _append(self, event: wire.JobEvent) -> None:
+        # A plain publish: the stream stores it all the same, and no state transition waits
+        # for a history acknowledgement (history is a record, not a step).
         try:
-            await self._bus.js_publish(subjects.events(event.job_id), wire.encode(event))
-        except ShoalError as exc:  # history is a record, not a step the state waits for
+            await self._bus.publish(subjects.events(event.job_id), wire.encode(event))
+        except ShoalError as exc:
             log.warning("could not record history for %s: %s", event.job_id, exc)
 
     async def job(self, record: wire.JobRecord, previous: str, message: str = "") -> None:

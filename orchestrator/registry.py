@@ -108,15 +108,19 @@ class NodeRegistry:
 
     # ---- handlers ------------------------------------------------------------------------------
 
-    async def start(self) -> None:
+    def reset_liveness(self) -> None:
+        """On becoming leader: nodes not heard from yet get a full timeout to check in."""
         now = time.time()
-        # After an orchestrator restart every known node gets a full timeout to check in.
         for node_id, versioned in self._mirror.nodes.items():
-            if versioned.value.connection == "CONNECTED":
+            if versioned.value.connection == "CONNECTED" and node_id not in self._live:
                 self._live[node_id] = Liveness(
                     now, versioned.value.info.capacity, boot_id=versioned.value.boot_id
                 )
-        await self._bus.subscribe(subjects.ALL_HELLOS, self._hello)
+
+    async def start(self) -> None:
+        # Hellos go to one orchestrator (they write KV); heartbeats to all, so a follower
+        # that becomes leader already knows who is alive.
+        await self._bus.subscribe(subjects.ALL_HELLOS, self._hello, queue=subjects.API_QUEUE)
         await self._bus.subscribe(subjects.ALL_HEARTBEATS, self._heartbeat)
 
     async def _hello(self, msg: Message) -> None:

@@ -255,10 +255,9 @@ def _ops(
 
 
 def _restart_due(ctx: Context, history: list[wire.ExecutionRecord]) -> float:
-    """When a long-running replica may restart: backoff grows with recent failures."""
-    recent = [
-        e for e in history if not e.live and e.compute_state in ("failed", "completed", "lost")
-    ]
+    """When a long-running replica may restart: backoff grows with the task's own recent
+    exits. A lost node or a stopped agent is not the task's doing: restart at once."""
+    recent = [e for e in history if not e.live and e.compute_state in ("failed", "completed")]
     if not recent:
         return ctx.now
     last = max(recent, key=lambda e: e.updated_at)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
+import uuid
 from dataclasses import dataclass
 from types import TracebackType
 
 from orchestrator.api import Api
-from orchestrator.evals import EvalBroker
+from orchestrator.evals import EvalBroker, enqueue
 from orchestrator.history import History
+from orchestrator.leader import Lease
 from orchestrator.planner import Planner
 from orchestrator.registry import NodeRegistry
 from orchestrator.scheduler import Stop
@@ -19,6 +23,7 @@ from shared import subjects, wire
 from shared.bus import Bus
 from shared.errors import ShoalError
 from shared.lifecycle import Supervisor
+from shared.spec import JobSpec
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +86,12 @@ class Orchestrator:
             bid_timeout=self.config.bid_timeout,
         )
         self.api = Api(
-            bus, self.mirror, self.registry, self.history, max_attempts=self.config.max_attempts
+            bus,
+            self.mirror,
+            self.registry,
+            self.history,
+            max_attempts=self.config.max_attempts,
+            submitted=self._submitted,
         )
         self.updates = UpdateApplier(
             bus,
@@ -90,34 +100,72 @@ class Orchestrator:
             on_applied=self._execution_changed,
             cancel=self.planner.cancel_on_node,
         )
+        self.name = self.config.name or f"orchestrator-{uuid.uuid4().hex[:8]}"
+        self.lease = Lease(bus, self.name, ttl=self.config.lease_ttl)
         self._children = Supervisor("orchestrator")
+        self._leading = Supervisor("scheduling")
+        self._started = False
+
+    @property
+    def leading(self) -> bool:
+        """Whether this orchestrator currently holds the scheduling lease."""
+        return self._leading.running
 
     async def start(self) -> None:
+        """Serve the API at once; schedule whenever this orchestrator holds the lease."""
+        if self._started:
+            return
+        self._started = True
         await ensure_streams(self.bus, self.config)
         await self.mirror.start()
         await self._children.start()
         await self.registry.start()
         await self.api.start()
-        self._children.spawn(self.registry.sweep_forever(), name="liveness")
-        self._children.spawn(self.broker.run_timers(), name="eval-timers")
-        self._children.spawn(self.broker.run_consumer(), name="eval-queue")
+        first = asyncio.Event()
+
+        async def lead() -> None:
+            await self._lead()
+            first.set()
+
+        async def follow() -> None:
+            await self._leading.stop()
+            self._leading = Supervisor("scheduling")
+
+        self._children.spawn(self.lease.run(lead, follow), name="leader-election")
+        # A lone orchestrator should be scheduling by the time start() returns.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.config.lease_ttl / 2):
+                await first.wait()
+        log.info(
+            "%s started (%s): %d jobs, %d nodes known",
+            self.name,
+            "leader" if self.leading else "follower",
+            len(self.mirror.jobs),
+            len(self.mirror.nodes),
+        )
+
+    async def _lead(self) -> None:
+        await self._leading.start()
+        self.registry.reset_liveness()
+        self._leading.spawn(self.registry.sweep_forever(), name="liveness")
+        self._leading.spawn(self.broker.run_timers(), name="eval-timers")
+        self._leading.spawn(self.broker.run_consumer(), name="eval-queue")
         for i in range(self.config.workers):
-            self._children.spawn(self.broker.run_worker(), name=f"eval-worker-{i}")
-        self._children.spawn(self.updates.run(), name="updates")
+            self._leading.spawn(self.broker.run_worker(), name=f"eval-worker-{i}")
+        self._leading.spawn(self.updates.run(), name="updates")
         # A new leader owes every unfinished job an evaluation: triggers and timers of the
         # previous one died with it.
         for versioned in list(self.mirror.jobs.values()):
             job = versioned.value
             if job.state not in wire.TERMINAL_JOB_STATES:
                 self.broker.trigger(job.id, job.priority)
-        log.info(
-            "orchestrator started: %d jobs, %d nodes known",
-            len(self.mirror.jobs),
-            len(self.mirror.nodes),
-        )
 
     async def stop(self) -> None:
+        """Idempotent; safe before start. Hands the lease over rather than letting it expire."""
+        await self._leading.stop()
         await self._children.stop()
+        with contextlib.suppress(ShoalError):
+            await self.lease.release()
         await self.mirror.stop()
 
     async def __aenter__(self) -> Orchestrator:
@@ -133,6 +181,13 @@ class Orchestrator:
         await self.stop()
 
     # ---- triggers ----------------------------------------------------------------------------
+
+    async def _submitted(self, job: wire.JobRecord, spec: JobSpec, trigger: str) -> None:
+        if self.leading:
+            self.planner.remember(job, spec)
+            self.broker.trigger(job.id, job.priority)
+        else:
+            await enqueue(self.bus, job, trigger)
 
     async def _evaluate(self, job_id: str) -> None:
         await self.planner.evaluate(job_id)
@@ -187,8 +242,10 @@ class Orchestrator:
             self.registry.release(record.node_id, record.id)
             self.broker.trigger(record.job_id, priority)
             self._trigger_waiting()  # capacity freed up
-        elif record.compute_state == "running" and job is not None and (
-            job.type in ("daemon", "service") or job.state != "Running"
+        elif (
+            record.compute_state == "running"
+            and job is not None
+            and (job.type in ("daemon", "service") or job.state != "Running")
         ):
             # A replacement came up (rolling update, drain) or the job starts running.
             self.broker.trigger(record.job_id, priority)

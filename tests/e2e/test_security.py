@@ -17,6 +17,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
 
 from cli.auth import BUCKETS, auth, compute_permissions, generate, user_permissions
 from compute.agent import AgentConfig, ComputeAgent
@@ -152,7 +153,7 @@ async def nothing_arrives(inbox: asyncio.Queue[str], within: float = 0.5) -> boo
 async def listen(conn: Raw, subject: str) -> asyncio.Queue[str]:
     got: asyncio.Queue[str] = asyncio.Queue()
 
-    async def cb(msg: nats.aio.msg.Msg) -> None:
+    async def cb(msg: Msg) -> None:
         got.put_nowait(msg.subject)
 
     await conn.nc.subscribe(subject, cb=cb)

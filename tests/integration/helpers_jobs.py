@@ -214,6 +214,9 @@ class _BlackHole:
     async def publish(self, *args: object, **kwargs: object) -> None:
         return None
 
+    async def unsubscribe(self, *args: object) -> None:
+        return None
+
 
 def _orphan_reports() -> list[asyncio.Task[Any]]:
     me = asyncio.current_task()

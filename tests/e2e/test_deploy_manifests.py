@@ -1,0 +1,344 @@
+"""deploy/: every kustomize overlay renders, validates offline, and its containers really run."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from cli.auth import generate
+from shared.client import ShoalClient
+from shared.errors import ShoalError, Unavailable
+from shared.natsserver import EmbeddedNats, nats_server_binary
+from tests.conftest import eventually, require
+
+REPO = Path(__file__).resolve().parents[2]
+DEPLOY = REPO / "deploy"
+K8S = DEPLOY / "k8s"
+OVERLAYS = ["base", "overlays/dind"]
+K8S_VERSION = "1.30.0"  # the oldest Kubernetes the manifests promise to run on
+IN_CLUSTER_URL = "nats://nats:4222"
+NODE = "kind-worker"  # what spec.nodeName says in the drift test
+SHOAL = Path(sys.executable).parent / "shoal"
+
+Doc = dict[str, Any]
+
+
+@cache
+def _render(overlay: str) -> tuple[Doc, ...]:
+    kubectl = shutil.which("kubectl")
+    require(kubectl is not None, "kubectl (for `kubectl kustomize`) is not installed")
+    assert kubectl is not None
+    out = subprocess.run(
+        [kubectl, "kustomize", str(K8S / overlay)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+    return tuple(d for d in yaml.safe_load_all(out) if d)
+
+
+def render(overlay: str) -> list[Doc]:
+    return list(_render(overlay))
+
+
+def find(docs: list[Doc], kind: str, name: str) -> Doc:
+    for doc in docs:
+        if doc["kind"] == kind and doc["metadata"]["name"] == name:
+            return doc
+    raise AssertionError(f"{kind}/{name} is not in the rendered manifests")
+
+
+def workloads(docs: list[Doc]) -> Iterator[Doc]:
+    return (d for d in docs if d["kind"] in ("Deployment", "StatefulSet", "DaemonSet"))
+
+
+def container(doc: Doc, name: str) -> Doc:
+    spec = doc["spec"]["template"]["spec"]
+    return next(c for c in spec["containers"] if c["name"] == name)
+
+
+# ---- render and validate -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlay_validates_against_the_kubernetes_schema(overlay: str) -> None:
+    try:
+        import kubernetes_validate
+    except ImportError:
+        require(False, "kubernetes-validate is not installed (pip install -e '.[test]')")
+        raise
+    docs = render(overlay)
+    assert {d["kind"] for d in docs} >= {
+        "Namespace",
+        "Secret",
+        "ConfigMap",
+        "Service",
+        "StatefulSet",
+        "Deployment",
+        "DaemonSet",
+        "PodDisruptionBudget",
+    }
+    for doc in docs:
+        try:
+            kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            where = f"{doc['kind']}/{doc['metadata']['name']}"
+            raise AssertionError(f"{overlay}: {where}: {exc.message} at {exc.path}") from None
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlay_follows_the_conventions(overlay: str) -> None:
+    docs = render(overlay)
+    names = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    for doc in docs:
+        meta = doc["metadata"]
+        labels = meta.get("labels", {})
+        assert labels.get("app.kubernetes.io/part-of") == "shoal", meta["name"]
+        if doc["kind"] != "Namespace":
+            assert meta.get("namespace") == "shoal", meta["name"]
+    for doc in workloads(docs):
+        pod = doc["spec"]["template"]
+        selector = doc["spec"]["selector"]["matchLabels"]
+        assert selector.items() <= pod["metadata"]["labels"].items(), doc["metadata"]["name"]
+        assert "app.kubernetes.io/component" in pod["metadata"]["labels"]
+        spec = pod["spec"]
+        assert spec["securityContext"]["runAsNonRoot"] is True
+        for c in spec["containers"]:
+            res = c.get("resources", {})
+            assert res.get("requests") and res.get("limits"), (doc["metadata"]["name"], c["name"])
+            assert not c["image"].endswith(":latest") and ":" in c["image"], c["image"]
+        for volume in spec.get("volumes", []):
+            sources = volume.get("projected", {}).get("sources", [volume])
+            for source in sources:
+                if "secret" in source:
+                    ref = source["secret"].get("secretName") or source["secret"]["name"]
+                    assert ("Secret", ref) in names, ref
+                if "configMap" in source:
+                    assert ("ConfigMap", source["configMap"]["name"]) in names
+    for svc in (d for d in docs if d["kind"] == "Service"):
+        selector = svc["spec"]["selector"]
+        assert any(
+            selector.items() <= w["spec"]["template"]["metadata"]["labels"].items()
+            for w in workloads(docs)
+        ), svc["metadata"]["name"]
+
+    nats = find(docs, "StatefulSet", "nats")
+    assert nats["spec"]["replicas"] == 3
+    assert nats["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "data"
+    server = container(nats, "nats")
+    assert {"readinessProbe", "livenessProbe", "startupProbe"} <= server.keys()
+    orch = find(docs, "Deployment", "shoal-orchestrator")
+    assert orch["spec"]["replicas"] == 2
+    assert {"readinessProbe", "livenessProbe"} <= container(orch, "orchestrator").keys()
+    compute = container(find(docs, "DaemonSet", "shoal-compute"), "compute")
+    node_name = next(e for e in compute["env"] if e["name"] == "NODE_NAME")
+    assert node_name["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
+    engines = compute["args"][compute["args"].index("--engines") + 1]
+    assert engines == ("wasm,noop,docker" if overlay == "overlays/dind" else "wasm,noop")
+    if overlay == "overlays/dind":
+        env = {e["name"]: e.get("value") for e in compute["env"]}
+        assert env["DOCKER_HOST"] == "unix:///run/dind/docker.sock"
+        dind = container(find(docs, "DaemonSet", "shoal-compute"), "dind")
+        assert dind["securityContext"]["privileged"] is True
+        work = {m["name"]: m["mountPath"] for m in compute["volumeMounts"]}["work"]
+        assert {m["name"]: m["mountPath"] for m in dind["volumeMounts"]}["work"] == work
+
+
+def test_nats_config_is_the_deploy_one_and_nats_server_accepts_it(tmp_path: Path) -> None:
+    docs = render("base")
+    config_map = next(d for d in docs if d["kind"] == "ConfigMap")
+    conf = config_map["data"]["nats.conf"]
+    assert conf == (DEPLOY / "nats" / "nats-cluster.conf").read_text()
+    assert "sync_interval: always" in conf
+    statefulset = find(docs, "StatefulSet", "nats")
+    server = container(statefulset, "nats")
+    # The pod's /etc/nats: the ConfigMap and the placeholder users.conf, then generated ones.
+    placeholder = find(docs, "Secret", "shoal-nats-auth")["stringData"]["users.conf"]
+    generate(tmp_path / "auth", nodes=[NODE], users=["alice"])
+    generated = (tmp_path / "auth" / "users.conf").read_text()
+    for users in (placeholder, generated):
+        etc = tmp_path / "etc-nats"
+        etc.mkdir(exist_ok=True)
+        (etc / "nats.conf").write_text(conf)
+        (etc / "users.conf").write_text(users)
+        args = [
+            _local(a, {"/etc/nats": str(etc), "/data": str(tmp_path / "data")})
+            for a in server["args"]
+        ]
+        env = _env(server, pod_name="nats-0")
+        result = subprocess.run(
+            [nats_server_binary(), "-t", *args],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert result.returncode == 0, result.stderr
+        assert "is valid" in result.stderr + result.stdout
+
+
+def test_helm_values_keep_the_production_settings() -> None:
+    values = yaml.safe_load((K8S / "nats-helm-values.yaml").read_text())
+    assert values["config"]["cluster"]["replicas"] == 3
+    assert values["config"]["jetstream"]["merge"]["sync_interval"] == "always"
+    assert values["config"]["merge"]["00$include"] == "shoal-auth/users.conf"
+    mounts = [p["value"] for p in values["container"]["patch"]]
+    volumes = [p["value"] for p in values["podTemplate"]["patch"]]
+    assert mounts[0]["name"] == volumes[0]["name"]
+    assert volumes[0]["secret"]["secretName"] == "shoal-nats-auth"
+
+
+def test_dockerfile_builds_the_shoal_entrypoint() -> None:
+    text = (DEPLOY / "Dockerfile").read_text()
+    assert text.count("FROM python:3.11-slim") == 1
+    assert 'ENTRYPOINT ["shoal"]' in text
+    assert "pip install ." in text
+    for package in ("shared", "orchestrator", "compute", "cli"):
+        assert f"COPY {package} ./{package}" in text
+
+
+# ---- the containers, as rendered, against a real nats-server ----------------------------------
+
+
+_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
+
+
+def _expand(value: str, env: dict[str, str]) -> str:
+    """Kubernetes `$(VAR)` expansion (unknown references stay as they are)."""
+    return _REF.sub(lambda m: env.get(m.group(1), m.group(0)), value)
+
+
+def _env(c: Doc, *, pod_name: str, node_name: str = NODE) -> dict[str, str]:
+    fields = {"metadata.name": pod_name, "spec.nodeName": node_name}
+    env: dict[str, str] = {}
+    for item in c.get("env", []):
+        if "value" in item:
+            env[item["name"]] = _expand(item["value"], env)
+        else:
+            env[item["name"]] = fields[item["valueFrom"]["fieldRef"]["fieldPath"]]
+    return env
+
+
+def _local(value: str, paths: dict[str, str]) -> str:
+    """A path or URL inside the pod, as seen from this machine."""
+    value = value.replace(IN_CLUSTER_URL, paths.get(IN_CLUSTER_URL, IN_CLUSTER_URL))
+    for inside, outside in paths.items():
+        if value == inside or value.startswith(inside + "/"):
+            return outside + value[len(inside) :]
+    return value
+
+
+class Pod:
+    """One rendered container run here: ENTRYPOINT `shoal`, its args, its env."""
+
+    def __init__(self, c: Doc, pod_name: str, paths: dict[str, str], log: Path) -> None:
+        assert "command" not in c, "Shoal containers rely on the image's ENTRYPOINT"
+        env = _env(c, pod_name=pod_name)
+        self.env = {k: _local(v, paths) for k, v in env.items()}
+        self.argv = [str(SHOAL), *(_local(_expand(a, env), paths) for a in c["args"])]
+        self.probes = [
+            [_local(a, paths) for a in c[p]["exec"]["command"]]
+            for p in ("readinessProbe", "livenessProbe")
+            if "exec" in c.get(p, {})
+        ]
+        self.log = log
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        with self.log.open("wb") as out:
+            self.proc = await asyncio.create_subprocess_exec(
+                *self.argv, env={**os.environ, **self.env}, stdout=out, stderr=out
+            )
+
+    async def probe(self) -> None:
+        for command in self.probes:
+            assert command[0] == "shoal"
+            proc = await asyncio.create_subprocess_exec(
+                str(SHOAL),
+                *command[1:],
+                env={**os.environ, **self.env},
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+            _, err = await proc.communicate()
+            assert proc.returncode == 0, (command, err.decode())
+
+    async def stop(self) -> int:
+        proc = self.proc
+        assert proc is not None
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)  # what the kubelet sends
+            try:
+                async with asyncio.timeout(20):
+                    await proc.wait()
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+                raise AssertionError(f"{self.argv} ignored SIGTERM for 20s") from None
+        assert proc.returncode is not None
+        return proc.returncode
+
+
+@contextlib.asynccontextmanager
+async def running(*pods: Pod) -> AsyncIterator[None]:
+    try:
+        for pod in pods:
+            await pod.start()
+        yield
+    finally:
+        for pod in pods:
+            if pod.proc is not None:
+                await pod.stop()
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+async def test_rendered_containers_run_and_register(overlay: str, tmp_path: Path) -> None:
+    docs = render(overlay)
+    auth = tmp_path / "auth"
+    generate(auth, nodes=[NODE], orchestrators=1, users=["tester"])
+    async with EmbeddedNats(tmp_path / "nats", config=auth / "nats-server.conf") as server:
+        paths = {
+            IN_CLUSTER_URL: server.url,
+            "/etc/shoal/creds": str(auth / "creds"),
+            "/var/lib/shoal/compute": str(tmp_path / "work"),
+            "/run/dind": str(tmp_path / "dind"),
+        }
+        orch_c = container(find(docs, "Deployment", "shoal-orchestrator"), "orchestrator")
+        compute_c = container(find(docs, "DaemonSet", "shoal-compute"), "compute")
+        orch = Pod(orch_c, "shoal-orchestrator-abc", paths, tmp_path / "orchestrator.log")
+        compute = Pod(compute_c, "shoal-compute-xyz", paths, tmp_path / "compute.log")
+        assert orch.env["SHOAL_CREDS"] == str(auth / "creds" / "orchestrator-1.creds")
+        assert compute.env["SHOAL_CREDS"] == str(auth / "creds" / f"{NODE}.creds")
+
+        async def registered() -> bool:
+            try:
+                async with await ShoalClient.connect(
+                    server.url, str(auth / "creds/tester.creds")
+                ) as c:
+                    return any(n.id == NODE for n in await c.nodes())
+            except (Unavailable, ShoalError):
+                return False
+
+        async with running(orch, compute):
+            try:
+                await eventually(registered, timeout=45, interval=0.5, what=f"{NODE} registered")
+                await orch.probe()
+            except AssertionError:
+                logs = "\n".join(p.log.read_text(errors="replace")[-3000:] for p in (orch, compute))
+                raise AssertionError(f"the rendered containers did not come up:\n{logs}") from None
+        assert await orch.stop() == 0
+        assert await compute.stop() == 0
