@@ -327,6 +327,14 @@ class ComputeAgent:
             msg, wire.encode(wire.BidReply(accepted=reason is None, reason=reason or ""))
         )
 
+    def _publisher_for(self, spec: JobSpec) -> Publisher | None:
+        """The task's publisher. With none named and no ResultPaths there is nothing beyond
+        stdout/stderr, which the log stream already keeps: skip the archive altogether."""
+        task = spec.task
+        if not task.publisher.type and not task.result_paths:
+            return None
+        return self.publishers.get(task.publisher.type or "nats")
+
     async def _image_refusal(self, spec: JobSpec) -> str | None:
         """A docker task needs its image here: no registry may be reachable to pull it."""
         engine = self.engines.get(spec.task.engine.type)
@@ -391,7 +399,7 @@ class ComputeAgent:
                 workdir=self.config.state_dir / "executions" / order.execution_id,
                 allowed=self.config.allow_local_paths,
                 report=self._report,
-                publisher=self.publishers.get(execution.spec.task.publisher.type or "nats"),
+                publisher=self._publisher_for(execution.spec),
                 ship_logs=lambda path, stream: LogShipper(
                     self.bus,
                     path,

@@ -156,8 +156,13 @@ async def _run(
             network=task.network.type,
             domains=tuple(task.network.domains),
         )
-        await report(update("running"))
-        result = await engine.run(request)
+        # Report "running" while the task starts rather than before: the outcome is only
+        # reported after it, so the orchestrator still sees them in order.
+        running = asyncio.ensure_future(report(update("running")))
+        try:
+            result = await engine.run(request)
+        finally:
+            await asyncio.shield(running)
     except ExecutionFailed as exc:
         return update("failed", error=str(exc), retryable=exc.retryable)
     except ShoalError as exc:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Protocol
 
 from shared import subjects, wire
-from shared.bus import Bus
+from shared.bus import Bus, ObjectStore
 from shared.spec import JobSpec
 
 
@@ -26,11 +26,14 @@ class NatsPublisher:
 
     def __init__(self, bus: Bus) -> None:
         self._bus = bus
+        self._store: ObjectStore | None = None
 
     async def publish(
         self, archive: Path, order: wire.ExecutionOrder, spec: JobSpec
     ) -> wire.ResultRef:
-        store = await self._bus.object_store(subjects.RESULTS_STORE)
+        if self._store is None:  # opening costs a round trip; the bucket does not move
+            self._store = await self._bus.object_store(subjects.RESULTS_STORE)
+        store = self._store
         name = f"{order.job_id}/{order.execution_id}/{archive.name}"
         size = await store.put_file(name, str(archive))
         return wire.ResultRef(publisher="nats", location=name, size=size)

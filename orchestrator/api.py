@@ -24,6 +24,7 @@ from shared.spec import JobSpec, load_spec, spec_from_data
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+NODE_PAGE = 1000  # ~400 bytes a node: a page stays well under the 1 MB max payload
 Handler = Callable[[bytes], Awaitable[Any]]
 
 
@@ -345,8 +346,13 @@ class Api:
         return known.value
 
     async def node_list(self, data: bytes) -> wire.NodeList:
-        nodes = sorted((v.value for v in self._mirror.nodes.values()), key=lambda r: r.info.id)
-        return wire.NodeList(nodes=[self.node_view(n) for n in nodes])
+        """One page (a reply must fit NATS's max payload): `Limit` nodes after `After`."""
+        req = wire.decode(data, wire.ListRequest, what="node list request")
+        limit = min(max(req.limit, 1), NODE_PAGE)
+        ids = sorted(k for k in self._mirror.nodes if k > req.after)
+        page = [self._mirror.nodes[k].value for k in ids[:limit]]
+        more = ids[limit - 1] if len(ids) > limit else ""
+        return wire.NodeList(nodes=[self.node_view(n) for n in page], next=more)
 
     async def node_describe(self, data: bytes) -> wire.NodeView:
         ref = wire.decode(data, wire.NodeRef, what="node request")

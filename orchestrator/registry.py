@@ -187,7 +187,8 @@ class NodeRegistry:
             gone = [e.id for e in self._mirror.live_on(node_id) if e.id not in running]
             if gone:
                 self._on_stale(node_id, gone)
-        log.info("node %s registered (%s)", node_id, record.approval)
+        if known is None or restarted:  # re-hellos every 30 s are routine: not worth a line
+            log.info("node %s registered (%s)", node_id, record.approval)
         self._on_node_ready(node_id)
         return wire.HelloReply(
             approval=record.approval, heartbeat_interval=self.heartbeat_interval, cancel=cancel

@@ -52,10 +52,17 @@ class UpdateApplier:
                     log.warning("update stream: %s", exc)
                     await asyncio.sleep(1.0)
                     continue
+                # Updates of one execution apply in order; different executions at once.
+                lanes: dict[str, list[StreamMessage]] = {}
                 for msg in batch:
-                    await self._handle(msg)
+                    lanes.setdefault(_lane(msg), []).append(msg)
+                await asyncio.gather(*(self._handle_all(msgs) for msgs in lanes.values()))
         finally:
             await consumer.close()
+
+    async def _handle_all(self, msgs: list[StreamMessage]) -> None:
+        for msg in msgs:
+            await self._handle(msg)
 
     async def _handle(self, msg: StreamMessage) -> None:
         try:
@@ -107,6 +114,18 @@ class UpdateApplier:
         await self._mirror.update_execution(changed)
         await self._history.execution(changed, _describe(update))
         self._on_applied(changed)
+
+
+def _lane(msg: StreamMessage) -> str:
+    """The execution an update is about, cheaply (the message is decoded properly later)."""
+    try:
+        return str(msgspec.json.decode(msg.data, type=_Key).execution_id)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return ""
+
+
+class _Key(msgspec.Struct, rename={"execution_id": "ExecutionID"}):
+    execution_id: str = ""
 
 
 def _describe(update: wire.ExecutionUpdate) -> str:

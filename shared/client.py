@@ -196,6 +196,11 @@ class ShoalClient:
         folders = []
         for execution in view.executions:
             ref = execution.result
+            if ref is None and execution.compute_state in ("completed", "failed"):
+                # Nothing was published (no ResultPaths, no publisher): the output lives in
+                # the log stream and the exit code in the record.
+                folders.append(await self._from_logs(view.id, execution, dest / execution.id))
+                continue
             if ref is None or ref.publisher == "noop":
                 continue
             target = dest / execution.id
@@ -206,6 +211,18 @@ class ShoalClient:
             archive.unlink()
             folders.append(target)
         return folders
+
+    async def _from_logs(self, job_id: str, execution: wire.ExecutionView,
+                         target: Path) -> Path:
+        target.mkdir(parents=True, exist_ok=True)
+        streams = {"stdout": bytearray(), "stderr": bytearray()}
+        async for line in self.logs(job_id, execution_id=execution.id):
+            streams.setdefault(line.stream, bytearray()).extend(line.data)
+        for name, data in streams.items():
+            (target / name).write_bytes(bytes(data))
+        code = "" if execution.exit_code is None else f"{execution.exit_code}\n"
+        (target / "exitCode").write_text(code)
+        return target
 
     async def _fetch(
         self, ref: wire.ResultRef, execution: wire.ExecutionView, archive: Path
@@ -241,8 +258,18 @@ class ShoalClient:
 
     # ---- nodes -------------------------------------------------------------------------------
 
-    async def nodes(self) -> list[wire.NodeView]:
-        return (await self._call("node.list", wire.ListRequest(), wire.NodeList)).nodes
+    async def nodes(self) -> builtins.list[wire.NodeView]:
+        """Every node, fetched a page at a time."""
+        out: builtins.list[wire.NodeView] = []
+        after = ""
+        while True:
+            page = await self._call(
+                "node.list", wire.ListRequest(limit=1000, after=after), wire.NodeList
+            )
+            out.extend(page.nodes)
+            if not page.next:
+                return out
+            after = page.next
 
     async def node(self, node_id: str) -> wire.NodeView:
         return await self._call("node.describe", wire.NodeRef(node_id=node_id), wire.NodeView)

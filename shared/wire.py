@@ -292,6 +292,7 @@ class ListRequest(Wire):
     namespace: str = ""
     limit: int = 100
     states: list[str] = []
+    after: str = ""  # paging: ids greater than this
 
 
 class StopRequest(Wire):
@@ -365,6 +366,7 @@ class NodeView(Wire, omit_defaults=False):
 
 class NodeList(Wire):
     nodes: list[NodeView]
+    next: str = ""  # pass as ListRequest.After for the next page; empty when done
 
 
 # ---- codec ---------------------------------------------------------------------------------

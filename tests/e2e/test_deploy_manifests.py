@@ -143,7 +143,10 @@ def test_overlay_follows_the_conventions(overlay: str) -> None:
     assert {"readinessProbe", "livenessProbe", "startupProbe"} <= server.keys()
     orch = find(docs, "Deployment", "shoal-orchestrator")
     assert orch["spec"]["replicas"] == 2
-    assert {"readinessProbe", "livenessProbe"} <= container(orch, "orchestrator").keys()
+    orch_c = container(orch, "orchestrator")
+    assert {"readinessProbe", "livenessProbe"} <= orch_c.keys()
+    # Production state has a replica on every NATS member.
+    assert _env(orch_c, pod_name="x")["SHOAL_REPLICAS"] == str(nats["spec"]["replicas"])
     compute = container(find(docs, "DaemonSet", "shoal-compute"), "compute")
     node_name = next(e for e in compute["env"] if e["name"] == "NODE_NAME")
     assert node_name["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
@@ -249,6 +252,8 @@ class Pod:
         assert "command" not in c, "Shoal containers rely on the image's ENTRYPOINT"
         env = _env(c, pod_name=pod_name)
         self.env = {k: _local(v, paths) for k, v in env.items()}
+        if "SHOAL_REPLICAS" in self.env:  # the cluster's size; this server is a single one
+            self.env["SHOAL_REPLICAS"] = "1"
         self.argv = [str(SHOAL), *(_local(_expand(a, env), paths) for a in c["args"])]
         self.probes = [
             [_local(a, paths) for a in c[p]["exec"]["command"]]
