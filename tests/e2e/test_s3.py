@@ -23,9 +23,7 @@ from shared.spec.params import S3Source
 from tests.e2e.helpers_data import cat_job, noop_job, source
 from tests.integration.stack import stack
 
-CORPUS = Path("/work/shared/compat/bacalhau-specs")
-if not CORPUS.is_dir():
-    CORPUS = Path(__file__).resolve().parents[3] / "shared" / "compat" / "bacalhau-specs"
+CORPUS = Path(__file__).resolve().parents[3] / "shared" / "compat" / "bacalhau-specs"
 
 
 def put(s3: Any, bucket: str, objects: dict[str, bytes]) -> None:

@@ -76,7 +76,10 @@ async def test_unsatisfiable_constraint_without_queue_timeout_fails_at_once(
 
 
 async def test_unknown_engine_fails_with_reason(nats_server: EmbeddedNats, tmp_path: Path) -> None:
-    spec_text = Path("/work/shared/compat/bacalhau-specs/unsupported_engine_type.yml")
+    spec_text = (
+        Path(__file__).resolve().parents[3]
+        / "shared/compat/bacalhau-specs/unsupported_engine_type.yml"
+    )
     async with stack(nats_server.url, tmp_path) as s, await s.client() as client:
         if spec_text.exists():
             job_id = await client.submit(spec_text.read_text())
