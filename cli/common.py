@@ -22,14 +22,21 @@ def connection(ctx: click.Context) -> tuple[str, str | None]:
     return obj.get("nats", "nats://127.0.0.1:4222"), obj.get("creds")
 
 
+def tls_ca(ctx: click.Context) -> str | None:
+    obj = ctx.find_root().obj or {}
+    value = obj.get("tls_ca")
+    return str(value) if value else None
+
+
 def with_client(ctx: click.Context, action: Callable[[ShoalClient], Awaitable[T]]) -> T:
     """Connect (failing fast when NATS is unreachable), run `action`, map errors to exits."""
     url, creds = connection(ctx)
+    ca = tls_ca(ctx)
 
     from shared.client import ShoalClient
 
     async def main() -> T:
-        async with await ShoalClient.connect(url, creds) as client:
+        async with await ShoalClient.connect(url, creds, tls_ca=ca) as client:
             return await action(client)
 
     with errors_to_exit():

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import click
 
-from cli.common import connection
+from cli.common import connection, tls_ca
 from cli.output import errors_to_exit, info
 from compute.agent import AgentConfig, ComputeAgent
 from compute.fleet import Fleet
@@ -82,6 +82,21 @@ def _with(options: list[Callable[[F], F]]) -> Callable[[F], F]:
 
 @click.command()
 @_with(orchestrator_options)
+@click.option(
+    "--replicas",
+    type=click.IntRange(1, 5),
+    default=1,
+    show_default=True,
+    envvar="SHOAL_REPLICAS",
+    help="Replicas of every stream, bucket and object store (3 on a 3-member JetStream cluster).",
+)
+@click.option(
+    "--name",
+    "orchestrator_name",
+    default="",
+    envvar="SHOAL_ORCHESTRATOR_NAME",
+    help="This orchestrator's name in the leader lease (default: a random one).",
+)
 @click.option("-v", "--verbose", is_flag=True)
 @click.pass_context
 def orchestrator(
@@ -89,19 +104,25 @@ def orchestrator(
     heartbeat_interval: float,
     disconnect_timeout: float,
     manual_approval: bool,
+    replicas: int,
+    orchestrator_name: str,
     verbose: bool,
 ) -> None:
     """Run an orchestrator against a NATS server (--nats)."""
     _logging(verbose)
     url, creds = connection(ctx)
+    ca = tls_ca(ctx)
     config = OrchestratorConfig(
         heartbeat_interval=heartbeat_interval,
         disconnect_timeout=disconnect_timeout,
         manual_approval=manual_approval,
+        name=orchestrator_name,
     )
 
     async def main() -> None:
-        bus = await Bus.connect(url, creds=creds, name="shoal-orchestrator")
+        bus = await Bus.connect(
+            url, creds=creds, name="shoal-orchestrator", replicas=replicas, tls_ca=ca
+        )
         try:
             async with Orchestrator(bus, config):
                 info(f"orchestrator running against {url}")
@@ -169,6 +190,7 @@ def compute(
     """Run a compute agent against a NATS server (--nats)."""
     _logging(verbose)
     url, creds = connection(ctx)
+    ca = tls_ca(ctx)
     with errors_to_exit():
         config = AgentConfig(
             name=name,
@@ -185,7 +207,7 @@ def compute(
         )
 
     async def main() -> None:
-        bus = await Bus.connect(url, creds=creds, name=f"shoal-compute-{name}")
+        bus = await Bus.connect(url, creds=creds, name=f"shoal-compute-{name}", tls_ca=ca)
         try:
             if virtual:
                 async with Fleet(bus, config, virtual):

@@ -33,8 +33,14 @@ def _common(f: Any) -> Any:
             click.option("--wait/--no-wait", default=True, show_default=True),
             click.option("--wait-timeout", type=float, default=600.0, show_default=True),
             click.option("--id-only", is_flag=True),
-            click.option("--format", "fmt", type=FORMATS, default="table", show_default=True,
-                     help="How to print the finished job."),
+            click.option(
+                "--format",
+                "fmt",
+                type=FORMATS,
+                default="table",
+                show_default=True,
+                help="How to print the finished job.",
+            ),
         ]
     ):
         f = option(f)

@@ -153,12 +153,24 @@ class Orchestrator:
         for i in range(self.config.workers):
             self._leading.spawn(self.broker.run_worker(), name=f"eval-worker-{i}")
         self._leading.spawn(self.updates.run(), name="updates")
+        self._leading.spawn(self._rescue_forever(), name="rescue")
         # A new leader owes every unfinished job an evaluation: triggers and timers of the
         # previous one died with it.
         for versioned in list(self.mirror.jobs.values()):
             job = versioned.value
             if job.state not in wire.TERMINAL_JOB_STATES:
                 self.broker.trigger(job.id, job.priority)
+
+    async def _rescue_forever(self, every: float = 10.0) -> None:
+        """A job stored but never evaluated (its evaluation was lost, e.g. NATS failed over
+        between the two writes) is picked up here instead of staying Pending forever."""
+        while True:
+            await asyncio.sleep(every)
+            now = time.time()
+            for versioned in list(self.mirror.jobs.values()):
+                job = versioned.value
+                if job.state == "Pending" and now - job.updated_at > every:
+                    self.broker.trigger(job.id, job.priority)
 
     async def stop(self) -> None:
         """Idempotent; safe before start. Hands the lease over rather than letting it expire."""

@@ -9,14 +9,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import nats
 import nats.errors
 import nats.js.api as jsapi
 import nats.js.errors as jserrors
+import yaml
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
@@ -50,6 +53,43 @@ def map_nats_errors(what: str) -> Iterator[None]:
         raise Unavailable(f"{what}: NATS is unreachable ({exc})") from exc
     except nats.errors.Error as exc:
         raise ShoalError(f"{what}: {exc}") from exc
+
+
+def creds_options(path: str) -> dict[str, Any]:
+    """nats-py connect options from `--creds`: a NATS JWT .creds file, or Shoal's YAML
+    (`user`, `password`, optional `tls_ca` relative to the file) from `shoal auth init`."""
+    file = Path(path).expanduser()
+    try:
+        text = file.read_text()
+    except OSError as exc:
+        raise ShoalError(f"cannot read credentials file {path}: {exc.strerror or exc}") from exc
+    if "-----BEGIN NATS USER JWT-----" in text:
+        return {"user_credentials": str(file)}
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ShoalError(f"credentials file {path} is not YAML: {exc}") from exc
+    if not isinstance(data, dict) or not data.get("user") or "password" not in data:
+        raise ShoalError(
+            f"credentials file {path} needs `user:` and `password:` lines "
+            "(as written by `shoal auth init`) or must be a NATS .creds file"
+        )
+    options: dict[str, Any] = {"user": str(data["user"]), "password": str(data["password"])}
+    if data.get("tls_ca"):
+        options["tls_ca"] = str(file.parent / str(data["tls_ca"]))
+    return options
+
+
+def _reraise_cancel(exc: BaseException) -> None:
+    """nats-py turns a cancellation into ConnectionClosedError once the connection is closed;
+    swallowing it would keep a cancelled loop alive forever."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError from exc
+
+
+class _Refused(Exception):
+    """Connecting cannot succeed by retrying: credentials or certificate refused."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +153,13 @@ class PullConsumer:
         except (TimeoutError, nats.errors.TimeoutError):
             return []
         except nats.errors.ConnectionClosedError as exc:
+            _reraise_cancel(exc)
             raise Unavailable(f"fetch from {self.name}: connection closed") from exc
+        except (jserrors.ServiceUnavailableError, nats.errors.NoRespondersError) as exc:
+            # A 503 while the stream elects a leader (a cluster member died): retry soon.
+            raise Unavailable(f"fetch from {self.name}: JetStream unavailable ({exc})") from exc
+        except nats.errors.Error as exc:
+            raise ShoalError(f"fetch from {self.name}: {exc}") from exc
         return [StreamMessage(m) for m in msgs]
 
     async def close(self) -> None:
@@ -135,6 +181,7 @@ class Inbox:
         except (nats.errors.TimeoutError, TimeoutError):
             return None
         except nats.errors.ConnectionClosedError as exc:
+            _reraise_cancel(exc)
             raise Unavailable(f"subscription {self.subject}: connection closed") from exc
         return Message(msg.subject, msg.data, msg.reply, None)
 
@@ -254,9 +301,19 @@ class Bus:
         tls_ca: str | None = None,
     ) -> Bus:
         """Connect. `fail_fast` (the CLI) gives up after one quick try per server."""
+        connecting = True
 
         async def on_error(exc: Exception) -> None:
-            log.debug("nats: %s", exc)
+            if connecting and "authorization violation" in str(exc).lower():
+                # Out of nats.connect(): retrying an identity the server refused cannot help.
+                raise _Refused(f"refused the credentials ({exc})") from exc
+            if connecting and isinstance(exc, ssl.SSLError):
+                # nats-py retries (and hangs) on a bad handshake; no retry can fix a certificate.
+                raise _Refused(f"failed the TLS handshake ({exc})") from exc
+            if "permissions violation" in str(exc).lower():
+                log.warning("nats refused: %s (check this identity's permissions)", exc)
+            else:
+                log.debug("nats: %s", exc)
 
         options: dict[str, Any] = {
             "servers": [u.strip() for u in url.split(",") if u.strip()],
@@ -268,13 +325,22 @@ class Bus:
             "ping_interval": 10,
         }
         if creds:
-            options["user_credentials"] = creds
+            options.update(creds_options(creds))
+        ca_of_creds = options.pop("tls_ca", None)
+        tls_ca = tls_ca or ca_of_creds
         if tls_ca:
-            import ssl
-
             options["tls"] = ssl.create_default_context(cafile=tls_ca)
+        nc = NatsClient()
         try:
-            nc = await nats.connect(**options)
+            await nc.connect(**options)
+        except _Refused as exc:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(1):  # closing after a failed TLS handshake can hang
+                    await nc.close()
+            hint = f"check {creds}" if creds else "pass --creds FILE"
+            if tls_ca:
+                hint += f" and the CA {tls_ca}"
+            raise Unavailable(f"NATS at {url} {exc}: {hint}") from None
         except (TimeoutError, nats.errors.NoServersError, OSError) as exc:
             raise Unavailable(
                 f"cannot reach NATS at {url} ({exc or type(exc).__name__}); "
@@ -282,6 +348,8 @@ class Bus:
             ) from exc
         except nats.errors.Error as exc:
             raise Unavailable(f"cannot connect to NATS at {url}: {exc}") from exc
+        finally:
+            connecting = False
         return cls(nc, replicas=replicas)
 
     @property

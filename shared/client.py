@@ -52,9 +52,16 @@ class ShoalClient:
 
     @classmethod
     async def connect(
-        cls, url: str = "nats://127.0.0.1:4222", creds: str | None = None, *, timeout: float = 10.0
+        cls,
+        url: str = "nats://127.0.0.1:4222",
+        creds: str | None = None,
+        *,
+        tls_ca: str | None = None,
+        timeout: float = 10.0,
     ) -> ShoalClient:
-        bus = await Bus.connect(url, creds=creds, name="shoal-client", fail_fast=True)
+        bus = await Bus.connect(
+            url, creds=creds, name="shoal-client", fail_fast=True, tls_ca=tls_ca
+        )
         return cls(bus, timeout=timeout)
 
     async def close(self) -> None:
@@ -212,8 +219,7 @@ class ShoalClient:
             folders.append(target)
         return folders
 
-    async def _from_logs(self, job_id: str, execution: wire.ExecutionView,
-                         target: Path) -> Path:
+    async def _from_logs(self, job_id: str, execution: wire.ExecutionView, target: Path) -> Path:
         target.mkdir(parents=True, exist_ok=True)
         streams = {"stdout": bytearray(), "stderr": bytearray()}
         async for line in self.logs(job_id, execution_id=execution.id):
