@@ -10,7 +10,6 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 
 import msgspec
 
@@ -25,7 +24,7 @@ from compute.publishers import LocalPublisher, NatsPublisher, NoopPublisher, Pub
 from shared import ipfs, subjects, wire
 from shared.bus import Bus, Message
 from shared.errors import InvalidSpec, ShoalError
-from shared.lifecycle import Supervisor
+from shared.lifecycle import Service, Supervisor
 from shared.spec import JobSpec, spec_from_canonical
 from shared.spec.params import DockerParams
 
@@ -93,7 +92,7 @@ class _Running:
     demand: wire.Capacity
 
 
-class ComputeAgent:
+class ComputeAgent(Service):
     def __init__(
         self, bus: Bus, config: AgentConfig, engines: dict[str, Engine] | None = None
     ) -> None:
@@ -178,18 +177,6 @@ class ComputeAgent:
             close = getattr(engine, "close", None)
             if close is not None:
                 await close()
-
-    async def __aenter__(self) -> ComputeAgent:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     async def wait_registered(self, timeout: float = 30.0) -> None:
         async with asyncio.timeout(timeout):

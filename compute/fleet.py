@@ -10,16 +10,16 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Awaitable, Callable
-from types import TracebackType
 
 from compute.agent import AgentConfig, ComputeAgent
 from compute.engines.base import Engine
 from compute.engines.noop import NoopEngine
 from shared import subjects
 from shared.bus import Bus, Message
+from shared.lifecycle import Service
 
 
-class Fleet:
+class Fleet(Service):
     def __init__(
         self, bus: Bus, base: AgentConfig, count: int, *, start_rate: float = 2000.0
     ) -> None:
@@ -52,15 +52,3 @@ class Fleet:
 
     async def stop(self) -> None:
         await asyncio.gather(*(a.stop() for a in self.agents.values()))
-
-    async def __aenter__(self) -> Fleet:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()

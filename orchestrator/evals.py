@@ -113,25 +113,22 @@ class EvalBroker:
 
     async def run_consumer(self) -> None:
         """Feed the durable work queue into the ready set, acking after evaluation."""
-        consumer = await self._bus.pull_consumer(
-            subjects.EVALS_STREAM, "shoal-scheduler", subjects.EVALS_SUBJECTS, ack_wait=60.0
+        await self._bus.consume(
+            subjects.EVALS_STREAM,
+            "shoal-scheduler",
+            subjects.EVALS_SUBJECTS,
+            self._queued_evaluations,
+            batch=256,
+            ack_wait=60.0,
         )
-        try:
-            while True:
-                try:
-                    batch = await consumer.fetch(256, timeout=5.0)
-                except ShoalError as exc:
-                    log.warning("evaluation queue: %s", exc)
-                    await asyncio.sleep(1.0)
-                    continue
-                for msg in batch:
-                    try:
-                        ev = wire.decode(msg.data, wire.Evaluation, what=msg.subject)
-                    except ShoalError as exc:
-                        log.warning("dropping malformed evaluation: %s", exc)
-                        await msg.term()
-                        continue
-                    self._acks.setdefault(ev.job_id, []).append(msg)
-                    self.trigger(ev.job_id, ev.priority)
-        finally:
-            await consumer.close()
+
+    async def _queued_evaluations(self, batch: list[StreamMessage]) -> None:
+        for msg in batch:
+            try:
+                ev = wire.decode(msg.data, wire.Evaluation, what=msg.subject)
+            except ShoalError as exc:
+                log.warning("dropping malformed evaluation: %s", exc)
+                await msg.term()
+                continue
+            self._acks.setdefault(ev.job_id, []).append(msg)
+            self.trigger(ev.job_id, ev.priority)

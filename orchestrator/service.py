@@ -8,7 +8,6 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
-from types import TracebackType
 
 from orchestrator.api import Api
 from orchestrator.evals import EvalBroker, enqueue
@@ -22,7 +21,7 @@ from orchestrator.updates import UpdateApplier
 from shared import subjects, wire
 from shared.bus import Bus
 from shared.errors import ShoalError
-from shared.lifecycle import Supervisor
+from shared.lifecycle import Service, Supervisor
 from shared.spec import JobSpec
 
 log = logging.getLogger(__name__)
@@ -58,7 +57,7 @@ async def ensure_streams(bus: Bus, config: OrchestratorConfig) -> None:
     await bus.object_store(subjects.RESULTS_STORE)
 
 
-class Orchestrator:
+class Orchestrator(Service):
     """start() / stop() / `async with`; schedules and serves the API on one NATS connection."""
 
     def __init__(self, bus: Bus, config: OrchestratorConfig | None = None) -> None:
@@ -179,18 +178,6 @@ class Orchestrator:
         with contextlib.suppress(ShoalError):
             await self.lease.release()
         await self.mirror.stop()
-
-    async def __aenter__(self) -> Orchestrator:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     # ---- triggers ----------------------------------------------------------------------------
 

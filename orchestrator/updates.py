@@ -41,24 +41,21 @@ class UpdateApplier:
         self._cancel = cancel
 
     async def run(self) -> None:
-        consumer = await self._bus.pull_consumer(
-            subjects.UPDATES_STREAM, "shoal-updates", subjects.UPDATES_SUBJECTS, ack_wait=30.0
+        await self._bus.consume(
+            subjects.UPDATES_STREAM,
+            "shoal-updates",
+            subjects.UPDATES_SUBJECTS,
+            self._apply_batch,
+            batch=512,
+            ack_wait=30.0,
         )
-        try:
-            while True:
-                try:
-                    batch = await consumer.fetch(512, timeout=5.0)
-                except ShoalError as exc:
-                    log.warning("update stream: %s", exc)
-                    await asyncio.sleep(1.0)
-                    continue
-                # Updates of one execution apply in order; different executions at once.
-                lanes: dict[str, list[StreamMessage]] = {}
-                for msg in batch:
-                    lanes.setdefault(_lane(msg), []).append(msg)
-                await asyncio.gather(*(self._handle_all(msgs) for msgs in lanes.values()))
-        finally:
-            await consumer.close()
+
+    async def _apply_batch(self, batch: list[StreamMessage]) -> None:
+        # Updates of one execution apply in order; different executions at once.
+        lanes: dict[str, list[StreamMessage]] = {}
+        for msg in batch:
+            lanes.setdefault(_lane(msg), []).append(msg)
+        await asyncio.gather(*(self._handle_all(msgs) for msgs in lanes.values()))
 
     async def _handle_all(self, msgs: list[StreamMessage]) -> None:
         for msg in msgs:

@@ -485,6 +485,32 @@ class Bus:
             )
         return PullConsumer(sub, durable)
 
+    async def consume(
+        self,
+        stream: str,
+        durable: str,
+        subject: str,
+        handle: Callable[[list[StreamMessage]], Awaitable[None]],
+        *,
+        batch: int = 256,
+        ack_wait: float = 30.0,
+    ) -> None:
+        """Forever: fetch a batch from a durable pull consumer and hand it to `handle`, which
+        acks what it applied. NATS trouble is logged and retried, never fatal."""
+        consumer = await self.pull_consumer(stream, durable, subject, ack_wait=ack_wait)
+        try:
+            while True:
+                try:
+                    msgs = await consumer.fetch(batch, timeout=5.0)
+                except ShoalError as exc:
+                    log.warning("%s on %s: %s", durable, stream, exc)
+                    await asyncio.sleep(1.0)
+                    continue
+                if msgs:
+                    await handle(msgs)
+        finally:
+            await consumer.close()
+
     async def replay(
         self, stream: str, subject: str, *, follow: bool = False, idle: float = 0.5
     ) -> AsyncIterator[StreamMessage]:

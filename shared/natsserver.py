@@ -9,9 +9,9 @@ import re
 import shutil
 import sys
 from pathlib import Path
-from types import TracebackType
 
 from shared.errors import Unavailable
+from shared.lifecycle import Service
 
 _LISTEN = re.compile(rb"Listening for client connections on [^\s]+:(\d+)")
 
@@ -29,7 +29,7 @@ def nats_server_binary() -> str:
     return found
 
 
-class EmbeddedNats:
+class EmbeddedNats(Service):
     """A JetStream-enabled nats-server on loopback; `port=0` picks a free one."""
 
     def __init__(
@@ -126,15 +126,3 @@ class EmbeddedNats:
         """SIGKILL, for crash tests."""
         if self._proc is not None and self._proc.returncode is None:
             self._proc.kill()
-
-    async def __aenter__(self) -> EmbeddedNats:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
