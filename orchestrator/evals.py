@@ -119,7 +119,7 @@ class EvalBroker:
             subjects.EVALS_SUBJECTS,
             self._queued_evaluations,
             batch=256,
-            ack_wait=60.0,
+            ack_wait=10.0,
         )
 
     async def _queued_evaluations(self, batch: list[StreamMessage]) -> None:

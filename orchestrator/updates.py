@@ -41,13 +41,15 @@ class UpdateApplier:
         self._cancel = cancel
 
     async def run(self) -> None:
+        # A short ack wait: messages handed to a leader that just died come back in seconds
+        # (applying twice is harmless: updates only move states forward).
         await self._bus.consume(
             subjects.UPDATES_STREAM,
             "shoal-updates",
             subjects.UPDATES_SUBJECTS,
             self._apply_batch,
             batch=512,
-            ack_wait=30.0,
+            ack_wait=5.0,
         )
 
     async def _apply_batch(self, batch: list[StreamMessage]) -> None:
