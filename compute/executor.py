@@ -74,14 +74,15 @@ async def run_execution(
     shippers = [ship_logs(stdout, "stdout"), ship_logs(stderr, "stderr")]
     try:
         async with asyncio.TaskGroup() as group:
-            tails = [group.create_task(s.follow()) for s in shippers]
+            for s in shippers:
+                group.create_task(s.follow())
             try:
                 final = await _run(
                     execution, engine, workdir, allowed, report, update, stdout, stderr
                 )
             finally:
-                for t in tails:
-                    t.cancel()
+                for s in shippers:
+                    s.stop()
         for s in shippers:  # whatever was written after the last tick
             await s.ship()
         if publisher is not None and final.exit_code is not None:

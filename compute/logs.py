@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from pathlib import Path
 
@@ -37,12 +38,21 @@ class LogShipper:
         self._limit = limit
         self._interval = interval
         self._offset = 0
+        self._stopped = asyncio.Event()
         self._truncated = False
 
     async def follow(self) -> None:
-        while True:
+        """Ship every `interval` until `stop()`. Stopped by a flag, not by cancellation:
+        nats-py can swallow a cancel that lands while a publish completes, and a tail that
+        never ends would hold the execution open."""
+        while not self._stopped.is_set():
             await self.ship()
-            await asyncio.sleep(self._interval)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._interval):
+                    await self._stopped.wait()
+
+    def stop(self) -> None:
+        self._stopped.set()
 
     async def ship(self) -> None:
         """Publish whatever was written since the last call."""

@@ -118,7 +118,13 @@ async def stream_replicas(bus: Bus, stream: str) -> int:
 
 
 async def run_job(client: ShoalClient, name: str, timeout: float = 45) -> str:
-    view = await client.wait(await client.submit({**NOOP, "Name": name}), timeout=timeout)
+    job_id = await client.submit({**NOOP, "Name": name})
+    try:
+        view = await client.wait(job_id, timeout=timeout)
+    except TimeoutError:
+        stuck = await client.describe(job_id)
+        history = await client.history(job_id)
+        raise AssertionError(f"{name} did not finish: {stuck}\n{history}") from None
     assert view.state == "Completed", view
     assert {e.node_id for e in view.executions} == set(NODES)
     return view.id
