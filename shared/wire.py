@@ -390,7 +390,7 @@ def decode(data: bytes | bytearray | memoryview, kind: type[T], *, what: str = "
         return decoder.decode(data)  # type: ignore[no-any-return]
     except msgspec.ValidationError as exc:
         raise InvalidSpec([Problem(what or kind.__name__, f"malformed message: {exc}")]) from None
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise InvalidSpec([Problem(what or kind.__name__, f"not valid JSON: {exc}")]) from None
 
 
