@@ -19,7 +19,7 @@ from orchestrator.state import StateMirror
 from shared import subjects, wire
 from shared.bus import Bus, Message
 from shared.errors import Conflict, InvalidSpec, NotFound, ShoalError
-from shared.spec import JobSpec, load_spec, spec_from_data
+from shared.spec import JobSpec, load_spec, spec_from_canonical, spec_from_data
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +102,8 @@ class Api:
                 raw = json.loads(bytes(req.spec))
             except ValueError as exc:
                 raise InvalidSpec(f"Spec is not JSON: {exc}") from None
+            except RecursionError:
+                raise InvalidSpec("Spec is nested too deeply") from None
             spec = spec_from_data(raw)
         elif req.spec_text:
             spec = load_spec(req.spec_text, req.variables)
@@ -208,12 +210,8 @@ class Api:
         """Run the current spec again as a new version."""
         ref = wire.decode(data, wire.JobRef, what="rerun request")
         job = self.resolve(ref.job_id)
-        spec = self._spec(job.spec)
+        spec = spec_from_canonical(bytes(job.spec))
         return await self._new_version(job, spec, True, time.time())
-
-    @staticmethod
-    def _spec(raw: msgspec.Raw) -> JobSpec:
-        return spec_from_data(json.loads(bytes(raw)))
 
     def resolve(self, ref: str) -> wire.JobRecord:
         """A job by id, unique id prefix, or name."""

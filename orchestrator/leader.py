@@ -62,10 +62,6 @@ class Lease:
             with contextlib.suppress(ShoalError):  # it ages out anyway
                 await self._kv.delete(LEASE_KEY)
 
-    async def current(self) -> str:
-        entry = await (await self._bucket()).get(LEASE_KEY)
-        return entry.value.decode() if entry and entry.value else ""
-
     async def run(
         self, lead: Callable[[], Awaitable[None]], follow: Callable[[], Awaitable[None]]
     ) -> None:

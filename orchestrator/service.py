@@ -37,7 +37,6 @@ class OrchestratorConfig:
     workers: int = 8
     lease_ttl: float = 5.0
     name: str = ""
-    logs_max_bytes_per_subject: int = 8 * 1024 * 1024
     events_max_age: float = 30 * 24 * 3600.0
 
 

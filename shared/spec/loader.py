@@ -14,7 +14,6 @@ from pydantic import ValidationError
 from shared.errors import InvalidSpec, Problem
 from shared.spec.models import JobSpec
 from shared.spec.normalize import normalize_keys, normalize_task
-from shared.spec.params import Params
 from shared.spec.problems import dedupe, join, kind_of, problems_from, short
 from shared.template import render
 
@@ -264,11 +263,6 @@ def spec_from_data(data: Any, *, source: str = "") -> JobSpec:
     if problems:
         raise InvalidSpec(dedupe(problems), source=source)
     return spec
-
-
-def typed_params(model: type[Params], params: Mapping[str, Any]) -> Params:
-    """The typed view of a params block that already passed validation."""
-    return model.model_validate(dict(params))
 
 
 _SCALARS = (str, int, float, bool, type(None))

@@ -192,8 +192,6 @@ async def led_without(bus: Bus, dead: str) -> bool:
 
 
 async def test_one_leader_and_failover(cluster: Cluster, tmp_path: Path) -> None:
-    if not hasattr(Orchestrator, "leading"):
-        pytest.skip("Orchestrator has no `leading` yet: leader election is not wired in")
     orchs = []
     for i in (1, 2):
         config = OrchestratorConfig(

@@ -15,6 +15,7 @@ from compute.engines.base import Mount, RunRequest
 from compute.engines.wasm import WasmEngine, resolve_module
 from shared.errors import ExecutionFailed
 from shared.spec.params import WasmParams
+from tests.conftest import eventually
 
 WASI = "wasi_snapshot_preview1"
 
@@ -230,8 +231,7 @@ async def test_infinite_loop_times_out(tmp_path: Path) -> None:
 async def test_infinite_loop_stops_on_cancel(tmp_path: Path) -> None:
     _write(tmp_path, LOOP)
     task = asyncio.create_task(WasmEngine().run(_request(tmp_path, {})))
-    await asyncio.sleep(0.3)
-    assert _wasm_threads()
+    await eventually(_wasm_threads, what="the wasm thread running")
     started = time.monotonic()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
