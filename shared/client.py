@@ -162,24 +162,33 @@ class ShoalClient:
     ) -> wire.JobView:
         """Until the job is terminal (or `until(view)`); TimeoutError after `timeout` seconds.
 
-        Listens to the job's history subject and re-reads the job on every event, so it
-        reacts within milliseconds without polling hard.
+        Listens to the job's history subject. Waiting for the end re-reads the job only when
+        an event says it ended; `until` and `on_change` see a fresh view after every event.
         """
         done = until or (lambda v: v.terminal)
-        view = await self.describe(job_id)
-        events = await self.bus.subscription(subjects.events(view.id))
+        every_event = until is not None or on_change is not None
+        if not job_id.startswith("j-"):  # a name: resolve it before listening
+            job_id = (await self.describe(job_id)).id
+        # Subscribed before the first read: the server sees the SUB first, so nothing is missed.
+        events = await self.bus.subscription(subjects.events(job_id))
         try:
             async with asyncio.timeout(timeout):
-                view = await self.describe(view.id)  # anything before the subscription
+                view = await self.describe(job_id)
                 last: tuple[str, int] | None = None
+                patience = 2.0  # a missed event costs at most this
                 while True:
                     if on_change is not None and (view.state, len(view.executions)) != last:
                         on_change(view)
                         last = (view.state, len(view.executions))
                     if done(view):
                         return view
-                    await events.next(timeout=2.0)  # a missed event costs at most 2 s
-                    view = await self.describe(view.id)
+                    msg = await events.next(timeout=patience)
+                    ended = msg is not None and _ends_job(msg.data)
+                    if msg is not None and not ended and not every_event:
+                        continue
+                    view = await self.describe(job_id)
+                    # The answering orchestrator's mirror may trail the event: look again soon.
+                    patience = 0.05 if ended and not view.terminal else 2.0
         finally:
             await events.close()
 
@@ -284,3 +293,17 @@ class ShoalClient:
         if action not in ("approve", "reject", "drain", "undrain"):
             raise ShoalError(f"unknown node action {action!r}")
         return await self._call(f"node.{action}", wire.NodeRef(node_id=node_id), wire.NodeView)
+
+
+def _ends_job(data: bytes) -> bool:
+    """Whether a history event may say the job ended (undecodable ones: assume it might)."""
+    try:
+        event = msgspec.json.decode(data, type=_EventState)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return True
+    return event.kind != "execution" and event.state in wire.TERMINAL_JOB_STATES
+
+
+class _EventState(msgspec.Struct, rename={"kind": "Kind", "state": "State"}):
+    kind: str = ""
+    state: str = ""
