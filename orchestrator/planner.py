@@ -139,7 +139,10 @@ class Planner:
     async def _offer(
         self, job: wire.JobRecord, spec: JobSpec, placement: Placement, now: float
     ) -> bool:
-        """Create the execution as offered, then ask the node; True if it took it."""
+        """Create the execution as offered and ask the node at the same time (one round trip
+        instead of two); True if it took it. A node that reports before the record's write is
+        acked is held back by the mirror (`settled`); if the write fails, the node is told to
+        cancel and the error re-plans."""
         record = wire.ExecutionRecord(
             id=f"e-{uuid.uuid4()}",
             job_id=job.id,
@@ -151,7 +154,6 @@ class Planner:
             created_at=now,
             updated_at=now,
         )
-        await self._mirror.create_execution(record)
         order = wire.ExecutionOrder(
             execution_id=record.id,
             job_id=job.id,
@@ -162,15 +164,17 @@ class Planner:
             attempt=placement.attempt,
             spec=job.spec,
         )
-        try:
-            raw = await self._bus.request(
-                subjects.compute_bid(placement.node_id),
-                wire.encode(order),
-                timeout=self.bid_timeout,
-            )
-            reply = wire.decode(raw, wire.BidReply, what="bid reply")
-        except ShoalError as exc:
-            reply = wire.BidReply(accepted=False, reason=f"no answer to the bid ({exc})")
+        created, reply = await asyncio.gather(
+            self._mirror.create_execution(record),
+            self._bid(placement.node_id, order),
+            return_exceptions=True,
+        )
+        if isinstance(reply, BaseException):
+            raise reply
+        if isinstance(created, BaseException):
+            if reply.accepted:
+                await self.cancel_on_node(placement.node_id, record.id, "its record was not stored")
+            raise created
         if reply.accepted:
             self._registry.reserve(placement.node_id, record.id, Demand.of(spec))
             await self._history.execution(
@@ -196,6 +200,15 @@ class Planner:
                 return True  # the node already reported on it: it did take the job
             await self._history.execution(rejected, f"{placement.node_id} declined: {reply.reason}")
         return False
+
+    async def _bid(self, node_id: str, order: wire.ExecutionOrder) -> wire.BidReply:
+        try:
+            raw = await self._bus.request(
+                subjects.compute_bid(node_id), wire.encode(order), timeout=self.bid_timeout
+            )
+            return wire.decode(raw, wire.BidReply, what="bid reply")
+        except ShoalError as exc:
+            return wire.BidReply(accepted=False, reason=f"no answer to the bid ({exc})")
 
     async def _set_job_state(self, job: wire.JobRecord, plan: Plan, now: float) -> None:
         known = self._mirror.job(job.id)

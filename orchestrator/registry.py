@@ -195,6 +195,8 @@ class NodeRegistry:
         )
 
     def _wanted(self, execution_id: str, node_id: str) -> bool:
+        if self._mirror.creating(execution_id):
+            return True  # offered while its record is being written
         known = self._mirror.executions.get(execution_id)
         return (
             known is not None

@@ -43,6 +43,7 @@ class StateMirror:
         self.by_node: dict[str, set[str]] = defaultdict(set)
         self.waiting: set[str] = set()
         self.nodes: dict[str, Versioned[wire.NodeRecord]] = {}
+        self._creating: dict[str, asyncio.Future[None]] = {}
         self._jobs_kv: KV | None = None
         self._execs_kv: KV | None = None
         self._nodes_kv: KV | None = None
@@ -183,10 +184,26 @@ class StateMirror:
         self._set_job(record, rev)
 
     async def create_execution(self, record: wire.ExecutionRecord) -> None:
+        """Create an execution record. The planner offers it to its node while this write is
+        in flight, so `creating()`/`settled()` let the node's first reports wait for it."""
         assert self._execs_kv is not None
         key = subjects.execution_key(record.job_id, record.id)
-        rev = await self._execs_kv.create(key, wire.encode(record))
-        self._set_execution(record, rev)
+        done = self._creating[record.id] = asyncio.get_running_loop().create_future()
+        try:
+            rev = await self._execs_kv.create(key, wire.encode(record))
+            self._set_execution(record, rev)
+        finally:
+            del self._creating[record.id]
+            done.set_result(None)
+
+    def creating(self, execution_id: str) -> bool:
+        return execution_id in self._creating
+
+    async def settled(self, execution_id: str) -> None:
+        """Return once no create of this execution is in flight."""
+        done = self._creating.get(execution_id)
+        if done is not None:
+            await asyncio.shield(done)
 
     async def update_execution(self, record: wire.ExecutionRecord) -> None:
         assert self._execs_kv is not None
