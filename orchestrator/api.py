@@ -126,9 +126,10 @@ class Api:
             updated_at=now,
             max_attempts=self.max_attempts,
         )
+        # The current version lives in the job record; the versions bucket keeps the ones a
+        # new version replaced, so a job that is never updated costs one write here.
         await self._mirror.create_job(record)
         await asyncio.gather(
-            self._keep_version(record),
             self._history.job(record, "", "job submitted"),
             self._schedule(record, spec, "submitted"),
         )
@@ -175,21 +176,20 @@ class Api:
             updated_at=now,
             queued_since=0.0,
         )
+        await self._keep_version(job)  # before it is replaced (a lost CAS leaves a harmless copy)
         await self._mirror.update_job(record)
         await asyncio.gather(
-            self._keep_version(record),
             self._history.job(record, job.state, f"version {record.version} submitted"),
             self._schedule(record, spec, "updated"),
         )
         return wire.SubmitReply(job_id=job.id, version=record.version)
 
     async def _keep_version(self, job: wire.JobRecord) -> None:
-        version = wire.JobVersion(
-            job_id=job.id, version=job.version, spec=job.spec, submitted_at=job.created_at
-        )
-        await self._versions.put(f"{job.id}.{job.version}", wire.encode(version))
+        await self._versions.put(f"{job.id}.{job.version}", wire.encode(_current_version(job)))
 
     async def _version(self, job: wire.JobRecord, number: int) -> wire.JobVersion:
+        if number == job.version:
+            return _current_version(job)
         entry = await self._versions.get(f"{job.id}.{number}")
         if entry is None or entry.value is None:
             raise NotFound(f"job {job.id} has no version {number} (it has 1..{job.version})")
@@ -378,4 +378,10 @@ def _execution_view(e: wire.ExecutionRecord) -> wire.ExecutionView:
         result=e.result,
         created_at=e.created_at,
         updated_at=e.updated_at,
+    )
+
+
+def _current_version(job: wire.JobRecord) -> wire.JobVersion:
+    return wire.JobVersion(
+        job_id=job.id, version=job.version, spec=job.spec, submitted_at=job.created_at
     )
