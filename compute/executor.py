@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import shutil
 import time
@@ -26,6 +27,10 @@ from shared.spec.params import ENGINE_PARAMS
 log = logging.getLogger(__name__)
 
 Report = Callable[[wire.ExecutionUpdate], Awaitable[None]]
+
+# "running" is reported once a task has run this long: a task that ends sooner is reported
+# once, with its start time, which saves the orchestrator a state write per short task.
+RUNNING_HOLDBACK = 0.05
 
 
 @dataclass(slots=True)
@@ -54,6 +59,7 @@ async def run_execution(
         result: RunResult | None = None,
         error: str = "",
         retryable: bool = True,
+        started_at: float = 0.0,
     ) -> wire.ExecutionUpdate:
         return wire.ExecutionUpdate(
             execution_id=order.execution_id,
@@ -65,12 +71,12 @@ async def run_execution(
             retryable=retryable,
             timed_out=bool(result and result.timed_out),
             at=time.time(),
+            started_at=started_at,
         )
 
     workdir.mkdir(parents=True, exist_ok=True)
+    # The engine creates the output files; a task that prints nothing leaves none to ship.
     stdout, stderr = workdir / "stdout", workdir / "stderr"
-    stdout.touch()
-    stderr.touch()
     shippers = [ship_logs(stdout, "stdout"), ship_logs(stderr, "stderr")]
     try:
         async with asyncio.TaskGroup() as group:
@@ -157,13 +163,28 @@ async def _run(
             network=task.network.type,
             domains=tuple(task.network.domains),
         )
-        # Report "running" while the task starts rather than before: the outcome is only
-        # reported after it, so the orchestrator still sees them in order.
-        running = asyncio.ensure_future(report(update("running")))
+        started = time.time()
+        announced = False
+
+        async def announce() -> None:
+            nonlocal announced
+            await asyncio.sleep(RUNNING_HOLDBACK)
+            announced = True
+            await report(update("running"))
+
+        # The outcome is only reported after this finishes, so the orchestrator still sees
+        # "running" (when sent) before it.
+        running = asyncio.ensure_future(announce())
         try:
             result = await engine.run(request)
         finally:
-            await asyncio.shield(running)
+            if announced:
+                await asyncio.shield(running)
+            else:
+                running.cancel()
+                await asyncio.wait([running])
+        if not announced:
+            update = functools.partial(update, started_at=started)
     except ExecutionFailed as exc:
         return update("failed", error=str(exc), retryable=exc.retryable)
     except ShoalError as exc:

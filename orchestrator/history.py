@@ -37,11 +37,11 @@ class History:
             )
         )
 
-    async def execution(self, record: wire.ExecutionRecord, message: str) -> None:
+    async def execution(self, record: wire.ExecutionRecord, message: str, at: float = 0.0) -> None:
         await self._append(
             wire.JobEvent(
                 job_id=record.job_id,
-                at=time.time(),
+                at=at or time.time(),
                 kind="execution",
                 message=message,
                 state=record.compute_state,

@@ -87,6 +87,10 @@ class UpdateApplier:
 
     async def apply(self, update: wire.ExecutionUpdate) -> None:
         known = self._mirror.executions.get(update.execution_id)
+        if known is None and self._mirror.creating(update.execution_id):
+            # The node took the offer and reported before the record's write was acked.
+            await self._mirror.settled(update.execution_id)
+            known = self._mirror.executions.get(update.execution_id)
         if known is None or known.value.node_id != update.node_id:
             return  # not ours (or forged): nothing to apply
         record = known.value
@@ -111,6 +115,10 @@ class UpdateApplier:
         if update.state in wire.TERMINAL_COMPUTE_STATES:
             changed = msgspec.structs.replace(changed, desired_state="stopped")
         await self._mirror.update_execution(changed)
+        if update.started_at and record.compute_state != "running":
+            # It ran and ended within the node's hold-back: one write, both lines of history.
+            ran = msgspec.structs.replace(changed, compute_state="running")
+            await self._history.execution(ran, f"running on {update.node_id}", update.started_at)
         await self._history.execution(changed, _describe(update))
         self._on_applied(changed)
 

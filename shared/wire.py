@@ -170,6 +170,9 @@ class ExecutionUpdate(Wire):
     timed_out: bool = False
     result: ResultRef | None = None
     at: float = 0.0
+    # On an outcome whose start was never reported (the task ended within the agent's
+    # hold-back): when it started, so history still shows it running.
+    started_at: float = 0.0
 
 
 class ExecutionRecord(Wire):
@@ -218,7 +221,8 @@ class JobRecord(Wire):
 
 
 class JobVersion(Wire):
-    """The `shoal-job-versions` KV value (`<job-id>.<version>`): every spec ever submitted."""
+    """The `shoal-job-versions` KV value (`<job-id>.<version>`): a spec a newer version
+    replaced (the current one is in the job record)."""
 
     job_id: str
     version: int
