@@ -45,11 +45,13 @@ class LogShipper:
         """Ship every `interval` until `stop()`. Stopped by a flag, not by cancellation:
         nats-py can swallow a cancel that lands while a publish completes, and a tail that
         never ends would hold the execution open."""
-        while not self._stopped.is_set():
-            await self.ship()
+        while True:  # the first tick waits: a short task's output is shipped once, at its end
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._interval):
                     await self._stopped.wait()
+            if self._stopped.is_set():
+                return
+            await self.ship()
 
     def stop(self) -> None:
         self._stopped.set()

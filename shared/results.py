@@ -19,8 +19,8 @@ def pack(workdir: Path, names: list[str], exit_code: int | None) -> Path:
     archive = workdir / ARCHIVE
     with tarfile.open(archive, "w:gz") as tar:
         for name in ("stdout", "stderr", "exitCode"):
-            if (workdir / name).exists():
-                tar.add(workdir / name, arcname=name)
+            (workdir / name).touch()  # a task that printed nothing still has (empty) output
+            tar.add(workdir / name, arcname=name)
         for name in names:
             folder = workdir / "outputs" / name
             if folder.exists():

@@ -30,8 +30,10 @@ class NoopEngine:
                 f"noop engine given {type(params).__name__}, not NoopParams", retryable=False
             )
         # A few bytes: writing them inline costs less than a thread hop.
-        _append(request.stdout_path, params.stdout)
-        _append(request.stderr_path, params.stderr)
+        if params.stdout:
+            _append(request.stdout_path, params.stdout)
+        if params.stderr:
+            _append(request.stderr_path, params.stderr)
         duration = math.inf if params.forever else float(params.sleep)
         if request.timeout is not None and request.timeout < duration:
             await asyncio.sleep(request.timeout)
@@ -50,6 +52,5 @@ class NoopEngine:
 
 
 def _append(path: Path, text: str) -> None:
-    # Always touch the file: the executor tails it and expects it once the task has started.
     with path.open("a", encoding="utf-8") as stream:
         stream.write(text)

@@ -40,10 +40,11 @@ async def test_writes_output_and_exits_with_code(tmp_path: Path) -> None:
     assert (tmp_path / "stderr").read_text() == "err\n"
 
 
-async def test_empty_params_create_empty_output_files(tmp_path: Path) -> None:
+async def test_empty_params_write_no_output_files(tmp_path: Path) -> None:
+    # Nothing printed, nothing to tail or ship: the files are not even created.
     assert (await NoopEngine().run(_request(tmp_path, {}))).exit_code == 0
-    assert (tmp_path / "stdout").read_text() == ""
-    assert (tmp_path / "stderr").read_text() == ""
+    assert not (tmp_path / "stdout").exists()
+    assert not (tmp_path / "stderr").exists()
 
 
 async def test_sleep_shorter_than_timeout_completes(tmp_path: Path) -> None:
