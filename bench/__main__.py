@@ -67,7 +67,7 @@ def _parse() -> argparse.Namespace:
         type=Path,
         default=None,
         metavar="DIR",
-        help="py-spy the orchestrator during throughput and fleet; raw profiles go to DIR",
+        help="py-spy the orchestrator during latency, throughput and fleet; raw profiles go to DIR",
     )
     parser.add_argument(
         "--publisher",
@@ -99,7 +99,11 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         note_load("latency")
         _progress(f"latency: {n_for('latency')} sequential jobs")
         out["latency"] = await scenarios.latency(
-            workdir / "latency", n_for("latency"), args.agents, args.publisher
+            workdir / "latency",
+            n_for("latency"),
+            args.agents,
+            args.publisher,
+            args.profile / "latency.txt" if args.profile else None,
         )
     if "throughput" in chosen:
         note_load("throughput")

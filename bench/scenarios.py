@@ -83,12 +83,19 @@ def _per(before: dict[str, int], after: dict[str, int], n: float) -> dict[str, f
 # ---- 1. latency --------------------------------------------------------------------------------
 
 
-async def latency(workdir: Path, n: int, agents: int = 3, publisher: str = "") -> dict[str, Any]:
+async def latency(
+    workdir: Path, n: int, agents: int = 3, publisher: str = "", profile: Path | None = None
+) -> dict[str, Any]:
     spec = trivial(publisher)
     async with ShoalStack(workdir, StackConfig(agents=agents)) as stack:
         client = stack.client
         for _ in range(WARMUP):
             await client.wait(await client.submit(spec), timeout=30)
+        profiler = (
+            Profiler(stack.orchestrator.pid, profile) if profile and stack.orchestrator else None
+        )
+        if profiler is not None:
+            await asyncio.sleep(1.0)  # py-spy attaches
         totals: list[float] = []
         submits: list[float] = []
         started: dict[str, float] = {}
@@ -107,9 +114,11 @@ async def latency(workdir: Path, n: int, agents: int = 3, publisher: str = "") -
             totals.append(t2 - t0)
             started[job_id] = wall0
         after, traffic1 = stack.orchestrator_usage(), stack.traffic()
+        if profiler is not None:
+            await profiler.stop()
         phases = await _phases(stack, started)
     orch = _usage_delta(before, after)
-    return {
+    out: dict[str, Any] = {
         "n": n,
         "agents": agents,
         "publisher": publisher or "(default)",
@@ -120,6 +129,10 @@ async def latency(workdir: Path, n: int, agents: int = 3, publisher: str = "") -
         "orchestrator": {**orch, "cpu_ms_per_job": round(orch["cpu_s"] * 1000 / n, 2)},
         "orchestrator_nats_msgs_per_job": _per(traffic0, traffic1, n),
     }
+    if profiler is not None and profile is not None:
+        out["profile"] = hot_spots(profile)
+        print_hot_spots("orchestrator during latency", out["profile"])
+    return out
 
 
 # ---- 2. throughput -----------------------------------------------------------------------------

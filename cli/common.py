@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, TypeVar
+import os
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -14,6 +15,19 @@ if TYPE_CHECKING:
     from shared.client import ShoalClient
 
 T = TypeVar("T")
+
+
+def run(main: Coroutine[Any, Any, T]) -> T:
+    """asyncio.run on uvloop where it is installed (about a third less CPU per message for
+    nats-py); SHOAL_EVENT_LOOP=asyncio picks the standard loop."""
+    if os.environ.get("SHOAL_EVENT_LOOP", "uvloop") != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            return uvloop.run(main)
+    return asyncio.run(main)
 
 
 def connection(ctx: click.Context) -> tuple[str, str | None]:
@@ -40,7 +54,7 @@ def with_client(ctx: click.Context, action: Callable[[ShoalClient], Awaitable[T]
             return await action(client)
 
     with errors_to_exit():
-        return asyncio.run(main())
+        return run(main())
     raise AssertionError("unreachable")
 
 

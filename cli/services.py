@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import click
 
-from cli.common import connection, tls_ca
+from cli.common import connection, run, tls_ca
 from cli.output import errors_to_exit, info
 from compute.agent import AgentConfig, ComputeAgent
 from compute.fleet import Fleet
@@ -131,7 +131,7 @@ def orchestrator(
             await bus.close()
 
     with errors_to_exit():
-        asyncio.run(main())
+        run(main())
 
 
 @click.command()
@@ -227,7 +227,7 @@ def compute(
             await bus.close()
 
     with errors_to_exit():
-        asyncio.run(main())
+        run(main())
 
 
 @click.command()
@@ -308,4 +308,4 @@ def devstack(
             await server.stop()
 
     with errors_to_exit():
-        asyncio.run(main())
+        run(main())
