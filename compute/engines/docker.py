@@ -19,6 +19,7 @@ from aiodocker.exceptions import DockerError
 from aiodocker.stream import Stream
 
 from compute.engines.base import RunRequest, RunResult
+from compute.engines.hostfence import HostFence
 from compute.netproxy import DomainProxy
 from shared.errors import ExecutionFailed, ShoalError, Unavailable
 from shared.spec.params import DockerParams
@@ -79,7 +80,8 @@ class DockerEngine:
     Output is streamed from an attach made before the container starts (so nothing printed
     early is lost) into the request's stdout/stderr files, kept apart. Network `HTTP` puts the
     container on an internal docker network (no route out) with a per-run `DomainProxy` on
-    that network's gateway as its only way out; `proxy_resolve` pins names for the proxy.
+    that network's gateway as its only way out (and a `HostFence` keeps it off this host's
+    other services); `proxy_resolve` pins names for the proxy.
     """
 
     name = "docker"
@@ -92,6 +94,7 @@ class DockerEngine:
         pull_timeout: float = 120.0,
         proxy_resolve: Mapping[str, str] | None = None,
         http_network: str = HTTP_NETWORK,
+        fence_host: bool | None = None,
     ) -> None:
         self.node_id = node_id
         self._url = url
@@ -101,6 +104,11 @@ class DockerEngine:
         self._docker: aiodocker.Docker | None = None
         self._pulls: dict[str, asyncio.Lock] = {}
         self._network_lock = asyncio.Lock()
+        # SHOAL_HTTP_FENCE=off where nothing on this host listens beyond loopback and the
+        # agent may not change the firewall (a docker-in-docker pod, see deploy/k8s).
+        if fence_host is None:
+            fence_host = os.environ.get("SHOAL_HTTP_FENCE", "on").lower() not in ("off", "0")
+        self._fence = HostFence() if fence_host else None
         self._background: set[asyncio.Task[None]] = set()
 
     # ---- client lifecycle ----------------------------------------------------------------------
@@ -181,8 +189,7 @@ class DockerEngine:
             proxy: DomainProxy | None = None
             network = request.network.strip().lower()
             if network == "http":
-                proxy, network_mode = await self._start_proxy(request)
-                stack.push_async_callback(proxy.close)
+                proxy, network_mode = await self._start_proxy(request, stack)
                 env.update(_proxy_env(proxy.url))
             elif network in _NETWORK_MODES:
                 network_mode = _NETWORK_MODES[network]
@@ -338,10 +345,13 @@ class DockerEngine:
 
     # ---- HTTP networking -----------------------------------------------------------------------
 
-    async def _start_proxy(self, request: RunRequest) -> tuple[DomainProxy, str]:
+    async def _start_proxy(
+        self, request: RunRequest, stack: contextlib.AsyncExitStack
+    ) -> tuple[DomainProxy, str]:
+        """The run's proxy on the HTTP network's gateway, fenced: closed with `stack`."""
         if not request.domains:
             raise ExecutionFailed("network type HTTP needs at least one domain", retryable=False)
-        gateway = await self._ensure_http_network()
+        gateway, bridge = await self._ensure_http_network()
         proxy = DomainProxy(request.domains, host=gateway, resolve=self._proxy_resolve)
         try:
             await proxy.start()
@@ -350,10 +360,15 @@ class DockerEngine:
                 f"cannot serve the HTTP proxy on the docker gateway {gateway}: {exc}",
                 retryable=True,
             ) from None
+        stack.push_async_callback(proxy.close)
+        if self._fence is not None:
+            await self._fence.open(bridge, proxy.port)
+            stack.push_async_callback(self._fence.close, bridge, proxy.port)
         return proxy, self._http_network
 
-    async def _ensure_http_network(self) -> str:
-        """The internal (no route out) network HTTP tasks join; its gateway is this host."""
+    async def _ensure_http_network(self) -> tuple[str, str]:
+        """The internal (no route out) network HTTP tasks join: its gateway (an address of
+        this host) and the name of its bridge interface here."""
         networks = self._client().networks
         async with self._network_lock:
             try:
@@ -385,9 +400,11 @@ class DockerEngine:
                 "remove it so Shoal can create it with no route out",
                 retryable=False,
             )
+        options = info.get("Options") or {}
+        bridge = options.get("com.docker.network.bridge.name") or f"br-{info['Id'][:12]}"
         for entry in (info.get("IPAM") or {}).get("Config") or []:
             if entry.get("Gateway") and ":" not in entry["Gateway"]:
-                return str(entry["Gateway"])
+                return str(entry["Gateway"]), str(bridge)
         raise ExecutionFailed(
             f"docker network {self._http_network} has no IPv4 gateway", retryable=False
         )

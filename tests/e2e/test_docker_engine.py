@@ -369,3 +369,51 @@ async def test_http_network_has_no_direct_route_out(
         assert "root:" not in out(req)
     finally:
         await docker_cli("rm", "-f", peer)
+
+
+async def test_http_network_cannot_reach_this_hosts_own_services(
+    http_engine: DockerEngine, tmp_path: Path
+) -> None:
+    """A service on 0.0.0.0 here answers a Full-network task through its gateway, but not an
+    HTTP one: the HTTP network's gateway is this host too, and only the run's proxy is open."""
+    require(shutil.which("docker") is not None, "needs the docker CLI to find the gateways")
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"host-secret\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "0.0.0.0", 0)
+    port = int(server.sockets[0].getsockname()[1])
+    try:
+        gateway = await docker_cli(
+            "network", "inspect", "bridge", "-f", "{{(index .IPAM.Config 0).Gateway}}"
+        )
+        req = request(tmp_path / "full", f"nc -w 3 {gateway} {port}", network="Full")
+        assert (await http_engine.run(req)).exit_code == 0, err(req)
+        assert "host-secret" in out(req), "control: the host service must answer a Full task"
+
+        script = (
+            'echo "proxy=$http_proxy"; hostport=${http_proxy#http://}; '
+            f"timeout 5 nc -w 3 ${{hostport%:*}} {port}; echo rc=$?"
+        )
+        req = request(tmp_path / "http", script, network="HTTP", domains=("allowed.test",))
+        assert (await http_engine.run(req)).exit_code == 0, err(req)
+        assert "host-secret" not in out(req), out(req)
+        assert "rc=0" not in out(req), out(req)
+    finally:
+        server.close()
+        await server.wait_closed()
+    # The run's hole in the fence closed with it; the fence itself stays for the next run.
+    proxy_port = out(req).split("proxy=", 1)[1].split()[0].rsplit(":", 1)[1]
+    rules = await _iptables_input()
+    assert f"--dport {proxy_port} " not in rules + " ", rules
+    assert "-j DROP" in rules, rules
+
+
+async def _iptables_input() -> str:
+    proc = await asyncio.create_subprocess_exec(
+        "iptables", "-w", "-S", "INPUT", stdout=asyncio.subprocess.PIPE
+    )
+    stdout, _ = await proc.communicate()
+    return stdout.decode()
