@@ -14,6 +14,7 @@ from typing import Any
 
 from bench import celery_bench, scenarios
 from bench.report import Row, machine, print_table, verdict, write_json
+from cli.common import run as run_async
 
 SCENARIOS = ("latency", "throughput", "fleet", "daemon", "celery")
 DEFAULT_N = {"latency": 200, "throughput": 1000, "daemon": 10}
@@ -294,16 +295,18 @@ def main() -> None:
     started = time.time()
     if args.keep:
         workdir = Path(tempfile.mkdtemp(prefix="shoal-bench-"))
-        results = asyncio.run(_run(args, workdir))
+        results = run_async(_run(args, workdir))
         print(f"work directory kept: {workdir}")
     else:
         with tempfile.TemporaryDirectory(prefix="shoal-bench-") as tmp:
-            results = asyncio.run(_run(args, Path(tmp)))
+            results = run_async(_run(args, Path(tmp)))
     compare = _compare(results)
     document = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
         "seconds": round(time.time() - started, 1),
         "machine": machine(),
+        # the harness's own loop (its client); the shoal processes follow SHOAL_EVENT_LOOP too
+        "event_loop": os.environ.get("SHOAL_EVENT_LOOP", "uvloop"),
         "commit": _commit(),
         "command": "python -m bench " + " ".join(args.scenarios),
         "results": results,
