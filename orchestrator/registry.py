@@ -54,30 +54,46 @@ class NodeRegistry:
         self._on_stale = on_stale
         self._lock = asyncio.Lock()
         self.forget_after = 15.0
+        # The scheduler's view of every node, rebuilt only for nodes that changed: building
+        # it whole for each evaluation cost ~30 ms at 10,000 nodes.
+        self._states: dict[str, NodeState] = {}
+        self._dirty: set[str] = set()
+        self._all_dirty = True
+        mirror.on_node_change = self._dirty.add
 
     # ---- views for the scheduler and the API ---------------------------------------------------
 
     def states(self) -> dict[str, NodeState]:
-        out = {}
-        for node_id, versioned in self._mirror.nodes.items():
-            rec = versioned.value
-            live = self._live.get(node_id)
-            free = rec.info.capacity if live is None else self._free(live)
-            out[node_id] = NodeState(
-                id=node_id,
-                labels=rec.info.labels,
-                engines=frozenset(rec.info.engines),
-                publishers=frozenset(rec.info.publishers),
-                sources=frozenset(rec.info.sources),
-                capacity=rec.info.capacity,
-                free=free,
-                approval=rec.approval,
-                connected=rec.connection == "CONNECTED",
-                drain=rec.drain,
-                network=rec.info.network,
-                running=len(live.running) + len(live.reserved) if live else 0,
-            )
-        return out
+        """Every registered node as the scheduler sees it (a copy the caller may keep)."""
+        if self._all_dirty:
+            self._dirty.update(self._mirror.nodes, self._states)
+            self._all_dirty = False
+        for node_id in self._dirty:
+            versioned = self._mirror.nodes.get(node_id)
+            if versioned is None:
+                self._states.pop(node_id, None)
+            else:
+                self._states[node_id] = self._state_of(node_id, versioned.value)
+        self._dirty.clear()
+        return dict(self._states)
+
+    def _state_of(self, node_id: str, rec: wire.NodeRecord) -> NodeState:
+        live = self._live.get(node_id)
+        free = rec.info.capacity if live is None else self._free(live)
+        return NodeState(
+            id=node_id,
+            labels=rec.info.labels,
+            engines=frozenset(rec.info.engines),
+            publishers=frozenset(rec.info.publishers),
+            sources=frozenset(rec.info.sources),
+            capacity=rec.info.capacity,
+            free=free,
+            approval=rec.approval,
+            connected=rec.connection == "CONNECTED",
+            drain=rec.drain,
+            network=rec.info.network,
+            running=len(live.running) + len(live.reserved) if live else 0,
+        )
 
     def liveness(self, node_id: str) -> Liveness | None:
         return self._live.get(node_id)
@@ -100,17 +116,19 @@ class NodeRegistry:
         live = self._live.get(node_id)
         if live is not None:
             live.reserved[execution_id] = (demand, time.time())
+            self._dirty.add(node_id)
 
     def release(self, node_id: str, execution_id: str) -> None:
         live = self._live.get(node_id)
-        if live is not None:
-            live.reserved.pop(execution_id, None)
+        if live is not None and live.reserved.pop(execution_id, None) is not None:
+            self._dirty.add(node_id)
 
     # ---- handlers ------------------------------------------------------------------------------
 
     def reset_liveness(self) -> None:
         """On becoming leader: nodes not heard from yet get a full timeout to check in."""
         now = time.time()
+        self._all_dirty = True
         for node_id, versioned in self._mirror.nodes.items():
             if versioned.value.connection == "CONNECTED" and node_id not in self._live:
                 self._live[node_id] = Liveness(
@@ -181,6 +199,7 @@ class NodeRegistry:
             hello.boot_id,
             reserved=previous.reserved if previous and not restarted else {},
         )
+        self._dirty.add(node_id)
         cancel = [i for i in running if not self._wanted(i, node_id)]
         if restarted:
             # Whatever the node ran before its restart and no longer reports is gone.
@@ -220,10 +239,14 @@ class NodeRegistry:
         running = frozenset(beat.running)
         if live is None:
             live = self._live[node_id] = Liveness(now, beat.free, running, beat.boot_id)
+            self._dirty.add(node_id)
+        elif live.free != beat.free or live.running != running:
+            self._dirty.add(node_id)
         live.last_seen, live.free, live.running = now, beat.free, running
         for exec_id, (_, at) in list(live.reserved.items()):
             if exec_id in running or now - at > 2 * self.heartbeat_interval + 1:
                 del live.reserved[exec_id]
+                self._dirty.add(node_id)
         if record.value.connection == "DISCONNECTED":
             await self._transition(node_id, "CONNECTED", "heartbeats resumed")
             self._on_node_ready(node_id)
@@ -258,11 +281,13 @@ class NodeRegistry:
             live = self._live.get(node_id)
             if live is None:
                 self._live[node_id] = Liveness(now, versioned.value.info.capacity)
+                self._dirty.add(node_id)
                 continue
             if now - live.last_seen > self.disconnect_timeout:
                 silent = now - live.last_seen
                 await self._transition(node_id, "DISCONNECTED", f"no heartbeat for {silent:.1f}s")
                 live.reserved.clear()
+                self._dirty.add(node_id)
                 self._on_node_lost(node_id)
 
     async def _transition(self, node_id: str, connection: wire.Connection, why: str) -> None:

@@ -161,7 +161,7 @@ def _place(
         candidates = [n for n in nodes.values() if n.id not in refused]
         if distinct:
             candidates = [n for n in candidates if spread[n.id] == 0]
-        chosen = select(candidates, ctx.spec, spread=spread, avoid=avoid)
+        chosen = select(candidates, ctx.spec, spread=spread, avoid=avoid, sample=True)
         if not chosen.fit:
             for node_id in refused:
                 chosen.reasons[node_id] = "declined the bid"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -10,6 +11,13 @@ from shared import wire
 from shared.constraints import Requirement, first_unmet
 from shared.spec import JobSpec
 from shared.units import format_cpu, format_size
+
+# Above this many nodes a placement looks at nodes from a random starting point until
+# SAMPLE good candidates (fitting, not avoided, not yet running this job) are found, and ranks
+# those, instead of checking and ranking the whole fleet: O(SAMPLE), not O(fleet), per
+# placement (the "power of k choices" Nomad also uses). Smaller fleets are ranked whole.
+SAMPLE_ABOVE = 128
+SAMPLE = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,18 +147,35 @@ def select(
     *,
     spread: Counter[str] | None = None,
     avoid: frozenset[str] = frozenset(),
+    sample: bool = False,
 ) -> Selection:
-    """Filter then rank: most free capacity, fewest executions of this job, not `avoid`."""
+    """Filter then rank: most free capacity, fewest executions of this job, not `avoid`.
+
+    With `sample` (one placement, not every node) a large fleet is sampled: see SAMPLE_ABOVE.
+    """
     demand = Demand.of(spec)
     requirements = spec.requirements()
     spread = spread or Counter()
     out = Selection()
-    for node in nodes:
-        reason = misfit(node, spec, demand, requirements)
-        if reason is None:
-            out.fit.append(node)
+    order = nodes
+    if sample:
+        listed = list(nodes)
+        if len(listed) > SAMPLE_ABOVE:
+            start = random.randrange(len(listed))
+            order = listed[start:] + listed[:start]
         else:
+            sample = False
+    good = 0
+    for node in order:
+        reason = misfit(node, spec, demand, requirements)
+        if reason is not None:
             out.reasons[node.id] = reason
+            continue
+        out.fit.append(node)
+        if sample and node.id not in avoid and not spread[node.id]:
+            good += 1
+            if good >= SAMPLE:
+                break
 
     def score(node: NodeState) -> tuple[float, str]:
         cap, free = node.capacity, node.free

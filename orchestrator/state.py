@@ -48,7 +48,7 @@ class StateMirror:
         self._execs_kv: KV | None = None
         self._nodes_kv: KV | None = None
         self._children = Supervisor("state-mirror")
-        self.on_node_change: Callable[[wire.NodeRecord], None] | None = None
+        self.on_node_change: Callable[[str], None] = lambda node_id: None
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
@@ -116,12 +116,12 @@ class StateMirror:
             return
         if entry.value is None:
             self.nodes.pop(entry.key, None)
+            self.on_node_change(entry.key)
             return
         record = _decode(entry, wire.NodeRecord)
         if record is not None:
             self.nodes[entry.key] = Versioned(record, entry.revision)
-            if self.on_node_change is not None:
-                self.on_node_change(record)
+            self.on_node_change(entry.key)
 
     def _set_job(self, record: wire.JobRecord, revision: int) -> None:
         self.jobs[record.id] = Versioned(record, revision)
@@ -229,6 +229,7 @@ class StateMirror:
             await self._reread(self._nodes_kv, record.info.id, self._apply_node)
             raise
         self.nodes[record.info.id] = Versioned(record, rev)
+        self.on_node_change(record.info.id)
 
     @staticmethod
     async def _reread(kv: KV, key: str, apply: Callable[[Entry], None]) -> None:
