@@ -241,6 +241,16 @@ def _rows(results: dict[str, Any], compare: dict[str, Any]) -> list[Row]:
                 f"{run['node_list']['ms']} ms" if run["node_list"]["ok"] else "FAILED",
             ),
         ]
+        if "jobs" in run:
+            j = run["jobs"]
+            rows += [
+                Row(f"fleet {k}", "trivial job on the fleet, p50", f"{j['sequential_p50_ms']} ms"),
+                Row(
+                    f"fleet {k}",
+                    f"{j['burst']} jobs at once",
+                    f"{j['burst_jobs_per_s']} jobs/s ({j['burst_completed']} completed)",
+                ),
+            ]
     if "daemon" in results:
         d = results["daemon"]["hello_to_running"]
         rows += [

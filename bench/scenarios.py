@@ -20,6 +20,7 @@ from bench.stack import DEFAULTS, ShoalStack, StackConfig
 from compute.agent import AgentConfig, ComputeAgent
 from shared import subjects, wire
 from shared.bus import Bus, Message
+from shared.client import ShoalClient
 from shared.errors import ShoalError
 
 TRIVIAL: dict[str, Any] = {"Type": "batch", "Tasks": [{"Engine": {"Type": "noop"}}]}
@@ -385,6 +386,7 @@ async def fleet_one(
                 listing = {"ok": False, "error": str(exc)[:300]}
 
             detection = await _silence_detection(stack, probes)
+            jobs = await _jobs_on_fleet(client)
         finally:
             await probes.stop()
             await probe_bus.close()
@@ -413,11 +415,49 @@ async def fleet_one(
         "last_seen_age_max_s": round(max(ages), 2) if ages else None,
         "node_list": listing,
         "silence_detected_s": [round(d, 2) for d in detection],
+        "jobs": jobs,
     }
     if profiler is not None and profile is not None:
         out["profile"] = hot_spots(profile)
         print_hot_spots(f"orchestrator with {k} heartbeating nodes", out["profile"])
     return out
+
+
+async def _jobs_on_fleet(
+    client: ShoalClient, sequential: int = 20, burst: int = 200
+) -> dict[str, Any]:
+    """Trivial jobs scheduled onto the whole fleet: each evaluation sees every node."""
+    spec = trivial()
+    totals = []
+    for _ in range(sequential):
+        t0 = time.perf_counter()
+        await client.wait(await client.submit(spec), timeout=60)
+        totals.append(time.perf_counter() - t0)
+    ended: set[str] = set()
+    all_ended = asyncio.Event()
+
+    async def on_event(msg: Message) -> None:
+        event = wire.decode(msg.data, wire.JobEvent)
+        if event.kind == "job" and event.state in wire.TERMINAL_JOB_STATES:
+            ended.add(event.job_id)
+            if len(ended) >= burst:
+                all_ended.set()
+
+    sub = await client.bus.subscribe(subjects.EVENTS_SUBJECTS, on_event)
+    await client.bus.flush()
+    t0 = time.perf_counter()
+    ids = await asyncio.gather(*(client.submit(spec) for _ in range(burst)))
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(all_ended.wait(), 120)
+    elapsed = time.perf_counter() - t0
+    await sub.unsubscribe()
+    done = len(ended & set(ids))
+    return {
+        "sequential_p50_ms": summary_ms(totals)["p50_ms"],
+        "burst": burst,
+        "burst_completed": done,
+        "burst_jobs_per_s": round(done / elapsed, 1),
+    }
 
 
 async def fleet(
