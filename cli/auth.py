@@ -6,6 +6,7 @@ import datetime
 import ipaddress
 import json
 import os
+import re
 import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -67,7 +68,10 @@ def orchestrator_permissions() -> Permissions:
 
 
 def compute_permissions(node: str) -> Permissions:
-    """Its own node subjects, logs, result uploads; replies only to requests it was sent."""
+    """Its own node subjects, logs, result uploads; replies only to requests it was sent.
+
+    `node` is the node id (`subjects.node_id_from` of the node's name)."""
+    subjects.check_token(node, "node id")
     return Permissions(
         publish=(
             f"{P}.node.{node}.>",
@@ -103,12 +107,17 @@ def user_permissions() -> Permissions:
 
 @dataclass(frozen=True, slots=True)
 class Identity:
-    """A NATS user: its name, role, password and permissions."""
+    """A NATS user: its name, role, password and permissions.
+
+    A compute identity is named after the node as given (`ip-10-0-0-1.ec2.internal`, so the
+    DaemonSet finds `$(NODE_NAME).creds`); its permissions use the node id derived from it.
+    """
 
     name: str
     role: str
     password: str
     permissions: Permissions = field(repr=False)
+    node_id: str = ""  # compute only
 
 
 def identities(nodes: Sequence[str], orchestrators: int, users: Sequence[str]) -> list[Identity]:
@@ -116,7 +125,11 @@ def identities(nodes: Sequence[str], orchestrators: int, users: Sequence[str]) -
         Identity(f"orchestrator-{i}", "orchestrator", _password(), orchestrator_permissions())
         for i in range(1, orchestrators + 1)
     ]
-    out += [Identity(n, "compute", _password(), compute_permissions(n)) for n in nodes]
+    for name in nodes:
+        node_id = subjects.node_id_from(name)
+        out.append(
+            Identity(name, "compute", _password(), compute_permissions(node_id), node_id=node_id)
+        )
     out += [Identity(u, "user", _password(), user_permissions()) for u in users]
     return out
 
@@ -143,8 +156,11 @@ def users_conf(ids: Sequence[Identity]) -> str:
     ]
     for ident in ids:
         perms = ident.permissions
+        role = ident.role
+        if ident.node_id and ident.node_id != ident.name:
+            role += f" (node id {ident.node_id})"
         lines += [
-            f"    # {ident.role}",
+            f"    # {role}",
             f"    {{user: {_q(ident.name)}, password: {_q(ident.password)}, permissions: {{",
             f"      publish: {{allow: {_list(perms.publish)}}}",
             f"      subscribe: {{allow: {_list(perms.subscribe)}}}",
@@ -330,6 +346,29 @@ def _names(value: str, what: str) -> list[str]:
     return names
 
 
+# A node name becomes a file name (`<name>.creds`) and a Secret key: DNS-name characters.
+_NODE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
+
+
+def check_node_names(names: Sequence[str]) -> None:
+    """Host or Kubernetes node names (`ip-10-0-0-1.ec2.internal` is fine); two names that
+    map to the same node id would share its subjects, so they are refused."""
+    by_id: dict[str, str] = {}
+    for n in names:
+        if not _NODE_NAME.match(n):
+            raise click.BadParameter(
+                f"node name {n!r} must be 1-253 characters of letters, digits, '.', '_' or '-', "
+                "starting with a letter or digit"
+            )
+        node_id = subjects.node_id_from(n)
+        if node_id in by_id and by_id[node_id] != n:
+            raise click.BadParameter(
+                f"node names {by_id[node_id]!r} and {n!r} both become node id {node_id!r}; "
+                "rename one"
+            )
+        by_id[node_id] = n
+
+
 def generate(
     out: Path,
     *,
@@ -343,6 +382,7 @@ def generate(
 ) -> list[Identity]:
     """Write everything `shoal auth init` writes into `out`; returns the identities."""
     out = out.resolve()
+    check_node_names(nodes)
     ids = identities(nodes, orchestrators, users)
     seen: set[str] = set()
     for ident in ids:
@@ -380,7 +420,12 @@ def auth() -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Directory to write into (created if needed).",
 )
-@click.option("--nodes", default="", help="Compute node names, comma-separated (one user each).")
+@click.option(
+    "--nodes",
+    default="",
+    help="Compute node names as given to `shoal compute --name` (Kubernetes node names), "
+    "comma-separated; one user and one NAME.creds each.",
+)
 @click.option("--orchestrators", type=click.IntRange(0), default=1, show_default=True)
 @click.option("--users", default="", help="CLI user names, comma-separated.")
 @click.option("--tls", is_flag=True, help="Also make a CA and a server certificate.")
@@ -409,7 +454,7 @@ def init(
         raise click.UsageError(f"{out / 'users.conf'} exists; pass --force to replace it")
     ids = generate(
         out,
-        nodes=_names(nodes, "node name"),
+        nodes=[n.strip() for n in nodes.split(",") if n.strip()],
         orchestrators=orchestrators,
         users=_names(users, "user name"),
         tls=tls,
@@ -423,6 +468,9 @@ def init(
     )
     click.echo(f"wrote {out / 'users.conf'} and {out / 'k8s-secrets.yaml'}")
     for ident in ids:
-        click.echo(f"  {ident.role:<12} --creds {out / 'creds' / (ident.name + '.creds')}")
+        line = f"  {ident.role:<12} --creds {out / 'creds' / (ident.name + '.creds')}"
+        if ident.node_id and ident.node_id != ident.name:
+            line += f"  (node id {ident.node_id})"
+        click.echo(line)
     if tls:
         click.echo(f"wrote a CA and server certificate in {out / 'tls'}")

@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "wasm": ("cli.shortcuts", "wasm"),
     "docker": ("cli.shortcuts", "docker"),
     "auth": ("cli.auth", "auth"),
+    "health": ("cli.health", "health"),
 }
 
 

@@ -12,16 +12,20 @@ from typing import Any, TypeVar
 import click
 
 from cli.common import connection, run, tls_ca
+from cli.health_writer import compute_health, health_file_option, keep_fresh, orchestrator_health
 from cli.output import errors_to_exit, info
 from compute.agent import AgentConfig, ComputeAgent
 from compute.fleet import Fleet
 from compute.inputs import AllowedPath
 from orchestrator.service import Orchestrator, OrchestratorConfig
+from shared import subjects
 from shared.bus import Bus
 from shared.natsserver import EmbeddedNats
 from shared.units import parse_cpu, parse_size
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+log = logging.getLogger(__name__)
 
 
 def _logging(verbose: bool) -> None:
@@ -97,6 +101,7 @@ def _with(options: list[Callable[[F], F]]) -> Callable[[F], F]:
     envvar="SHOAL_ORCHESTRATOR_NAME",
     help="This orchestrator's name in the leader lease (default: a random one).",
 )
+@health_file_option
 @click.option("-v", "--verbose", is_flag=True)
 @click.pass_context
 def orchestrator(
@@ -106,6 +111,7 @@ def orchestrator(
     manual_approval: bool,
     replicas: int,
     orchestrator_name: str,
+    health_file: Path | None,
     verbose: bool,
 ) -> None:
     """Run an orchestrator against a NATS server (--nats)."""
@@ -124,7 +130,10 @@ def orchestrator(
             url, creds=creds, name="shoal-orchestrator", replicas=replicas, tls_ca=ca
         )
         try:
-            async with Orchestrator(bus, config):
+            async with (
+                Orchestrator(bus, config) as orch,
+                keep_fresh(health_file, lambda: orchestrator_health(orch, bus)),
+            ):
                 info(f"orchestrator running against {url}")
                 await _until_signalled()
         finally:
@@ -135,7 +144,12 @@ def orchestrator(
 
 
 @click.command()
-@click.option("--name", required=True, help="Node id: letters, digits, '-' and '_'.")
+@click.option(
+    "--name",
+    required=True,
+    help="Node name, e.g. the host's. The node id replaces every character but letters, "
+    "digits, '-' and '_' with '-'; the name itself is kept as the label hostname.",
+)
 @click.option("--label", "labels", multiple=True, metavar="KEY=VALUE")
 @click.option("--cpu", default=None, help="CPU to offer (e.g. 2, 500m); default all cores.")
 @click.option("--memory", default=None, help="Memory to offer (e.g. 4Gi); default all RAM.")
@@ -169,6 +183,7 @@ def orchestrator(
     default=Path(".shoal/compute"),
     show_default=True,
 )
+@health_file_option
 @click.option("-v", "--verbose", is_flag=True)
 @click.pass_context
 def compute(
@@ -185,16 +200,23 @@ def compute(
     no_network: bool,
     virtual: int,
     state_dir: Path,
+    health_file: Path | None,
     verbose: bool,
 ) -> None:
     """Run a compute agent against a NATS server (--nats)."""
     _logging(verbose)
     url, creds = connection(ctx)
     ca = tls_ca(ctx)
+    try:
+        node_id = subjects.node_id_from(name)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--name") from None
+    if node_id != name:
+        log.info("node name %r becomes node id %r (label hostname=%s)", name, node_id, name)
     with errors_to_exit():
         config = AgentConfig(
-            name=name,
-            labels=_labels(labels),
+            name=node_id,
+            labels={"hostname": name, **_labels(labels)},
             engines=tuple(e.strip() for e in engines.split(",") if e.strip()),
             cpu_millis=parse_cpu(cpu) if cpu else 0,
             memory_bytes=parse_size(memory) if memory else 0,
@@ -202,24 +224,33 @@ def compute(
             max_executions=max_executions,
             allow_local_paths=tuple(AllowedPath.parse(a) for a in allow),
             heartbeat_interval=heartbeat_interval,
-            state_dir=state_dir / name,
+            state_dir=state_dir / node_id,
             network=not no_network,
         )
 
     async def main() -> None:
-        bus = await Bus.connect(url, creds=creds, name=f"shoal-compute-{name}", tls_ca=ca)
+        bus = await Bus.connect(url, creds=creds, name=f"shoal-compute-{node_id}", tls_ca=ca)
         try:
             if virtual:
-                async with Fleet(bus, config, virtual):
+                async with (
+                    Fleet(bus, config, virtual) as fleet,
+                    keep_fresh(
+                        health_file,
+                        lambda: compute_health(name, list(fleet.agents.values()), bus),
+                    ),
+                ):
                     info(
-                        f"{virtual} virtual nodes {name}-0..{name}-{virtual - 1} running "
-                        f"against {url}"
+                        f"{virtual} virtual nodes {node_id}-0..{node_id}-{virtual - 1} "
+                        f"running against {url}"
                     )
                     await _until_signalled()
                 return
-            async with ComputeAgent(bus, config) as agent:
+            async with (
+                ComputeAgent(bus, config) as agent,
+                keep_fresh(health_file, lambda: compute_health(name, [agent], bus)),
+            ):
                 info(
-                    f"compute node {name} running against {url} "
+                    f"compute node {node_id} running against {url} "
                     f"(engines: {', '.join(sorted(agent.engines))})"
                 )
                 await _until_signalled()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 PREFIX = "shoal.v1"
@@ -54,6 +55,26 @@ def check_token(value: str, what: str = "id") -> str:
             f"{what} {value!r} must be 1-128 characters of letters, digits, '_' or '-'"
         )
     return value
+
+
+_NOT_TOKEN = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def node_id_from(name: str) -> str:
+    """The node id for a host or Kubernetes node name: every character outside letters,
+    digits, '_' and '-' becomes '-' (`ip-10-0-0-1.ec2.internal` -> `ip-10-0-0-1-ec2-internal`).
+
+    Deterministic, so `shoal compute --name` and `shoal auth init --nodes` agree on the id (and
+    so on the subjects a node's identity may use). A name longer than a token allows keeps its
+    first 119 characters and gets a hash of the whole name, so long names stay distinct.
+    """
+    if not name:
+        raise ValueError("node name must not be empty")
+    node_id = _NOT_TOKEN.sub("-", name)
+    if len(node_id) > 128:
+        digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+        node_id = f"{node_id[:119]}-{digest}"
+    return check_token(node_id, "node id")
 
 
 def api(verb: str) -> str:

@@ -19,6 +19,8 @@ import pytest
 import yaml
 
 from cli.auth import generate
+from cli.health import DEFAULT_MAX_AGE
+from shared import subjects
 from shared.client import ShoalClient
 from shared.errors import ShoalError, Unavailable
 from shared.natsserver import EmbeddedNats, nats_server_binary
@@ -31,6 +33,7 @@ OVERLAYS = ["base", "overlays/dind"]
 K8S_VERSION = "1.30.0"  # the oldest Kubernetes the manifests promise to run on
 IN_CLUSTER_URL = "nats://nats:4222"
 NODE = "kind-worker"  # what spec.nodeName says in the drift test
+CLOUD_NODE = "ip-10-0-0-1.ec2.internal"  # a cloud provider's node name: not a NATS token
 SHOAL = Path(sys.executable).parent / "shoal"
 
 Doc = dict[str, Any]
@@ -144,10 +147,11 @@ def test_overlay_follows_the_conventions(overlay: str) -> None:
     orch = find(docs, "Deployment", "shoal-orchestrator")
     assert orch["spec"]["replicas"] == 2
     orch_c = container(orch, "orchestrator")
-    assert {"readinessProbe", "livenessProbe"} <= orch_c.keys()
+    _check_health_probes(orch_c)
     # Production state has a replica on every NATS member.
     assert _env(orch_c, pod_name="x")["SHOAL_REPLICAS"] == str(nats["spec"]["replicas"])
     compute = container(find(docs, "DaemonSet", "shoal-compute"), "compute")
+    _check_health_probes(compute)
     node_name = next(e for e in compute["env"] if e["name"] == "NODE_NAME")
     assert node_name["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
     engines = compute["args"][compute["args"].index("--engines") + 1]
@@ -159,6 +163,31 @@ def test_overlay_follows_the_conventions(overlay: str) -> None:
         assert dind["securityContext"]["privileged"] is True
         work = {m["name"]: m["mountPath"] for m in compute["volumeMounts"]}["work"]
         assert {m["name"]: m["mountPath"] for m in dind["volumeMounts"]}["work"] == work
+
+
+def _check_health_probes(c: Doc) -> None:
+    """The container writes a health file on a writable volume, and every probe checks that
+    file with `shoal health`; liveness is the more patient one."""
+    args = c["args"]
+    assert "--health-file" in args, (c["name"], args)
+    path = args[args.index("--health-file") + 1]
+    mounts = [m["mountPath"] for m in c["volumeMounts"] if not m.get("readOnly")]
+    assert any(path.startswith(m.rstrip("/") + "/") for m in mounts), (path, mounts)
+    commands = {}
+    for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert kind in c, (c["name"], kind)
+        command = c[kind]["exec"]["command"]
+        assert command[:3] == ["shoal", "health", path], (kind, command)
+        commands[kind] = command
+
+    def max_age(command: list[str]) -> float:
+        if "--max-age" not in command:
+            return DEFAULT_MAX_AGE
+        return float(command[command.index("--max-age") + 1])
+
+    assert max_age(commands["readinessProbe"]) == DEFAULT_MAX_AGE
+    assert max_age(commands["livenessProbe"]) > max_age(commands["readinessProbe"])
+    assert "--max-disconnected" in commands["livenessProbe"]
 
 
 def test_nats_config_is_the_deploy_one_and_nats_server_accepts_it(tmp_path: Path) -> None:
@@ -248,16 +277,18 @@ def _local(value: str, paths: dict[str, str]) -> str:
 class Pod:
     """One rendered container run here: ENTRYPOINT `shoal`, its args, its env."""
 
-    def __init__(self, c: Doc, pod_name: str, paths: dict[str, str], log: Path) -> None:
+    def __init__(
+        self, c: Doc, pod_name: str, paths: dict[str, str], log: Path, node_name: str = NODE
+    ) -> None:
         assert "command" not in c, "Shoal containers rely on the image's ENTRYPOINT"
-        env = _env(c, pod_name=pod_name)
+        env = _env(c, pod_name=pod_name, node_name=node_name)
         self.env = {k: _local(v, paths) for k, v in env.items()}
         if "SHOAL_REPLICAS" in self.env:  # the cluster's size; this server is a single one
             self.env["SHOAL_REPLICAS"] = "1"
         self.argv = [str(SHOAL), *(_local(_expand(a, env), paths) for a in c["args"])]
         self.probes = [
             [_local(a, paths) for a in c[p]["exec"]["command"]]
-            for p in ("readinessProbe", "livenessProbe")
+            for p in ("startupProbe", "readinessProbe", "livenessProbe")
             if "exec" in c.get(p, {})
         ]
         self.log = log
@@ -269,7 +300,8 @@ class Pod:
                 *self.argv, env={**os.environ, **self.env}, stdout=out, stderr=out
             )
 
-    async def probe(self) -> None:
+    async def probe(self) -> bool:
+        """Every exec probe passes (an AssertionError says which did not, and why)."""
         for command in self.probes:
             assert command[0] == "shoal"
             proc = await asyncio.create_subprocess_exec(
@@ -281,6 +313,7 @@ class Pod:
             )
             _, err = await proc.communicate()
             assert proc.returncode == 0, (command, err.decode())
+        return True
 
     async def stop(self) -> int:
         proc = self.proc
@@ -312,9 +345,12 @@ async def running(*pods: Pod) -> AsyncIterator[None]:
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 async def test_rendered_containers_run_and_register(overlay: str, tmp_path: Path) -> None:
+    """On a cloud node name with dots, with the creds `shoal auth init` made for it, and
+    their own probes passing against them."""
     docs = render(overlay)
     auth = tmp_path / "auth"
-    generate(auth, nodes=[NODE], orchestrators=1, users=["tester"])
+    generate(auth, nodes=[CLOUD_NODE], orchestrators=1, users=["tester"])
+    node_id = subjects.node_id_from(CLOUD_NODE)
     async with EmbeddedNats(tmp_path / "nats", config=auth / "nats-server.conf") as server:
         paths = {
             IN_CLUSTER_URL: server.url,
@@ -324,26 +360,44 @@ async def test_rendered_containers_run_and_register(overlay: str, tmp_path: Path
         }
         orch_c = container(find(docs, "Deployment", "shoal-orchestrator"), "orchestrator")
         compute_c = container(find(docs, "DaemonSet", "shoal-compute"), "compute")
-        orch = Pod(orch_c, "shoal-orchestrator-abc", paths, tmp_path / "orchestrator.log")
-        compute = Pod(compute_c, "shoal-compute-xyz", paths, tmp_path / "compute.log")
+        orch = Pod(
+            orch_c,
+            "shoal-orchestrator-abc",
+            {**paths, "/tmp": str(tmp_path / "orchestrator-tmp")},  # each pod has its own /tmp
+            tmp_path / "orchestrator.log",
+        )
+        compute = Pod(
+            compute_c,
+            "shoal-compute-xyz",
+            {**paths, "/tmp": str(tmp_path / "compute-tmp")},
+            tmp_path / "compute.log",
+            node_name=CLOUD_NODE,
+        )
         assert orch.env["SHOAL_CREDS"] == str(auth / "creds" / "orchestrator-1.creds")
-        assert compute.env["SHOAL_CREDS"] == str(auth / "creds" / f"{NODE}.creds")
+        assert compute.env["SHOAL_CREDS"] == str(auth / "creds" / f"{CLOUD_NODE}.creds")
+        assert len(orch.probes) == len(compute.probes) == 3
 
         async def registered() -> bool:
             try:
                 async with await ShoalClient.connect(
                     server.url, str(auth / "creds/tester.creds")
                 ) as c:
-                    return any(n.id == NODE for n in await c.nodes())
+                    return any(
+                        n.id == node_id and n.labels.get("hostname") == CLOUD_NODE
+                        for n in await c.nodes()
+                    )
             except (Unavailable, ShoalError):
                 return False
 
         async with running(orch, compute):
             try:
-                await eventually(registered, timeout=45, interval=0.5, what=f"{NODE} registered")
-                await orch.probe()
-            except AssertionError:
+                await eventually(registered, timeout=45, interval=0.5, what=f"{node_id} registered")
+                for pod in (orch, compute):
+                    await eventually(pod.probe, timeout=15, interval=0.5, what=f"{pod.argv} probes")
+            except AssertionError as exc:
                 logs = "\n".join(p.log.read_text(errors="replace")[-3000:] for p in (orch, compute))
-                raise AssertionError(f"the rendered containers did not come up:\n{logs}") from None
+                raise AssertionError(
+                    f"the rendered containers did not come up ({exc}):\n{logs}"
+                ) from None
         assert await orch.stop() == 0
         assert await compute.stop() == 0

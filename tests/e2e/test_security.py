@@ -186,8 +186,8 @@ def test_auth_init_writes_private_files(tmp_path: Path) -> None:
     assert {d["metadata"]["name"] for d in secrets_docs} == {"shoal-nats-auth", "shoal-creds"}
     again = CliRunner().invoke(auth, args)
     assert again.exit_code != 0 and "--force" in again.output
-    bad = CliRunner().invoke(auth, ["init", "--out", str(tmp_path / "x"), "--nodes", "a.b"])
-    assert bad.exit_code == 2 and "node name 'a.b'" in bad.output
+    bad = CliRunner().invoke(auth, ["init", "--out", str(tmp_path / "x"), "--nodes", "a/b"])
+    assert bad.exit_code == 2 and "node name 'a/b'" in bad.output
 
 
 def test_permissions_never_let_compute_or_users_write_state() -> None:
