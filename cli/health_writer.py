@@ -60,9 +60,9 @@ def compute_health(name: str, agents: Sequence[ComputeAgent], bus: Bus) -> healt
         nats_connected=connected,
         node_id=ids[0] if len(ids) == 1 else f"{ids[0]}..{ids[-1]}",
         # The agent has no public view of these yet; read-only use of its own bookkeeping.
-        registered=all(a._hello_done.is_set() for a in agents),
+        registered=all(a.registered for a in agents),
         approval=",".join(approvals),
-        running=sum(len(a._running) for a in agents),
+        running=sum(a.running_count for a in agents),
     )
 
 

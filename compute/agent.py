@@ -178,6 +178,15 @@ class ComputeAgent(Service):
             if close is not None:
                 await close()
 
+    @property
+    def registered(self) -> bool:
+        """Whether an orchestrator has answered this node's hello."""
+        return self._hello_done.is_set()
+
+    @property
+    def running_count(self) -> int:
+        return len(self._running)
+
     async def wait_registered(self, timeout: float = 30.0) -> None:
         async with asyncio.timeout(timeout):
             await self._hello_done.wait()
