@@ -63,9 +63,15 @@ class Lease:
                 await self._kv.delete(LEASE_KEY)
 
     async def run(
-        self, lead: Callable[[], Awaitable[None]], follow: Callable[[], Awaitable[None]]
+        self,
+        lead: Callable[[], Awaitable[None]],
+        follow: Callable[[], Awaitable[None]],
+        healthy: Callable[[], bool] = lambda: True,
     ) -> None:
-        """Forever: acquire, call `lead()`, renew; on loss call `follow()` and try again."""
+        """Forever: acquire, call `lead()`, renew; on loss call `follow()` and try again.
+
+        A leader whose scheduling is no longer `healthy()` (a part of it crashed) hands the
+        lease back at once rather than holding it while nothing is scheduled."""
         interval = self.ttl / 3
         while True:
             try:
@@ -81,11 +87,15 @@ class Lease:
             last_ok = time.monotonic()
             while True:
                 await asyncio.sleep(interval)
+                if not healthy():
+                    log.error("%s: scheduling failed; handing the lease back", self.holder)
+                    await self.release()
+                    break
                 if await self.renew():
                     last_ok = time.monotonic()
                     continue
                 if time.monotonic() - last_ok > self.ttl * 0.8 or not self.leading:
+                    log.warning("%s lost the scheduling lease; stepping down", self.holder)
                     break
-            log.warning("%s lost the scheduling lease; stepping down", self.holder)
             self.leading = False
             await follow()

@@ -129,7 +129,10 @@ class Orchestrator(Service):
             await self._leading.stop()
             self._leading = Supervisor("scheduling")
 
-        self._children.spawn(self.lease.run(lead, follow), name="leader-election")
+        self._children.spawn(
+            self.lease.run(lead, follow, healthy=lambda: self._leading.running),
+            name="leader-election",
+        )
         # A lone orchestrator should be scheduling by the time start() returns.
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.config.lease_ttl / 2):

@@ -127,7 +127,7 @@ def _lane(msg: StreamMessage) -> str:
     """The execution an update is about, cheaply (the message is decoded properly later)."""
     try:
         return str(msgspec.json.decode(msg.data, type=_Key).execution_id)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
         return ""
 
 

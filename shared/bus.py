@@ -506,8 +506,15 @@ class Bus:
                     log.warning("%s on %s: %s", durable, stream, exc)
                     await asyncio.sleep(1.0)
                     continue
-                if msgs:
+                if not msgs:
+                    continue
+                try:
                     await handle(msgs)
+                except ShoalError as exc:
+                    log.warning("%s on %s: %s", durable, stream, exc)
+                except Exception:  # a bug must not stop the consumer; unacked ones come back
+                    log.exception("%s on %s: handling a batch failed", durable, stream)
+                    await asyncio.sleep(1.0)
         finally:
             await consumer.close()
 

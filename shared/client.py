@@ -299,7 +299,7 @@ def _ends_job(data: bytes) -> bool:
     """Whether a history event may say the job ended (undecodable ones: assume it might)."""
     try:
         event = msgspec.json.decode(data, type=_EventState)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
         return True
     return event.kind != "execution" and event.state in wire.TERMINAL_JOB_STATES
 

@@ -396,6 +396,8 @@ def decode(data: bytes | bytearray | memoryview, kind: type[T], *, what: str = "
         raise InvalidSpec([Problem(what or kind.__name__, f"malformed message: {exc}")]) from None
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise InvalidSpec([Problem(what or kind.__name__, f"not valid JSON: {exc}")]) from None
+    except RecursionError:  # msgspec gives up near 1000 levels, even inside skipped fields
+        raise InvalidSpec([Problem(what or kind.__name__, "JSON nested too deeply")]) from None
 
 
 def decode_command(data: bytes) -> Command:

@@ -391,3 +391,24 @@ async def test_invalid_spec_reports_every_problem(
         assert await client.jobs() == []
         job_id = await client.submit(noop_job("good-spec"))
         assert (await client.wait(job_id, timeout=10)).state == "Completed"
+
+
+async def test_a_crashed_scheduling_part_hands_the_lease_back_and_scheduling_resumes(
+    nats_server: EmbeddedNats, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bug that kills a scheduling task must not leave a leader that schedules nothing."""
+    async with stack(nats_server.url, tmp_path, agents=1) as s, await s.client() as client:
+        orch = s.orchestrator
+        assert orch is not None and orch.leading
+        crashed = orch._leading  # the supervisor of the scheduling tasks
+
+        async def bug() -> None:
+            raise RuntimeError("injected scheduling bug")
+
+        crashed.spawn(bug(), name="injected-bug")
+        await eventually(lambda: not crashed.running, what="the scheduling group ends")
+        # The lease comes back (to this orchestrator, the only one) with a fresh group.
+        await eventually(lambda: orch.leading and orch._leading is not crashed, timeout=15)
+        view = await client.wait(await client.submit(noop_job("after-crash")), timeout=15)
+        assert view.state == "Completed", view
+        assert "handing the lease back" in caplog.text
