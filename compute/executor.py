@@ -78,6 +78,7 @@ async def run_execution(
     # The engine creates the output files; a task that prints nothing leaves none to ship.
     stdout, stderr = workdir / "stdout", workdir / "stderr"
     shippers = [ship_logs(stdout, "stdout"), ship_logs(stderr, "stderr")]
+    finished = False
     try:
         async with asyncio.TaskGroup() as group:
             for s in shippers:
@@ -93,6 +94,7 @@ async def run_execution(
             await s.ship()
         if publisher is not None and final.exit_code is not None:
             final = await _publish(final, execution, workdir, publisher)
+        finished = True
     except asyncio.CancelledError:
         for s in shippers:
             with contextlib.suppress(ShoalError, OSError):
@@ -102,9 +104,13 @@ async def run_execution(
         await asyncio.shield(report(update(state, error=why, retryable=True)))
         raise
     finally:
+        if not finished and not keep_workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+    try:
+        await report(final)  # first: the orchestrator waits for this, not for the clean-up
+    finally:
         if not keep_workdir:
             shutil.rmtree(workdir, ignore_errors=True)
-    await report(final)
 
 
 async def _publish(
