@@ -113,7 +113,9 @@ class Api:
         existing = self._by_name(spec.namespace, spec.name) if spec.name else None
         if existing is not None:
             return await self._new_version(existing, spec, req.force, now)
-        job_id = f"j-{uuid.uuid4()}"
+        # A named job's id follows from its name, so the KV create below is what keeps names
+        # unique, even against a submit this orchestrator's mirror has not seen yet.
+        job_id = named_job_id(spec.namespace, spec.name) if spec.name else f"j-{uuid.uuid4()}"
         spec = spec.model_copy(update={"id": job_id, "name": spec.name or job_id})
         record = wire.JobRecord(
             id=job_id,
@@ -128,7 +130,13 @@ class Api:
         )
         # The current version lives in the job record; the versions bucket keeps the ones a
         # new version replaced, so a job that is never updated costs one write here.
-        await self._mirror.create_job(record)
+        try:
+            await self._mirror.create_job(record)
+        except Conflict:
+            taken = await self._mirror.fetch_job(spec.namespace, job_id)
+            if taken is None:
+                raise
+            return await self._new_version(taken, spec, req.force, now)
         await asyncio.gather(
             self._history.job(record, "", "job submitted"),
             self._schedule(record, spec, "submitted"),
@@ -139,17 +147,19 @@ class Api:
         """Hand the job to the scheduler: in-process when this orchestrator leads (a crash
         before it is evaluated is covered by the new leader's scan of unfinished jobs),
         through the durable SHOAL_EVALS queue otherwise."""
-        if self._submitted is not None:
-            await self._submitted(job, spec, trigger)
-        else:
-            await enqueue(self._bus, job, trigger)
+        try:
+            if self._submitted is not None:
+                await self._submitted(job, spec, trigger)
+            else:
+                await enqueue(self._bus, job, trigger)
+        except ShoalError as exc:
+            # The job is stored: answering with an error would make the client submit it
+            # again. The leader's rescue scan evaluates a job left Pending.
+            log.warning("job %s stored, but its evaluation was not queued (%s)", job.id, exc)
 
     def _by_name(self, namespace: str, name: str) -> wire.JobRecord | None:
-        for versioned in self._mirror.jobs.values():
-            job = versioned.value
-            if job.name == name and job.namespace == namespace:
-                return job
-        return None
+        job_id = self._mirror.by_name.get((namespace, name))
+        return self._mirror.job(job_id) if job_id else None
 
     async def _new_version(
         self, job: wire.JobRecord, spec: JobSpec, force: bool, now: float
@@ -385,3 +395,8 @@ def _current_version(job: wire.JobRecord) -> wire.JobVersion:
     return wire.JobVersion(
         job_id=job.id, version=job.version, spec=job.spec, submitted_at=job.created_at
     )
+
+
+def named_job_id(namespace: str, name: str) -> str:
+    """The id of the job called `name` in `namespace`: the same on every orchestrator."""
+    return f"j-{uuid.uuid5(uuid.NAMESPACE_URL, f'shoal:{namespace}/{name}')}"

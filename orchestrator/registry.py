@@ -42,6 +42,7 @@ class NodeRegistry:
         on_node_ready: Callable[[str], None] = lambda node_id: None,
         on_node_lost: Callable[[str], None] = lambda node_id: None,
         on_stale: Callable[[str, list[str]], None] = lambda node_id, ids: None,
+        leading: Callable[[], bool] = lambda: True,
     ) -> None:
         self._bus = bus
         self._mirror = mirror
@@ -52,6 +53,9 @@ class NodeRegistry:
         self._on_node_ready = on_node_ready
         self._on_node_lost = on_node_lost
         self._on_stale = on_stale
+        # Only the leader reconciles what nodes run against state: a follower's mirror trails
+        # the leader's writes, so it would take executions just placed for strays.
+        self._leading = leading
         self._lock = asyncio.Lock()
         self.forget_after = 15.0
         # The scheduler's view of every node, rebuilt only for nodes that changed: building
@@ -202,7 +206,7 @@ class NodeRegistry:
             reserved=previous.reserved if previous and not restarted else {},
         )
         self._dirty.add(node_id)
-        cancel = [i for i in running if not self._wanted(i, node_id)]
+        cancel = [i for i in running if not self._wanted(i, node_id)] if self._leading() else []
         if restarted:
             # Whatever the node ran before its restart and no longer reports is gone.
             gone = [e.id for e in self._mirror.live_on(node_id) if e.id not in running]
@@ -255,6 +259,8 @@ class NodeRegistry:
         if record.value.connection == "DISCONNECTED":
             await self._transition(node_id, "CONNECTED", "heartbeats resumed")
             self._on_node_ready(node_id)
+        if not self._leading():
+            return
         unwanted = [i for i in running if not self._wanted(i, node_id)]
         # Offered long ago and still not running there: the offer (or the node's memory of
         # it) was lost, e.g. when an orchestrator died mid-bid.

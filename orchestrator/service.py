@@ -73,6 +73,7 @@ class Orchestrator(Service):
             on_node_ready=self._node_changed,
             on_node_lost=self._node_lost,
             on_stale=self._stale,
+            leading=lambda: self.leading,
         )
         self.broker = EvalBroker(bus, self._evaluate, workers=self.config.workers)
         self.planner = Planner(

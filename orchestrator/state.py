@@ -42,6 +42,7 @@ class StateMirror:
         self.by_job: dict[str, set[str]] = defaultdict(set)
         self.by_node: dict[str, set[str]] = defaultdict(set)
         self.waiting: set[str] = set()
+        self.by_name: dict[tuple[str, str], str] = {}  # (namespace, name) -> job id
         self.nodes: dict[str, Versioned[wire.NodeRecord]] = {}
         self._creating: dict[str, asyncio.Future[None]] = {}
         self._jobs_kv: KV | None = None
@@ -88,8 +89,10 @@ class StateMirror:
         if known is not None and known.revision >= entry.revision:
             return
         if entry.value is None:
-            self.jobs.pop(job_id, None)
+            gone = self.jobs.pop(job_id, None)
             self.waiting.discard(job_id)
+            if gone is not None:
+                self.by_name.pop((gone.value.namespace, gone.value.name), None)
             return
         record = _decode(entry, wire.JobRecord)
         if record is not None:
@@ -125,6 +128,7 @@ class StateMirror:
 
     def _set_job(self, record: wire.JobRecord, revision: int) -> None:
         self.jobs[record.id] = Versioned(record, revision)
+        self.by_name[(record.namespace, record.name)] = record.id
         # Jobs that may fit somewhere new when a node joins or capacity frees up: kept as
         # an index so that event costs O(waiting jobs), not O(every job ever submitted).
         if record.state == "Queued" or (
@@ -168,6 +172,15 @@ class StateMirror:
             subjects.job_key(record.namespace, record.id), wire.encode(record)
         )
         self._set_job(record, rev)
+
+    async def fetch_job(self, namespace: str, job_id: str) -> wire.JobRecord | None:
+        """Read a job from KV (newer than the mirror, e.g. written by another orchestrator)."""
+        assert self._jobs_kv is not None
+        entry = await self._jobs_kv.get(subjects.job_key(namespace, job_id))
+        if entry is None or entry.value is None:
+            return None
+        self._apply_job(entry)
+        return _decode(entry, wire.JobRecord)
 
     async def update_job(self, record: wire.JobRecord) -> None:
         """CAS against the revision in the mirror; Conflict (after a re-read) if it moved."""

@@ -381,7 +381,6 @@ LAGGING_FOLLOWER = (
 )
 
 
-@pytest.mark.xfail(strict=True, reason=LAGGING_FOLLOWER)
 async def test_follower_with_a_lagging_mirror_leaves_the_leaders_executions_alone(
     nats_server: EmbeddedNats, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -438,7 +437,6 @@ DUPLICATE_SUBMIT = (
 )
 
 
-@pytest.mark.xfail(strict=True, reason=DUPLICATE_SUBMIT)
 async def test_a_retried_submit_never_makes_a_second_job(
     nats_server: EmbeddedNats, monkeypatch: pytest.MonkeyPatch
 ) -> None:
