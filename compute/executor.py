@@ -28,8 +28,9 @@ log = logging.getLogger(__name__)
 
 Report = Callable[[wire.ExecutionUpdate], Awaitable[None]]
 
-# "running" is reported once a task has run this long: a task that ends sooner is reported
-# once, with its start time, which saves the orchestrator a state write per short task.
+# A batch or ops task is reported "running" once it has run this long: one that ends sooner is
+# reported once, with its start time, which saves the orchestrator a state write per short
+# task. Daemon and service tasks are meant to keep running: they are reported at once.
 RUNNING_HOLDBACK = 0.05
 
 
@@ -171,10 +172,12 @@ async def _run(
         )
         started = time.time()
         announced = False
+        holdback = RUNNING_HOLDBACK if spec.type in ("batch", "ops") else 0.0
 
         async def announce() -> None:
             nonlocal announced
-            await asyncio.sleep(RUNNING_HOLDBACK)
+            if holdback:
+                await asyncio.sleep(holdback)
             announced = True
             await report(update("running"))
 
