@@ -28,6 +28,21 @@ def require(capability: bool, why: str) -> None:
     pytest.skip(why)
 
 
+async def terminate(proc: asyncio.subprocess.Process, grace: float = 20.0) -> bool:
+    """SIGTERM, then SIGKILL after `grace` seconds; whether it exited on the SIGTERM."""
+    if proc.returncode is not None:
+        return True
+    proc.terminate()
+    try:
+        async with asyncio.timeout(grace):
+            await proc.wait()
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        return False
+    return True
+
+
 async def eventually(
     check: Callable[[], Awaitable[T] | T],
     *,

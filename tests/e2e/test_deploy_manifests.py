@@ -7,7 +7,6 @@ import contextlib
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -24,7 +23,7 @@ from shared import subjects
 from shared.client import ShoalClient
 from shared.errors import ShoalError, Unavailable
 from shared.natsserver import EmbeddedNats, nats_server_binary
-from tests.conftest import eventually, require
+from tests.conftest import eventually, require, terminate
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -318,15 +317,8 @@ class Pod:
     async def stop(self) -> int:
         proc = self.proc
         assert proc is not None
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)  # what the kubelet sends
-            try:
-                async with asyncio.timeout(20):
-                    await proc.wait()
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
-                raise AssertionError(f"{self.argv} ignored SIGTERM for 20s") from None
+        if not await terminate(proc):  # SIGTERM: what the kubelet sends
+            raise AssertionError(f"{self.argv} ignored SIGTERM for 20s")
         assert proc.returncode is not None
         return proc.returncode
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,7 +15,7 @@ from shared import subjects
 from shared.bus import Bus
 from shared.client import ShoalClient
 from shared.natsserver import EmbeddedNats
-from tests.conftest import eventually
+from tests.conftest import eventually, terminate
 
 SHOAL = Path(sys.executable).parent / "shoal"
 FAST = OrchestratorConfig(heartbeat_interval=0.2, disconnect_timeout=2.0, bid_timeout=2.0)
@@ -49,14 +48,7 @@ async def compute_process(url: str, creds: Path, name: str, tmp: Path) -> AsyncI
     try:
         yield log
     finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                async with asyncio.timeout(20):
-                    await proc.wait()
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+        await terminate(proc)
         assert proc.returncode == 0, log.read_text()
 
 

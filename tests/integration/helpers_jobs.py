@@ -17,6 +17,7 @@ from compute.agent import ComputeAgent
 from shared import wire
 from shared.client import ShoalClient
 from shared.errors import ShoalError
+from tests.conftest import terminate
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
@@ -175,13 +176,7 @@ class OrchestratorProcess:
         proc = self.proc
         if proc is None or proc.returncode is not None:
             return
-        proc.terminate()
-        try:
-            async with asyncio.timeout(10):
-                await proc.wait()
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
+        await terminate(proc, grace=10)
 
 
 @contextlib.asynccontextmanager

@@ -16,6 +16,7 @@ from orchestrator.service import OrchestratorConfig
 from shared import wire
 from shared.client import ShoalClient
 from shared.errors import ShoalError
+from tests.conftest import terminate
 from tests.integration.helpers_jobs import SHOAL, noop_job
 from tests.integration.stack import FAST, Stack
 
@@ -229,13 +230,7 @@ class AgentProcess:
             return
         if self.paused:
             self.resume()
-        proc.terminate()
-        try:
-            async with asyncio.timeout(10):
-                await proc.wait()
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
+        await terminate(proc, grace=10)
 
 
 @contextlib.asynccontextmanager

@@ -6,14 +6,13 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from shared.natsserver import EmbeddedNats
-from tests.conftest import eventually
+from tests.conftest import eventually, terminate
 from tests.integration.helpers_jobs import SHOAL, Completed, run_cli
 
 
@@ -35,15 +34,8 @@ async def process(
     try:
         yield proc
     finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                async with asyncio.timeout(20):
-                    await proc.wait()
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
-                raise AssertionError(f"shoal {args} ignored SIGTERM: {log.read_text()}") from None
+        if not await terminate(proc):
+            raise AssertionError(f"shoal {args} ignored SIGTERM: {log.read_text()}")
 
 
 async def health(path: Path, url: str, *args: str) -> Completed:
