@@ -222,7 +222,8 @@ async def test_publish_plain_and_gzip_directly(
     ref = await S3Publisher("n1").publish(archive, order("j", "e"), spec)
     assert ref.location == S3Location(bucket, endpoint=s3_endpoint).url("plain/e/")
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]}
-    assert keys == {"plain/e/stdout", "plain/e/exitCode", "plain/e/data/x.csv"}
+    # stderr too, empty: an archive always has stdout, stderr and exitCode
+    assert keys == {"plain/e/stdout", "plain/e/stderr", "plain/e/exitCode", "plain/e/data/x.csv"}
     assert s3.get_object(Bucket=bucket, Key="plain/e/data/x.csv")["Body"].read() == b"1,2\n"
 
     spec = load_spec(yaml_publish(bucket, s3_endpoint, "gz/", "gzip"))
@@ -230,7 +231,7 @@ async def test_publish_plain_and_gzip_directly(
     body = s3.get_object(Bucket=bucket, Key="gz/e.tar.gz")["Body"].read()
     assert ref.size == len(body) == archive.stat().st_size
     with tarfile.open(fileobj=io.BytesIO(body)) as tar:
-        assert {"stdout", "exitCode", "data/x.csv"} <= set(tar.getnames())
+        assert {"stdout", "stderr", "exitCode", "data/x.csv"} <= set(tar.getnames())
 
 
 # ---- end to end ----------------------------------------------------------------------------
