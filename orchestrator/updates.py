@@ -127,8 +127,8 @@ def _lane(msg: StreamMessage) -> str:
     """The execution an update is about, cheaply (the message is decoded properly later)."""
     try:
         return str(msgspec.json.decode(msg.data, type=_Key).execution_id)
-    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
-        return ""
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, UnicodeDecodeError):
+        return ""  # invalid UTF-8 in a string raises UnicodeDecodeError, not DecodeError
 
 
 class _Key(msgspec.Struct, rename={"execution_id": "ExecutionID"}):
