@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import time
 
+import msgspec
+
 from shared import subjects, wire
 from shared.bus import Bus
 from shared.errors import ShoalError
@@ -24,7 +26,9 @@ class History:
         except ShoalError as exc:
             log.warning("could not record history for %s: %s", event.job_id, exc)
 
-    async def job(self, record: wire.JobRecord, previous: str, message: str = "") -> None:
+    async def job(
+        self, record: wire.JobRecord, previous: str, message: str = "", *, view: bytes = b""
+    ) -> None:
         text = message or record.state_message or f"job {record.state.lower()}"
         await self._append(
             wire.JobEvent(
@@ -34,6 +38,7 @@ class History:
                 message=text,
                 state=record.state,
                 previous_state=previous,
+                view=msgspec.Raw(view) if 0 < len(view) <= wire.VIEW_LIMIT else wire.NULL,
             )
         )
 

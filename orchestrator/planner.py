@@ -41,6 +41,7 @@ class Planner:
         *,
         later: Callable[[str, float], None],
         bid_timeout: float = 5.0,
+        final_view: Callable[[wire.JobRecord], bytes] = lambda job: b"",
     ) -> None:
         self._bus = bus
         self._mirror = mirror
@@ -48,6 +49,7 @@ class Planner:
         self._history = history
         self._later = later
         self.bid_timeout = bid_timeout
+        self._final_view = final_view
         self._specs: dict[tuple[str, int], JobSpec] = {}
 
     def remember(self, job: wire.JobRecord, spec: JobSpec) -> None:
@@ -237,4 +239,6 @@ class Planner:
         )
         await self._mirror.update_job(record)
         if state != known.state:
-            await self._history.job(record, known.state)
+            ended = state in wire.TERMINAL_JOB_STATES
+            view = self._final_view(record) if ended else b""
+            await self._history.job(record, known.state, view=view)

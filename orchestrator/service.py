@@ -83,6 +83,7 @@ class Orchestrator(Service):
             self.history,
             later=self.broker.later,
             bid_timeout=self.config.bid_timeout,
+            final_view=lambda job: wire.encode(self.api.view(job, with_spec=True)),
         )
         self.api = Api(
             bus,

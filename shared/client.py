@@ -186,6 +186,10 @@ class ShoalClient:
                     ended = msg is not None and _ends_job(msg.data)
                     if msg is not None and not ended and not every_event:
                         continue
+                    final = _final_view(msg.data) if msg is not None and ended else None
+                    if final is not None and done(final):
+                        view = final  # the event carries the job as it ended
+                        continue
                     view = await self.describe(job_id)
                     # The answering orchestrator's mirror may trail the event: look again soon.
                     patience = 0.05 if ended and not view.terminal else 2.0
@@ -299,11 +303,26 @@ def _ends_job(data: bytes) -> bool:
     """Whether a history event may say the job ended (undecodable ones: assume it might)."""
     try:
         event = msgspec.json.decode(data, type=_EventState)
-    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, UnicodeDecodeError):
         return True
     return event.kind != "execution" and event.state in wire.TERMINAL_JOB_STATES
 
 
-class _EventState(msgspec.Struct, rename={"kind": "Kind", "state": "State"}):
+def _final_view(data: bytes) -> wire.JobView | None:
+    try:
+        raw = msgspec.json.decode(data, type=_EventState).view
+        return None if raw == wire.NULL else wire.decode(raw, wire.JobView, what="job view")
+    except (
+        msgspec.DecodeError,
+        msgspec.ValidationError,
+        RecursionError,
+        UnicodeDecodeError,
+        ShoalError,
+    ):
+        return None
+
+
+class _EventState(msgspec.Struct, rename={"kind": "Kind", "state": "State", "view": "View"}):
     kind: str = ""
     state: str = ""
+    view: msgspec.Raw = wire.NULL

@@ -245,6 +245,12 @@ class JobEvent(Wire, omit_defaults=False):
     previous_state: str = ""
     execution_id: str = ""
     node_id: str = ""
+    # On the event that ends a job: the job as `job.describe` answers it (null when that would
+    # exceed VIEW_LIMIT), so a waiting client needs no further request.
+    view: msgspec.Raw = NULL
+
+
+VIEW_LIMIT = 256 * 1024
 
 
 class Evaluation(Wire):
