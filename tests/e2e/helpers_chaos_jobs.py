@@ -46,9 +46,8 @@ MIX: tuple[tuple[str, int, float], ...] = (
 @dataclass
 class JobStream:
     """Submits noop jobs one after another until stopped. A submission that fails (a fault
-    in the way) is not accepted: it is counted and retried under the same name, so that a
-    failed attempt which had stored the job finds it (mostly: see DUPLICATE_SUBMIT in
-    test_chaos.py) instead of making a second one."""
+    in the way) is not accepted: it is counted and retried under the same name, and a failed
+    attempt which had stored the job must resolve to that job (the tally counts second jobs)."""
 
     client: ShoalClient
     prefix: str
@@ -179,6 +178,16 @@ class ServiceWatch:
             await asyncio.sleep(self.interval)
 
 
+def _timeline(view: wire.JobView) -> str:
+    """A job's executions, timed from its submission."""
+    t0 = view.created_at
+    return "; ".join(
+        f"{e.node_id} p{e.partition} {e.compute_state} +{e.created_at - t0:.1f}"
+        f"..+{e.updated_at - t0:.1f}" + (f" ({e.error[:60]})" if e.error else "")
+        for e in view.executions
+    )
+
+
 # ---- the tally -------------------------------------------------------------------------------
 
 
@@ -187,12 +196,18 @@ class Tally:
     jobs: Counter[str] = field(default_factory=Counter)  # "<type> <state>" -> jobs
     executions: Counter[str] = field(default_factory=Counter)  # compute state -> executions
     ended: list[tuple[float, str]] = field(default_factory=list)  # the others: (when, why)
+    declined: Counter[str] = field(default_factory=Counter)  # why bids were declined
+    # (seconds from submit to the end, name, wall-clock submit time, executions), slowest first.
+    slowest: list[tuple[float, str, float, str]] = field(default_factory=list)
     retried: int = 0  # executions beyond the first per batch partition (bids declined aside)
     duplicates: list[str] = field(default_factory=list)  # partitions completed twice
+    second_jobs: list[str] = field(default_factory=list)  # a stream name's jobs beyond one
     missing: list[str] = field(default_factory=list)  # accepted jobs the cluster does not know
     phantoms: list[wire.JobView] = field(default_factory=list)  # the stream's, never accepted
     not_terminal: list[str] = field(default_factory=list)
-    failed: list[str] = field(default_factory=list)  # "<name>: <state message>"
+    failed: list[str] = field(default_factory=list)  # "<name> (<type>): <state message>"
+    # A failed job's name -> its executions that ended neither completed nor declined.
+    cut_short: dict[str, list[wire.ExecutionView]] = field(default_factory=dict)
 
 
 def tally(views: list[wire.JobView], accepted: list[Accepted], prefix: str) -> Tally:
@@ -201,6 +216,11 @@ def tally(views: list[wire.JobView], accepted: list[Accepted], prefix: str) -> T
     ours = {a.job_id for a in accepted}
     out.missing = [f"{a.name} ({a.job_id})" for a in accepted if a.job_id not in by_id]
     out.phantoms = [v for v in views if v.name.startswith(prefix) and v.id not in ours]
+    by_name: dict[str, list[str]] = {}
+    for v in views:
+        if v.name.startswith(prefix):
+            by_name.setdefault(v.name, []).append(v.id)
+    out.second_jobs = [f"{n}: {', '.join(ids)}" for n, ids in by_name.items() if len(ids) > 1]
     for a in accepted:
         view = by_id.get(a.job_id)
         if view is None:
@@ -210,7 +230,18 @@ def tally(views: list[wire.JobView], accepted: list[Accepted], prefix: str) -> T
             out.not_terminal.append(f"{a.name}: {view.state} {view.state_message}")
         elif view.state != "Completed":
             out.failed.append(f"{a.name} ({view.type}): {view.state} {view.state_message}")
+            out.cut_short[a.name] = [
+                e for e in view.executions if e.compute_state not in ("completed", "rejected")
+            ]
         out.executions.update(e.compute_state for e in view.executions)
+        if view.terminal:
+            took = view.updated_at - view.created_at
+            out.slowest.append((took, a.name, view.created_at, _timeline(view)))
+        out.declined.update(
+            re.sub(r"node-\d", "node-N", e.error)[:80]
+            for e in view.executions
+            if e.compute_state == "rejected"
+        )
         out.ended.extend(
             (e.updated_at, re.sub(r"node-\d", "node-N", f"{e.compute_state}: {e.error}"))
             for e in view.executions
@@ -229,4 +260,5 @@ def tally(views: list[wire.JobView], accepted: list[Accepted], prefix: str) -> T
             if len(done) > 1:
                 ids = ", ".join(f"{e.id} on {e.node_id}" for e in done)
                 out.duplicates.append(f"{a.name} {where} completed {len(done)} times: {ids}")
+    out.slowest.sort(reverse=True)
     return out
