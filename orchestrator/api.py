@@ -37,7 +37,7 @@ class Api:
         history: History,
         *,
         max_attempts: int = 3,
-        submitted: Callable[[wire.JobRecord, JobSpec, str], Awaitable[None]] | None = None,
+        submitted: Callable[[wire.JobRecord, JobSpec], bool] | None = None,
     ) -> None:
         self._submitted = submitted
         self._bus = bus
@@ -147,15 +147,19 @@ class Api:
         """Hand the job to the scheduler: in-process when this orchestrator leads (a crash
         before it is evaluated is covered by the new leader's scan of unfinished jobs),
         through the durable SHOAL_EVALS queue otherwise."""
-        try:
-            if self._submitted is not None:
-                await self._submitted(job, spec, trigger)
-            else:
+        if self._submitted is not None and self._submitted(job, spec):
+            return
+        for delay in (0.25, 0.5, 1.0, 0.0):  # a stream electing a leader answers in seconds
+            try:
                 await enqueue(self._bus, job, trigger)
-        except ShoalError as exc:
-            # The job is stored: answering with an error would make the client submit it
-            # again. The leader's rescue scan evaluates a job left Pending.
-            log.warning("job %s stored, but its evaluation was not queued (%s)", job.id, exc)
+                return
+            except ShoalError as exc:
+                if not delay:
+                    # The job is stored: answering with an error would make the client submit
+                    # it again. The leader's rescue scan evaluates a job left Pending.
+                    log.warning("job %s stored; its evaluation was not queued (%s)", job.id, exc)
+                    return
+                await asyncio.sleep(delay)
 
     def _by_name(self, namespace: str, name: str) -> wire.JobRecord | None:
         job_id = self._mirror.by_name.get((namespace, name))

@@ -10,7 +10,7 @@ import uuid
 from dataclasses import dataclass
 
 from orchestrator.api import Api
-from orchestrator.evals import EvalBroker, enqueue
+from orchestrator.evals import EvalBroker
 from orchestrator.history import History
 from orchestrator.leader import Lease
 from orchestrator.planner import Planner
@@ -185,12 +185,13 @@ class Orchestrator(Service):
 
     # ---- triggers ----------------------------------------------------------------------------
 
-    async def _submitted(self, job: wire.JobRecord, spec: JobSpec, trigger: str) -> None:
-        if self.leading:
-            self.planner.remember(job, spec)
-            self.broker.trigger(job.id, job.priority)
-        else:
-            await enqueue(self.bus, job, trigger)
+    def _submitted(self, job: wire.JobRecord, spec: JobSpec) -> bool:
+        """Evaluate in-process when leading; False: the API queues it for the leader."""
+        if not self.leading:
+            return False
+        self.planner.remember(job, spec)
+        self.broker.trigger(job.id, job.priority)
+        return True
 
     async def _evaluate(self, job_id: str) -> None:
         await self.planner.evaluate(job_id)

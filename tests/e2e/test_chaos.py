@@ -24,7 +24,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-import orchestrator.service
+import orchestrator.api
 from compute.agent import AgentConfig, ComputeAgent
 from orchestrator.service import Orchestrator, OrchestratorConfig
 from shared import subjects, wire
@@ -490,12 +490,15 @@ async def test_a_retried_submit_never_makes_a_second_job(
     buses = [await Bus.connect(nats_server.url, name=n) for n in ("leader", "follower")]
     leader = Orchestrator(buses[0], config("leader"))
     follower = Orchestrator(buses[1], config("follower"))
-    # The leader sees the jobs bucket a second late, as while a nats-server fails over.
+    # The leader sees the jobs bucket late, as while a nats-server fails over
     loop = asyncio.get_running_loop()
     apply = leader.mirror._apply_job
-    monkeypatch.setattr(leader.mirror, "_apply_job", lambda e: loop.call_later(1.0, apply, e))
+    # (5 s: longer than the follower's retries of the enqueue, ~2 s.)
+    monkeypatch.setattr(leader.mirror, "_apply_job", lambda e: loop.call_later(5.0, apply, e))
+    attempts: list[object] = []
 
     async def no_evaluation(*args: object) -> None:
+        attempts.append(args)
         raise Unavailable("publish shoal.v1.evals.x: nats: no response from stream")
 
     spec = json.dumps(noop_job("submitted-once")).encode()
@@ -506,8 +509,10 @@ async def test_a_retried_submit_never_makes_a_second_job(
         assert leader.leading and not follower.leading
         # The follower stores the job, then cannot enqueue its evaluation (only a follower
         # enqueues; the leader triggers in memory): the job is stored, so that is no error.
-        monkeypatch.setattr(orchestrator.service, "enqueue", no_evaluation)
+        monkeypatch.setattr(orchestrator.api, "enqueue", no_evaluation)
         first = await follower.api.submit(request)
+        assert len(attempts) > 1, "the follower should have tried (and retried) the enqueue"
+        assert leader.mirror.job(first.job_id) is None, "the leader must not have seen it yet"
         # The reply may still be lost on the way back, so the client retries; the leader,
         # whose mirror has not seen the job yet, answers this time, with the same job.
         again = await leader.api.submit(request)
