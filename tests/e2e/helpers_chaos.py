@@ -20,6 +20,8 @@ from shared.client import ShoalClient
 from shared.errors import ShoalError
 from shared.natsserver import EmbeddedNats
 from tests.conftest import eventually
+from tests.e2e.jetstream_state import LEASE, js_info, led_without
+from tests.e2e.jetstream_state import STATE as STATE_STREAMS
 from tests.integration.helpers_jobs import SHOAL, free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -31,22 +33,7 @@ ORCHESTRATORS = ("orchestrator-1", "orchestrator-2")
 OBSERVER = "orchestrator-3"  # the test's own identity for JetStream and lease reads
 USER = "alice"
 T = TypeVar("T")
-STATE = (
-    subjects.EVENTS_STREAM,
-    subjects.LOGS_STREAM,
-    subjects.UPDATES_STREAM,
-    subjects.EVALS_STREAM,
-    f"KV_{subjects.JOBS_BUCKET}",
-    f"KV_{subjects.JOB_VERSIONS_BUCKET}",
-    f"KV_{subjects.EXECUTIONS_BUCKET}",
-    f"KV_{subjects.NODES_BUCKET}",
-    f"KV_{subjects.LEADER_BUCKET}",
-    f"OBJ_{subjects.RESULTS_STORE}",
-)
-CONSUMERS = (
-    (subjects.EVALS_STREAM, "shoal-scheduler"),
-    (subjects.UPDATES_STREAM, "shoal-updates"),
-)
+STATE = (*STATE_STREAMS, LEASE)
 
 
 async def until(
@@ -188,11 +175,7 @@ class ChaosCluster:
 
     async def js_info(self, api: str) -> dict[str, Any] | None:
         """A JetStream API answer, or None while the cluster cannot give one."""
-        try:
-            info = json.loads(await self.observer.request(api, b"", timeout=1))
-        except ShoalError:
-            return None
-        return None if "error" in info else dict(info)
+        return await js_info(self.observer, api)
 
     # ---- processes -----------------------------------------------------------------------------
 
@@ -279,13 +262,7 @@ class ChaosCluster:
 
     async def led_without(self, dead: str) -> bool:
         """Every stream and durable consumer of Shoal's state has a leader other than `dead`."""
-        apis = [f"$JS.API.STREAM.INFO.{s}" for s in STATE]
-        apis += [f"$JS.API.CONSUMER.INFO.{s}.{c}" for s, c in CONSUMERS]
-        for api in apis:
-            info = await self.js_info(api)
-            if info is None or info.get("cluster", {}).get("leader") in (None, dead):
-                return False
-        return True
+        return await led_without(self.observer, dead, STATE)
 
     async def replicas_current(self) -> bool:
         """Every stream of Shoal's state has a leader and two current, online followers."""

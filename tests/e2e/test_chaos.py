@@ -168,19 +168,24 @@ async def kill_leader(chaos: Chaos) -> Fault:
     return await chaos.fault("kill -9 the leading orchestrator", leader, inject)
 
 
+async def noticed_lost(chaos: Chaos, victim: str, fault: Fault) -> None:
+    """Until the orchestrators say `victim` is DISCONNECTED; records when that was."""
+    await until(
+        lambda: chaos.cluster.node_is(victim, "DISCONNECTED"),
+        timeout=RECOVERY,
+        interval=0.1,
+        what=f"{victim} DISCONNECTED",
+    )
+    fault.detected = chaos.since(fault)
+
+
 async def kill_agent(chaos: Chaos) -> Fault:
     cluster = chaos.cluster
     victim = await chaos.service_node()
 
     async def inject(fault: Fault) -> None:
         await cluster.agents[victim].kill()
-        await until(
-            lambda: cluster.node_is(victim, "DISCONNECTED"),
-            timeout=RECOVERY,
-            interval=0.1,
-            what=f"{victim} DISCONNECTED",
-        )
-        fault.detected = chaos.since(fault)
+        await noticed_lost(chaos, victim, fault)
         await cluster.start_agent(victim)  # the same name and state directory
 
     return await chaos.fault("kill -9 an agent", victim, inject)
@@ -226,13 +231,7 @@ async def pause_agent(chaos: Chaos, avoid: str) -> Fault:
     async def inject(fault: Fault) -> None:
         cluster.agents[victim].pause()
         try:
-            await until(
-                lambda: cluster.node_is(victim, "DISCONNECTED"),
-                timeout=RECOVERY,
-                interval=0.1,
-                what=f"{victim} DISCONNECTED",
-            )
-            fault.detected = chaos.since(fault)
+            await noticed_lost(chaos, victim, fault)
             await until(replaced, timeout=RECOVERY, interval=0.1, what="a new replica")
             # Held until its replica runs elsewhere, and at least twice the disconnect timeout.
             await asyncio.sleep(max(0.0, HOLD - chaos.since(fault)))

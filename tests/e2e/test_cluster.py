@@ -16,12 +16,12 @@ import pytest
 from cli.auth import generate
 from compute.agent import AgentConfig, ComputeAgent
 from orchestrator.service import Orchestrator, OrchestratorConfig
-from shared import subjects
 from shared.bus import Bus
 from shared.client import ShoalClient
 from shared.errors import ShoalError
 from shared.natsserver import EmbeddedNats
 from tests.conftest import eventually
+from tests.e2e.jetstream_state import STATE, led_without
 
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER_CONF = REPO / "deploy" / "nats" / "nats-cluster.conf"
@@ -153,42 +153,6 @@ async def test_replicated_state_survives_losing_a_server(cluster: Cluster, tmp_p
             assert view.state == "Completed", view
             out = b"".join([line.data async for line in alice.logs(job_id)])
             assert b"ok\n" in out
-
-
-STATE = (
-    subjects.EVENTS_STREAM,
-    subjects.LOGS_STREAM,
-    subjects.UPDATES_STREAM,
-    subjects.EVALS_STREAM,
-    f"KV_{subjects.JOBS_BUCKET}",
-    f"KV_{subjects.JOB_VERSIONS_BUCKET}",
-    f"KV_{subjects.EXECUTIONS_BUCKET}",
-    f"KV_{subjects.NODES_BUCKET}",
-    f"OBJ_{subjects.RESULTS_STORE}",
-)
-CONSUMERS = (
-    (subjects.EVALS_STREAM, "shoal-scheduler"),
-    (subjects.UPDATES_STREAM, "shoal-updates"),
-)
-
-
-async def led_without(bus: Bus, dead: str) -> bool:
-    """Every stream and durable consumer of Shoal's state has a leader other than `dead`.
-
-    Writes that meet a stream while it elects a new leader fail (a submit in that window can
-    leave a job Pending: see the report), so the test waits for the cluster to settle.
-    """
-    apis = [f"$JS.API.STREAM.INFO.{s}" for s in STATE]
-    apis += [f"$JS.API.CONSUMER.INFO.{s}.{c}" for s, c in CONSUMERS]
-    for api in apis:
-        try:
-            info = json.loads(await bus.request(api, b"", timeout=1))
-        except ShoalError:
-            return False
-        leader = info.get("cluster", {}).get("leader")
-        if "error" in info or leader in (None, dead):
-            return False
-    return True
 
 
 async def test_one_leader_and_failover(cluster: Cluster, tmp_path: Path) -> None:
