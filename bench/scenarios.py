@@ -166,6 +166,13 @@ async def throughput(
         profiler = (
             Profiler(stack.orchestrator.pid, profile) if profile and stack.orchestrator else None
         )
+        first_agent = next(iter(stack.agents.values()), None)
+        agent_profile = profile.with_name("throughput-agent.txt") if profile else None
+        agent_profiler = (
+            Profiler(first_agent.pid, agent_profile)
+            if agent_profile and first_agent and first_agent.pid
+            else None
+        )
         if profiler is not None:
             await asyncio.sleep(1.0)  # py-spy attaches
         orch0, nats0, agents0 = stack.orchestrator_usage(), stack.nats_usage(), stack.agents_cpu()
@@ -188,6 +195,8 @@ async def throughput(
         traffic1 = stack.traffic()
         if profiler is not None:
             await profiler.stop()
+        if agent_profiler is not None:
+            await agent_profiler.stop()
     elapsed = t_end - t0
     completed = sum(1 for state, _ in done if state == "Completed")
     orch = _usage_delta(orch0, orch1)
@@ -212,6 +221,9 @@ async def throughput(
     if profiler is not None and profile is not None:
         out["profile"] = hot_spots(profile)
         print_hot_spots("orchestrator during throughput", out["profile"])
+    if agent_profiler is not None and agent_profile is not None:
+        out["agent_profile"] = hot_spots(agent_profile)
+        print_hot_spots("one agent during throughput", out["agent_profile"])
     return out
 
 

@@ -17,7 +17,7 @@ import msgspec
 
 from orchestrator.history import History
 from orchestrator.registry import NodeRegistry
-from orchestrator.scheduler import Context, Placement, Plan, Stop, schedule
+from orchestrator.scheduler import Context, Placement, Plan, Stop, ran, schedule
 from orchestrator.selection import Demand
 from orchestrator.state import StateMirror
 from shared import subjects, wire
@@ -238,7 +238,18 @@ class Planner:
             updated_at=now,
         )
         await self._mirror.update_job(record)
-        if state != known.state:
-            ended = state in wire.TERMINAL_JOB_STATES
-            view = self._final_view(record) if ended else b""
-            await self._history.job(record, known.state, view=view)
+        if state == known.state:
+            return
+        ended = state in wire.TERMINAL_JOB_STATES
+        previous = known.state
+        if ended and previous in ("Pending", "Queued") and self._ran(job.id):
+            # Its tasks started and ended within the nodes' running hold-back: the job was
+            # never written as Running, but its history says it ran.
+            running = msgspec.structs.replace(record, state="Running", state_message="")
+            await self._history.job(running, previous)
+            previous = "Running"
+        view = self._final_view(record) if ended else b""
+        await self._history.job(record, previous, view=view)
+
+    def _ran(self, job_id: str) -> bool:
+        return any(ran(e) for e in self._mirror.executions_of(job_id))

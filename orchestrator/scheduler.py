@@ -118,8 +118,22 @@ def _fail(plan: Plan, live: list[wire.ExecutionRecord], message: str) -> None:
     plan.stop.extend(Stop(e.id, "cancelled", message) for e in live)
 
 
+def ran(e: wire.ExecutionRecord) -> bool:
+    """Whether the task started: its node reported it running, or it ended with an exit code."""
+    return e.compute_state in ("running", "completed") or e.exit_code is not None
+
+
+def _placed_state(ctx: Context, started: bool) -> wire.JobState:
+    """A batch or ops job is Running once one of its tasks has started. Until then it stays
+    Pending, so a task that ends within the node's running hold-back takes the job straight
+    to its end (one state write instead of two; the planner still records both in history)."""
+    if started:
+        return "Running"
+    return "Pending" if ctx.job.state == "Queued" else ctx.job.state
+
+
 def _queue_or_fail(
-    ctx: Context, plan: Plan, selection: Selection, waiting: int, running: int
+    ctx: Context, plan: Plan, selection: Selection, waiting: int, started: bool
 ) -> None:
     """No node fits now: wait up to QueueTimeout (batch only), else fail with the reason.
 
@@ -137,7 +151,7 @@ def _queue_or_fail(
         plan.queued_since = since
         if queue_timeout:
             plan.wake(since + queue_timeout)
-        plan.state = "Running" if running else "Queued"
+        plan.state = "Running" if started else "Queued"
         limit = f" (up to {queue_timeout:g}s)" if queue_timeout else ""
         plan.message = f"waiting for a node{limit}: {reason}"
         return
@@ -208,15 +222,15 @@ def _batch(
         plan.state, plan.message = "Completed", ""
         return
     failed = _place(ctx, plan, wanted, spread)
-    running = len(live) + len(plan.place)
+    started = done > 0 or any(ran(e) for e in current)
     if failed is not None:
         waiting = len(wanted) - len(plan.place)
-        _queue_or_fail(ctx, plan, failed, waiting, running)
+        _queue_or_fail(ctx, plan, failed, waiting, started)
         if plan.state == "Failed":
             plan.place.clear()
             plan.stop.extend(Stop(e.id, "cancelled", plan.message) for e in live)
         return
-    plan.state = "Running" if running or done else ctx.job.state
+    plan.state = _placed_state(ctx, started)
     plan.message = ""
 
 
@@ -226,21 +240,21 @@ def _ops(
     if not current:
         targets = select(ctx.nodes.values(), ctx.spec)
         if not targets.fit:
-            _queue_or_fail(ctx, plan, targets, 1, 0)
+            _queue_or_fail(ctx, plan, targets, 1, False)
             return
         plan.place.extend(Placement(0, n.id, 1) for n in targets.fit)
-        plan.state, plan.message = "Running", ""
+        plan.state, plan.message = _placed_state(ctx, False), ""
         return
     if live:
-        plan.state = "Running"
+        plan.state = _placed_state(ctx, any(ran(e) for e in current))
         return
-    ran = [e for e in current if e.compute_state != "rejected"]
-    if not ran:
+    tried = [e for e in current if e.compute_state != "rejected"]
+    if not tried:
         reasons = "; ".join(f"{e.node_id}: {e.error}" for e in current)
         plan.state, plan.message = "Failed", f"every node declined the job: {reasons}"
         return
     lost_now = {s.execution_id for s in plan.stop}
-    bad = [e for e in ran if e.compute_state != "completed" or e.id in lost_now]
+    bad = [e for e in tried if e.compute_state != "completed" or e.id in lost_now]
     if not bad:
         plan.state, plan.message = "Completed", ""
         return
@@ -251,7 +265,7 @@ def _ops(
         else (first.error or f"exit code {first.exit_code}")
     )
     plan.state = "Failed"
-    plan.message = f"{len(bad)} of {len(ran)} execution(s) failed; {first.node_id}: {why}"
+    plan.message = f"{len(bad)} of {len(tried)} execution(s) failed; {first.node_id}: {why}"
 
 
 def _restart_due(ctx: Context, history: list[wire.ExecutionRecord]) -> float:

@@ -172,7 +172,9 @@ class Orchestrator(Service):
             now = time.time()
             for versioned in list(self.mirror.jobs.values()):
                 job = versioned.value
-                if job.state == "Pending" and now - job.updated_at > every:
+                # Pending with executions is a job whose tasks are still starting.
+                stale = job.state == "Pending" and now - job.updated_at > every
+                if stale and not self.mirror.by_job.get(job.id):
                     self.broker.trigger(job.id, job.priority)
 
     async def stop(self) -> None:

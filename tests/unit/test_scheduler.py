@@ -102,7 +102,24 @@ def test_batch_places_count_partitions_spread_over_nodes() -> None:
     plan = plan_for(spec(Count=3), [], [node("a"), node("b"), node("c")])
     assert sorted(p.partition for p in plan.place) == [0, 1, 2]
     assert len({p.node_id for p in plan.place}) == 3
-    assert plan.state == "Running"
+    assert plan.state == "Pending"  # placed, but no task has started yet
+
+
+def test_batch_job_is_running_once_a_task_started() -> None:
+    s = spec(Count=2)
+    accepted = [execution("e0", "a", "accepted"), execution("e1", "b", "accepted", partition=1)]
+    assert plan_for(s, accepted, [node("a"), node("b")]).state == "Pending"
+    one_runs = [accepted[0], execution("e1", "b", "running", partition=1)]
+    assert plan_for(s, one_runs, [node("a"), node("b")]).state == "Running"
+    # a task that ended (with an exit code) started, even if "running" was never reported
+    failed = execution("e0", "a", "failed", updated=NOW - 0.5, exit_code=3)
+    assert plan_for(spec(), [failed], [node("a"), node("b")]).state == "Running"
+    # one that failed before it ran (no exit code) did not
+    unstarted = execution("e0", "a", "failed", updated=NOW - 0.5)
+    assert plan_for(spec(), [unstarted], [node("a"), node("b")]).state == "Pending"
+    # once Running, a retry being placed does not take the job back to Pending
+    again = plan_for(spec(), [unstarted], [node("a"), node("b")], state="Running")
+    assert again.state == "Running"
 
 
 def test_batch_completes_when_every_partition_completed() -> None:
@@ -155,7 +172,7 @@ def test_batch_queues_until_queue_timeout_then_fails() -> None:
     placed = plan_for(
         s, [], [node("a"), node("g", labels={"gpu": "a100"})], state="Queued", queued_since=NOW - 5
     )
-    assert [p.node_id for p in placed.place] == ["g"] and placed.state == "Running"
+    assert [p.node_id for p in placed.place] == ["g"] and placed.state == "Pending"
 
 
 def test_resources_filter_and_explain() -> None:
