@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -24,6 +25,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
 from shared.errors import Conflict, NotFound, ShoalError, Unavailable
+from shared.pull import Status, pull_forever
 
 log = logging.getLogger(__name__)
 
@@ -140,31 +142,68 @@ class StreamMessage:
             await self._msg.term()
 
 
-class PullConsumer:
-    """A durable pull consumer: fetch a batch, process, ack each."""
+class _PullSource:
+    """`shared.pull`'s transport: pull requests to one durable consumer, answered on an inbox."""
 
-    def __init__(self, sub: Any, name: str) -> None:
-        self._sub = sub
-        self.name = name
+    def __init__(self, nc: NatsClient, stream: str, durable: str) -> None:
+        self._nc = nc
+        self._next = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}"
+        self._inbox = nc.new_inbox()
+        self._queue: asyncio.Queue[Msg] = asyncio.Queue()
+        self._sub: Any = None
+        self.name = durable
 
-    async def fetch(self, batch: int = 64, timeout: float = 1.0) -> list[StreamMessage]:
+    async def open(self) -> None:
+        async def arrived(msg: Msg) -> None:
+            self._queue.put_nowait(msg)
+
+        with map_nats_errors(f"subscribe for {self.name}"):
+            self._sub = await self._nc.subscribe(
+                self._inbox, cb=arrived, pending_msgs_limit=1_000_000
+            )
+
+    @property
+    def epoch(self) -> int:
+        return int(self._nc.stats["reconnects"])
+
+    async def request(self, batch: int, expires: float, heartbeat: float) -> None:
+        nanos = 1_000_000_000
+        body = {
+            "batch": batch,
+            "expires": int(expires * nanos),
+            "idle_heartbeat": int(heartbeat * nanos),
+        }
+        with map_nats_errors(f"pull from {self.name}"):
+            await self._nc.publish(self._next, json.dumps(body).encode(), reply=self._inbox)
+
+    async def next(self, timeout: float) -> StreamMessage | Status | None:
         try:
-            msgs = await self._sub.fetch(batch, timeout=timeout)
-        except (TimeoutError, nats.errors.TimeoutError):
-            return []
-        except nats.errors.ConnectionClosedError as exc:
-            _reraise_cancel(exc)
-            raise Unavailable(f"fetch from {self.name}: connection closed") from exc
-        except (jserrors.ServiceUnavailableError, nats.errors.NoRespondersError) as exc:
-            # A 503 while the stream elects a leader (a cluster member died): retry soon.
-            raise Unavailable(f"fetch from {self.name}: JetStream unavailable ({exc})") from exc
-        except nats.errors.Error as exc:
-            raise ShoalError(f"fetch from {self.name}: {exc}") from exc
-        return [StreamMessage(m) for m in msgs]
+            async with asyncio.timeout(timeout):
+                msg = await self._queue.get()
+        except TimeoutError:
+            return None
+        return self._wrap(msg)
+
+    def ready(self) -> list[StreamMessage | Status]:
+        out: list[StreamMessage | Status] = []
+        while not self._queue.empty():
+            out.append(self._wrap(self._queue.get_nowait()))
+        return out
+
+    @staticmethod
+    def _wrap(msg: Msg) -> StreamMessage | Status:
+        status = msg.headers.get("Status") if msg.headers else None
+        if not status:
+            return StreamMessage(msg)
+        unfilled = (msg.headers or {}).get("Nats-Pending-Messages", "")
+        return Status(
+            int(status) if status.isdigit() else 0, int(unfilled) if unfilled.isdigit() else None
+        )
 
     async def close(self) -> None:
-        with contextlib.suppress(Exception):
-            await self._sub.unsubscribe()
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
 
 
 class Inbox:
@@ -475,16 +514,6 @@ class Bus:
             ack = await self._js.publish(subject, data, timeout=timeout, headers=headers)
         return int(ack.seq)
 
-    async def pull_consumer(
-        self, stream: str, durable: str, subject: str, ack_wait: float = 30.0
-    ) -> PullConsumer:
-        config = jsapi.ConsumerConfig(ack_wait=ack_wait, max_deliver=-1, max_ack_pending=20_000)
-        with map_nats_errors(f"consumer {durable} on {stream}"):
-            sub = await self._js.pull_subscribe(
-                subject, durable=durable, stream=stream, config=config
-            )
-        return PullConsumer(sub, durable)
-
     async def consume(
         self,
         stream: str,
@@ -495,28 +524,41 @@ class Bus:
         batch: int = 256,
         ack_wait: float = 30.0,
     ) -> None:
-        """Forever: fetch a batch from a durable pull consumer and hand it to `handle`, which
-        acks what it applied. NATS trouble is logged and retried, never fatal."""
-        consumer = await self.pull_consumer(stream, durable, subject, ack_wait=ack_wait)
+        """Forever: hand what the durable consumer delivers to `handle` (as many at once as have
+        arrived), which acks what it applied. NATS trouble is logged and retried, never fatal."""
+        config = jsapi.ConsumerConfig(
+            durable_name=durable,
+            filter_subject=subject,
+            ack_policy=jsapi.AckPolicy.EXPLICIT,
+            ack_wait=ack_wait,
+            max_deliver=-1,
+            max_ack_pending=20_000,
+        )
+        with map_nats_errors(f"consumer {durable} on {stream}"):
+            try:
+                await self._js.consumer_info(stream, durable)
+            except jserrors.NotFoundError:
+                await self._js.add_consumer(stream, config)
+        source = _PullSource(self._nc, stream, durable)
+        await source.open()
+
+        async def guarded(msgs: list[StreamMessage]) -> None:
+            try:
+                await handle(msgs)
+            except ShoalError as exc:
+                log.warning("%s on %s: %s", durable, stream, exc)
+            except Exception:  # a bug must not stop the consumer; unacked ones come back
+                log.exception("%s on %s: handling a batch failed", durable, stream)
+                await asyncio.sleep(1.0)
+
+        async def trouble(exc: ShoalError) -> None:
+            log.warning("%s on %s: %s", durable, stream, exc)
+            await asyncio.sleep(1.0)
+
         try:
-            while True:
-                try:
-                    msgs = await consumer.fetch(batch, timeout=5.0)
-                except ShoalError as exc:
-                    log.warning("%s on %s: %s", durable, stream, exc)
-                    await asyncio.sleep(1.0)
-                    continue
-                if not msgs:
-                    continue
-                try:
-                    await handle(msgs)
-                except ShoalError as exc:
-                    log.warning("%s on %s: %s", durable, stream, exc)
-                except Exception:  # a bug must not stop the consumer; unacked ones come back
-                    log.exception("%s on %s: handling a batch failed", durable, stream)
-                    await asyncio.sleep(1.0)
+            await pull_forever(source, guarded, batch=batch, on_error=trouble)
         finally:
-            await consumer.close()
+            await source.close()
 
     async def replay(
         self, stream: str, subject: str, *, follow: bool = False, idle: float = 0.5
