@@ -115,14 +115,19 @@ class Api:
             return await self._new_version(existing, spec, req.force, now)
         # A named job's id follows from its name, so the KV create below is what keeps names
         # unique, even against a submit this orchestrator's mirror has not seen yet.
-        job_id = named_job_id(spec.namespace, spec.name) if spec.name else f"j-{uuid.uuid4()}"
+        if spec.name:
+            job_id = named_job_id(spec.namespace, spec.name)
+        else:
+            job_id = _chosen_id(req.job_id) if req.job_id else f"j-{uuid.uuid4()}"
+            if req.job_id and (known := self._mirror.job(job_id)) is not None:
+                return _resubmitted(known, spec)
         spec = spec.model_copy(update={"id": job_id, "name": spec.name or job_id})
         record = wire.JobRecord(
             id=job_id,
             name=spec.name,
             namespace=spec.namespace,
             type=spec.type,
-            spec=msgspec.Raw(json.dumps(spec.dump()).encode()),
+            spec=msgspec.Raw(_canonical(spec)),
             priority=spec.priority,
             created_at=now,
             updated_at=now,
@@ -136,6 +141,8 @@ class Api:
             taken = await self._mirror.fetch_job(spec.namespace, job_id)
             if taken is None:
                 raise
+            if not spec.name:
+                return _resubmitted(taken, spec)
             return await self._new_version(taken, spec, req.force, now)
         await asyncio.gather(
             self._history.job(record, "", "job submitted"),
@@ -169,7 +176,7 @@ class Api:
         self, job: wire.JobRecord, spec: JobSpec, force: bool, now: float
     ) -> wire.SubmitReply:
         spec = spec.model_copy(update={"id": job.id})
-        encoded = json.dumps(spec.dump()).encode()
+        encoded = _canonical(spec)
         if bytes(job.spec) == encoded and not force:
             return wire.SubmitReply(
                 job_id=job.id,
@@ -399,6 +406,28 @@ def _current_version(job: wire.JobRecord) -> wire.JobVersion:
     return wire.JobVersion(
         job_id=job.id, version=job.version, spec=job.spec, submitted_at=job.created_at
     )
+
+
+def _chosen_id(job_id: str) -> str:
+    try:
+        return f"j-{uuid.UUID(job_id.removeprefix('j-'))}"
+    except ValueError:
+        raise InvalidSpec(f"JobID {job_id!r} is not j-<uuid>") from None
+
+
+def _resubmitted(job: wire.JobRecord, spec: JobSpec) -> wire.SubmitReply:
+    """A submit naming the id of a job that exists: the same request again is answered as the
+    first was; a different spec under a taken id is refused."""
+    same = spec.model_copy(update={"id": job.id, "name": job.id})
+    if job.namespace != spec.namespace or bytes(job.spec) != _canonical(same):
+        raise Conflict(f"JobID {job.id} is already used by another job")
+    return wire.SubmitReply(
+        job_id=job.id, version=1, changed=False, warnings=["already submitted with this JobID"]
+    )
+
+
+def _canonical(spec: JobSpec) -> bytes:
+    return json.dumps(spec.dump()).encode()
 
 
 def named_job_id(namespace: str, name: str) -> str:

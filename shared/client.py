@@ -12,6 +12,7 @@ import asyncio
 import builtins
 import importlib
 import json
+import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from shared import subjects, wire
-from shared.bus import Bus
+from shared.bus import Bus, Inbox
 from shared.errors import InvalidSpec, Problem, ShoalError, Unavailable, error_from_code
 from shared.results import ARCHIVE, unpack
 from shared.spec import JobSpec
@@ -111,15 +112,44 @@ class ShoalClient:
         variables: Mapping[str, str] | None = None,
         *,
         force: bool = False,
+        job_id: str = "",
     ) -> wire.SubmitReply:
+        """Submit; an unnamed job gets `job_id` (default: a new `j-<uuid>`), so resending the
+        same request after a lost reply finds the job instead of creating a second one."""
+        job_id = job_id or new_job_id()
         if isinstance(spec, str):
             request = wire.SubmitRequest(
-                spec_text=spec, variables=dict(variables or {}), force=force
+                spec_text=spec, variables=dict(variables or {}), force=force, job_id=job_id
             )
         else:
             data = spec.dump() if isinstance(spec, JobSpec) else dict(spec)
-            request = wire.SubmitRequest(spec=msgspec.Raw(json.dumps(data).encode()), force=force)
+            request = wire.SubmitRequest(
+                spec=msgspec.Raw(json.dumps(data).encode()), force=force, job_id=job_id
+            )
         return await self._call("job.submit", request, wire.SubmitReply)
+
+    async def run(
+        self,
+        spec: str | Mapping[str, Any] | JobSpec,
+        variables: Mapping[str, str] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> wire.JobView:
+        """Submit and wait until the job ends. The job's events are listened to before the
+        submit (its id is chosen here), so an unnamed job needs no read at all."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        job_id = new_job_id()
+        events = await self.bus.subscription(subjects.events(job_id))
+        try:
+            async with asyncio.timeout_at(deadline):
+                reply = await self.submit_full(spec, variables, job_id=job_id)
+                if reply.job_id == job_id:
+                    return await self._follow(job_id, events, None, _terminal, None)
+        finally:
+            await events.close()
+        left = None if deadline is None else max(deadline - loop.time(), 0.0)
+        return await self.wait(reply.job_id, left)  # a named job: its id follows from its name
 
     async def describe(self, job_id: str, version: int = 0) -> wire.JobView:
         return await self._call(
@@ -166,7 +196,6 @@ class ShoalClient:
         an event says it ended; `until` and `on_change` see a fresh view after every event.
         """
         done = until or (lambda v: v.terminal)
-        every_event = until is not None or on_change is not None
         if not job_id.startswith("j-"):  # a name: resolve it before listening
             job_id = (await self.describe(job_id)).id
         # Subscribed before the first read: the server sees the SUB first, so nothing is missed.
@@ -174,27 +203,41 @@ class ShoalClient:
         try:
             async with asyncio.timeout(timeout):
                 view = await self.describe(job_id)
-                last: tuple[str, int] | None = None
-                patience = 2.0  # a missed event costs at most this
-                while True:
-                    if on_change is not None and (view.state, len(view.executions)) != last:
-                        on_change(view)
-                        last = (view.state, len(view.executions))
-                    if done(view):
-                        return view
-                    msg = await events.next(timeout=patience)
-                    ended = msg is not None and _ends_job(msg.data)
-                    if msg is not None and not ended and not every_event:
-                        continue
-                    final = _final_view(msg.data) if msg is not None and ended else None
-                    if final is not None and done(final):
-                        view = final  # the event carries the job as it ended
-                        continue
-                    view = await self.describe(job_id)
-                    # The answering orchestrator's mirror may trail the event: look again soon.
-                    patience = 0.05 if ended and not view.terminal else 2.0
+                return await self._follow(job_id, events, view, done, on_change, until is not None)
         finally:
             await events.close()
+
+    async def _follow(
+        self,
+        job_id: str,
+        events: Inbox,
+        view: wire.JobView | None,
+        done: Callable[[wire.JobView], bool],
+        on_change: Callable[[wire.JobView], None] | None,
+        every_event: bool = False,
+    ) -> wire.JobView:
+        """Read the job's events until `done`; with no `view` yet, the first is awaited."""
+        every_event = every_event or on_change is not None
+        last: tuple[str, int] | None = None
+        patience = 2.0  # a missed event costs at most this
+        while True:
+            if view is not None:
+                if on_change is not None and (view.state, len(view.executions)) != last:
+                    on_change(view)
+                    last = (view.state, len(view.executions))
+                if done(view):
+                    return view
+            msg = await events.next(timeout=patience)
+            ended = msg is not None and _ends_job(msg.data)
+            if msg is not None and not ended and not every_event:
+                continue
+            final = _final_view(msg.data) if msg is not None and ended else None
+            if final is not None and done(final):
+                view = final  # the event carries the job as it ended
+                continue
+            view = await self.describe(job_id)
+            # The answering orchestrator's mirror may trail the event: look again soon.
+            patience = 0.05 if ended and not view.terminal else 2.0
 
     async def logs(
         self, job_id: str, *, follow: bool = False, execution_id: str = ""
@@ -297,6 +340,14 @@ class ShoalClient:
         if action not in ("approve", "reject", "drain", "undrain"):
             raise ShoalError(f"unknown node action {action!r}")
         return await self._call(f"node.{action}", wire.NodeRef(node_id=node_id), wire.NodeView)
+
+
+def new_job_id() -> str:
+    return f"j-{uuid.uuid4()}"
+
+
+def _terminal(view: wire.JobView) -> bool:
+    return view.terminal
 
 
 def _ends_job(data: bytes) -> bool:

@@ -277,12 +277,16 @@ class ApiReply(Wire):
 
 
 class SubmitRequest(Wire):
-    """Either `spec` (the JobSpec as a JSON object) or `spec_text` (YAML/JSON, maybe templated)."""
+    """Either `spec` (the JobSpec as a JSON object) or `spec_text` (YAML/JSON, maybe templated).
+
+    `job_id` (`j-<uuid>`, optional) is the id an unnamed job gets: a client that picks it can
+    listen to the job's events before submitting, and resend the same request safely."""
 
     spec: msgspec.Raw = NULL
     spec_text: str = ""
     variables: dict[str, str] = {}
     force: bool = False
+    job_id: str = ""
 
 
 class SubmitReply(Wire):
