@@ -54,7 +54,10 @@ class RunResult:
 
 
 class Engine(Protocol):
-    """A way of running tasks. `probe()` says whether this machine can run it at all."""
+    """A way of running tasks. `probe()` says whether this machine can run it at all.
+
+    An engine may set `writes_files = False` when it makes the output files' directory itself
+    if it writes any; by default the executor makes the working directory first."""
 
     name: str
 

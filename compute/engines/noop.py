@@ -19,6 +19,7 @@ class NoopEngine:
     """
 
     name = "noop"
+    writes_files = False  # only when told to print: then _append makes the directory
 
     async def probe(self) -> bool:
         return True
@@ -52,5 +53,6 @@ class NoopEngine:
 
 
 def _append(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a", encoding="utf-8") as stream:
         stream.write(text)
