@@ -174,6 +174,24 @@ def _rows(results: dict[str, Any], compare: dict[str, Any]) -> list[Row]:
             Row("latency", "p99 / max", f"{s['p99_ms']:.1f} / {s['max_ms']:.1f} ms"),
             Row("latency", "orchestrator CPU per job", f"{r['orchestrator']['cpu_ms_per_job']} ms"),
         ]
+        if "writes_per_job" in r["orchestrator"]:
+            o = r["orchestrator"]
+            rows.append(
+                Row(
+                    "latency",
+                    "orchestrator writes / reads per job",
+                    f"{o['writes_per_job']} / {o['reads_per_job']} syscalls",
+                )
+            )
+        if "cpu_ms_per_job" in r:
+            c = r["cpu_ms_per_job"]
+            rows.append(
+                Row(
+                    "latency",
+                    "CPU/job: nats / agents / client",
+                    f"{c['nats_server']} / {c['agents']} / {c['client']} ms",
+                )
+            )
     if "throughput" in results:
         r = results["throughput"]
         o = r["orchestrator"]
@@ -185,6 +203,11 @@ def _rows(results: dict[str, Any], compare: dict[str, Any]) -> list[Row]:
                 f"{r['submit_phase_s']} s / {r['tail_after_last_submit_s']} s",
             ),
             Row("throughput", "orchestrator CPU", f"{o['cpu_s']} s ({o['cpu_ms_per_job']} ms/job)"),
+            Row(
+                "throughput",
+                "CPU: nats / agents / client",
+                f"{r['nats_server_cpu_s']} / {r['agents_cpu_s']} / {r.get('client_cpu_s', '?')} s",
+            ),
             Row("throughput", "orchestrator peak RSS", f"{o['peak_rss_mib']} MiB"),
         ]
         if r["unfinished"] or r["failed_or_stopped"]:

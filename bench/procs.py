@@ -22,7 +22,8 @@ _TICK = os.sysconf("SC_CLK_TCK")
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """A process's CPU seconds (user + system), resident memory and peak resident memory."""
+    """A process's CPU seconds (user + system), resident memory and peak resident memory, and
+    its read and write system calls (sockets included) from /proc/<pid>/io."""
 
     at: float
     cpu: float
@@ -30,6 +31,8 @@ class Usage:
     hwm: int
     user: float = 0.0
     system: float = 0.0
+    reads: int = 0
+    writes: int = 0
 
 
 def usage(pid: int) -> Usage:
@@ -43,7 +46,17 @@ def usage(pid: int) -> Usage:
             rss = int(line.split()[1]) * 1024
         elif line.startswith("VmHWM:"):
             hwm = int(line.split()[1]) * 1024
-    return Usage(time.monotonic(), user + system, rss, hwm, user, system)
+    io = dict(line.split(": ", 1) for line in Path(f"/proc/{pid}/io").read_text().splitlines())
+    return Usage(
+        time.monotonic(),
+        user + system,
+        rss,
+        hwm,
+        user,
+        system,
+        int(io.get("syscr", 0)),
+        int(io.get("syscw", 0)),
+    )
 
 
 def mib(n: int) -> float:

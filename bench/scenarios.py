@@ -53,6 +53,8 @@ def _usage_delta(before: Usage, after: Usage) -> dict[str, float]:
         "cpu_share": round(cpu / wall, 3) if wall > 0 else 0.0,
         "rss_mib": mib(after.rss),
         "peak_rss_mib": mib(after.hwm),
+        "read_syscalls": after.reads - before.reads,
+        "write_syscalls": after.writes - before.writes,
     }
 
 
@@ -101,6 +103,7 @@ async def latency(
         started: dict[str, float] = {}
         failed = 0
         before, traffic0 = stack.orchestrator_usage(), stack.traffic()
+        others0 = (stack.nats_usage().cpu, stack.agents_cpu(), time.process_time())
         for _ in range(n):
             wall0 = time.time()
             t0 = time.perf_counter()
@@ -112,6 +115,7 @@ async def latency(
             totals.append(t2 - t0)
             started[view.id] = wall0
         after, traffic1 = stack.orchestrator_usage(), stack.traffic()
+        others1 = (stack.nats_usage().cpu, stack.agents_cpu(), time.process_time())
         if profiler is not None:
             await profiler.stop()
         phases = await _phases(stack, started)
@@ -123,8 +127,20 @@ async def latency(
         "failed": failed,
         "submit_to_completed": summary_ms(totals),
         "phases_p50_ms": phases,
-        "orchestrator": {**orch, "cpu_ms_per_job": round(orch["cpu_s"] * 1000 / n, 2)},
+        "orchestrator": {
+            **orch,
+            "cpu_ms_per_job": round(orch["cpu_s"] * 1000 / n, 2),
+            "writes_per_job": round(orch["write_syscalls"] / n, 2),
+            "reads_per_job": round(orch["read_syscalls"] / n, 2),
+        },
         "orchestrator_nats_msgs_per_job": _per(traffic0, traffic1, n),
+        # The whole chain's CPU per job: in a sequential run it all lies on the critical path.
+        "cpu_ms_per_job": {
+            "orchestrator": round(orch["cpu_s"] * 1000 / n, 2),
+            "nats_server": round((others1[0] - others0[0]) * 1000 / n, 2),
+            "agents": round((others1[1] - others0[1]) * 1000 / n, 2),
+            "client": round((others1[2] - others0[2]) * 1000 / n, 2),
+        },
     }
     if profiler is not None and profile is not None:
         out["profile"] = hot_spots(profile)
@@ -172,7 +188,7 @@ async def throughput(
         if profiler is not None:
             await asyncio.sleep(1.0)  # py-spy attaches
         orch0, nats0, agents0 = stack.orchestrator_usage(), stack.nats_usage(), stack.agents_cpu()
-        traffic0 = stack.traffic()
+        traffic0, client0 = stack.traffic(), time.process_time()
         t0 = time.perf_counter()
         ids = await asyncio.gather(*(client.submit(spec) for _ in range(n)))
         t_submitted = time.perf_counter()
@@ -188,7 +204,7 @@ async def throughput(
         done = [ended[i] for i in ids if i in ended]
         t_end = max((at for _, at in done), default=time.perf_counter())
         orch1, nats1, agents1 = stack.orchestrator_usage(), stack.nats_usage(), stack.agents_cpu()
-        traffic1 = stack.traffic()
+        traffic1, client1 = stack.traffic(), time.process_time()
         if profiler is not None:
             await profiler.stop()
         if agent_profiler is not None:
@@ -213,6 +229,7 @@ async def throughput(
         "orchestrator_nats_msgs_per_job": _per(traffic0, traffic1, n),
         "nats_server_cpu_s": round(nats1.cpu - nats0.cpu, 3),
         "agents_cpu_s": round(agents1 - agents0, 3),
+        "client_cpu_s": round(client1 - client0, 3),
     }
     if profiler is not None and profile is not None:
         out["profile"] = hot_spots(profile)
