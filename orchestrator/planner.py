@@ -241,6 +241,8 @@ class Planner:
         if state == known.state:
             return
         ended = state in wire.TERMINAL_JOB_STATES
+        if ended:  # its executions' last events first
+            await self._mirror.settled_job(job.id)
         previous = known.state
         if ended and previous in ("Pending", "Queued") and self._ran(job.id):
             # Its tasks started and ended within the nodes' running hold-back: the job was

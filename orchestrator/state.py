@@ -10,9 +10,10 @@ raises Conflict so the caller re-decides.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -45,6 +46,7 @@ class StateMirror:
         self.by_name: dict[tuple[str, str], str] = {}  # (namespace, name) -> job id
         self.nodes: dict[str, Versioned[wire.NodeRecord]] = {}
         self._creating: dict[str, asyncio.Future[None]] = {}
+        self._showing: dict[str, set[asyncio.Future[None]]] = defaultdict(set)  # by job id
         self._jobs_kv: KV | None = None
         self._execs_kv: KV | None = None
         self._nodes_kv: KV | None = None
@@ -216,6 +218,38 @@ class StateMirror:
         """Return once no create of this execution is in flight."""
         done = self._creating.get(execution_id)
         if done is not None:
+            await asyncio.shield(done)
+
+    @contextlib.asynccontextmanager
+    async def showing(self, record: wire.ExecutionRecord) -> AsyncIterator[None]:
+        """Show `record` before it is written, for the length of the block that writes it.
+
+        For a change that is durable elsewhere already (a node's report in SHOAL_UPDATES, acked
+        only once applied): the job can be evaluated on it while its write is in flight. The
+        write inside still compares against the revision from before. If the block fails, the
+        record shown is taken back (unless a re-read replaced it); `settled_job()` waits for
+        every such block of a job to end."""
+        before = self.executions.get(record.id)
+        self._set_execution(record, before.revision if before else 0)
+        shown = self.executions[record.id]
+        done = asyncio.get_running_loop().create_future()
+        self._showing[record.job_id].add(done)
+        try:
+            yield
+        except BaseException:
+            if before is not None and self.executions.get(record.id) is shown:
+                self._set_execution(before.value, before.revision)
+            raise
+        finally:
+            waiting = self._showing[record.job_id]
+            waiting.discard(done)
+            if not waiting:
+                del self._showing[record.job_id]
+            done.set_result(None)
+
+    async def settled_job(self, job_id: str) -> None:
+        """Return once no execution of this job is being shown ahead of its write."""
+        for done in list(self._showing.get(job_id, ())):
             await asyncio.shield(done)
 
     async def update_execution(self, record: wire.ExecutionRecord) -> None:

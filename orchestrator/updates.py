@@ -112,15 +112,27 @@ class UpdateApplier:
             result=update.result,
             updated_at=update.at or time.time(),
         )
-        if update.state in wire.TERMINAL_COMPUTE_STATES:
-            changed = msgspec.structs.replace(changed, desired_state="stopped")
+        if update.state not in wire.TERMINAL_COMPUTE_STATES:
+            await self._write(changed, update, record)
+            self._on_applied(changed)
+            return
+        changed = msgspec.structs.replace(changed, desired_state="stopped")
+        # The report is durable (this message is acked only once applied), so the job is
+        # evaluated on it while the write is in flight: its end costs one sequential write, not
+        # two. The job's closing event waits for this block (the history stays in order).
+        async with self._mirror.showing(changed):
+            self._on_applied(changed)
+            await self._write(changed, update, record)
+
+    async def _write(
+        self, changed: wire.ExecutionRecord, update: wire.ExecutionUpdate, was: wire.ExecutionRecord
+    ) -> None:
         await self._mirror.update_execution(changed)
-        if update.started_at and record.compute_state != "running":
+        if update.started_at and was.compute_state != "running":
             # It ran and ended within the node's hold-back: one write, both lines of history.
             ran = msgspec.structs.replace(changed, compute_state="running")
             await self._history.execution(ran, f"running on {update.node_id}", update.started_at)
         await self._history.execution(changed, _describe(update))
-        self._on_applied(changed)
 
 
 def _lane(msg: StreamMessage) -> str:
