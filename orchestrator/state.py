@@ -226,7 +226,7 @@ class StateMirror:
 
         For a change that is durable elsewhere already (a node's report in SHOAL_UPDATES, acked
         only once applied): the job can be evaluated on it while its write is in flight. The
-        write inside still compares against the revision from before. If the block fails, the
+        write inside compares against the revision from before (pass it). If the block fails, the
         record shown is taken back (unless a re-read replaced it); `settled_job()` waits for
         every such block of a job to end."""
         before = self.executions.get(record.id)
@@ -252,14 +252,18 @@ class StateMirror:
         for done in list(self._showing.get(job_id, ())):
             await asyncio.shield(done)
 
-    async def update_execution(self, record: wire.ExecutionRecord) -> None:
+    async def update_execution(
+        self, record: wire.ExecutionRecord, revision: int | None = None
+    ) -> None:
+        """CAS against `revision`, by default the mirror's; Conflict (after a re-read) if the
+        key moved."""
         assert self._execs_kv is not None
         key = subjects.execution_key(record.job_id, record.id)
-        known = self.executions.get(record.id)
+        if revision is None:
+            known = self.executions.get(record.id)
+            revision = known.revision if known else 0
         try:
-            rev = await self._execs_kv.update(
-                key, wire.encode(record), known.revision if known else 0
-            )
+            rev = await self._execs_kv.update(key, wire.encode(record), revision)
         except Conflict:
             await self._reread(self._execs_kv, key, self._apply_execution)
             raise

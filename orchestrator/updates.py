@@ -113,7 +113,7 @@ class UpdateApplier:
             updated_at=update.at or time.time(),
         )
         if update.state not in wire.TERMINAL_COMPUTE_STATES:
-            await self._write(changed, update, record)
+            await self._write(changed, update, known.revision, record)
             self._on_applied(changed)
             return
         changed = msgspec.structs.replace(changed, desired_state="stopped")
@@ -122,12 +122,16 @@ class UpdateApplier:
         # two. The job's closing event waits for this block (the history stays in order).
         async with self._mirror.showing(changed):
             self._on_applied(changed)
-            await self._write(changed, update, record)
+            await self._write(changed, update, known.revision, record)
 
     async def _write(
-        self, changed: wire.ExecutionRecord, update: wire.ExecutionUpdate, was: wire.ExecutionRecord
+        self,
+        changed: wire.ExecutionRecord,
+        update: wire.ExecutionUpdate,
+        revision: int,
+        was: wire.ExecutionRecord,
     ) -> None:
-        await self._mirror.update_execution(changed)
+        await self._mirror.update_execution(changed, revision)
         if update.started_at and was.compute_state != "running":
             # It ran and ended within the node's hold-back: one write, both lines of history.
             ran = msgspec.structs.replace(changed, compute_state="running")

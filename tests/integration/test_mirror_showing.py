@@ -1,0 +1,114 @@
+"""StateMirror.showing: a durable report is visible before its write is acked, and taken back
+if the write fails (against a real nats-server)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import msgspec
+import pytest
+
+from orchestrator.state import StateMirror
+from shared import wire
+from shared.bus import Bus
+from shared.errors import Conflict
+from tests.conftest import eventually
+
+EXEC = wire.ExecutionRecord(
+    id="e-1",
+    job_id="j-1",
+    namespace="default",
+    node_id="node-a",
+    job_version=1,
+    partition=0,
+    attempt=1,
+    compute_state="running",
+    created_at=1.0,
+    updated_at=1.0,
+)
+DONE = msgspec.structs.replace(
+    EXEC, compute_state="completed", desired_state="stopped", exit_code=0
+)
+
+
+async def mirror_with_execution(bus: Bus) -> StateMirror:
+    mirror = StateMirror(bus)
+    await mirror.start()
+    await mirror.create_execution(EXEC)
+    return mirror
+
+
+async def test_shown_while_written_then_kept(bus: Bus) -> None:
+    mirror = await mirror_with_execution(bus)
+    try:
+        created = mirror.executions["e-1"].revision
+        async with mirror.showing(DONE):
+            assert mirror.executions["e-1"].value.compute_state == "completed"
+            assert "e-1" not in mirror.by_node["node-a"]  # no longer live there
+            await mirror.update_execution(DONE, created)
+        assert mirror.executions["e-1"].revision > created
+        assert mirror.executions["e-1"].value == DONE
+    finally:
+        await mirror.stop()
+
+
+async def test_a_failed_write_takes_the_record_back(bus: Bus) -> None:
+    mirror = await mirror_with_execution(bus)
+    try:
+        before = mirror.executions["e-1"]
+        with pytest.raises(RuntimeError):
+            async with mirror.showing(DONE):
+                raise RuntimeError("the write failed")
+        assert mirror.executions["e-1"].value == EXEC
+        assert mirror.executions["e-1"].revision == before.revision
+        assert "e-1" in mirror.by_node["node-a"]
+    finally:
+        await mirror.stop()
+
+
+async def test_a_lost_cas_keeps_what_was_reread(bus: Bus) -> None:
+    mirror = await mirror_with_execution(bus)
+    other = await mirror_with_execution_view(bus)
+    try:
+        await eventually(lambda: "e-1" in other.executions)
+        lost = msgspec.structs.replace(EXEC, compute_state="lost", desired_state="stopped")
+        revision = mirror.executions["e-1"].revision
+        with pytest.raises(Conflict):
+            async with mirror.showing(DONE):
+                await other.update_execution(lost)  # another writer gets there first
+                await mirror.update_execution(DONE, revision)
+        assert mirror.executions["e-1"].value.compute_state == "lost"
+    finally:
+        await other.stop()
+        await mirror.stop()
+
+
+async def test_the_job_settles_when_the_block_ends(bus: Bus) -> None:
+    mirror = await mirror_with_execution(bus)
+    try:
+        await asyncio.wait_for(mirror.settled_job("j-1"), 1)  # nothing shown: at once
+        inside = asyncio.Event()
+        leave = asyncio.Event()
+
+        async def writer() -> None:
+            async with mirror.showing(DONE):
+                inside.set()
+                await leave.wait()
+
+        task = asyncio.create_task(writer())
+        await inside.wait()
+        settled = asyncio.create_task(mirror.settled_job("j-1"))
+        await asyncio.sleep(0.05)
+        assert not settled.done()
+        leave.set()
+        await asyncio.wait_for(settled, 1)
+        await task
+    finally:
+        await mirror.stop()
+
+
+async def mirror_with_execution_view(bus: Bus) -> StateMirror:
+    """A second orchestrator's mirror, which sees the execution through its watch."""
+    mirror = StateMirror(bus)
+    await mirror.start()
+    return mirror
