@@ -166,15 +166,14 @@ class Orchestrator(Service):
 
     async def _rescue_forever(self, every: float = 10.0) -> None:
         """A job stored but never evaluated (its evaluation was lost, e.g. NATS failed over
-        between the two writes) is picked up here instead of staying Pending forever."""
+        between the two writes) is picked up here instead of staying Pending forever. So is,
+        harmlessly, one whose tasks take longer than that to start."""
         while True:
             await asyncio.sleep(every)
             now = time.time()
             for versioned in list(self.mirror.jobs.values()):
                 job = versioned.value
-                # Pending with executions is a job whose tasks are still starting.
-                stale = job.state == "Pending" and now - job.updated_at > every
-                if stale and not self.mirror.by_job.get(job.id):
+                if job.state == "Pending" and now - job.updated_at > every:
                     self.broker.trigger(job.id, job.priority)
 
     async def stop(self) -> None:

@@ -206,7 +206,9 @@ class StateMirror:
         done = self._creating[record.id] = asyncio.get_running_loop().create_future()
         try:
             rev = await self._execs_kv.create(key, wire.encode(record))
-            self._set_execution(record, rev)
+            known = self.executions.get(record.id)
+            if known is None or known.revision < rev:  # not over a later change, or one shown
+                self._set_execution(record, rev)
         finally:
             del self._creating[record.id]
             done.set_result(None)

@@ -86,11 +86,11 @@ class UpdateApplier:
         await msg.nak(delay=0.5)  # kept losing the CAS: try again shortly, never drop it
 
     async def apply(self, update: wire.ExecutionUpdate) -> None:
-        known = self._mirror.executions.get(update.execution_id)
-        if known is None and self._mirror.creating(update.execution_id):
-            # The node took the offer and reported before the record's write was acked.
+        if self._mirror.creating(update.execution_id):
+            # The node took the offer and reported before the record's write was acked (the
+            # watch may have shown the record already: wait for the create all the same).
             await self._mirror.settled(update.execution_id)
-            known = self._mirror.executions.get(update.execution_id)
+        known = self._mirror.executions.get(update.execution_id)
         if known is None or known.value.node_id != update.node_id:
             return  # not ours (or forged): nothing to apply
         record = known.value
