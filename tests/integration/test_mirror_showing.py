@@ -9,32 +9,16 @@ import msgspec
 import pytest
 
 from orchestrator.state import StateMirror
-from shared import wire
 from shared.bus import Bus
 from shared.errors import Conflict
 from tests.conftest import eventually
-
-EXEC = wire.ExecutionRecord(
-    id="e-1",
-    job_id="j-1",
-    namespace="default",
-    node_id="node-a",
-    job_version=1,
-    partition=0,
-    attempt=1,
-    compute_state="running",
-    created_at=1.0,
-    updated_at=1.0,
-)
-DONE = msgspec.structs.replace(
-    EXEC, compute_state="completed", desired_state="stopped", exit_code=0
-)
+from tests.records import COMPLETED, RUNNING
 
 
 async def mirror_with_execution(bus: Bus) -> StateMirror:
     mirror = StateMirror(bus)
     await mirror.start()
-    await mirror.create_execution(EXEC)
+    await mirror.create_execution(RUNNING)
     return mirror
 
 
@@ -42,12 +26,12 @@ async def test_shown_while_written_then_kept(bus: Bus) -> None:
     mirror = await mirror_with_execution(bus)
     try:
         created = mirror.executions["e-1"].revision
-        async with mirror.showing(DONE):
+        async with mirror.showing(COMPLETED):
             assert mirror.executions["e-1"].value.compute_state == "completed"
             assert "e-1" not in mirror.by_node["node-a"]  # no longer live there
-            await mirror.update_execution(DONE, created)
+            await mirror.update_execution(COMPLETED, created)
         assert mirror.executions["e-1"].revision > created
-        assert mirror.executions["e-1"].value == DONE
+        assert mirror.executions["e-1"].value == COMPLETED
     finally:
         await mirror.stop()
 
@@ -57,9 +41,9 @@ async def test_a_failed_write_takes_the_record_back(bus: Bus) -> None:
     try:
         before = mirror.executions["e-1"]
         with pytest.raises(RuntimeError):
-            async with mirror.showing(DONE):
+            async with mirror.showing(COMPLETED):
                 raise RuntimeError("the write failed")
-        assert mirror.executions["e-1"].value == EXEC
+        assert mirror.executions["e-1"].value == RUNNING
         assert mirror.executions["e-1"].revision == before.revision
         assert "e-1" in mirror.by_node["node-a"]
     finally:
@@ -71,12 +55,12 @@ async def test_a_lost_cas_keeps_what_was_reread(bus: Bus) -> None:
     other = await mirror_with_execution_view(bus)
     try:
         await eventually(lambda: "e-1" in other.executions)
-        lost = msgspec.structs.replace(EXEC, compute_state="lost", desired_state="stopped")
+        lost = msgspec.structs.replace(RUNNING, compute_state="lost", desired_state="stopped")
         revision = mirror.executions["e-1"].revision
         with pytest.raises(Conflict):
-            async with mirror.showing(DONE):
+            async with mirror.showing(COMPLETED):
                 await other.update_execution(lost)  # another writer gets there first
-                await mirror.update_execution(DONE, revision)
+                await mirror.update_execution(COMPLETED, revision)
         assert mirror.executions["e-1"].value.compute_state == "lost"
     finally:
         await other.stop()
@@ -91,7 +75,7 @@ async def test_the_job_settles_when_the_block_ends(bus: Bus) -> None:
         leave = asyncio.Event()
 
         async def writer() -> None:
-            async with mirror.showing(DONE):
+            async with mirror.showing(COMPLETED):
                 inside.set()
                 await leave.wait()
 

@@ -5,26 +5,10 @@ from __future__ import annotations
 
 import asyncio
 
-import msgspec
-
 from orchestrator.state import StateMirror
 from shared import subjects, wire
 from shared.bus import Entry
-
-OFFERED = wire.ExecutionRecord(
-    id="e-1",
-    job_id="j-1",
-    namespace="default",
-    node_id="node-a",
-    job_version=1,
-    partition=0,
-    attempt=1,
-    created_at=1.0,
-    updated_at=1.0,
-)
-DONE = msgspec.structs.replace(
-    OFFERED, compute_state="completed", desired_state="stopped", exit_code=0
-)
+from tests.records import COMPLETED, OFFERED
 
 
 class HeldKV:
@@ -52,7 +36,7 @@ async def test_a_late_create_ack_does_not_undo_a_report_shown_meanwhile() -> Non
     assert mirror.creating("e-1")
     echo = Entry(subjects.execution_key("j-1", "e-1"), wire.encode(OFFERED), 7)
     mirror._apply_execution(echo)
-    async with mirror.showing(DONE):
+    async with mirror.showing(COMPLETED):
         kv.ack.set()
         await creating
         assert mirror.executions["e-1"].value.compute_state == "completed"
