@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import sys
 import uuid
 from pathlib import Path
 
@@ -13,6 +15,7 @@ from shared import subjects, wire
 from shared.client import new_job_id
 from shared.errors import Conflict, InvalidSpec
 from shared.natsserver import EmbeddedNats
+from tests.integration.helpers_jobs import EXAMPLES
 from tests.integration.stack import stack
 
 SHORT = {"Type": "batch", "Tasks": [{"Engine": {"Type": "noop"}}]}
@@ -109,3 +112,19 @@ async def test_many_short_jobs_in_a_row_all_end(tmp_path: Path) -> None:
         for i in range(600):
             view = await shoal.client.run(SHORT, timeout=10)
             assert view.state == "Completed", (i, view)
+
+
+async def test_the_python_example_runs(nats_server: EmbeddedNats, tmp_path: Path) -> None:
+    async with stack(nats_server.url, tmp_path):
+        done = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(EXAMPLES / "python_client.py"),
+            nats_server.url,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        out = (await asyncio.wait_for(done.communicate(), 60))[0].decode()
+    assert done.returncode == 0, out
+    assert out.count(": Completed") == 2, out
+    assert out.count("hello from a partition") == 2, out
+    assert "created=True; sent again: created=False" in out, out
