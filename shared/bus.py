@@ -145,8 +145,15 @@ class StreamMessage:
 class _PullSource:
     """`shared.pull`'s transport: pull requests to one durable consumer, answered on an inbox."""
 
-    def __init__(self, nc: NatsClient, stream: str, durable: str) -> None:
+    def __init__(
+        self,
+        nc: NatsClient,
+        stream: str,
+        durable: str,
+        recover: Callable[[], Awaitable[None]],
+    ) -> None:
         self._nc = nc
+        self._recover = recover
         self._next = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}"
         self._inbox = nc.new_inbox()
         self._queue: asyncio.Queue[Msg] = asyncio.Queue()
@@ -165,6 +172,9 @@ class _PullSource:
     @property
     def epoch(self) -> int:
         return int(self._nc.stats["reconnects"])
+
+    async def recover(self) -> None:
+        await self._recover()
 
     async def request(self, batch: int, expires: float, heartbeat: float) -> None:
         nanos = 1_000_000_000
@@ -534,12 +544,16 @@ class Bus:
             max_deliver=-1,
             max_ack_pending=20_000,
         )
-        with map_nats_errors(f"consumer {durable} on {stream}"):
-            try:
-                await self._js.consumer_info(stream, durable)
-            except jserrors.NotFoundError:
-                await self._js.add_consumer(stream, config)
-        source = _PullSource(self._nc, stream, durable)
+
+        async def ensure_consumer() -> None:
+            with map_nats_errors(f"consumer {durable} on {stream}"):
+                try:
+                    await self._js.consumer_info(stream, durable)
+                except jserrors.NotFoundError:
+                    await self._js.add_consumer(stream, config)
+
+        await ensure_consumer()
+        source = _PullSource(self._nc, stream, durable, ensure_consumer)
         await source.open()
 
         async def guarded(msgs: list[StreamMessage]) -> None:

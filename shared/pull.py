@@ -8,6 +8,7 @@ three more messages per update when updates come one at a time.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ log = logging.getLogger(__name__)
 M = TypeVar("M")
 
 HEARTBEAT = 100
+PAUSE_FIRST, PAUSE_MAX = 0.05, 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +51,11 @@ class PullSource(Protocol, Generic[M]):
         """Whatever has already arrived, without waiting."""
         ...
 
+    async def recover(self) -> None:
+        """Refused again and again: make sure the consumer exists (someone may have deleted
+        it, or its stream)."""
+        ...
+
 
 async def pull_forever(
     source: PullSource[M],
@@ -58,11 +65,15 @@ async def pull_forever(
     expires: float = 30.0,
     heartbeat: float = 2.0,
     on_error: Callable[[ShoalError], Awaitable[None]] | None = None,
+    pause: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> None:
     """Forever: keep up to `batch` messages requested and hand what arrives to `handle`, in
-    arrival order, as many at once as are already there."""
+    arrival order, as many at once as are already there. A refusal (no consumer answering
+    while its stream elects a leader, too many waiting requests) is retried after a pause that
+    grows to a second, not at once."""
     outstanding = 0
     epoch = source.epoch
+    refused = 0
     while True:
         if source.epoch != epoch:
             epoch, outstanding = source.epoch, 0
@@ -80,6 +91,7 @@ async def pull_forever(
             outstanding = 0
             continue
         msgs: list[M] = []
+        lost = False
         for item in (got, *source.ready()):
             if not isinstance(item, Status):
                 msgs.append(item)
@@ -88,8 +100,18 @@ async def pull_forever(
                 continue
             elif item.unfilled is not None:  # one request expired (408) or was cut short
                 outstanding -= item.unfilled
-            else:  # e.g. 409 leadership change: assume every request is gone
-                outstanding = 0
+            else:  # e.g. 503 no responders, 409 leadership change: every request is gone
+                outstanding, lost = 0, True
         outstanding = max(outstanding, 0)
         if msgs:
+            refused = 0
             await handle(msgs)
+        elif lost:
+            await pause(min(PAUSE_FIRST * 2**refused, PAUSE_MAX))
+            refused += 1
+            if refused % 5 == 0:  # about 1.5 s, then every 5 s
+                try:
+                    await source.recover()
+                except ShoalError as exc:
+                    if on_error is not None:
+                        await on_error(exc)

@@ -21,6 +21,7 @@ class Script:
         self.requests: list[int] = []
         self.epoch = 0
         self.extra: list[object] = []
+        self.recovered = 0
 
     async def request(self, batch: int, expires: float, heartbeat: float) -> None:
         self.requests.append(batch)
@@ -42,8 +43,13 @@ class Script:
         out, self.extra = self.extra, []
         return out
 
+    async def recover(self) -> None:
+        self.recovered += 1
 
-async def run(script: Script, batch: int = 4) -> list[list[object]]:
+
+async def run(
+    script: Script, batch: int = 4, pauses: list[float] | None = None
+) -> list[list[object]]:
     handled: list[list[object]] = []
 
     async def handle(msgs: list[object]) -> None:
@@ -52,8 +58,18 @@ async def run(script: Script, batch: int = 4) -> list[list[object]]:
     async def on_error(exc: Exception) -> None:
         pass
 
+    async def pause(seconds: float) -> None:
+        if pauses is not None:
+            pauses.append(seconds)
+
     with pytest.raises(asyncio.CancelledError):
-        await pull_forever(script, handle, batch=batch, on_error=on_error)  # type: ignore[arg-type]
+        await pull_forever(
+            script,  # type: ignore[arg-type]
+            handle,
+            batch=batch,
+            on_error=on_error,
+            pause=pause,
+        )
     return handled
 
 
@@ -75,6 +91,16 @@ async def test_silence_or_a_status_without_count_starts_over() -> None:
     script = Script([None, Status(409), "a"])
     assert await run(script) == [["a"]]
     assert script.requests == [4, 4, 4]
+
+
+async def test_refusals_are_retried_after_a_growing_pause() -> None:
+    """No consumer answering (503) must not become a busy loop of requests and refusals."""
+    pauses: list[float] = []
+    script = Script([Status(503)] * 7 + ["a", Status(409)])
+    assert await run(script, pauses=pauses) == [["a"]]
+    assert pauses == [0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.0, 0.05]  # a message starts it over
+    assert len(script.requests) == 9
+    assert script.recovered == 1  # after the fifth refusal in a row
 
 
 async def test_heartbeats_keep_the_requests() -> None:
