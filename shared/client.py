@@ -195,7 +195,7 @@ class ShoalClient:
         Listens to the job's history subject. Waiting for the end re-reads the job only when
         an event says it ended; `until` and `on_change` see a fresh view after every event.
         """
-        done = until or (lambda v: v.terminal)
+        done = until or _terminal
         if not job_id.startswith("j-"):  # a name: resolve it before listening
             job_id = (await self.describe(job_id)).id
         # Subscribed before the first read: the server sees the SUB first, so nothing is missed.
