@@ -4,13 +4,18 @@ and a durable consumer that someone deleted is made again."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
 from shared.bus import Bus, StreamMessage
 from tests.conftest import eventually
 
 
-async def consuming(bus: Bus, got: list[bytes]) -> asyncio.Task[None]:
+@contextlib.asynccontextmanager
+async def consuming(bus: Bus) -> AsyncIterator[list[bytes]]:
+    """Consume WORK (work.>) as the durable `worker`; yields what arrived, in order."""
     await bus.ensure_stream("WORK", ["work.>"], work_queue=True)
+    got: list[bytes] = []
 
     async def handle(msgs: list[StreamMessage]) -> None:
         for m in msgs:
@@ -18,14 +23,15 @@ async def consuming(bus: Bus, got: list[bytes]) -> asyncio.Task[None]:
             await m.ack()
 
     task = asyncio.create_task(bus.consume("WORK", "worker", "work.>", handle, batch=8))
-    await eventually(lambda: bus.connected)
-    return task
+    try:
+        yield got
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 async def test_messages_one_by_one_and_in_bursts_arrive_in_order(bus: Bus) -> None:
-    got: list[bytes] = []
-    task = await consuming(bus, got)
-    try:
+    async with consuming(bus) as got:
         await bus.js_publish("work.a", b"0")
         await eventually(lambda: got == [b"0"])
         # more than one batch at once: the requests are topped up as they are used
@@ -33,20 +39,12 @@ async def test_messages_one_by_one_and_in_bursts_arrive_in_order(bus: Bus) -> No
             await bus.js_publish("work.a", str(i).encode())
         await eventually(lambda: len(got) == 30)
         assert got == [str(i).encode() for i in range(30)]
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 async def test_a_deleted_consumer_is_made_again(bus: Bus) -> None:
-    got: list[bytes] = []
-    task = await consuming(bus, got)
-    try:
+    async with consuming(bus) as got:
         await bus.js_publish("work.a", b"before")
         await eventually(lambda: got == [b"before"])
         await bus._js.delete_consumer("WORK", "worker")
         await bus.js_publish("work.a", b"after")
         await eventually(lambda: got == [b"before", b"after"], timeout=10)
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
