@@ -9,14 +9,11 @@ three more messages per update when updates come one at a time.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 from shared.errors import ShoalError
-
-log = logging.getLogger(__name__)
 
 M = TypeVar("M")
 
@@ -64,7 +61,7 @@ async def pull_forever(
     batch: int,
     expires: float = 30.0,
     heartbeat: float = 2.0,
-    on_error: Callable[[ShoalError], Awaitable[None]] | None = None,
+    on_error: Callable[[ShoalError], Awaitable[None]],
     pause: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> None:
     """Forever: keep up to `batch` messages requested and hand what arrives to `handle`, in
@@ -84,8 +81,7 @@ async def pull_forever(
             got = await source.next(heartbeat * 2.5)
         except ShoalError as exc:
             outstanding = 0
-            if on_error is not None:
-                await on_error(exc)
+            await on_error(exc)
             continue
         if got is None:  # not even a heartbeat: the server no longer holds our requests
             outstanding = 0
@@ -113,5 +109,4 @@ async def pull_forever(
                 try:
                     await source.recover()
                 except ShoalError as exc:
-                    if on_error is not None:
-                        await on_error(exc)
+                    await on_error(exc)

@@ -82,7 +82,8 @@ async def test_the_job_settles_when_the_block_ends(bus: Bus) -> None:
         task = asyncio.create_task(writer())
         await inside.wait()
         settled = asyncio.create_task(mirror.settled_job("j-1"))
-        await asyncio.sleep(0.05)
+        for _ in range(10):  # let it run as far as it can: it must wait for the block
+            await asyncio.sleep(0)
         assert not settled.done()
         leave.set()
         await asyncio.wait_for(settled, 1)

@@ -455,22 +455,15 @@ MAX_PAYLOAD = 1024 * 1024
 LIVE_EXAMPLES = 300
 
 
+@dataclass(repr=False)
 class Send:
     """One message to send; `reply` is the data type of an ok reply to a request."""
 
-    def __init__(
-        self,
-        label: str,  # the subject with the node id as `*`, for the counts
-        subject: str,
-        data: bytes,
-        how: Literal["request", "publish", "js"],
-        reply: Any = None,
-    ) -> None:
-        self.label = label
-        self.subject = subject
-        self.data = data
-        self.how = how
-        self.reply = reply
+    label: str  # the subject with the node id as `*`, for the counts
+    subject: str
+    data: bytes
+    how: Literal["request", "publish", "js"]
+    reply: Any = None
 
     def __repr__(self) -> str:  # hypothesis prints it: keep a megabyte message short
         more = f"...({len(self.data)} bytes)" if len(self.data) > 200 else ""
