@@ -119,8 +119,10 @@ class Api:
             job_id = named_job_id(spec.namespace, spec.name)
         else:
             job_id = _chosen_id(req.job_id) if req.job_id else f"j-{uuid.uuid4()}"
-            if req.job_id and (known := self._mirror.job(job_id)) is not None:
-                return _resubmitted(known, spec)
+            if req.job_id and job_id in self._mirror.jobs:
+                await self._mirror.job_settled(job_id)  # a resend while the first is stored
+                if (known := self._mirror.job(job_id)) is not None:
+                    return _resubmitted(known, spec)
         spec = spec.model_copy(update={"id": job_id, "name": spec.name or job_id})
         record = wire.JobRecord(
             id=job_id,
@@ -134,9 +136,13 @@ class Api:
             max_attempts=self.max_attempts,
         )
         # The current version lives in the job record; the versions bucket keeps the ones a
-        # new version replaced, so a job that is never updated costs one write here.
+        # new version replaced, so a job that is never updated costs one write here. A leader
+        # starts evaluating the job while its create is in flight (see creating_job).
         try:
-            await self._mirror.create_job(record)
+            async with self._mirror.creating_job(record):
+                early = self._submitted is not None and self._submitted(record, spec)
+                await self._mirror.create_job(record)
+                await self._history.job(record, "", "job submitted")
         except Conflict:
             taken = await self._mirror.fetch_job(spec.namespace, job_id)
             if taken is None:
@@ -144,10 +150,8 @@ class Api:
             if not spec.name:
                 return _resubmitted(taken, spec)
             return await self._new_version(taken, spec, req.force, now)
-        await asyncio.gather(
-            self._history.job(record, "", "job submitted"),
-            self._schedule(record, spec, "submitted"),
-        )
+        if not early:
+            await self._schedule(record, spec, "submitted")
         return wire.SubmitReply(job_id=job_id, version=1)
 
     async def _schedule(self, job: wire.JobRecord, spec: JobSpec, trigger: str) -> None:

@@ -171,6 +171,11 @@ class Planner:
             self._bid(placement.node_id, order),
             return_exceptions=True,
         )
+        if not await self._mirror.job_settled(job.id):
+            # Offered while the job's own create was in flight, and that create failed (its
+            # submit was answered with the error): withdraw the offer; nothing runs for it.
+            await self._withdraw(record, created, reply, "its job was not stored")
+            return False
         if isinstance(reply, BaseException):
             raise reply
         if isinstance(created, BaseException):
@@ -202,6 +207,25 @@ class Planner:
                 return True  # the node already reported on it: it did take the job
             await self._history.execution(rejected, f"{placement.node_id} declined: {reply.reason}")
         return False
+
+    async def _withdraw(
+        self,
+        record: wire.ExecutionRecord,
+        created: BaseException | None,
+        reply: BaseException | wire.BidReply,
+        reason: str,
+    ) -> None:
+        if created is None:  # stored: stop the record, which also tells the node
+            for _ in range(3):
+                try:
+                    await self.stop_execution(Stop(record.id, "cancelled", reason), time.time())
+                    return
+                except Conflict:
+                    continue  # the node reported on it meanwhile: stop what it is now
+                except ShoalError:
+                    break
+        if isinstance(reply, wire.BidReply) and reply.accepted:
+            await self.cancel_on_node(record.node_id, record.id, reason)
 
     async def _bid(self, node_id: str, order: wire.ExecutionOrder) -> wire.BidReply:
         try:

@@ -46,6 +46,7 @@ class StateMirror:
         self.by_name: dict[tuple[str, str], str] = {}  # (namespace, name) -> job id
         self.nodes: dict[str, Versioned[wire.NodeRecord]] = {}
         self._creating: dict[str, asyncio.Future[None]] = {}
+        self._job_creates: dict[str, asyncio.Future[bool]] = {}  # by job id: stored or not
         self._showing: dict[str, set[asyncio.Future[None]]] = defaultdict(set)  # by job id
         self._jobs_kv: KV | None = None
         self._execs_kv: KV | None = None
@@ -91,10 +92,7 @@ class StateMirror:
         if known is not None and known.revision >= entry.revision:
             return
         if entry.value is None:
-            gone = self.jobs.pop(job_id, None)
-            self.waiting.discard(job_id)
-            if gone is not None:
-                self.by_name.pop((gone.value.namespace, gone.value.name), None)
+            self._forget_job(job_id)
             return
         record = _decode(entry, wire.JobRecord)
         if record is not None:
@@ -140,6 +138,12 @@ class StateMirror:
         else:
             self.waiting.discard(record.id)
 
+    def _forget_job(self, job_id: str) -> None:
+        gone = self.jobs.pop(job_id, None)
+        self.waiting.discard(job_id)
+        if gone is not None:
+            self.by_name.pop((gone.value.namespace, gone.value.name), None)
+
     def _set_execution(self, record: wire.ExecutionRecord, revision: int) -> None:
         self.executions[record.id] = Versioned(record, revision)
         self.by_job[record.job_id].add(record.id)
@@ -173,7 +177,37 @@ class StateMirror:
         rev = await self._jobs_kv.create(
             subjects.job_key(record.namespace, record.id), wire.encode(record)
         )
-        self._set_job(record, rev)
+        known = self.jobs.get(record.id)
+        if known is None or known.revision < rev:  # the watch's echo may have come first
+            self._set_job(record, rev)
+
+    @contextlib.asynccontextmanager
+    async def creating_job(self, record: wire.JobRecord) -> AsyncIterator[None]:
+        """Show a new job before it is stored, for the length of the block that creates it.
+
+        The leader evaluates the job (and offers its work) while the create is in flight,
+        instead of one KV round trip later. Until the block ends, `job_settled()` and a job
+        CAS wait for it; so the block should also record the job's first history line, which
+        then comes before any line about its executions. If the block fails, the job is taken
+        back (unless a record someone else stored replaced it meanwhile), and `job_settled()`
+        says so, for the evaluation to withdraw what it offered."""
+        self._set_job(record, 0)
+        shown = self.jobs[record.id]
+        done = self._job_creates[record.id] = asyncio.get_running_loop().create_future()
+        stored = False
+        try:
+            yield
+            stored = True
+        finally:
+            if not stored and self.jobs.get(record.id) is shown:
+                self._forget_job(record.id)
+            del self._job_creates[record.id]
+            done.set_result(stored)
+
+    async def job_settled(self, job_id: str) -> bool:
+        """Wait for an in-flight `creating_job()` of this job; False if that create failed."""
+        done = self._job_creates.get(job_id)
+        return True if done is None else await asyncio.shield(done)
 
     async def fetch_job(self, namespace: str, job_id: str) -> wire.JobRecord | None:
         """Read a job from KV (newer than the mirror, e.g. written by another orchestrator)."""
@@ -188,11 +222,13 @@ class StateMirror:
         """CAS against the revision in the mirror; Conflict (after a re-read) if it moved."""
         assert self._jobs_kv is not None
         key = subjects.job_key(record.namespace, record.id)
+        if record.id in self._job_creates:  # shown at revision 0: CAS on what it is stored at
+            await self.job_settled(record.id)
         known = self.jobs.get(record.id)
+        if known is None:
+            raise Conflict(f"job {record.id} is not stored")
         try:
-            rev = await self._jobs_kv.update(
-                key, wire.encode(record), known.revision if known else 0
-            )
+            rev = await self._jobs_kv.update(key, wire.encode(record), known.revision)
         except Conflict:
             await self._reread(self._jobs_kv, key, self._apply_job)
             raise

@@ -90,6 +90,7 @@ class UpdateApplier:
             # The node took the offer and reported before the record's write was acked (the
             # watch may have shown the record already: wait for the create all the same).
             await self._mirror.settled(update.execution_id)
+        await self._mirror.job_settled(update.job_id)  # the job's first history line goes first
         known = self._mirror.executions.get(update.execution_id)
         if known is None or known.value.node_id != update.node_id:
             return  # not ours (or forged): nothing to apply
