@@ -84,15 +84,20 @@ async def run_execution(
     stdout, stderr = workdir / "stdout", workdir / "stderr"
     shippers = [ship_logs(stdout, "stdout"), ship_logs(stderr, "stderr")]
     finished = False
+    loop = asyncio.get_running_loop()
     try:
         async with asyncio.TaskGroup() as group:
-            for s in shippers:
-                group.create_task(s.follow())
+            # Tailing starts one interval in: a task that ends sooner (most noop and many
+            # wasm tasks) has its output shipped once, at its end, and costs no tail tasks.
+            tails = loop.call_later(
+                shippers[0].interval, lambda: [group.create_task(s.follow()) for s in shippers]
+            )
             try:
                 final = await _run(
                     execution, engine, workdir, allowed, report, update, stdout, stderr
                 )
             finally:
+                tails.cancel()
                 for s in shippers:
                     s.stop()
         for s in shippers:  # whatever was written after the last tick
@@ -175,28 +180,27 @@ async def _run(
             domains=tuple(task.network.domains),
         )
         started = time.time()
-        announced = False
         holdback = RUNNING_HOLDBACK if spec.type in ("batch", "ops") else 0.0
+        loop = asyncio.get_running_loop()
+        running: asyncio.Future[None] | None = None
 
-        async def announce() -> None:
-            nonlocal announced
-            if holdback:
-                await asyncio.sleep(holdback)
-            announced = True
-            await report(update("running"))
+        def announce() -> None:
+            nonlocal running
+            running = asyncio.ensure_future(report(update("running")))
 
-        # The outcome is only reported after this finishes, so the orchestrator still sees
-        # "running" (when sent) before it.
-        running = asyncio.ensure_future(announce())
+        # A timer, not a sleeping task: most short tasks end before it fires. The outcome is
+        # only reported after "running" (when sent) is, so the orchestrator sees them in order.
+        timer = loop.call_later(holdback, announce) if holdback else None
+        if timer is None:
+            announce()
         try:
             result = await engine.run(request)
         finally:
-            if announced:
+            if timer is not None:
+                timer.cancel()
+            if running is not None:
                 await asyncio.shield(running)
-            else:
-                running.cancel()
-                await asyncio.wait([running])
-        if not announced:
+        if running is None:  # ended within the hold-back: the outcome says when it started
             update = functools.partial(update, started_at=started)
     except ExecutionFailed as exc:
         return update("failed", error=str(exc), retryable=exc.retryable)

@@ -41,17 +41,20 @@ class LogShipper:
         self._stopped = asyncio.Event()
         self._truncated = False
 
+    @property
+    def interval(self) -> float:
+        return self._interval
+
     async def follow(self) -> None:
-        """Ship every `interval` until `stop()`. Stopped by a flag, not by cancellation:
-        nats-py can swallow a cancel that lands while a publish completes, and a tail that
-        never ends would hold the execution open."""
-        while True:  # the first tick waits: a short task's output is shipped once, at its end
+        """Ship now, then every `interval` until `stop()` (started one interval into the task:
+        a shorter task's output is shipped once, at its end). Stopped by a flag, not by
+        cancellation: nats-py can swallow a cancel that lands while a publish completes, and
+        a tail that never ends would hold the execution open."""
+        while not self._stopped.is_set():
+            await self.ship()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._interval):
                     await self._stopped.wait()
-            if self._stopped.is_set():
-                return
-            await self.ship()
 
     def stop(self) -> None:
         self._stopped.set()

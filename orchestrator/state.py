@@ -191,6 +191,7 @@ class StateMirror:
         then comes before any line about its executions. If the block fails, the job is taken
         back (unless a record someone else stored replaced it meanwhile), and `job_settled()`
         says so, for the evaluation to withdraw what it offered."""
+        before = self.jobs.get(record.id)  # the API only creates jobs it does not know
         self._set_job(record, 0)
         shown = self.jobs[record.id]
         done = self._job_creates[record.id] = asyncio.get_running_loop().create_future()
@@ -200,7 +201,10 @@ class StateMirror:
             stored = True
         finally:
             if not stored and self.jobs.get(record.id) is shown:
-                self._forget_job(record.id)
+                if before is None:
+                    self._forget_job(record.id)
+                else:
+                    self._set_job(before.value, before.revision)
             del self._job_creates[record.id]
             done.set_result(stored)
 

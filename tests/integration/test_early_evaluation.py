@@ -55,11 +55,14 @@ async def test_shown_while_created_then_kept(bus: Bus) -> None:
         await mirror.stop()
 
 
-async def test_a_failed_create_takes_the_job_back(bus: Bus) -> None:
+@pytest.mark.parametrize("seen_first", [True, False], ids=["echo-first", "echo-any-time"])
+async def test_a_failed_create_takes_the_job_back(bus: Bus, seen_first: bool) -> None:
     mirror, other = await started_mirror(bus), await started_mirror(bus)
     theirs = msgspec.structs.replace(JOB, name="theirs")
     try:
         await other.create_job(theirs)  # another orchestrator stored the id first
+        if seen_first:
+            await eventually(lambda: mirror.job("j-1") == theirs, what="the watch's echo")
         with pytest.raises(Conflict):
             async with mirror.creating_job(JOB):
                 settled = asyncio.create_task(mirror.job_settled("j-1"))
@@ -133,3 +136,22 @@ async def test_work_offered_for_a_job_that_was_not_stored_is_withdrawn(
         monkeypatch.undo()
         view = await client.run({**LONG, "Tasks": [{"Engine": {"Type": "noop"}}]}, timeout=20)
         assert view.state == "Completed"  # the orchestrator carries on as before
+
+
+async def test_output_is_shipped_while_the_task_runs(
+    nats_server: EmbeddedNats, tmp_path: Path
+) -> None:
+    """Tailing starts one interval into a task (a shorter one ships once, at its end)."""
+    spec = {
+        "Type": "batch",
+        "Tasks": [{"Engine": {"Type": "noop", "Params": {"Stdout": "early\n", "Sleep": 30}}}],
+    }
+    async with stack(nats_server.url, tmp_path, agents=1) as s, await s.client() as client:
+        job_id = await client.submit(spec)
+
+        async def shipped() -> bool:
+            return b"early" in b"".join([line.data async for line in client.logs(job_id)])
+
+        await eventually(shipped, what="output shipped before the task ends")
+        assert s.agents["node-0"].running_count == 1  # still running
+        await client.stop(job_id)
