@@ -57,6 +57,9 @@ class UpdateApplier:
         lanes: dict[str, list[StreamMessage]] = {}
         for msg in batch:
             lanes.setdefault(_lane(msg), []).append(msg)
+        if len(lanes) == 1:  # one at a time (the latency path): no task to wrap it in
+            await self._handle_all(batch)
+            return
         await asyncio.gather(*(self._handle_all(msgs) for msgs in lanes.values()))
 
     async def _handle_all(self, msgs: list[StreamMessage]) -> None:
