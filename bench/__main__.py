@@ -76,6 +76,12 @@ def _parse() -> argparse.Namespace:
         help="give the trivial job this Publisher (e.g. noop); default: none, i.e. the "
         "product's default publisher",
     )
+    parser.add_argument(
+        "--trace",
+        action="store_true",
+        help="latency: mark each step of each job in every process (shared.trace) and print "
+        "the median timeline",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work directory and logs")
     return parser.parse_args()
 
@@ -105,6 +111,7 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             args.agents,
             args.publisher,
             args.profile / "latency.txt" if args.profile else None,
+            trace_dir=workdir / "latency-trace" if args.trace else None,
         )
     if "throughput" in chosen:
         note_load("throughput")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 import subprocess
 import sys
@@ -17,8 +18,9 @@ from bench.procs import SHOAL, Child, Usage, mib
 from bench.profile import Profiler, hot_spots, print_hot_spots
 from bench.report import percentile, summary_ms
 from bench.stack import DEFAULTS, ShoalStack, StackConfig
+from bench.timeline import print_timeline, timeline
 from compute.agent import AgentConfig, ComputeAgent
-from shared import subjects, wire
+from shared import subjects, trace, wire
 from shared.bus import Bus, Message
 from shared.client import ShoalClient
 from shared.errors import ShoalError
@@ -87,9 +89,38 @@ def _per(before: dict[str, int], after: dict[str, int], n: float) -> dict[str, f
 
 
 async def latency(
-    workdir: Path, n: int, agents: int = 3, publisher: str = "", profile: Path | None = None
+    workdir: Path,
+    n: int,
+    agents: int = 3,
+    publisher: str = "",
+    profile: Path | None = None,
+    *,
+    trace_dir: Path | None = None,
 ) -> dict[str, Any]:
     spec = trivial(publisher)
+    if trace_dir is not None:  # every process of the stack, and this one, marks its steps
+        os.environ["SHOAL_TRACE"] = str(trace_dir)
+        trace.enable(trace_dir)
+    try:
+        out = await _latency(workdir, n, agents, publisher, profile, spec)
+    finally:
+        if trace_dir is not None:
+            del os.environ["SHOAL_TRACE"]
+            trace.disable()
+    if trace_dir is not None:  # the stack has stopped: its processes have written their marks
+        out["timeline"] = timeline(trace_dir)
+        print_timeline(out["timeline"])
+    return out
+
+
+async def _latency(
+    workdir: Path,
+    n: int,
+    agents: int,
+    publisher: str,
+    profile: Path | None,
+    spec: dict[str, Any],
+) -> dict[str, Any]:
     async with ShoalStack(workdir, StackConfig(agents=agents)) as stack:
         client = stack.client
         for _ in range(WARMUP):

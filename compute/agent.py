@@ -21,7 +21,7 @@ from compute.inputs import SUPPORTED_SOURCES, AllowedPath, check_local
 from compute.logs import LogShipper
 from compute.publish_remote import IPFSPublisher, S3Publisher
 from compute.publishers import LocalPublisher, NatsPublisher, NoopPublisher, Publisher
-from shared import ipfs, subjects, wire
+from shared import ipfs, subjects, trace, wire
 from shared.bus import Bus, Message
 from shared.errors import InvalidSpec, ShoalError
 from shared.lifecycle import Service, Supervisor
@@ -307,6 +307,7 @@ class ComputeAgent(Service):
     async def on_bid(self, msg: Message) -> None:
         try:
             order = wire.decode(msg.data, wire.ExecutionOrder, what="bid")
+            trace.mark("agent.bid", order.job_id)
             spec = self._spec(order)
         except ShoalError as exc:
             await self.bus.respond(msg, wire.encode(wire.BidReply(accepted=False, reason=str(exc))))
@@ -319,6 +320,7 @@ class ComputeAgent(Service):
             reason = await self._image_refusal(spec)
         if reason is None and not known:
             self._launch(order, spec)
+            trace.mark("agent.launched", order.job_id)
         await self.bus.respond(
             msg, wire.encode(wire.BidReply(accepted=reason is None, reason=reason or ""))
         )
@@ -452,11 +454,13 @@ class ComputeAgent(Service):
         """Durable, deduplicated by (execution, state); retried until NATS takes it."""
         delay = 0.1
         msg_id = f"{update.execution_id}:{update.state}"
+        trace.mark(f"agent.reporting-{update.state}", update.job_id)
         while True:
             try:
                 await self.bus.js_publish(
                     subjects.node_update(self.node_id), wire.encode(update), msg_id=msg_id
                 )
+                trace.mark(f"agent.reported-{update.state}", update.job_id)
                 return
             except ShoalError as exc:
                 if self._stopping and not self.bus.connected:

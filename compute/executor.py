@@ -18,7 +18,7 @@ from compute.engines.base import Engine, Mount, RunRequest, RunResult
 from compute.inputs import AllowedPath, prepare
 from compute.logs import LogShipper
 from compute.publishers import Publisher
-from shared import wire
+from shared import trace, wire
 from shared.errors import ExecutionFailed, ShoalError
 from shared.results import pack
 from shared.spec import JobSpec
@@ -194,7 +194,9 @@ async def _run(
         if timer is None:
             announce()
         try:
+            trace.mark("agent.started", execution.order.job_id)
             result = await engine.run(request)
+            trace.mark("agent.ended", execution.order.job_id)
         finally:
             if timer is not None:
                 timer.cancel()

@@ -16,7 +16,7 @@ from orchestrator.evals import enqueue
 from orchestrator.history import History
 from orchestrator.registry import NodeRegistry
 from orchestrator.state import StateMirror
-from shared import subjects, wire
+from shared import subjects, trace, wire
 from shared.bus import Bus, Message
 from shared.errors import Conflict, InvalidSpec, NotFound, ShoalError
 from shared.spec import JobSpec, load_spec, spec_from_canonical, spec_from_data
@@ -97,6 +97,7 @@ class Api:
 
     async def submit(self, data: bytes) -> wire.SubmitReply:
         req = wire.decode(data, wire.SubmitRequest, what="submit request")
+        trace.mark("api.received", req.job_id)
         if bytes(req.spec) != b"null":
             try:
                 raw = json.loads(bytes(req.spec))
@@ -139,9 +140,11 @@ class Api:
         # new version replaced, so a job that is never updated costs one write here. A leader
         # starts evaluating the job while its create is in flight (see creating_job).
         try:
+            trace.mark("api.validated", job_id)
             async with self._mirror.creating_job(record):
                 early = self._submitted is not None and self._submitted(record, spec)
                 await self._mirror.create_job(record)
+                trace.mark("api.stored", job_id)
                 await self._history.job(record, "", "job submitted")
         except Conflict:
             taken = await self._mirror.fetch_job(spec.namespace, job_id)

@@ -20,7 +20,7 @@ from orchestrator.registry import NodeRegistry
 from orchestrator.scheduler import Context, Placement, Plan, Stop, ran, schedule
 from orchestrator.selection import Demand
 from orchestrator.state import StateMirror
-from shared import subjects, wire
+from shared import subjects, trace, wire
 from shared.bus import Bus
 from shared.errors import Conflict, ShoalError
 from shared.spec import JobSpec, spec_from_canonical
@@ -66,6 +66,7 @@ class Planner:
         return spec
 
     async def evaluate(self, job_id: str) -> None:
+        trace.mark("planner.evaluating", job_id)
         refused: dict[int, set[str]] = {}
         for _ in range(MAX_ROUNDS):
             job = self._mirror.job(job_id)
@@ -166,11 +167,13 @@ class Planner:
             attempt=placement.attempt,
             spec=job.spec,
         )
+        trace.mark("planner.offering", job.id)
         created, reply = await asyncio.gather(
             self._mirror.create_execution(record),
             self._bid(placement.node_id, order),
             return_exceptions=True,
         )
+        trace.mark("planner.offered", job.id)
         if not await self._mirror.job_settled(job.id):
             # Offered while the job's own create was in flight, and that create failed (its
             # submit was answered with the error): withdraw the offer; nothing runs for it.
@@ -261,7 +264,9 @@ class Planner:
             queued_since=queued_since,
             updated_at=now,
         )
+        trace.mark("planner.writing-job", job.id)
         await self._mirror.update_job(record)
+        trace.mark("planner.job-written", job.id)
         if state == known.state:
             return
         ended = state in wire.TERMINAL_JOB_STATES
@@ -276,6 +281,7 @@ class Planner:
             previous = "Running"
         view = self._final_view(record) if ended else b""
         await self._history.job(record, previous, view=view)
+        trace.mark("planner.event-sent", job.id)
 
     def _ran(self, job_id: str) -> bool:
         return any(ran(e) for e in self._mirror.executions_of(job_id))

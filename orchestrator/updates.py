@@ -15,7 +15,7 @@ import msgspec
 
 from orchestrator.history import History
 from orchestrator.state import StateMirror
-from shared import subjects, wire
+from shared import subjects, trace, wire
 from shared.bus import Bus, StreamMessage
 from shared.errors import Conflict, ShoalError
 
@@ -89,6 +89,7 @@ class UpdateApplier:
         await msg.nak(delay=0.5)  # kept losing the CAS: try again shortly, never drop it
 
     async def apply(self, update: wire.ExecutionUpdate) -> None:
+        trace.mark(f"updates.applying-{update.state}", update.job_id)
         if self._mirror.creating(update.execution_id):
             # The node took the offer and reported before the record's write was acked (the
             # watch may have shown the record already: wait for the create all the same).

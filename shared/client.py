@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from shared import subjects, wire
+from shared import subjects, trace, wire
 from shared.bus import Bus, Inbox
 from shared.errors import InvalidSpec, Problem, ShoalError, Unavailable, error_from_code
 from shared.results import ARCHIVE, unpack
@@ -140,12 +140,16 @@ class ShoalClient:
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         job_id = new_job_id()
+        trace.mark("client.run", job_id)
         events = await self.bus.subscription(subjects.events(job_id))
         try:
             async with asyncio.timeout_at(deadline):
                 reply = await self.submit_full(spec, variables, job_id=job_id)
+                trace.mark("client.answered", job_id)
                 if reply.job_id == job_id:
-                    return await self._follow(job_id, events, None, _terminal, None)
+                    view = await self._follow(job_id, events, None, _terminal, None)
+                    trace.mark("client.ended", job_id)
+                    return view
         finally:
             await events.close()
         left = None if deadline is None else max(deadline - loop.time(), 0.0)

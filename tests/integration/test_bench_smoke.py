@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from bench.profile import hot_spots
+from bench.timeline import timeline
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -31,6 +32,7 @@ def test_latency_and_throughput_scenarios_run(tmp_path: Path) -> None:
             "1",
             "--json",
             str(out),
+            "--trace",
         ],
         cwd=REPO,
         capture_output=True,
@@ -45,6 +47,12 @@ def test_latency_and_throughput_scenarios_run(tmp_path: Path) -> None:
     assert set(latency["submit_to_completed"]) >= {"p50_ms", "p99_ms", "max_ms"}
     assert "job Completed" in latency["phases_p50_ms"], latency
     assert latency["orchestrator"]["cpu_s"] > 0
+    # Every process marked its steps: the client, the API, the planner, the agent, the applier.
+    steps = list(latency["timeline"]["steps_p50_ms"])
+    assert latency["timeline"]["jobs"] == 5, latency["timeline"]
+    assert steps[0] == "client.run" and steps[-1] == "client.ended", steps
+    for step in ("api.received", "planner.offering", "agent.bid", "updates.applying-completed"):
+        assert step in steps, steps
     throughput = document["results"]["throughput"]
     assert throughput["completed"] == 5 and throughput["unfinished"] == 0, throughput
     assert throughput["jobs_per_s"] > 0
@@ -72,3 +80,23 @@ def test_hot_spots_reads_a_raw_py_spy_profile(tmp_path: Path) -> None:
     assert spots["task"][0]["where"] == "EvalBroker.run_worker (orchestrator/evals.py)"
     assert spots["call_site"][0]["pct"] == 100.0
     assert spots["leaf"][0]["where"] == "pydantic/main.py:792 model_validate"
+
+
+def test_timeline_orders_steps_and_numbers_repeats(tmp_path: Path) -> None:
+    (tmp_path / "1.txt").write_text(
+        "10.000 client.run j-1\n10.004 client.ended j-1\n"
+        "20.000 client.run j-2\n20.002 client.ended j-2\n"
+        "9.000 api.received j-0\n"  # a warm-up job: never run() by the client
+    )
+    (tmp_path / "2.txt").write_text(
+        "10.001 planner.evaluating j-1\n10.003 planner.evaluating j-1\n"
+        "20.001 planner.evaluating j-2\n20.0015 planner.evaluating j-2\n"
+    )
+    result = timeline(tmp_path)
+    assert result["jobs"] == 2
+    assert result["steps_p50_ms"] == {
+        "client.run": 0.0,
+        "planner.evaluating": 1.0,
+        "planner.evaluating#2": 2.25,
+        "client.ended": 3.0,
+    }
