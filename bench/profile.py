@@ -15,7 +15,7 @@ from typing import Any
 from bench.procs import BIN, REPO
 
 PROJECT = ("shared/", "orchestrator/", "compute/")  # cli/ is only the entry point
-WRAPPERS = ("shared/bus.py", "shared/lifecycle.py")  # generic callbacks, not a component
+WRAPPERS = ("shared/bus/", "shared/lifecycle.py")  # generic callbacks, not a component
 _FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*):(?P<line>\d+)\)$")
 _STRIP = (
     re.compile(r"^.*/site-packages/"),

@@ -7,8 +7,6 @@ import contextlib
 import io
 import logging
 import os
-import posixpath
-import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -19,6 +17,15 @@ from aiodocker.exceptions import DockerError
 from aiodocker.stream import Stream
 
 from compute.engines.base import RunRequest, RunResult
+from compute.engines.docker_config import (
+    LABEL_EXECUTION,
+    LABEL_NODE,
+    NETWORK_MODES,
+    container_config,
+    container_name,
+    proxy_env,
+    task_env,
+)
 from compute.engines.hostfence import HostFence
 from compute.netproxy import DomainProxy
 from shared.errors import ExecutionFailed, ShoalError, Unavailable
@@ -26,19 +33,11 @@ from shared.spec.params import DockerParams
 
 log = logging.getLogger(__name__)
 
-LABEL_JOB = "shoal.job"
-LABEL_EXECUTION = "shoal.execution"
-LABEL_NODE = "shoal.node"
 HTTP_NETWORK = "shoal-http"
 
 _PROBE_TIMEOUT = 3.0
 _KILL_TIMEOUT = 10.0
 _DRAIN_TIMEOUT = 10.0
-_NAME_UNSAFE = re.compile(r"[^a-zA-Z0-9_.-]")
-_NETWORK_MODES = {"none": "none", "": "none", "host": "host", "full": "bridge", "bridge": "bridge"}
-# Docker's default set minus what a batch task has no business with (raw sockets, device
-# nodes, audit log); shells, package managers and file ownership changes keep working.
-_CAP_DROP = ["NET_RAW", "MKNOD", "AUDIT_WRITE"]
 # Start failures that are the spec's fault (bad entrypoint, mount over a file...): no retry helps.
 _USER_ERRORS = ("executable file not found", "no such file or directory", "not a directory")
 
@@ -63,15 +62,6 @@ def _translate(exc: DockerError, what: str) -> ShoalError:
     if exc.status == 500 and any(hint in exc.message.lower() for hint in _USER_ERRORS):
         return ExecutionFailed(message, retryable=False)
     return ExecutionFailed(message, retryable=True)  # 409 conflict, 5xx daemon trouble
-
-
-def container_name(execution_id: str) -> str:
-    """A docker-safe, per-execution name: a second run of the same execution finds the first."""
-    return "shoal-" + _NAME_UNSAFE.sub("_", execution_id)
-
-
-def _guest_path(path: str) -> str:
-    return posixpath.normpath("/" + path.lstrip("/"))
 
 
 class DockerEngine:
@@ -184,73 +174,22 @@ class DockerEngine:
                 f"docker engine given {type(params).__name__}, not DockerParams", retryable=False
             )
         await self._ensure_image(params.image)
-        env = {**_task_env(request.env), **params.env()}
+        env = {**task_env(request.env), **params.env()}
         async with contextlib.AsyncExitStack() as stack:
             proxy: DomainProxy | None = None
             network = request.network.strip().lower()
             if network == "http":
                 proxy, network_mode = await self._start_proxy(request, stack)
-                env.update(_proxy_env(proxy.url))
-            elif network in _NETWORK_MODES:
-                network_mode = _NETWORK_MODES[network]
+                env.update(proxy_env(proxy.url))
+            elif network in NETWORK_MODES:
+                network_mode = NETWORK_MODES[network]
             else:
                 raise ExecutionFailed(f"unknown network type {request.network!r}", retryable=False)
-            config = self._config(request, params, env, network_mode)
+            config = container_config(request, params, env, network_mode, self.node_id)
             container = await self._create(config, container_name(request.execution_id))
             stack.push_async_callback(self._remove, container)
             result = await self._supervise(container, request, proxy, network_mode)
         return result
-
-    def _config(
-        self, request: RunRequest, params: DockerParams, env: dict[str, str], network_mode: str
-    ) -> dict[str, Any]:
-        host: dict[str, Any] = {
-            "Mounts": [
-                {
-                    "Type": "bind",
-                    "Source": str(m.host_path.resolve()),
-                    "Target": _guest_path(m.target),
-                    "ReadOnly": m.read_only,
-                }
-                for m in request.mounts
-            ],
-            "NetworkMode": network_mode,
-            "Privileged": False,
-            "CapDrop": _CAP_DROP,
-            "SecurityOpt": ["no-new-privileges"],
-            # No docker-init: we only ever SIGKILL, and without it a bad entrypoint fails the
-            # start with a clear, non-retryable error instead of exiting 127 from inside.
-        }
-        if request.memory_bytes:
-            host["Memory"] = request.memory_bytes
-            host["MemorySwap"] = request.memory_bytes  # no swap beyond the limit
-        if request.cpu_millis:
-            host["NanoCpus"] = request.cpu_millis * 1_000_000
-        if request.gpus > 0:
-            host["DeviceRequests"] = [
-                {"Driver": "", "Count": request.gpus, "Capabilities": [["gpu"]]}
-            ]
-        config: dict[str, Any] = {
-            "Image": params.image,
-            "Cmd": list(params.parameters),
-            "Env": [f"{k}={v}" for k, v in env.items()],
-            "Labels": {
-                LABEL_JOB: request.job_id,
-                LABEL_EXECUTION: request.execution_id,
-                LABEL_NODE: self.node_id,
-            },
-            "AttachStdout": True,
-            "AttachStderr": True,
-            "Tty": False,
-            "HostConfig": host,
-        }
-        if params.entrypoint:
-            config["Entrypoint"] = list(params.entrypoint)
-        if params.working_directory:
-            config["WorkingDir"] = params.working_directory
-        if network_mode == "none":
-            config["NetworkDisabled"] = True
-        return config
 
     async def _create(self, config: dict[str, Any], name: str) -> DockerContainer:
         containers = self._client().containers
@@ -445,34 +384,6 @@ class DockerEngine:
             await self._delete(self._client().containers.container(found["id"]))
             removed += 1
         return removed
-
-
-def _task_env(env: Mapping[str, str]) -> dict[str, str]:
-    """Task Env with `env:VAR` values taken from this agent's environment (secrets stay here)."""
-    out: dict[str, str] = {}
-    for key, value in env.items():
-        if value.startswith("env:"):
-            source = value.removeprefix("env:")
-            if source not in os.environ:
-                raise ExecutionFailed(
-                    f"task Env {key} wants ${source} from the compute node, which does not have it",
-                    retryable=True,  # another node may have it
-                )
-            value = os.environ[source]
-        out[key] = value
-    return out
-
-
-def _proxy_env(url: str) -> dict[str, str]:
-    # Both spellings: curl reads the lower-case ones, many other tools the upper-case ones.
-    return {
-        "HTTP_PROXY": url,
-        "HTTPS_PROXY": url,
-        "http_proxy": url,
-        "https_proxy": url,
-        "NO_PROXY": "",
-        "no_proxy": "",
-    }
 
 
 async def _addresses_on(container: DockerContainer, network: str) -> list[str]:

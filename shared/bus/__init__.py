@@ -1,331 +1,49 @@
-"""The only module that imports `nats`: connection, request/reply, JetStream streams and KV.
+"""The only package that imports `nats`: connection, request/reply, JetStream streams and KV.
 
 Domain code sees `Bus`, `KV`, `Entry`, `Message` and `StreamMessage`, and Shoal's own errors;
-every nats-py exception is translated in `map_nats_errors()`.
+every nats-py exception is translated in `map_nats_errors()` (`_errors`). The handles the bus
+hands out live in `_handles`, the pull consumer's transport in `_pullsource`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import nats
 import nats.errors
 import nats.js.api as jsapi
 import nats.js.errors as jserrors
-import yaml
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
-from shared.errors import Conflict, NotFound, ShoalError, Unavailable
-from shared.pull import Status, pull_forever
+from shared.bus._credentials import creds_options
+from shared.bus._errors import _Refused, map_nats_errors
+from shared.bus._handles import KV, Entry, Handler, Inbox, Message, ObjectStore, StreamMessage
+from shared.bus._pullsource import _PullSource
+from shared.errors import ShoalError, Unavailable
+from shared.pull import pull_forever
+
+__all__ = [
+    "KV",
+    "Bus",
+    "Entry",
+    "Handler",
+    "Inbox",
+    "Message",
+    "ObjectStore",
+    "StreamMessage",
+    "creds_options",
+    "map_nats_errors",
+]
 
 log = logging.getLogger(__name__)
 
 MSG_ID = "Nats-Msg-Id"
-
-
-@contextlib.contextmanager
-def map_nats_errors(what: str) -> Iterator[None]:
-    """Translate nats-py errors into ShoalError, saying what we were doing."""
-    try:
-        yield
-    except ShoalError:
-        raise
-    except jserrors.KeyWrongLastSequenceError as exc:
-        raise Conflict(f"{what}: changed concurrently ({exc.description})") from exc
-    except (jserrors.KeyNotFoundError, jserrors.NotFoundError) as exc:
-        raise NotFound(f"{what}: not found") from exc
-    except jserrors.BadRequestError as exc:
-        if exc.err_code in (10071, 10164):  # wrong last sequence / key exists
-            raise Conflict(f"{what}: changed concurrently ({exc.description})") from exc
-        raise ShoalError(f"{what}: NATS refused the request ({exc.description})") from exc
-    except nats.errors.NoRespondersError as exc:
-        raise Unavailable(f"{what}: nobody is listening (is the service running?)") from exc
-    except (TimeoutError, nats.errors.TimeoutError, jserrors.ServiceUnavailableError) as exc:
-        raise Unavailable(f"{what}: timed out waiting for NATS") from exc
-    except (nats.errors.ConnectionClosedError, nats.errors.NoServersError, OSError) as exc:
-        raise Unavailable(f"{what}: NATS is unreachable ({exc})") from exc
-    except nats.errors.Error as exc:
-        raise ShoalError(f"{what}: {exc}") from exc
-
-
-def creds_options(path: str) -> dict[str, Any]:
-    """nats-py connect options from `--creds`: a NATS JWT .creds file, or Shoal's YAML
-    (`user`, `password`, optional `tls_ca` relative to the file) from `shoal auth init`."""
-    file = Path(path).expanduser()
-    try:
-        text = file.read_text()
-    except OSError as exc:
-        raise ShoalError(f"cannot read credentials file {path}: {exc.strerror or exc}") from exc
-    if "-----BEGIN NATS USER JWT-----" in text:
-        return {"user_credentials": str(file)}
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ShoalError(f"credentials file {path} is not YAML: {exc}") from exc
-    if not isinstance(data, dict) or not data.get("user") or "password" not in data:
-        raise ShoalError(
-            f"credentials file {path} needs `user:` and `password:` lines "
-            "(as written by `shoal auth init`) or must be a NATS .creds file"
-        )
-    options: dict[str, Any] = {"user": str(data["user"]), "password": str(data["password"])}
-    if data.get("tls_ca"):
-        options["tls_ca"] = str(file.parent / str(data["tls_ca"]))
-    return options
-
-
-def _reraise_cancel(exc: BaseException) -> None:
-    """nats-py turns a cancellation into ConnectionClosedError once the connection is closed;
-    swallowing it would keep a cancelled loop alive forever."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError from exc
-
-
-class _Refused(Exception):
-    """Connecting cannot succeed by retrying: credentials or certificate refused."""
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    """A core NATS message; `reply` is empty when no answer is expected."""
-
-    subject: str
-    data: bytes
-    reply: str
-    headers: dict[str, str] | None
-
-
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """A KV value with its revision (for CAS); `value` is None for a deleted key."""
-
-    key: str
-    value: bytes | None
-    revision: int
-
-
-Handler = Callable[[Message], Awaitable[None]]
-
-
-class StreamMessage:
-    """A JetStream message from a pull consumer, to ack once applied."""
-
-    def __init__(self, msg: Msg) -> None:
-        self._msg = msg
-        self.subject = msg.subject
-        self.data = msg.data
-        self.headers = msg.headers
-        meta = msg.metadata
-        self.delivered = meta.num_delivered
-        self.sequence = meta.sequence.stream
-        self.timestamp = meta.timestamp
-
-    async def ack(self) -> None:
-        with map_nats_errors("ack"):
-            await self._msg.ack()
-
-    async def nak(self, delay: float | None = None) -> None:
-        with map_nats_errors("nak"):
-            await self._msg.nak(delay=delay)
-
-    async def term(self) -> None:
-        with map_nats_errors("term"):
-            await self._msg.term()
-
-
-class _PullSource:
-    """`shared.pull`'s transport: pull requests to one durable consumer, answered on an inbox."""
-
-    def __init__(
-        self,
-        nc: NatsClient,
-        stream: str,
-        durable: str,
-        recover: Callable[[], Awaitable[None]],
-    ) -> None:
-        self._nc = nc
-        self._recover = recover
-        self._next = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}"
-        self._inbox = nc.new_inbox()
-        self._queue: asyncio.Queue[Msg] = asyncio.Queue()
-        self._sub: Any = None
-        self.name = durable
-
-    async def open(self) -> None:
-        async def arrived(msg: Msg) -> None:
-            self._queue.put_nowait(msg)
-
-        with map_nats_errors(f"subscribe for {self.name}"):
-            self._sub = await self._nc.subscribe(
-                self._inbox, cb=arrived, pending_msgs_limit=1_000_000
-            )
-
-    @property
-    def epoch(self) -> int:
-        return int(self._nc.stats["reconnects"])
-
-    async def recover(self) -> None:
-        await self._recover()
-
-    async def request(self, batch: int, expires: float, heartbeat: float) -> None:
-        nanos = 1_000_000_000
-        body = {
-            "batch": batch,
-            "expires": int(expires * nanos),
-            "idle_heartbeat": int(heartbeat * nanos),
-        }
-        with map_nats_errors(f"pull from {self.name}"):
-            await self._nc.publish(self._next, json.dumps(body).encode(), reply=self._inbox)
-
-    async def next(self, timeout: float) -> StreamMessage | Status | None:
-        try:
-            async with asyncio.timeout(timeout):
-                msg = await self._queue.get()
-        except TimeoutError:
-            return None
-        return self._wrap(msg)
-
-    def ready(self) -> list[StreamMessage | Status]:
-        out: list[StreamMessage | Status] = []
-        while not self._queue.empty():
-            out.append(self._wrap(self._queue.get_nowait()))
-        return out
-
-    @staticmethod
-    def _wrap(msg: Msg) -> StreamMessage | Status:
-        status = msg.headers.get("Status") if msg.headers else None
-        if not status:
-            return StreamMessage(msg)
-        unfilled = (msg.headers or {}).get("Nats-Pending-Messages", "")
-        return Status(
-            int(status) if status.isdigit() else 0, int(unfilled) if unfilled.isdigit() else None
-        )
-
-    async def close(self) -> None:
-        if self._sub is not None:
-            with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()
-
-
-class Inbox:
-    """Messages on one subject, pulled one at a time; close() when done."""
-
-    def __init__(self, sub: Any, subject: str) -> None:
-        self._sub = sub
-        self.subject = subject
-
-    async def next(self, timeout: float | None = None) -> Message | None:
-        """The next message, or None after `timeout` seconds."""
-        try:
-            msg = await self._sub.next_msg(timeout=timeout)
-        except (nats.errors.TimeoutError, TimeoutError):
-            return None
-        except nats.errors.ConnectionClosedError as exc:
-            _reraise_cancel(exc)
-            raise Unavailable(f"subscription {self.subject}: connection closed") from exc
-        return Message(msg.subject, msg.data, msg.reply, None)
-
-    async def close(self) -> None:
-        with contextlib.suppress(Exception):
-            await self._sub.unsubscribe()
-
-
-class KV:
-    """A JetStream key-value bucket with compare-and-swap writes."""
-
-    def __init__(self, kv: Any, bucket: str) -> None:
-        self._kv = kv
-        self.bucket = bucket
-
-    async def get(self, key: str) -> Entry | None:
-        try:
-            entry = await self._kv.get(key)
-        except (jserrors.KeyNotFoundError, jserrors.KeyDeletedError):
-            return None
-        except Exception as exc:
-            with map_nats_errors(f"read {self.bucket}/{key}"):
-                raise exc
-            raise
-        return Entry(key, entry.value, entry.revision)
-
-    async def create(self, key: str, value: bytes) -> int:
-        """Write only if the key does not exist (or was deleted); Conflict otherwise."""
-        with map_nats_errors(f"create {self.bucket}/{key}"):
-            try:
-                return int(await self._kv.create(key, value))
-            except jserrors.KeyWrongLastSequenceError as exc:
-                raise Conflict(f"{self.bucket}/{key} already exists") from exc
-
-    async def update(self, key: str, value: bytes, revision: int) -> int:
-        """Compare-and-swap: write only if the key is still at `revision`."""
-        if revision <= 0:
-            return await self.create(key, value)
-        with map_nats_errors(f"update {self.bucket}/{key}"):
-            return int(await self._kv.update(key, value, last=revision))
-
-    async def put(self, key: str, value: bytes) -> int:
-        with map_nats_errors(f"put {self.bucket}/{key}"):
-            return int(await self._kv.put(key, value))
-
-    async def delete(self, key: str) -> None:
-        with map_nats_errors(f"delete {self.bucket}/{key}"):
-            await self._kv.delete(key)
-
-    async def keys(self, pattern: str = ">") -> list[str]:
-        out: list[str] = []
-        async for entry in self.watch(pattern, meta_only=True):
-            if entry is None:
-                break
-            if entry.value is not None:
-                out.append(entry.key)
-        return out
-
-    async def watch(
-        self, pattern: str = ">", *, meta_only: bool = False
-    ) -> AsyncIterator[Entry | None]:
-        """Current values, then None (caught up), then every change, forever."""
-        with map_nats_errors(f"watch {self.bucket}/{pattern}"):
-            watcher = await self._kv.watch(pattern, meta_only=meta_only, inactive_threshold=30)
-        try:
-            while True:
-                item = await watcher.updates(timeout=None)
-                if item is None:
-                    yield None
-                    continue
-                deleted = item.operation in ("DEL", "PURGE")
-                yield Entry(item.key, None if deleted else (item.value or b""), item.revision)
-        finally:
-            with contextlib.suppress(Exception):
-                await watcher.stop()
-
-
-class ObjectStore:
-    """A JetStream object store bucket: whole files in, whole files out."""
-
-    def __init__(self, store: Any, bucket: str) -> None:
-        self._store = store
-        self.bucket = bucket
-
-    async def put_file(self, name: str, path: str) -> int:
-        with map_nats_errors(f"store {self.bucket}/{name}"), open(path, "rb") as f:
-            info = await self._store.put(name, f)
-        return int(info.size)
-
-    async def get_into(self, name: str, path: str) -> None:
-        with map_nats_errors(f"fetch {self.bucket}/{name}"), open(path, "wb") as f:
-            try:
-                await self._store.get(name, writeinto=f)
-            except jserrors.ObjectNotFoundError as exc:
-                raise NotFound(f"{self.bucket}/{name} does not exist") from exc
 
 
 class Bus:
