@@ -110,20 +110,21 @@ class Api:
             spec = load_spec(req.spec_text, req.variables)
         else:
             raise InvalidSpec("a submit request needs Spec (a JSON object) or SpecText (YAML)")
-        now = time.time()
-        existing = self._by_name(spec.namespace, spec.name) if spec.name else None
-        if existing is not None:
-            return await self._new_version(existing, spec, req.force, now)
         # A named job's id follows from its name, so the KV create below is what keeps names
         # unique, even against a submit this orchestrator's mirror has not seen yet.
         if spec.name:
             job_id = named_job_id(spec.namespace, spec.name)
         else:
             job_id = _chosen_id(req.job_id) if req.job_id else f"j-{uuid.uuid4()}"
-            if req.job_id and job_id in self._mirror.jobs:
-                await self._mirror.job_settled(job_id)  # a resend while the first is stored
-                if (known := self._mirror.job(job_id)) is not None:
-                    return _resubmitted(known, spec)
+        # The same job submitted again while its first submit is being stored: answer from
+        # what that submit stored, not from the job shown meanwhile.
+        await self._mirror.job_settled(job_id)
+        now = time.time()
+        existing = self._by_name(spec.namespace, spec.name) if spec.name else None
+        if existing is not None:
+            return await self._new_version(existing, spec, req.force, now)
+        if req.job_id and (known := self._mirror.job(job_id)) is not None:
+            return _resubmitted(known, spec)
         spec = spec.model_copy(update={"id": job_id, "name": spec.name or job_id})
         record = wire.JobRecord(
             id=job_id,
@@ -417,9 +418,12 @@ def _current_version(job: wire.JobRecord) -> wire.JobVersion:
 
 def _chosen_id(job_id: str) -> str:
     try:
-        return f"j-{uuid.UUID(job_id.removeprefix('j-'))}"
+        chosen = uuid.UUID(job_id.removeprefix("j-"))
     except ValueError:
         raise InvalidSpec(f"JobID {job_id!r} is not j-<uuid>") from None
+    if chosen.version == 5:  # what named jobs' ids are made of (named_job_id)
+        raise InvalidSpec(f"JobID {job_id!r} is a version-5 UUID, which is kept for named jobs")
+    return f"j-{chosen}"
 
 
 def _resubmitted(job: wire.JobRecord, spec: JobSpec) -> wire.SubmitReply:

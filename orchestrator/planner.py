@@ -50,19 +50,23 @@ class Planner:
         self._later = later
         self.bid_timeout = bid_timeout
         self._final_view = final_view
-        self._specs: dict[tuple[str, int], JobSpec] = {}
+        self._specs: dict[tuple[str, int], tuple[bytes, JobSpec]] = {}
 
     def remember(self, job: wire.JobRecord, spec: JobSpec) -> None:
         """The API validated this spec a moment ago: no need to parse it again."""
-        self._specs[(job.id, job.version)] = spec
+        self._specs[(job.id, job.version)] = (bytes(job.spec), spec)
 
     def spec_of(self, job: wire.JobRecord) -> JobSpec:
-        key = (job.id, job.version)
-        spec = self._specs.get(key)
-        if spec is None:
-            if len(self._specs) > 20_000:
-                self._specs.clear()
-            spec = self._specs[key] = spec_from_canonical(bytes(job.spec))
+        # Keyed by the spec's bytes too: a submit that lost its create to another one of the
+        # same id and version was remembered, and must not stand in for the stored spec.
+        key, raw = (job.id, job.version), bytes(job.spec)
+        cached = self._specs.get(key)
+        if cached is not None and cached[0] == raw:
+            return cached[1]
+        if len(self._specs) > 20_000:
+            self._specs.clear()
+        spec = spec_from_canonical(raw)
+        self._specs[key] = (raw, spec)
         return spec
 
     async def evaluate(self, job_id: str) -> None:
@@ -174,10 +178,13 @@ class Planner:
             return_exceptions=True,
         )
         trace.mark("planner.offered", job.id)
-        if not await self._mirror.job_settled(job.id):
+        if not await self._mirror.holds(job):
             # Offered while the job's own create was in flight, and that create failed (its
-            # submit was answered with the error): withdraw the offer; nothing runs for it.
-            await self._withdraw(record, created, reply, "its job was not stored")
+            # submit was answered with the error), or a new version replaced the job meanwhile:
+            # withdraw the offer, and let the next evaluation decide on what is stored.
+            gone = self._mirror.job(job.id) is None
+            why = "its job was not stored" if gone else "its job changed while it was offered"
+            await self._withdraw(record, created, why)
             return False
         if isinstance(reply, BaseException):
             raise reply
@@ -215,7 +222,6 @@ class Planner:
         self,
         record: wire.ExecutionRecord,
         created: BaseException | None,
-        reply: BaseException | wire.BidReply,
         reason: str,
     ) -> None:
         if created is None:  # stored: stop the record, which also tells the node
@@ -227,8 +233,9 @@ class Planner:
                     continue  # the node reported on it meanwhile: stop what it is now
                 except ShoalError:
                     break
-        if isinstance(reply, wire.BidReply) and reply.accepted:
-            await self.cancel_on_node(record.node_id, record.id, reason)
+        # Not stopped through its record: tell the node whatever its reply said (a bid that
+        # timed out may still have been taken). Its next heartbeat reconciles the rest.
+        await self.cancel_on_node(record.node_id, record.id, reason)
 
     async def _bid(self, node_id: str, order: wire.ExecutionOrder) -> wire.BidReply:
         try:

@@ -46,7 +46,7 @@ class StateMirror:
         self.by_name: dict[tuple[str, str], str] = {}  # (namespace, name) -> job id
         self.nodes: dict[str, Versioned[wire.NodeRecord]] = {}
         self._creating: dict[str, asyncio.Future[None]] = {}
-        self._job_creates: dict[str, asyncio.Future[bool]] = {}  # by job id: stored or not
+        self._job_creates: dict[str, _JobCreate] = {}
         self._showing: dict[str, set[asyncio.Future[None]]] = defaultdict(set)  # by job id
         self._jobs_kv: KV | None = None
         self._execs_kv: KV | None = None
@@ -177,41 +177,64 @@ class StateMirror:
         rev = await self._jobs_kv.create(
             subjects.job_key(record.namespace, record.id), wire.encode(record)
         )
+        pending = self._job_creates.get(record.id)
+        if pending is not None and pending.record is record:
+            pending.revision = rev
         known = self.jobs.get(record.id)
         if known is None or known.revision < rev:  # the watch's echo may have come first
             self._set_job(record, rev)
 
     @contextlib.asynccontextmanager
     async def creating_job(self, record: wire.JobRecord) -> AsyncIterator[None]:
-        """Show a new job before it is stored, for the length of the block that creates it.
+        """Show a new job before it is stored, for the length of the block that creates it
+        (with `create_job(record)`).
 
         The leader evaluates the job (and offers its work) while the create is in flight,
-        instead of one KV round trip later. Until the block ends, `job_settled()` and a job
-        CAS wait for it; so the block should also record the job's first history line, which
-        then comes before any line about its executions. If the block fails, the job is taken
-        back (unless a record someone else stored replaced it meanwhile), and `job_settled()`
-        says so, for the evaluation to withdraw what it offered."""
+        instead of one KV round trip later. Until the block ends, `job_settled()`, `holds()` and
+        a job CAS wait for it; so the block should also record the job's first history line,
+        which then comes before any line about its executions. If the create failed, the job
+        is taken back (or what the mirror showed before is put back), and `holds()` says so,
+        for the evaluation to withdraw what it offered. One create of an id at a time: a second
+        one is a Conflict."""
+        if record.id in self._job_creates:
+            raise Conflict(f"job {record.id} is being submitted already")
         before = self.jobs.get(record.id)  # the API only creates jobs it does not know
         self._set_job(record, 0)
         shown = self.jobs[record.id]
-        done = self._job_creates[record.id] = asyncio.get_running_loop().create_future()
-        stored = False
+        pending = self._job_creates[record.id] = _JobCreate(
+            record, asyncio.get_running_loop().create_future()
+        )
         try:
             yield
-            stored = True
         finally:
-            if not stored and self.jobs.get(record.id) is shown:
+            # Stored is stored, even if the block failed after the create (e.g. cancelled).
+            if not pending.revision and self.jobs.get(record.id) is shown:
                 if before is None:
                     self._forget_job(record.id)
                 else:
                     self._set_job(before.value, before.revision)
             del self._job_creates[record.id]
-            done.set_result(stored)
+            pending.done.set_result(pending.revision)
 
-    async def job_settled(self, job_id: str) -> bool:
-        """Wait for an in-flight `creating_job()` of this job; False if that create failed."""
-        done = self._job_creates.get(job_id)
-        return True if done is None else await asyncio.shield(done)
+    async def job_settled(self, job_id: str) -> None:
+        """Return once no `creating_job()` of this job is in flight."""
+        pending = self._job_creates.get(job_id)
+        if pending is not None:
+            await asyncio.shield(pending.done)
+
+    async def holds(self, job: wire.JobRecord) -> bool:
+        """Whether `job`, as read for a decision (perhaps while its create was in flight), is
+        the job stored: False if its create failed or another submit's record won."""
+        pending = self._job_creates.get(job.id)
+        if pending is not None and not await asyncio.shield(pending.done):
+            return False
+        known = self.jobs.get(job.id)
+        return (
+            known is not None
+            and known.revision > 0
+            and (known.value.version, known.value.created_at) == (job.version, job.created_at)
+            and known.value.spec == job.spec
+        )
 
     async def fetch_job(self, namespace: str, job_id: str) -> wire.JobRecord | None:
         """Read a job from KV (newer than the mirror, e.g. written by another orchestrator)."""
@@ -226,13 +249,17 @@ class StateMirror:
         """CAS against the revision in the mirror; Conflict (after a re-read) if it moved."""
         assert self._jobs_kv is not None
         key = subjects.job_key(record.namespace, record.id)
-        if record.id in self._job_creates:  # shown at revision 0: CAS on what it is stored at
-            await self.job_settled(record.id)
         known = self.jobs.get(record.id)
-        if known is None:
+        revision = known.revision if known is not None else 0
+        pending = self._job_creates.get(record.id)
+        if known is not None and revision == 0 and pending is not None:
+            # Decided on the job as shown while its create was in flight: CAS on the revision
+            # that create stored, so a change made since then is not overwritten.
+            revision = await asyncio.shield(pending.done)
+        if not revision:
             raise Conflict(f"job {record.id} is not stored")
         try:
-            rev = await self._jobs_kv.update(key, wire.encode(record), known.revision)
+            rev = await self._jobs_kv.update(key, wire.encode(record), revision)
         except Conflict:
             await self._reread(self._jobs_kv, key, self._apply_job)
             raise
@@ -329,6 +356,15 @@ class StateMirror:
         entry = await kv.get(key)
         if entry is not None:
             apply(entry)
+
+
+@dataclass(slots=True)
+class _JobCreate:
+    """A `creating_job()` block: its record, and the revision its create stored (0: none)."""
+
+    record: wire.JobRecord
+    done: asyncio.Future[int]
+    revision: int = 0
 
 
 def _decode(entry: Entry, kind: type[R]) -> R | None:

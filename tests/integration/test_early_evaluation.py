@@ -5,17 +5,21 @@ failed is withdrawn (against a real nats-server and real agents)."""
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import msgspec
 import pytest
 
+from orchestrator.api import named_job_id
+from orchestrator.planner import Planner
 from orchestrator.state import StateMirror
-from shared import wire
+from shared import subjects, wire
 from shared.bus import KV, Bus
 from shared.client import new_job_id
-from shared.errors import Conflict, NotFound, Unavailable
+from shared.errors import Conflict, InvalidSpec, NotFound, Unavailable
 from shared.natsserver import EmbeddedNats
+from shared.spec import spec_from_data
 from tests.conftest import eventually
 from tests.integration.stack import stack
 
@@ -31,6 +35,7 @@ JOB = wire.JobRecord(
     max_attempts=3,
 )
 LONG = {"Type": "batch", "Tasks": [{"Engine": {"Type": "noop", "Params": {"Sleep": 30}}}]}
+SHORT = {"Type": "batch", "Tasks": [{"Engine": {"Type": "noop"}}]}
 
 
 async def started_mirror(bus: Bus) -> StateMirror:
@@ -44,13 +49,13 @@ async def test_shown_while_created_then_kept(bus: Bus) -> None:
     try:
         async with mirror.creating_job(JOB):
             assert mirror.jobs["j-1"].value == JOB and mirror.jobs["j-1"].revision == 0
-            settled = asyncio.create_task(mirror.job_settled("j-1"))
+            held = asyncio.create_task(mirror.holds(JOB))
             await mirror.create_job(JOB)
             await asyncio.sleep(0)
-            assert not settled.done()  # the block (and its history line) is not over yet
-        assert await settled is True
+            assert not held.done()  # the block (and its history line) is not over yet
+        assert await held is True
         assert mirror.jobs["j-1"].revision > 0
-        assert await mirror.job_settled("j-1") is True
+        assert await mirror.holds(JOB) is True
     finally:
         await mirror.stop()
 
@@ -58,16 +63,17 @@ async def test_shown_while_created_then_kept(bus: Bus) -> None:
 @pytest.mark.parametrize("seen_first", [True, False], ids=["echo-first", "echo-any-time"])
 async def test_a_failed_create_takes_the_job_back(bus: Bus, seen_first: bool) -> None:
     mirror, other = await started_mirror(bus), await started_mirror(bus)
-    theirs = msgspec.structs.replace(JOB, name="theirs")
+    theirs = msgspec.structs.replace(JOB, name="theirs", spec=msgspec.Raw(b'{"Count": 2}'))
     try:
         await other.create_job(theirs)  # another orchestrator stored the id first
         if seen_first:
             await eventually(lambda: mirror.job("j-1") == theirs, what="the watch's echo")
         with pytest.raises(Conflict):
             async with mirror.creating_job(JOB):
-                settled = asyncio.create_task(mirror.job_settled("j-1"))
+                held = asyncio.create_task(mirror.holds(JOB))
                 await mirror.create_job(JOB)
-        assert await settled is False
+        assert await held is False
+        assert await mirror.holds(JOB) is False
         # What stays is what is stored: theirs, once the watch brings it (never ours).
         await eventually(lambda: mirror.job("j-1") == theirs, what="the stored job")
     finally:
@@ -90,6 +96,78 @@ async def test_a_job_cas_waits_for_the_create(bus: Bus) -> None:
         assert mirror.job("j-1") == running
     finally:
         await mirror.stop()
+
+
+async def test_a_cas_decided_on_the_shown_job_keeps_a_later_change(bus: Bus) -> None:
+    """Decided on revision 0, it compares against what the create stored, not against what
+    the mirror holds once the create is done (another orchestrator's stop, say)."""
+    mirror, other = await started_mirror(bus), await started_mirror(bus)
+    queued = msgspec.structs.replace(JOB, state="Queued")
+    stopped = msgspec.structs.replace(JOB, state="Stopped")
+    try:
+        async with mirror.creating_job(JOB):
+            cas = asyncio.create_task(mirror.update_job(queued))
+            await mirror.create_job(JOB)
+            await eventually(lambda: other.job("j-1") is not None, what="the other's mirror")
+            await other.update_job(stopped)
+            await eventually(lambda: mirror.job("j-1") == stopped, what="the watch's echo")
+        with pytest.raises(Conflict):
+            await cas
+        assert await stored_job(mirror) == stopped
+    finally:
+        await mirror.stop()
+        await other.stop()
+
+
+async def test_a_cas_decided_on_the_shown_job_fails_if_another_submit_won(bus: Bus) -> None:
+    mirror, other = await started_mirror(bus), await started_mirror(bus)
+    theirs = msgspec.structs.replace(JOB, name="theirs")
+    try:
+        with pytest.raises(Conflict):
+            async with mirror.creating_job(JOB):
+                cas = asyncio.create_task(mirror.update_job(JOB))
+                await other.create_job(theirs)
+                await eventually(lambda: mirror.job("j-1") == theirs, what="the watch's echo")
+                await mirror.create_job(JOB)
+        with pytest.raises(Conflict):
+            await cas
+        assert await stored_job(mirror) == theirs
+    finally:
+        await mirror.stop()
+        await other.stop()
+
+
+async def test_one_create_of_an_id_at_a_time(bus: Bus) -> None:
+    mirror = await started_mirror(bus)
+    try:
+        async with mirror.creating_job(JOB):
+            with pytest.raises(Conflict):
+                async with mirror.creating_job(JOB):
+                    pass
+            settled = asyncio.create_task(mirror.job_settled("j-1"))
+            await mirror.create_job(JOB)
+        await asyncio.wait_for(settled, 5)  # the first block's wait still ends
+        assert mirror.jobs["j-1"].revision > 0
+    finally:
+        await mirror.stop()
+
+
+async def stored_job(mirror: StateMirror) -> wire.JobRecord:
+    assert mirror._jobs_kv is not None
+    entry = await mirror._jobs_kv.get(subjects.job_key("default", "j-1"))
+    assert entry is not None and entry.value is not None
+    return wire.decode(entry.value, wire.JobRecord)
+
+
+def test_a_remembered_spec_stands_in_only_for_the_same_bytes() -> None:
+    """A submit that lost its create was remembered under the same id and version; the
+    planner must parse what is stored, not use that one."""
+    planner = Planner(None, None, None, None, later=lambda job_id, at: None)  # type: ignore[arg-type]
+    ours = spec_from_data({**SHORT, "Count": 2})
+    canonical = json.dumps(spec_from_data(SHORT).dump()).encode()
+    stored = msgspec.structs.replace(JOB, spec=msgspec.Raw(canonical))
+    planner.remember(msgspec.structs.replace(JOB, spec=msgspec.Raw(b'{"Count": 2}')), ours)
+    assert planner.spec_of(stored).count == 1
 
 
 async def test_a_job_cas_after_a_failed_create_is_a_conflict(bus: Bus) -> None:
@@ -138,20 +216,100 @@ async def test_work_offered_for_a_job_that_was_not_stored_is_withdrawn(
         assert view.state == "Completed"  # the orchestrator carries on as before
 
 
-async def test_output_is_shipped_while_the_task_runs(
+def inject_create(
+    monkeypatch: pytest.MonkeyPatch, kv: KV | None, before: object, *, fail: bool
+) -> asyncio.Event:
+    """The job bucket's next create waits for `before()` (a coroutine function), then fails
+    (JetStream refused that one write) or goes through; later creates are untouched. The
+    event returned is set once that create has begun."""
+    assert kv is not None
+    real, begun = kv.create, asyncio.Event()
+
+    async def create(self: KV, key: str, value: bytes) -> int:
+        monkeypatch.setattr(kv, "create", real)
+        begun.set()
+        await before()  # type: ignore[operator]
+        if fail:
+            raise Unavailable("JetStream did not store the job (injected)")
+        return await real(key, value)
+
+    monkeypatch.setattr(kv, "create", create.__get__(kv))
+    return begun
+
+
+async def test_an_offer_is_withdrawn_when_the_create_failed_first(
+    nats_server: EmbeddedNats, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The create fails while the offer is still in flight (before the bid's reply)."""
+    async with stack(nats_server.url, tmp_path, agents=1) as s, await s.client() as client:
+        assert s.orchestrator is not None
+        mirror, agent = s.orchestrator.mirror, s.agents["node-0"]
+
+        async def offer_in_flight() -> None:
+            await eventually(lambda: mirror._creating, interval=0.0005, what="the offer")
+
+        inject_create(monkeypatch, mirror._jobs_kv, offer_in_flight, fail=True)
+        job_id = new_job_id()
+        with pytest.raises(Unavailable, match="injected"):
+            await client.submit_full(LONG, job_id=job_id)
+        await eventually(lambda: mirror.executions_of(job_id), what="the execution's record")
+        await eventually(
+            lambda: mirror.executions_of(job_id)[0].compute_state == "cancelled",
+            what="the offer withdrawn",
+        )
+        await eventually(lambda: agent.running_count == 0, what="the task cancelled")
+        with pytest.raises(NotFound):
+            await client.describe(job_id)
+
+
+async def test_a_resent_named_job_waits_for_the_first_submit(
+    nats_server: EmbeddedNats, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first submit's create fails after the second arrived: the second must not be
+    answered from the job shown meanwhile ("unchanged"), but store the job itself."""
+    async with stack(nats_server.url, tmp_path, agents=1) as s, await s.client() as client:
+        assert s.orchestrator is not None
+        release = asyncio.Event()
+        begun = inject_create(monkeypatch, s.orchestrator.mirror._jobs_kv, release.wait, fail=True)
+        spec = {**SHORT, "Name": "nightly"}
+        first = asyncio.create_task(client.submit_full(spec))
+        await asyncio.wait_for(begun.wait(), 10)
+        second = asyncio.create_task(client.submit_full(spec))
+        inflight = s.orchestrator.bus._inflight  # the API's requests being handled
+        await eventually(lambda: len(inflight) == 2, what="the second submit waiting")
+        release.set()
+        reply = await second
+        with pytest.raises(Unavailable, match="injected"):
+            await first
+        assert (reply.version, reply.changed) == (1, True), reply
+        view = await client.wait("nightly", timeout=20)
+        assert view.state == "Completed"
+
+
+async def test_a_chosen_job_id_may_not_be_a_named_jobs_id(
     nats_server: EmbeddedNats, tmp_path: Path
 ) -> None:
-    """Tailing starts one interval into a task (a shorter one ships once, at its end)."""
-    spec = {
-        "Type": "batch",
-        "Tasks": [{"Engine": {"Type": "noop", "Params": {"Stdout": "early\n", "Sleep": 30}}}],
-    }
+    async with stack(nats_server.url, tmp_path, agents=0) as s, await s.client() as client:
+        with pytest.raises(InvalidSpec, match="version-5"):
+            await client.submit_full(SHORT, job_id=named_job_id("default", "nightly"))
+        assert s.orchestrator is not None and not s.orchestrator.mirror.jobs
+
+
+async def test_history_starts_with_the_submit_even_when_the_create_is_slow(
+    nats_server: EmbeddedNats, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The node runs and reports the task before the job's create is acknowledged; its lines
+    still come after "job submitted"."""
     async with stack(nats_server.url, tmp_path, agents=1) as s, await s.client() as client:
-        job_id = await client.submit(spec)
+        assert s.orchestrator is not None
+        agent = s.agents["node-0"]
 
-        async def shipped() -> bool:
-            return b"early" in b"".join([line.data async for line in client.logs(job_id)])
+        async def reported() -> None:  # an execution is finished once its report is stored
+            await eventually(lambda: agent._finished, interval=0.001, what="the task's report")
 
-        await eventually(shipped, what="output shipped before the task ends")
-        assert s.agents["node-0"].running_count == 1  # still running
-        await client.stop(job_id)
+        inject_create(monkeypatch, s.orchestrator.mirror._jobs_kv, reported, fail=False)
+        view = await client.run(SHORT, timeout=20)
+        assert view.state == "Completed"
+        messages = [e.message for e in await client.history(view.id)]
+        assert messages[0] == "job submitted", messages
+        assert messages.index("job completed") == len(messages) - 1, messages
