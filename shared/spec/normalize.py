@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import functools
 import types
 import typing
 from typing import Any
@@ -23,10 +24,12 @@ from shared.spec.problems import join, problems_from
 LEGACY_ENTRY_TARGET = "/shoal/entry-module.wasm"
 
 
+@functools.cache  # the models are fixed: look at their fields once
 def _aliases(model: type[BaseModel]) -> dict[str, str]:
     return {(f.alias or name).lower(): f.alias or name for name, f in model.model_fields.items()}
 
 
+@functools.cache
 def _nested(model: type[BaseModel], alias: str) -> tuple[type[BaseModel] | None, bool]:
     """The spec model a field holds (and whether it is a list of them), if any."""
     for name, field in model.model_fields.items():
