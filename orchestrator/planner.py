@@ -12,6 +12,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from typing import Literal
 
 import msgspec
 
@@ -29,6 +30,9 @@ log = logging.getLogger(__name__)
 
 REFUSAL_MEMORY = 5.0
 MAX_ROUNDS = 4
+# What became of an offer: the node took it, declined it, or the planner withdrew it (the job
+# it was made for is not the one stored; re-planned without holding it against the node).
+Offered = Literal["taken", "declined", "withdrawn"]
 
 
 class Planner:
@@ -107,9 +111,10 @@ class Planner:
         declined = False
         if plan.place:
             results = await asyncio.gather(*(self._offer(job, spec, p, now) for p in plan.place))
-            for placement, accepted in zip(plan.place, results, strict=True):
-                if not accepted:
-                    declined = True
+            for placement, outcome in zip(plan.place, results, strict=True):
+                if outcome != "taken":
+                    declined = True  # re-plan; a node that declined is not asked again
+                if outcome == "declined":
                     refused.setdefault(placement.partition, set()).add(placement.node_id)
         if declined:
             return True
@@ -145,11 +150,11 @@ class Planner:
 
     async def _offer(
         self, job: wire.JobRecord, spec: JobSpec, placement: Placement, now: float
-    ) -> bool:
+    ) -> Offered:
         """Create the execution as offered and ask the node at the same time (one round trip
-        instead of two); True if it took it. A node that reports before the record's write is
-        acked is held back by the mirror (`settled`); if the write fails, the node is told to
-        cancel and the error re-plans."""
+        instead of two). A node that reports before the record's write is acked is held back
+        by the mirror (`settled`); if the write fails, the node is told to cancel and the error
+        re-plans."""
         record = wire.ExecutionRecord(
             id=f"e-{uuid.uuid4()}",
             job_id=job.id,
@@ -185,7 +190,7 @@ class Planner:
             gone = self._mirror.job(job.id) is None
             why = "its job was not stored" if gone else "its job changed while it was offered"
             await self._withdraw(record, created, why)
-            return False
+            return "withdrawn"
         if isinstance(reply, BaseException):
             raise reply
         if isinstance(created, BaseException):
@@ -199,10 +204,10 @@ class Planner:
                 f"placed on {placement.node_id} (partition {placement.partition}, "
                 f"attempt {placement.attempt})",
             )
-            return True
+            return "taken"
         known = self._mirror.executions.get(record.id)
         if known is not None and known.value.compute_state != "offered":
-            return True  # no answer, but the node already reported on it: it did take it
+            return "taken"  # no answer, but the node already reported on it: it did take it
         if known is not None:
             rejected = msgspec.structs.replace(
                 known.value,
@@ -214,9 +219,9 @@ class Planner:
             try:
                 await self._mirror.update_execution(rejected)
             except Conflict:
-                return True  # the node already reported on it: it did take the job
+                return "taken"  # the node already reported on it: it did take the job
             await self._history.execution(rejected, f"{placement.node_id} declined: {reply.reason}")
-        return False
+        return "declined"
 
     async def _withdraw(
         self,
@@ -252,6 +257,9 @@ class Planner:
             return
         if plan.state is None:
             return  # nothing to say about the job (e.g. it has ended): keep its message
+        if known is not job and known != job:  # (the watch's echo of it is an equal copy)
+            # Changed while its work was offered (a stop, a new version): the plan is stale.
+            raise Conflict(f"job {job.id} changed while it was evaluated")
         state = plan.state
         queued_since = (
             plan.queued_since

@@ -217,9 +217,9 @@ class StateMirror:
             pending.done.set_result(pending.revision)
 
     async def job_settled(self, job_id: str) -> None:
-        """Return once no `creating_job()` of this job is in flight."""
-        pending = self._job_creates.get(job_id)
-        if pending is not None:
+        """Return once no `creating_job()` of this job is in flight (another may begin as one
+        ends: a submit that waited for a failed one may try again at once)."""
+        while (pending := self._job_creates.get(job_id)) is not None:
             await asyncio.shield(pending.done)
 
     async def holds(self, job: wire.JobRecord) -> bool:

@@ -313,3 +313,89 @@ async def test_history_starts_with_the_submit_even_when_the_create_is_slow(
         messages = [e.message for e in await client.history(view.id)]
         assert messages[0] == "job submitted", messages
         assert messages.index("job completed") == len(messages) - 1, messages
+
+
+def hold_first_bid(planner: Planner) -> tuple[asyncio.Event, asyncio.Event]:
+    """The planner's first bid waits for `go` once it is `asked`; later bids go at once."""
+    real, asked, go = planner._bid, asyncio.Event(), asyncio.Event()
+
+    async def bid(node_id: str, order: wire.ExecutionOrder) -> wire.BidReply:
+        if not asked.is_set():
+            asked.set()
+            await go.wait()
+        return await real(node_id, order)
+
+    planner._bid = bid  # type: ignore[method-assign]
+    return asked, go
+
+
+async def test_a_new_version_stored_during_an_offer_runs_on_the_same_node(
+    nats_server: EmbeddedNats, tmp_path: Path
+) -> None:
+    """Version 1's offer is withdrawn (its job changed), which is not the node declining:
+    version 2 may go to the only node there is."""
+    async with stack(nats_server.url, tmp_path, agents=1) as s, await s.client() as client:
+        assert s.orchestrator is not None
+        asked, go = hold_first_bid(s.orchestrator.planner)
+        first = await client.submit_full({**LONG, "Name": "nightly"})
+        await asyncio.wait_for(asked.wait(), 10)
+        second = await client.submit_full({**SHORT, "Name": "nightly"})
+        assert second.version == 2
+        go.set()
+        view = await client.wait(first.job_id, timeout=20)
+        assert (view.version, view.state) == (2, "Completed"), view
+
+
+async def test_a_stop_during_an_offer_is_kept(nats_server: EmbeddedNats, tmp_path: Path) -> None:
+    """The plan made before the stop must not write the job back to Pending."""
+    async with stack(nats_server.url, tmp_path, agents=1) as s, await s.client() as client:
+        assert s.orchestrator is not None
+        asked, go = hold_first_bid(s.orchestrator.planner)
+        job_id = await client.submit(LONG)
+        await asyncio.wait_for(asked.wait(), 10)
+        await client.stop(job_id)
+        go.set()
+
+        async def stopped() -> bool:
+            view = await client.describe(job_id)
+            assert view.state == "Stopped", view  # never written back to Pending
+            return bool(view.executions) and all(
+                e.desired_state != "running" for e in view.executions
+            )
+
+        await eventually(stopped, what="the offered execution stopped too")
+        await eventually(lambda: s.agents["node-0"].running_count == 0, what="the task stopped")
+
+
+async def test_submits_waiting_on_a_failed_create_wait_for_each_other(
+    nats_server: EmbeddedNats, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three submits of one named job; the first two creates fail. The third, woken with the
+    second by the first's failure, must not answer from the job the second shows."""
+    async with stack(nats_server.url, tmp_path, agents=1) as s, await s.client() as client:
+        assert s.orchestrator is not None
+        kv = s.orchestrator.mirror._jobs_kv
+        assert kv is not None
+        real, release, begun, fails = kv.create, asyncio.Event(), asyncio.Event(), [2]
+
+        async def create(self: KV, key: str, value: bytes) -> int:
+            if fails[0]:
+                fails[0] -= 1
+                begun.set()
+                await release.wait()
+                await asyncio.sleep(0.05)  # a refusal takes a round trip like any answer
+                raise Unavailable("JetStream did not store the job (injected)")
+            return await real(key, value)
+
+        monkeypatch.setattr(kv, "create", create.__get__(kv))
+        spec = {**SHORT, "Name": "nightly"}
+        first = asyncio.create_task(client.submit_full(spec))
+        await asyncio.wait_for(begun.wait(), 10)
+        others = [asyncio.create_task(client.submit_full(spec)) for _ in range(2)]
+        inflight = s.orchestrator.bus._inflight
+        await eventually(lambda: len(inflight) == 3, what="three submits being handled")
+        release.set()
+        results = await asyncio.gather(first, *others, return_exceptions=True)
+        replies = [r for r in results if isinstance(r, wire.SubmitReply)]
+        assert len(replies) == 1 and replies[0].changed, results  # nothing from a shown job
+        assert (await client.wait("nightly", timeout=20)).state == "Completed"
