@@ -12,11 +12,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import celery_bench, scenarios
+from bench import celery_bench, paired, scenarios
 from bench.report import Row, machine, print_table, verdict, write_json
 from cli.common import run as run_async
 
-SCENARIOS = ("latency", "throughput", "fleet", "daemon", "celery")
+SCENARIOS = ("latency", "throughput", "fleet", "daemon", "celery", "paired")
 DEFAULT_N = {"latency": 200, "throughput": 1000, "daemon": 10}
 FLEET_SIZES = (1000, 10_000)
 
@@ -81,6 +81,12 @@ def _parse() -> argparse.Namespace:
         action="store_true",
         help="latency: mark each step of each job in every process (shared.trace) and print "
         "the median timeline",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=6, help="paired: alternating rounds (default 6)"
+    )
+    parser.add_argument(
+        "--round-n", type=int, default=50, help="paired: sequential jobs per round and side"
     )
     parser.add_argument("--keep", action="store_true", help="keep the work directory and logs")
     return parser.parse_args()
@@ -152,6 +158,17 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 workdir / "celery",
                 n_for("latency"),
                 n_for("throughput"),
+            )
+    if "paired" in chosen:
+        note_load("paired")
+        why = celery_bench.available()
+        if why is not None:
+            _progress(f"paired: skipped: {why}")
+            out["paired"] = {"skipped": why}
+        else:
+            _progress(f"paired: Shoal and Celery latency in {args.rounds} alternating rounds")
+            out["paired"] = await paired.paired_latency(
+                workdir / "paired", args.rounds, args.round_n, args.agents, args.publisher
             )
     loads["end"] = round(os.getloadavg()[0], 2)
     return out
@@ -312,6 +329,24 @@ def _rows(results: dict[str, Any], compare: dict[str, Any]) -> list[Row]:
         rows.append(
             Row("compare", "Shoal/Celery throughput", f"{ratio}x", ">= 6", verdict(ratio >= 6))
         )
+    p = results.get("paired", {})
+    if "round_ratios" in p:
+        ratio = p["median_round_ratio"]
+        rows += [
+            Row(
+                "paired",
+                f"p50 Shoal / Celery ({p['rounds']} x {p['n_per_round']} each)",
+                f"{p['shoal']['p50_ms']} / {p['celery']['p50_ms']} ms",
+            ),
+            Row("paired", "round ratios", " ".join(f"{r}x" for r in p["round_ratios"])),
+            Row(
+                "paired",
+                "median round ratio (latency)",
+                f"{ratio}x",
+                "<= 1",
+                verdict(ratio <= 1),
+            ),
+        ]
     return rows
 
 

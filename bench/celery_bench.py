@@ -50,34 +50,40 @@ def _wait_redis(url: str, child: Child, timeout: float = 15.0) -> None:
             client.close()
 
 
-def run(workdir: Path, n_latency: int, n_throughput: int, concurrency: int = 8) -> dict[str, Any]:
-    """Start redis-server and a Celery worker, run both loads, stop them; the figures."""
-    redis_server = _redis_server()
-    assert redis_server is not None, available()
-    logs = workdir / "logs"
-    port = free_port()
-    url = f"redis://127.0.0.1:{port}/0"
-    redis_child = Child(
-        "redis",
-        [
-            redis_server,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(workdir),
-        ],
-        logs,
-    )
-    worker: Child | None = None
-    try:
-        _wait_redis(url, redis_child)
-        worker = Child(
+class CeleryPeer:
+    """redis-server and a Celery worker (threads pool), started and stopped together."""
+
+    def __init__(self, workdir: Path, concurrency: int = 8) -> None:
+        self.workdir = workdir
+        self.concurrency = concurrency
+        self.redis: Child | None = None
+        self.worker: Child | None = None
+
+    def start(self) -> None:
+        redis_server = _redis_server()
+        assert redis_server is not None, available()
+        logs = self.workdir / "logs"
+        port = free_port()
+        url = f"redis://127.0.0.1:{port}/0"
+        self.redis = Child(
+            "redis",
+            [
+                redis_server,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+            ],
+            logs,
+        )
+        _wait_redis(url, self.redis)
+        self.worker = Child(
             "celery-worker",
             [
                 str(BIN / "celery"),
@@ -87,7 +93,7 @@ def run(workdir: Path, n_latency: int, n_throughput: int, concurrency: int = 8) 
                 "--pool",
                 "threads",
                 "--concurrency",
-                str(concurrency),
+                str(self.concurrency),
                 "--loglevel",
                 "WARNING",
                 "--without-gossip",
@@ -102,47 +108,77 @@ def run(workdir: Path, n_latency: int, n_throughput: int, concurrency: int = 8) 
         app.conf.update(broker_url=url, result_backend=url)
         deadline = time.monotonic() + 60
         while True:  # the worker is up once it answers
-            worker.check()
+            self.worker.check()
             try:
                 noop.delay().get(timeout=2)
                 break
             except Exception:
                 if time.monotonic() > deadline:
                     raise RuntimeError(
-                        "the celery worker did not answer:\n" + worker.tail()
+                        "the celery worker did not answer:\n" + self.worker.tail()
                     ) from None
                 continue
         for _ in range(WARMUP):
             noop.delay().get(timeout=30)
 
+    def stop(self) -> None:
+        if self.worker is not None:
+            self.worker.stop_sync()
+        if self.redis is not None:
+            self.redis.stop_sync()
+
+    def __enter__(self) -> CeleryPeer:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def latency(self, n: int) -> list[float]:
+        """Seconds of each of `n` sequential `delay().get()`."""
+        from bench.celery_peer.app import noop
+
         samples = []
-        for _ in range(n_latency):
+        for _ in range(n):
             t0 = time.perf_counter()
             noop.delay().get(timeout=30)
             samples.append(time.perf_counter() - t0)
+        return samples
 
-        w0, r0 = worker.usage(), redis_child.usage()
+    def throughput(self, n: int) -> dict[str, Any]:
+        from bench.celery_peer.app import noop
+
+        assert self.worker is not None and self.redis is not None
+        w0, r0 = self.worker.usage(), self.redis.usage()
         t0 = time.perf_counter()
-        pending = [noop.delay() for _ in range(n_throughput)]
+        pending = [noop.delay() for _ in range(n)]
         t_sent = time.perf_counter()
         for result in pending:
-            result.get(timeout=max(60.0, n_throughput * 0.1))
+            result.get(timeout=max(60.0, n * 0.1))
         elapsed = time.perf_counter() - t0
-        w1, r1 = worker.usage(), redis_child.usage()
-    finally:
-        if worker is not None:
-            worker.stop_sync()
-        redis_child.stop_sync()
-    return {
-        "worker": f"--pool threads --concurrency {concurrency}",
-        "latency": {"n": n_latency, "delay_to_get": summary_ms(samples)},
-        "throughput": {
-            "n": n_throughput,
+        w1, r1 = self.worker.usage(), self.redis.usage()
+        return {
+            "n": n,
             "seconds": round(elapsed, 3),
-            "tasks_per_s": round(n_throughput / elapsed, 1),
-            "sends_per_s": round(n_throughput / (t_sent - t0), 1),
+            "tasks_per_s": round(n / elapsed, 1),
+            "sends_per_s": round(n / (t_sent - t0), 1),
             "worker_cpu_s": round(w1.cpu - w0.cpu, 3),
             "worker_peak_rss_mib": mib(w1.hwm),
             "redis_cpu_s": round(r1.cpu - r0.cpu, 3),
-        },
+        }
+
+
+def run(workdir: Path, n_latency: int, n_throughput: int, concurrency: int = 8) -> dict[str, Any]:
+    """Start redis-server and a Celery worker, run both loads, stop them; the figures."""
+    with CeleryPeer(workdir, concurrency) as peer:
+        samples = peer.latency(n_latency)
+        throughput = peer.throughput(n_throughput)
+    return {
+        "worker": f"--pool threads --concurrency {concurrency}",
+        "latency": {"n": n_latency, "delay_to_get": summary_ms(samples)},
+        "throughput": throughput,
     }
