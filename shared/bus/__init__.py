@@ -295,21 +295,32 @@ class Bus:
     async def replay(
         self, stream: str, subject: str, *, follow: bool = False, idle: float = 0.5
     ) -> AsyncIterator[StreamMessage]:
-        """Every stored message on `subject` in order; with `follow`, then new ones forever."""
-        with map_nats_errors(f"read {stream}"):
+        """Every stored message on `subject` in order; with `follow`, then new ones forever.
+
+        Opening the read is tried three times: right after a cluster member is lost, creating
+        a consumer can time out until JetStream has re-elected its leaders."""
+        for attempt in range(3):
             try:
-                info = await self._js.stream_info(stream, subjects_filter=subject)
-                pending = sum((info.state.subjects or {}).values()) if info.state else 0
-            except jserrors.NotFoundError:
-                pending = 0
-            if pending == 0 and not follow:
-                return
-            sub = await self._js.subscribe(
-                subject,
-                stream=stream,
-                ordered_consumer=True,
-                deliver_policy=jsapi.DeliverPolicy.ALL,
-            )
+                with map_nats_errors(f"read {stream}"):
+                    try:
+                        info = await self._js.stream_info(stream, subjects_filter=subject)
+                        pending = sum((info.state.subjects or {}).values()) if info.state else 0
+                    except jserrors.NotFoundError:
+                        pending = 0
+                    if pending == 0 and not follow:
+                        return
+                    sub = await self._js.subscribe(
+                        subject,
+                        stream=stream,
+                        ordered_consumer=True,
+                        deliver_policy=jsapi.DeliverPolicy.ALL,
+                    )
+                break
+            except Unavailable as exc:
+                if attempt == 2 or not self.connected:
+                    raise
+                log.info("reading %s: %s; trying again", stream, exc)
+                await asyncio.sleep(0.5)
         seen = 0
         try:
             while True:
