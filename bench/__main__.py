@@ -145,31 +145,28 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         out["daemon"] = await scenarios.daemon_join(
             workdir / "daemon", n_for("daemon"), args.agents
         )
-    if "celery" in chosen:
-        note_load("celery")
+
+    def celery_runs(name: str) -> bool:
+        """Whether scenario `name`, which needs the Celery peer, runs (else it is skipped)."""
+        if name not in chosen:
+            return False
+        note_load(name)
         why = celery_bench.available()
         if why is not None:
-            _progress(f"celery: skipped: {why}")
-            out["celery"] = {"skipped": why}
-        else:
-            _progress("celery: the same loads through Celery + Redis")
-            out["celery"] = await asyncio.to_thread(
-                celery_bench.run,
-                workdir / "celery",
-                n_for("latency"),
-                n_for("throughput"),
-            )
-    if "paired" in chosen:
-        note_load("paired")
-        why = celery_bench.available()
-        if why is not None:
-            _progress(f"paired: skipped: {why}")
-            out["paired"] = {"skipped": why}
-        else:
-            _progress(f"paired: Shoal and Celery latency in {args.rounds} alternating rounds")
-            out["paired"] = await paired.paired_latency(
-                workdir / "paired", args.rounds, args.round_n, args.agents, args.publisher
-            )
+            _progress(f"{name}: skipped: {why}")
+            out[name] = {"skipped": why}
+        return why is None
+
+    if celery_runs("celery"):
+        _progress("celery: the same loads through Celery + Redis")
+        out["celery"] = await asyncio.to_thread(
+            celery_bench.run, workdir / "celery", n_for("latency"), n_for("throughput")
+        )
+    if celery_runs("paired"):
+        _progress(f"paired: Shoal and Celery latency in {args.rounds} alternating rounds")
+        out["paired"] = await paired.paired_latency(
+            workdir / "paired", args.rounds, args.round_n, args.agents, args.publisher
+        )
     loads["end"] = round(os.getloadavg()[0], 2)
     return out
 

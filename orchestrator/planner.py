@@ -229,18 +229,20 @@ class Planner:
         created: BaseException | None,
         reason: str,
     ) -> None:
-        if created is None:  # stored: stop the record, which also tells the node
-            for _ in range(3):
-                try:
-                    await self.stop_execution(Stop(record.id, "cancelled", reason), time.time())
-                    return
-                except Conflict:
-                    continue  # the node reported on it meanwhile: stop what it is now
-                except ShoalError:
-                    break
-        # Not stopped through its record: tell the node whatever its reply said (a bid that
-        # timed out may still have been taken). Its next heartbeat reconciles the rest.
-        await self.cancel_on_node(record.node_id, record.id, reason)
+        # An offer nothing was reported on is taken back whole: deleted, not stopped, so that
+        # no cancelled execution stands in the history of a job with this id (an ops job
+        # would count it as failed; the job may be stored after all, its create's ack lost).
+        # One the node already reported on stays as reported: it ran, or runs, for real.
+        if created is not None:
+            await self.cancel_on_node(record.node_id, record.id, reason)
+            return
+        try:
+            deleted = await self._mirror.delete_execution(record)
+        except ShoalError as exc:
+            log.warning("withdrawing %s: %s", record.id, exc)
+            deleted = False
+        if deleted:
+            await self.cancel_on_node(record.node_id, record.id, reason)
 
     async def _bid(self, node_id: str, order: wire.ExecutionOrder) -> wire.BidReply:
         try:

@@ -224,10 +224,12 @@ class StateMirror:
 
     async def holds(self, job: wire.JobRecord) -> bool:
         """Whether `job`, as read for a decision (perhaps while its create was in flight), is
-        the job stored: False if its create failed or another submit's record won."""
+        the job stored: False if its create failed or another submit's record won. A create
+        whose acknowledgement was lost may have stored it all the same: then the watch shows
+        it, and it counts as stored."""
         pending = self._job_creates.get(job.id)
-        if pending is not None and not await asyncio.shield(pending.done):
-            return False
+        if pending is not None:
+            await asyncio.shield(pending.done)
         known = self.jobs.get(job.id)
         return (
             known is not None
@@ -288,6 +290,30 @@ class StateMirror:
         done = self._creating.get(execution_id)
         if done is not None:
             await asyncio.shield(done)
+
+    async def delete_execution(self, record: wire.ExecutionRecord) -> bool:
+        """Delete an execution record that is still as the mirror holds it (nothing was
+        reported on it since); False if it has moved on, which then stays."""
+        assert self._execs_kv is not None
+        known = self.executions.get(record.id)
+        if known is None or known.value != record:
+            return False
+        try:
+            await self._execs_kv.delete(
+                subjects.execution_key(record.job_id, record.id), known.revision
+            )
+        except Conflict:
+            await self._reread(
+                self._execs_kv,
+                subjects.execution_key(record.job_id, record.id),
+                self._apply_execution,
+            )
+            return False
+        gone = self.executions.pop(record.id, None)
+        self.by_job[record.job_id].discard(record.id)
+        if gone is not None:
+            self.by_node[gone.value.node_id].discard(record.id)
+        return True
 
     @contextlib.asynccontextmanager
     async def showing(self, record: wire.ExecutionRecord) -> AsyncIterator[None]:

@@ -123,9 +123,10 @@ class KV:
         with map_nats_errors(f"put {self.bucket}/{key}"):
             return int(await self._kv.put(key, value))
 
-    async def delete(self, key: str) -> None:
+    async def delete(self, key: str, revision: int | None = None) -> None:
+        """Delete the key; with `revision`, only if it is still at that revision (Conflict)."""
         with map_nats_errors(f"delete {self.bucket}/{key}"):
-            await self._kv.delete(key)
+            await self._kv.delete(key, last=revision)
 
     async def keys(self, pattern: str = ">") -> list[str]:
         out: list[str] = []
