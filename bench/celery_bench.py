@@ -58,6 +58,7 @@ class CeleryPeer:
         self.concurrency = concurrency
         self.redis: Child | None = None
         self.worker: Child | None = None
+        self.app: Any = None
 
     def start(self) -> None:
         redis_server = _redis_server()
@@ -103,14 +104,20 @@ class CeleryPeer:
             logs,
             env={"BENCH_REDIS_URL": url},
         )
-        from bench.celery_peer.app import app, noop
+        # A client app of its own: Celery caches its broker pool and result backend on first
+        # use, so an app once pointed at an earlier peer's Redis would keep using that one.
+        from celery import Celery  # type: ignore[import-untyped]
 
-        app.conf.update(broker_url=url, result_backend=url)
+        from bench.celery_peer.app import app
+
+        self.app = Celery("bench-client", broker=url, backend=url)
+        self.app.conf.update(app.conf.table(with_defaults=False))
+        self.app.conf.update(broker_url=url, result_backend=url)
         deadline = time.monotonic() + 60
         while True:  # the worker is up once it answers
             self.worker.check()
             try:
-                noop.delay().get(timeout=2)
+                self._noop().get(timeout=2)
                 break
             except Exception:
                 if time.monotonic() > deadline:
@@ -119,9 +126,15 @@ class CeleryPeer:
                     ) from None
                 continue
         for _ in range(WARMUP):
-            noop.delay().get(timeout=30)
+            self._noop().get(timeout=30)
+
+    def _noop(self) -> Any:
+        """Send the peer worker's trivial task (`delay()` does the same by name)."""
+        return self.app.send_task("bench.noop")
 
     def stop(self) -> None:
+        if self.app is not None:
+            self.app.close()
         if self.worker is not None:
             self.worker.stop_sync()
         if self.redis is not None:
@@ -140,22 +153,18 @@ class CeleryPeer:
 
     def latency(self, n: int) -> list[float]:
         """Seconds of each of `n` sequential `delay().get()`."""
-        from bench.celery_peer.app import noop
-
         samples = []
         for _ in range(n):
             t0 = time.perf_counter()
-            noop.delay().get(timeout=30)
+            self._noop().get(timeout=30)
             samples.append(time.perf_counter() - t0)
         return samples
 
     def throughput(self, n: int) -> dict[str, Any]:
-        from bench.celery_peer.app import noop
-
         assert self.worker is not None and self.redis is not None
         w0, r0 = self.worker.usage(), self.redis.usage()
         t0 = time.perf_counter()
-        pending = [noop.delay() for _ in range(n)]
+        pending = [self._noop() for _ in range(n)]
         t_sent = time.perf_counter()
         for result in pending:
             result.get(timeout=max(60.0, n * 0.1))
