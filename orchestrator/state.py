@@ -104,10 +104,7 @@ class StateMirror:
         if known is not None and known.revision >= entry.revision:
             return
         if entry.value is None:
-            gone = self.executions.pop(exec_id, None)
-            self.by_job[job_id].discard(exec_id)
-            if gone is not None:
-                self.by_node[gone.value.node_id].discard(exec_id)
+            self._forget_execution(job_id, exec_id)
             return
         record = _decode(entry, wire.ExecutionRecord)
         if record is not None:
@@ -143,6 +140,12 @@ class StateMirror:
         self.waiting.discard(job_id)
         if gone is not None:
             self.by_name.pop((gone.value.namespace, gone.value.name), None)
+
+    def _forget_execution(self, job_id: str, exec_id: str) -> None:
+        gone = self.executions.pop(exec_id, None)
+        self.by_job[job_id].discard(exec_id)
+        if gone is not None:
+            self.by_node[gone.value.node_id].discard(exec_id)
 
     def _set_execution(self, record: wire.ExecutionRecord, revision: int) -> None:
         self.executions[record.id] = Versioned(record, revision)
@@ -298,21 +301,13 @@ class StateMirror:
         known = self.executions.get(record.id)
         if known is None or known.value != record:
             return False
+        key = subjects.execution_key(record.job_id, record.id)
         try:
-            await self._execs_kv.delete(
-                subjects.execution_key(record.job_id, record.id), known.revision
-            )
+            await self._execs_kv.delete(key, known.revision)
         except Conflict:
-            await self._reread(
-                self._execs_kv,
-                subjects.execution_key(record.job_id, record.id),
-                self._apply_execution,
-            )
+            await self._reread(self._execs_kv, key, self._apply_execution)
             return False
-        gone = self.executions.pop(record.id, None)
-        self.by_job[record.job_id].discard(record.id)
-        if gone is not None:
-            self.by_node[gone.value.node_id].discard(record.id)
+        self._forget_execution(record.job_id, record.id)
         return True
 
     @contextlib.asynccontextmanager
