@@ -29,6 +29,18 @@ def nats_server_binary() -> str:
     return found
 
 
+def go_procs() -> str:
+    """The server's GOMAXPROCS: the environment's if set, else half the cores.
+
+    The embedded server shares its machine with the orchestrator, the agents and the clients,
+    each a single-threaded Python process. With a Go thread per core the server's idle
+    threads spin looking for work on every wake-up and take cores those processes are
+    waiting for: on 2 cores, one thread cut the server's CPU per job by about a third and
+    the job latency by about a tenth (docs/benchmarks.md).
+    """
+    return os.environ.get("GOMAXPROCS") or str(max(1, (os.cpu_count() or 2) // 2))
+
+
 class EmbeddedNats(Service):
     """A JetStream-enabled nats-server on loopback; `port=0` picks a free one."""
 
@@ -76,7 +88,7 @@ class EmbeddedNats(Service):
             *args,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
-            env={**os.environ},
+            env={**os.environ, "GOMAXPROCS": go_procs()},
         )
         assert self._proc.stderr is not None
         lines: list[bytes] = []
