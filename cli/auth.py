@@ -90,7 +90,8 @@ def compute_permissions(node: str) -> Permissions:
 
 
 def user_permissions() -> Permissions:
-    """The API, job events, logs and results: reads and requests, never a write to state."""
+    """The API, job events and stored state, logs and results: reads and requests, never a
+    write to state."""
     return Permissions(
         publish=(
             f"{subjects.API_PREFIX}.>",
@@ -100,7 +101,7 @@ def user_permissions() -> Permissions:
             *_read_stream(subjects.LOGS_STREAM),
             *_read_stream(OBJ),
         ),
-        subscribe=(subjects.EVENTS_SUBJECTS, "_INBOX.>"),
+        subscribe=(subjects.EVENTS_SUBJECTS, subjects.STATE_SUBJECTS, "_INBOX.>"),
     )
 
 

@@ -20,6 +20,7 @@ from shared import subjects, trace, wire
 from shared.bus import Bus, Message
 from shared.errors import Conflict, InvalidSpec, NotFound, ShoalError
 from shared.spec import JobSpec, load_spec, spec_from_canonical, spec_from_data
+from shared.views import execution_view, job_view
 
 log = logging.getLogger(__name__)
 
@@ -258,27 +259,7 @@ class Api:
         return matches[0]
 
     def view(self, job: wire.JobRecord, *, with_spec: bool = False) -> wire.JobView:
-        execs = [
-            _execution_view(e)
-            for e in self._mirror.executions_of(job.id)
-            if e.job_version == job.version
-        ]
-        count = json.loads(bytes(job.spec)).get("Count")
-        return wire.JobView(
-            id=job.id,
-            name=job.name,
-            namespace=job.namespace,
-            type=job.type,
-            state=job.state,
-            state_message=job.state_message,
-            version=job.version,
-            priority=job.priority,
-            count=count,
-            created_at=job.created_at,
-            updated_at=job.updated_at,
-            executions=execs,
-            spec=job.spec if with_spec else wire.NULL,
-        )
+        return job_view(job, self._mirror.executions_of(job.id), with_spec=with_spec)
 
     async def describe(self, data: bytes) -> wire.JobView:
         ref = wire.decode(data, wire.JobRef, what="describe request")
@@ -287,7 +268,7 @@ class Api:
             old = await self._version(job, ref.version)
             view = self.view(job, with_spec=True)
             execs = [
-                _execution_view(e)
+                execution_view(e)
                 for e in self._mirror.executions_of(job.id)
                 if e.job_version == ref.version
             ]
@@ -329,7 +310,7 @@ class Api:
         ref = wire.decode(data, wire.JobRef, what="executions request")
         job = self.resolve(ref.job_id)
         return wire.ExecutionList(
-            executions=[_execution_view(e) for e in self._mirror.executions_of(job.id)]
+            executions=[execution_view(e) for e in self._mirror.executions_of(job.id)]
         )
 
     async def job_history(self, data: bytes) -> wire.History:
@@ -392,22 +373,6 @@ class Api:
         node = self._node(ref.node_id)
         record = await self._registry.set_flags(node.info.id, approval=approval, drain=drain)
         return self.node_view(record)
-
-
-def _execution_view(e: wire.ExecutionRecord) -> wire.ExecutionView:
-    return wire.ExecutionView(
-        id=e.id,
-        node_id=e.node_id,
-        partition=e.partition,
-        attempt=e.attempt,
-        desired_state=e.desired_state,
-        compute_state=e.compute_state,
-        exit_code=e.exit_code,
-        error=e.error,
-        result=e.result,
-        created_at=e.created_at,
-        updated_at=e.updated_at,
-    )
 
 
 def _current_version(job: wire.JobRecord) -> wire.JobVersion:

@@ -57,8 +57,10 @@ class StateMirror:
     # ---- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._jobs_kv = await self._bus.kv(subjects.JOBS_BUCKET)
-        self._execs_kv = await self._bus.kv(subjects.EXECUTIONS_BUCKET)
+        self._jobs_kv = await self._bus.kv(subjects.JOBS_BUCKET, republish=subjects.JOBS_REPUBLISH)
+        self._execs_kv = await self._bus.kv(
+            subjects.EXECUTIONS_BUCKET, republish=subjects.EXECUTIONS_REPUBLISH
+        )
         self._nodes_kv = await self._bus.kv(subjects.NODES_BUCKET)
         ready = [asyncio.Event() for _ in range(3)]
         await self._children.start()

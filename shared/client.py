@@ -26,6 +26,7 @@ from shared.bus import Bus, Inbox
 from shared.errors import InvalidSpec, Problem, ShoalError, Unavailable, error_from_code
 from shared.results import ARCHIVE, unpack
 from shared.spec import JobSpec
+from shared.views import StoredJob
 
 # Publishers whose results live outside NATS, by name: (module, function), imported on use
 # because boto3 and aiohttp cost a second of start-up that most commands never need.
@@ -135,23 +136,27 @@ class ShoalClient:
         *,
         timeout: float | None = None,
     ) -> wire.JobView:
-        """Submit and wait until the job ends. The job's events are listened to before the
-        submit (its id is chosen here), so an unnamed job needs no read at all."""
+        """Submit and wait until the job ends.
+
+        The job's id is chosen here, and its stored state (`shoal.v1.state.<job-id>.>`, which
+        the server republishes as it stores each record) is listened to before the submit:
+        an unnamed job needs no read at all, and the end is seen as soon as it is stored.
+        """
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         job_id = new_job_id()
         trace.mark("client.run", job_id)
-        events = await self.bus.subscription(subjects.events(job_id))
+        state = await self.bus.subscription(subjects.state_of_job(job_id))
         try:
             async with asyncio.timeout_at(deadline):
                 reply = await self.submit_full(spec, variables, job_id=job_id)
                 trace.mark("client.answered", job_id)
                 if reply.job_id == job_id:
-                    view = await self._follow(job_id, events, None, _terminal, None)
+                    view = await self._until_stored_end(job_id, state)
                     trace.mark("client.ended", job_id)
                     return view
         finally:
-            await events.close()
+            await state.close()
         left = None if deadline is None else max(deadline - loop.time(), 0.0)
         return await self.wait(reply.job_id, left)  # a named job: its id follows from its name
 
@@ -242,6 +247,27 @@ class ShoalClient:
             view = await self.describe(job_id)
             # The answering orchestrator's mirror may trail the event: look again soon.
             patience = 0.05 if ended and not view.terminal else 2.0
+
+    async def _until_stored_end(self, job_id: str, state: Inbox) -> wire.JobView:
+        """Read the job's stored records until they show it ended; ask the API when they
+        fall silent (2 s), or when the job ended with an execution still shown live (50 ms:
+        that execution's last write is in flight, or the job was stopped under it)."""
+        stored = StoredJob(job_id)
+        patience = 2.0
+        while True:
+            msg = await state.next(timeout=patience)
+            if msg is None:
+                view = await self.describe(job_id)
+                if view.terminal:
+                    return view
+                patience = 2.0
+                continue
+            stored.add(msg)
+            shown = stored.ended()
+            if shown is not None:
+                return shown
+            ended = stored.job is not None and stored.job.state in wire.TERMINAL_JOB_STATES
+            patience = 0.05 if ended else 2.0
 
     async def logs(
         self, job_id: str, *, follow: bool = False, execution_id: str = ""

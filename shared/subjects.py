@@ -24,6 +24,16 @@ EVENTS_SUBJECTS = f"{PREFIX}.events.>"
 LOGS_SUBJECTS = f"{PREFIX}.logs.>"
 UPDATES_SUBJECTS = f"{PREFIX}.node.*.update"
 EVALS_SUBJECTS = f"{PREFIX}.evals.>"
+STATE_SUBJECTS = f"{PREFIX}.state.>"
+
+# The server republishes every job and execution record it stores (never a refused CAS) to
+# `shoal.v1.state.<job-id>.job` and `.execution.<execution-id>`: one subscription follows a
+# job's stored state without a consumer, and `ShoalClient.run()` ends on it. (source, dest)
+JOBS_REPUBLISH = (f"$KV.{JOBS_BUCKET}.*.*", f"{PREFIX}.state.{{{{wildcard(2)}}}}.job")
+EXECUTIONS_REPUBLISH = (
+    f"$KV.{EXECUTIONS_BUCKET}.*.*",
+    f"{PREFIX}.state.{{{{wildcard(1)}}}}.execution.{{{{wildcard(2)}}}}",
+)
 
 API_PREFIX = f"{PREFIX}.api"
 API_QUEUE = "shoal-orchestrators"
@@ -108,6 +118,11 @@ def compute_results(node_id: str) -> str:
 
 def events(job_id: str) -> str:
     return f"{PREFIX}.events.{job_id}"
+
+
+def state_of_job(job_id: str) -> str:
+    """Every stored write of the job's record and of its executions' records."""
+    return f"{PREFIX}.state.{job_id}.>"
 
 
 def evaluation(job_id: str) -> str:

@@ -348,8 +348,17 @@ class Bus:
                 store = await self._js.create_object_store(bucket, config=config)
         return ObjectStore(store, bucket)
 
-    async def kv(self, bucket: str, *, history: int = 1, ttl: float | None = None) -> KV:
-        """Open (creating if needed) a KV bucket."""
+    async def kv(
+        self,
+        bucket: str,
+        *,
+        history: int = 1,
+        ttl: float | None = None,
+        republish: tuple[str, str] | None = None,
+    ) -> KV:
+        """Open (creating if needed) a KV bucket; `republish` = (source, destination) has the
+        server republish every stored value, and is added to a bucket created without it."""
+        wanted = None if republish is None else jsapi.RePublish(*republish)
         with map_nats_errors(f"open bucket {bucket}"):
             try:
                 kv = await self._js.key_value(bucket)
@@ -360,6 +369,21 @@ class Bus:
                     ttl=ttl,
                     replicas=self.replicas,
                     storage=jsapi.StorageType.FILE,
+                    republish=wanted,
                 )
                 kv = await self._js.create_key_value(config)
+            else:
+                if wanted is not None:
+                    await self._ensure_republish(f"KV_{bucket}", wanted)
         return KV(kv, bucket)
+
+    async def _ensure_republish(self, stream: str, wanted: jsapi.RePublish) -> None:
+        config = (await self._js.stream_info(stream)).config
+        have = config.republish
+        if have is None or (have.src, have.dest, bool(have.headers_only)) != (
+            wanted.src,
+            wanted.dest,
+            bool(wanted.headers_only),
+        ):
+            config.republish = wanted
+            await self._js.update_stream(config)

@@ -79,7 +79,7 @@ class Inbox:
         except nats.errors.ConnectionClosedError as exc:
             _reraise_cancel(exc)
             raise Unavailable(f"subscription {self.subject}: connection closed") from exc
-        return Message(msg.subject, msg.data, msg.reply, None)
+        return Message(msg.subject, msg.data, msg.reply, msg.headers)
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):

@@ -24,7 +24,7 @@ from compute.agent import AgentConfig, ComputeAgent
 from orchestrator.service import Orchestrator, OrchestratorConfig
 from shared import subjects
 from shared.bus import Bus
-from shared.client import ShoalClient
+from shared.client import ShoalClient, new_job_id
 from shared.errors import ShoalError, Unavailable
 from shared.natsserver import EmbeddedNats
 from tests.conftest import eventually
@@ -210,7 +210,14 @@ async def test_job_runs_end_to_end_with_per_role_users(secured: Secured, tmp_pat
         running(secured, tmp_path, "node-1", "node-2"),
         await ShoalClient.connect(secured.url, secured.creds("alice")) as alice,
     ):
-        job_id = await alice.submit(NOOP)
+        job_id = new_job_id()
+        # Users may follow a job's stored state (what `run()` ends on).
+        state = await alice.bus.subscription(subjects.state_of_job(job_id))
+        unnamed = {k: v for k, v in NOOP.items() if k != "Name"}  # a name would choose the id
+        await alice.submit_full(unnamed, job_id=job_id)
+        first = await state.next(timeout=10)
+        await state.close()
+        assert first is not None and first.subject == f"shoal.v1.state.{job_id}.job"
         view = await alice.wait(job_id, timeout=30)
         assert view.state == "Completed", view
         assert {e.node_id for e in view.executions} == {"node-1", "node-2"}

@@ -50,7 +50,10 @@ def test_latency_and_throughput_scenarios_run(tmp_path: Path) -> None:
     # Every process marked its steps: the client, the API, the planner, the agent, the applier.
     steps = list(latency["timeline"]["steps_p50_ms"])
     assert latency["timeline"]["jobs"] == 5, latency["timeline"]
-    assert steps[0] == "client.run" and steps[-1] == "client.ended", steps
+    assert steps[0] == "client.run", steps
+    # run() ends on the stored job record, so only after the planner sent the job's last write
+    # (the orchestrator's own steps after it may come later).
+    assert steps.index("planner.writing-job") < steps.index("client.ended"), steps
     for step in ("api.received", "planner.offering", "agent.bid", "updates.applying-completed"):
         assert step in steps, steps
     throughput = document["results"]["throughput"]

@@ -1,0 +1,98 @@
+"""How a job is shown to users, built from its stored records: by the API from its mirror, and
+by a client from the records the server republishes on `shoal.v1.state.<job-id>.>`."""
+
+from __future__ import annotations
+
+import json
+
+from shared import wire
+from shared.bus import Message
+from shared.errors import InvalidSpec
+
+# The header the server copies from the KV write it republishes: a delete or purge of the key.
+_KV_OPERATION = "KV-Operation"
+
+
+def execution_view(e: wire.ExecutionRecord) -> wire.ExecutionView:
+    return wire.ExecutionView(
+        id=e.id,
+        node_id=e.node_id,
+        partition=e.partition,
+        attempt=e.attempt,
+        desired_state=e.desired_state,
+        compute_state=e.compute_state,
+        exit_code=e.exit_code,
+        error=e.error,
+        result=e.result,
+        created_at=e.created_at,
+        updated_at=e.updated_at,
+    )
+
+
+def job_view(
+    job: wire.JobRecord,
+    executions: list[wire.ExecutionRecord],
+    *,
+    with_spec: bool = False,
+) -> wire.JobView:
+    """The job with those of `executions` that ran its current version, oldest first."""
+    current = sorted(
+        (e for e in executions if e.job_version == job.version), key=lambda e: (e.created_at, e.id)
+    )
+    return wire.JobView(
+        id=job.id,
+        name=job.name,
+        namespace=job.namespace,
+        type=job.type,
+        state=job.state,
+        state_message=job.state_message,
+        version=job.version,
+        priority=job.priority,
+        count=json.loads(bytes(job.spec)).get("Count"),
+        created_at=job.created_at,
+        updated_at=job.updated_at,
+        executions=[execution_view(e) for e in current],
+        spec=job.spec if with_spec else wire.NULL,
+    )
+
+
+class StoredJob:
+    """One job's records as the server stored them, fed from its state subjects.
+
+    The job's record and its executions' records live in two streams, so their copies can
+    arrive in either order: an ended job is only shown once no execution of its version
+    still looks live (until then `ended()` is None and the caller waits or asks the API).
+    """
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        self.job: wire.JobRecord | None = None
+        self.executions: dict[str, wire.ExecutionRecord] = {}
+
+    def add(self, msg: Message) -> None:
+        """Take one republished record; anything else on the subject is ignored."""
+        tokens = msg.subject.split(".")
+        if len(tokens) < 5 or tokens[3] != self.job_id:
+            return
+        deleted = (msg.headers or {}).get(_KV_OPERATION) in ("DEL", "PURGE")
+        try:
+            if tokens[4] == "job" and len(tokens) == 5 and not deleted:
+                self.job = wire.decode(msg.data, wire.JobRecord, what="job record")
+            elif tokens[4] == "execution" and len(tokens) == 6:
+                if deleted:
+                    self.executions.pop(tokens[5], None)
+                else:
+                    record = wire.decode(msg.data, wire.ExecutionRecord, what="execution")
+                    self.executions[record.id] = record
+        except InvalidSpec:
+            return  # not a record this client can read: the API's view will do
+
+    def ended(self) -> wire.JobView | None:
+        """The job as `job.describe` shows it, once its stored record says it ended and its
+        executions' records have caught up with that."""
+        job = self.job
+        if job is None or job.state not in wire.TERMINAL_JOB_STATES:
+            return None
+        if any(e.live and e.job_version == job.version for e in self.executions.values()):
+            return None
+        return job_view(job, list(self.executions.values()), with_spec=True)
