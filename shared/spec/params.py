@@ -78,6 +78,8 @@ def numbers_as_text(model: type[BaseModel], data: Any) -> Any:
             for name, field in model.model_fields.items()
             if field.annotation in _SHAPE_OF
         }
+    if all(_is_text(data[key], shape) for key, shape in shapes.items() if key in data):
+        return data  # the usual case (a canonical spec): nothing to copy
     out = {}
     for key, value in data.items():
         shape = shapes.get(key)
@@ -89,6 +91,14 @@ def numbers_as_text(model: type[BaseModel], data: Any) -> Any:
             value = {k: _text(v) for k, v in value.items()}
         out[key] = value
     return out
+
+
+def _is_text(value: Any, shape: str) -> bool:
+    if shape == "one":
+        return value is None or type(value) is str
+    if shape == "list":
+        return type(value) is list and all(type(v) is str for v in value)
+    return type(value) is dict and all(type(v) is str for v in value.values())
 
 
 class Params(BaseModel):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import pytest
 from hypothesis import given
@@ -387,3 +388,10 @@ def test_parse_duration_rejects_negative(value: str | int | float) -> None:
 def test_duration_components_add_up(h: int, m: int, s: int) -> None:
     assert parse_duration(f"{h}h{m}m{s}s") == h * 3600 + m * 60 + s
     assert parse_duration(str(h * 3600 + m * 60 + s)) == h * 3600 + m * 60 + s
+
+
+@given(st.floats(min_value=0, allow_nan=False, allow_infinity=False))
+def test_a_float_of_seconds_is_itself(value: float) -> None:
+    """The fast path for floats agrees with the exact one through a Fraction."""
+    assert parse_duration(value) == float(Fraction(repr(value)))
+    assert str(parse_duration(-0.0)) == "0.0"
