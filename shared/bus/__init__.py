@@ -335,6 +335,13 @@ class Bus:
         finally:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+            # The ephemeral consumer would outlive the subscription by its inactivity threshold
+            # (5 s), and the server refuses a stream's 1001st: a burst of history or log reads
+            # (a dashboard, a script over many jobs) failed. Delete it now.
+            name = getattr(sub, "_consumer", None)
+            if name:
+                with contextlib.suppress(Exception):
+                    await self._js.delete_consumer(stream, name)
 
     async def object_store(self, bucket: str) -> ObjectStore:
         """Open (creating if needed) an object store bucket."""

@@ -48,3 +48,15 @@ async def test_a_deleted_consumer_is_made_again(bus: Bus) -> None:
         await bus._js.delete_consumer("WORK", "worker")
         await bus.js_publish("work.a", b"after")
         await eventually(lambda: got == [b"before", b"after"], timeout=10)
+
+
+async def test_many_stream_reads_in_a_row_leave_no_consumers(bus: Bus) -> None:
+    """Each read's ephemeral consumer is deleted when the read ends: the server refuses a
+    stream's 1001st consumer, and before this a burst of history reads hit that."""
+    await bus.ensure_stream("READS", ["reads.>"])
+    for i in range(3):
+        await bus.publish(f"reads.{i}", b"x")
+    await bus.flush()
+    for i in range(1100):
+        got = [m.data async for m in bus.replay("READS", f"reads.{i % 3}")]
+        assert got == [b"x"], (i, got)
