@@ -318,15 +318,12 @@ class ComputeAgent(Service):
             reason = "this node is shutting down"
         if reason is None and not known:
             reason = await self._image_refusal(spec)
+        if reason is None and not known:
+            self._launch(order, spec)
+            trace.mark("agent.launched", order.job_id)
         await self.bus.respond(
             msg, wire.encode(wire.BidReply(accepted=reason is None, reason=reason or ""))
         )
-        if reason is None and not known:
-            # After the reply is queued: the connection's writer then sends it before the
-            # execution's first step runs (a short task would otherwise end first, holding the
-            # reply, and with it the planner's next evaluation of the job, back).
-            self._launch(order, spec)
-            trace.mark("agent.launched", order.job_id)
 
     def _publisher_for(self, spec: JobSpec) -> Publisher | None:
         """The task's publisher. With none named and no ResultPaths there is nothing beyond
@@ -392,6 +389,11 @@ class ComputeAgent(Service):
 
     async def _execute(self, execution: Execution) -> None:
         order = execution.order
+        # One loop turn first: the bid's reply, queued just after this task was created, then
+        # leaves before the task runs. A short task would otherwise end before the reply is
+        # written, holding back the planner's record of the offer and, behind it, the next
+        # evaluation of the job (the one that sees the task's outcome).
+        await asyncio.sleep(0)
         try:
             await run_execution(
                 execution,

@@ -12,6 +12,7 @@ import asyncio
 import builtins
 import importlib
 import json
+import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
@@ -37,6 +38,8 @@ RESULT_FETCHERS: dict[str, tuple[str, str]] = {
 
 T = TypeVar("T")
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True, slots=True)
 class LogLine:
@@ -51,6 +54,10 @@ class ShoalClient:
     def __init__(self, bus: Bus, *, timeout: float = 10.0) -> None:
         self.bus = bus
         self.timeout = timeout
+        # Whether the server's republished state (`shoal.v1.state.>`) reaches this client:
+        # unknown until the first run(); False with permissions from before it existed, or
+        # orchestrators that have not added it to the buckets yet.
+        self._stored_state: bool | None = None
 
     @classmethod
     async def connect(
@@ -141,22 +148,30 @@ class ShoalClient:
         The job's id is chosen here, and its stored state (`shoal.v1.state.<job-id>.>`, which
         the server republishes as it stores each record) is listened to before the submit:
         an unnamed job needs no read at all, and the end is seen as soon as it is stored.
+        The job's history (`history()`) is written just after, and may lag by a moment.
+        Where the stored state does not reach this client, the job's events are followed.
         """
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         job_id = new_job_id()
         trace.mark("client.run", job_id)
-        state = await self.bus.subscription(subjects.state_of_job(job_id))
+        stored = self._stored_state is not False
+        inbox = await self.bus.subscription(
+            subjects.state_of_job(job_id) if stored else subjects.events(job_id)
+        )
         try:
             async with asyncio.timeout_at(deadline):
                 reply = await self.submit_full(spec, variables, job_id=job_id)
                 trace.mark("client.answered", job_id)
                 if reply.job_id == job_id:
-                    view = await self._until_stored_end(job_id, state)
+                    if stored:
+                        view = await self._until_stored_end(job_id, inbox)
+                    else:
+                        view = await self._follow(job_id, inbox, None, _terminal, None)
                     trace.mark("client.ended", job_id)
                     return view
         finally:
-            await state.close()
+            await inbox.close()
         left = None if deadline is None else max(deadline - loop.time(), 0.0)
         return await self.wait(reply.job_id, left)  # a named job: its id follows from its name
 
@@ -251,21 +266,36 @@ class ShoalClient:
     async def _until_stored_end(self, job_id: str, state: Inbox) -> wire.JobView:
         """Read the job's stored records until they show it ended; ask the API when they
         fall silent (2 s), or when the job ended with an execution still shown live (50 ms:
-        that execution's last write is in flight, or the job was stopped under it)."""
+        that execution's last write is in flight, or the job was stopped under it), or when
+        the connection was re-established meanwhile (a record may have been missed)."""
         stored = StoredJob(job_id)
-        patience = 2.0
+        reconnects = self.bus.reconnects
+        # The job's create is republished before the submit is answered: nothing at all
+        # within half a second means the stored state does not reach this client.
+        patience = 2.0 if self._stored_state else 0.5
         while True:
             msg = await state.next(timeout=patience)
+            if msg is None and stored.job is None and not self._stored_state:
+                self._stored_state = False
+                log.info("stored job state does not reach this client; following events")
+                return await self.wait(job_id)
+            ended = stored.job is not None and stored.job.state in wire.TERMINAL_JOB_STATES
             if msg is None:
                 view = await self.describe(job_id)
                 if view.terminal:
                     return view
-                patience = 2.0
+                patience = 0.05 if ended else 2.0
                 continue
             stored.add(msg)
+            if stored.job is not None:
+                self._stored_state = True
             shown = stored.ended()
-            if shown is not None:
+            if shown is not None and self.bus.reconnects == reconnects:
                 return shown
+            if shown is not None:  # the records seen may not be all there were
+                view = await self.describe(job_id)
+                if view.terminal:
+                    return view
             ended = stored.job is not None and stored.job.state in wire.TERMINAL_JOB_STATES
             patience = 0.05 if ended else 2.0
 

@@ -30,7 +30,8 @@ def nats_server_binary() -> str:
 
 
 def go_procs() -> str:
-    """The server's GOMAXPROCS: the environment's if set, else half the cores.
+    """The server's GOMAXPROCS: the environment's if set, else half the cores this process
+    may run on.
 
     The embedded server shares its machine with the orchestrator, the agents and the clients,
     each a single-threaded Python process. With a Go thread per core the server's idle
@@ -38,7 +39,8 @@ def go_procs() -> str:
     waiting for: on 2 cores, one thread cut the server's CPU per job by about a third and
     the job latency by about a tenth (docs/benchmarks.md).
     """
-    return os.environ.get("GOMAXPROCS") or str(max(1, (os.cpu_count() or 2) // 2))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return os.environ.get("GOMAXPROCS") or str(max(1, (cores or 2) // 2))
 
 
 class EmbeddedNats(Service):

@@ -70,19 +70,23 @@ class StoredJob:
         self.executions: dict[str, wire.ExecutionRecord] = {}
 
     def add(self, msg: Message) -> None:
-        """Take one republished record; anything else on the subject is ignored."""
+        """Take one republished record; anything else on the subject (a record of another
+        job or execution than its subject names, or one that does not decode) is ignored."""
         tokens = msg.subject.split(".")
         if len(tokens) < 5 or tokens[3] != self.job_id:
             return
         deleted = (msg.headers or {}).get(_KV_OPERATION) in ("DEL", "PURGE")
         try:
             if tokens[4] == "job" and len(tokens) == 5 and not deleted:
-                self.job = wire.decode(msg.data, wire.JobRecord, what="job record")
+                job = wire.decode(msg.data, wire.JobRecord, what="job record")
+                if job.id == self.job_id:
+                    self.job = job
             elif tokens[4] == "execution" and len(tokens) == 6:
                 if deleted:
                     self.executions.pop(tokens[5], None)
-                else:
-                    record = wire.decode(msg.data, wire.ExecutionRecord, what="execution")
+                    return
+                record = wire.decode(msg.data, wire.ExecutionRecord, what="execution")
+                if record.job_id == self.job_id and record.id == tokens[5]:
                     self.executions[record.id] = record
         except InvalidSpec:
             return  # not a record this client can read: the API's view will do

@@ -123,6 +123,11 @@ class Bus:
     def connected(self) -> bool:
         return bool(self._nc.is_connected)
 
+    @property
+    def reconnects(self) -> int:
+        """How often the connection was re-established (core messages may be lost meanwhile)."""
+        return int(self._nc.stats["reconnects"])
+
     async def close(self) -> None:
         for task in list(self._inflight):
             task.cancel()
@@ -366,10 +371,12 @@ class Bus:
         """Open (creating if needed) a KV bucket; `republish` = (source, destination) has the
         server republish every stored value, and is added to a bucket created without it."""
         wanted = None if republish is None else jsapi.RePublish(*republish)
+        created = False
         with map_nats_errors(f"open bucket {bucket}"):
             try:
                 kv = await self._js.key_value(bucket)
             except jserrors.BucketNotFoundError:
+                created = True
                 config = jsapi.KeyValueConfig(
                     bucket=bucket,
                     history=history,
@@ -379,9 +386,14 @@ class Bus:
                     republish=wanted,
                 )
                 kv = await self._js.create_key_value(config)
-            else:
-                if wanted is not None:
+        if wanted is not None and not created:
+            try:
+                with map_nats_errors(f"add the republish of bucket {bucket}"):
                     await self._ensure_republish(f"KV_{bucket}", wanted)
+            except ShoalError as exc:
+                # Only a shortcut for clients (they fall back to the API), never a reason
+                # not to start.
+                log.warning("%s; clients will wait on the API instead", exc)
         return KV(kv, bucket)
 
     async def _ensure_republish(self, stream: str, wanted: jsapi.RePublish) -> None:

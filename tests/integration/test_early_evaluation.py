@@ -308,7 +308,12 @@ async def test_history_starts_with_the_submit_even_when_the_create_is_slow(
         inject_create(monkeypatch, s.orchestrator.mirror._jobs_kv, reported, fail=False)
         view = await client.run(SHORT, timeout=20)
         assert view.state == "Completed"
-        messages = [e.message for e in await client.history(view.id)]
+
+        async def closed() -> list[str]:  # run() ends on the stored state, a moment before
+            messages = [e.message for e in await client.history(view.id)]
+            return messages if "job completed" in messages else []
+
+        messages = await eventually(closed, what="the job's closing history line")
         assert messages[0] == "job submitted", messages
         assert messages.index("job completed") == len(messages) - 1, messages
 

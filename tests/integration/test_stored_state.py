@@ -7,6 +7,9 @@ import json
 from pathlib import Path
 
 import msgspec
+import nats
+import nats.js.errors
+import pytest
 
 from shared import subjects, wire
 from shared.bus import Bus
@@ -132,3 +135,40 @@ async def test_buckets_made_before_republishing_get_it_added(
             assert msg is not None and msg.subject == f"shoal.v1.state.{job_id}.job"
     finally:
         await inbox.close()
+
+
+async def test_run_follows_events_where_the_stored_state_does_not_arrive(
+    nats_server: EmbeddedNats, tmp_path: Path
+) -> None:
+    """Orchestrators that have not added the republish (or a user whose permissions predate
+    `shoal.v1.state.>`): run() notices nothing arrives and follows the job's events."""
+    async with stack(nats_server.url, tmp_path) as s, await s.client() as client:
+        nc = await nats.connect(nats_server.url)
+        try:
+            js = nc.jetstream()
+            for stream in ("KV_shoal-jobs", "KV_shoal-executions"):
+                config = (await js.stream_info(stream)).config
+                config.republish = None
+                await js.update_stream(config)
+        finally:
+            await nc.close()
+        first = await client.run(NOOP, timeout=20)
+        assert first.state == "Completed" and first == await client.describe(first.id)
+        assert client._stored_state is False
+        second = await client.run(NOOP, timeout=20)  # straight to the events this time
+        assert second.state == "Completed" and second == await client.describe(second.id)
+
+
+async def test_a_bucket_whose_republish_cannot_be_added_still_opens(
+    bus: Bus, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await bus.kv(subjects.JOBS_BUCKET)
+
+    async def refused(stream: str, wanted: object) -> None:
+        raise nats.js.errors.ServiceUnavailableError()
+
+    monkeypatch.setattr(bus, "_ensure_republish", refused)
+    kv = await bus.kv(subjects.JOBS_BUCKET, republish=subjects.JOBS_REPUBLISH)
+    assert await kv.create("default.j-1", b"{}") == 1
+    assert "republish of bucket shoal-jobs" in caplog.text
+    assert "clients will wait on the API instead" in caplog.text

@@ -15,6 +15,7 @@ from shared import subjects, wire
 from shared.client import new_job_id
 from shared.errors import Conflict, InvalidSpec
 from shared.natsserver import EmbeddedNats
+from tests.conftest import eventually
 from tests.integration.helpers_jobs import EXAMPLES
 from tests.integration.stack import stack
 
@@ -83,16 +84,29 @@ async def test_a_short_job_still_records_that_it_ran(
     """Its task ends within the node's running hold-back: the job goes Pending -> Completed in
     one write, and its history says Pending -> Running -> Completed."""
     async with stack(nats_server.url, tmp_path, agents=1) as s, await s.client() as client:
+
+        async def job_lines(job_id: str) -> list[tuple[str, str]]:
+            # run() ends on the stored state; the history's closing lines follow a moment later.
+            async def ended() -> list[tuple[str, str]]:
+                lines = [(e.previous_state, e.state) for e in await client.history(job_id)]
+                return lines if ("Running", "Completed") in lines else []
+
+            await eventually(ended, what="the job's closing history lines")
+            events = await client.history(job_id)
+            return [(e.previous_state, e.state) for e in events if e.kind == "job"]
+
         view = await client.run(SHORT, timeout=20)
-        jobs = [
-            (e.previous_state, e.state) for e in await client.history(view.id) if e.kind == "job"
+        assert await job_lines(view.id) == [
+            ("", "Pending"),
+            ("Pending", "Running"),
+            ("Running", "Completed"),
         ]
-        assert jobs == [("", "Pending"), ("Pending", "Running"), ("Running", "Completed")]
         slow = await client.run(SLOW, timeout=20)  # reported running: a real Running write
-        jobs = [
-            (e.previous_state, e.state) for e in await client.history(slow.id) if e.kind == "job"
+        assert await job_lines(slow.id) == [
+            ("", "Pending"),
+            ("Pending", "Running"),
+            ("Running", "Completed"),
         ]
-        assert jobs == [("", "Pending"), ("Pending", "Running"), ("Running", "Completed")]
 
 
 def test_a_job_id_on_the_wire_is_spelled_jobid() -> None:

@@ -89,3 +89,18 @@ def test_other_jobs_and_unreadable_messages_are_ignored() -> None:
     assert stored.job is not None and stored.job.state == "Pending"
     assert stored.executions == {}
     assert stored.ended() is None
+
+
+def test_a_record_of_another_job_or_execution_than_its_subject_names_is_ignored() -> None:
+    stored = StoredJob(JOB)
+    stored.add(job())
+    other = wire.JobRecord(
+        id="j-2", name="j-2", namespace="default", type="batch", spec=SPEC, state="Completed"
+    )
+    stored.add(Message(f"shoal.v1.state.{JOB}.job", wire.encode(other), "", None))
+    misnamed = execution("e-1", "completed")
+    stored.add(Message(f"shoal.v1.state.{JOB}.execution.e-9", misnamed.data, "", None))
+    foreign = wire.ExecutionRecord(id="e-3", job_id="j-2", namespace="default", node_id="n")
+    stored.add(Message(f"shoal.v1.state.{JOB}.execution.e-3", wire.encode(foreign), "", None))
+    assert stored.job is not None and stored.job.state == "Pending"
+    assert stored.executions == {}
