@@ -1,8 +1,9 @@
 """Run jobs from Python with ShoalClient: start `shoal devstack`, then
 `.venv/bin/python examples/python_client.py` (or pass a NATS URL).
 
-- `run()` submits and waits: it picks the job id, listens to the job's events, then submits, so
-  waiting costs no extra request.
+- `run()` submits and waits: it picks the job id, listens to the job's stored state (which
+  nats-server republishes on `shoal.v1.state.<job-id>.>`), then submits, so waiting costs no
+  extra request and ends as soon as the job's end is stored.
 - `submit_full(job_id=...)` makes a submit safe to resend: the same id and spec find the job
   the first attempt created instead of making a second one.
 """
