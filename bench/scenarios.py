@@ -138,7 +138,7 @@ async def _latency(
         for _ in range(n):
             wall0 = time.time()
             t0 = time.perf_counter()
-            # ShoalClient.run: listen to the job's events, submit, read them (no describe).
+            # ShoalClient.run: listen to the job's stored state, submit, end on it (no read).
             view = await client.run(spec, timeout=30)
             t2 = time.perf_counter()
             if view.state != "Completed":
