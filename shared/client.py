@@ -155,16 +155,16 @@ class ShoalClient:
         deadline = None if timeout is None else loop.time() + timeout
         job_id = new_job_id()
         trace.mark("client.run", job_id)
-        stored = self._stored_state is not False
+        on_state = self._stored_state is not False
         inbox = await self.bus.subscription(
-            subjects.state_of_job(job_id) if stored else subjects.events(job_id)
+            subjects.state_of_job(job_id) if on_state else subjects.events(job_id)
         )
         try:
             async with asyncio.timeout_at(deadline):
                 reply = await self.submit_full(spec, variables, job_id=job_id)
                 trace.mark("client.answered", job_id)
                 if reply.job_id == job_id:
-                    if stored:
+                    if on_state:
                         view = await self._until_stored_end(job_id, inbox)
                     else:
                         view = await self._follow(job_id, inbox, None, _terminal, None)
@@ -279,12 +279,11 @@ class ShoalClient:
                 self._stored_state = False
                 log.info("stored job state does not reach this client; following events")
                 return await self.wait(job_id)
-            ended = stored.job is not None and stored.job.state in wire.TERMINAL_JOB_STATES
             if msg is None:
                 view = await self.describe(job_id)
                 if view.terminal:
                     return view
-                patience = 0.05 if ended else 2.0
+                patience = 0.05 if stored.job_ended else 2.0
                 continue
             stored.add(msg)
             if stored.job is not None:
@@ -296,8 +295,7 @@ class ShoalClient:
                 view = await self.describe(job_id)
                 if view.terminal:
                     return view
-            ended = stored.job is not None and stored.job.state in wire.TERMINAL_JOB_STATES
-            patience = 0.05 if ended else 2.0
+            patience = 0.05 if stored.job_ended else 2.0
 
     async def logs(
         self, job_id: str, *, follow: bool = False, execution_id: str = ""

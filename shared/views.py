@@ -91,11 +91,16 @@ class StoredJob:
         except InvalidSpec:
             return  # not a record this client can read: the API's view will do
 
+    @property
+    def job_ended(self) -> bool:
+        """Whether the job's stored record says it ended (its executions may not yet)."""
+        return self.job is not None and self.job.state in wire.TERMINAL_JOB_STATES
+
     def ended(self) -> wire.JobView | None:
         """The job as `job.describe` shows it, once its stored record says it ended and its
         executions' records have caught up with that."""
         job = self.job
-        if job is None or job.state not in wire.TERMINAL_JOB_STATES:
+        if job is None or not self.job_ended:
             return None
         if any(e.live and e.job_version == job.version for e in self.executions.values()):
             return None
