@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import nats
@@ -13,11 +14,11 @@ import pytest
 
 from shared import subjects, wire
 from shared.bus import Bus
-from shared.client import new_job_id
+from shared.client import ShoalClient, new_job_id
 from shared.errors import Conflict
 from shared.natsserver import EmbeddedNats
 from tests.conftest import eventually
-from tests.integration.stack import stack
+from tests.integration.stack import Stack, stack
 
 NOOP = {"Type": "batch", "Count": 2, "Tasks": [{"Engine": {"Type": "noop"}}]}
 
@@ -36,10 +37,7 @@ async def test_run_returns_what_describe_shows(nats_server: EmbeddedNats, tmp_pa
 async def test_run_of_a_stopped_job(nats_server: EmbeddedNats, tmp_path: Path) -> None:
     spec = {"Type": "batch", "Tasks": [{"Engine": {"Type": "noop", "Params": {"Sleep": 30}}}]}
     async with stack(nats_server.url, tmp_path, agents=1) as s, await s.client() as client:
-        run = asyncio.create_task(client.run(spec, timeout=20))
-        agent = s.agents["node-0"]
-        await eventually(lambda: agent.running_count == 1, what="the task running")
-        (job,) = await client.jobs()
+        run, job = await _running(s, client, spec)
         await client.stop(job.id)
         view = await run
         assert view.state == "Stopped", view
@@ -53,21 +51,29 @@ async def test_run_asks_the_api_when_an_execution_still_looks_live(
     from closing: run() then answers with the API's view, which has no such execution."""
     spec = {"Type": "batch", "Tasks": [{"Engine": {"Type": "noop", "Params": {"Sleep": 1}}}]}
     async with stack(nats_server.url, tmp_path, agents=1) as s, await s.client() as client:
-        run = asyncio.create_task(client.run(spec, timeout=20))
-        agent = s.agents["node-0"]
-        await eventually(lambda: agent.running_count == 1, what="the task running")
-        (job,) = await client.jobs()
+        run, job = await _running(s, client, spec)
         stray = wire.ExecutionRecord(
             id="e-stray", job_id=job.id, namespace="default", node_id="node-9",
             compute_state="running",
         )  # fmt: skip
         await bus.publish(f"shoal.v1.state.{job.id}.execution.e-stray", wire.encode(stray))
         await bus.flush()
-        assert agent.running_count == 1  # published before the job could end
+        assert s.agents["node-0"].running_count == 1  # published before the job could end
         view = await run
         assert view.state == "Completed", view
         assert [e.node_id for e in view.executions] == ["node-0"]
         assert view == await client.describe(job.id)
+
+
+async def _running(
+    s: Stack, client: ShoalClient, spec: dict[str, Any]
+) -> tuple[asyncio.Task[wire.JobView], wire.JobView]:
+    """run() of `spec` on the one agent, once its task is running; and the job as listed."""
+    run = asyncio.create_task(client.run(spec, timeout=20))
+    agent = s.agents["node-0"]
+    await eventually(lambda: agent.running_count == 1, what="the task running")
+    (job,) = await client.jobs()
+    return run, job
 
 
 async def test_state_subjects_carry_stored_writes_and_never_a_refused_cas(
@@ -83,7 +89,6 @@ async def test_state_subjects_carry_stored_writes_and_never_a_refused_cas(
             assert first.subject == f"shoal.v1.state.{job_id}.job"
             record = wire.decode(first.data, wire.JobRecord)
             assert record.id == job_id
-            await eventually(lambda: client.describe(job_id), what="the job shown by the API")
             view = await client.wait(job_id, timeout=20)
             assert view.state == "Completed"
             seen = []
