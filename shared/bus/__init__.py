@@ -25,6 +25,7 @@ from shared.bus._credentials import creds_options
 from shared.bus._errors import _Refused, map_nats_errors
 from shared.bus._handles import KV, Entry, Handler, Inbox, Message, ObjectStore, StreamMessage
 from shared.bus._pullsource import _PullSource
+from shared.bus._replies import Replies
 from shared.errors import ShoalError, Unavailable
 from shared.pull import pull_forever
 
@@ -52,6 +53,7 @@ class Bus:
     def __init__(self, nc: NatsClient, replicas: int = 1) -> None:
         self._nc = nc
         self._js = nc.jetstream()
+        self._replies = Replies(nc)
         self.replicas = replicas
         self._subs: list[Any] = []
         self._inflight: set[asyncio.Task[None]] = set()  # concurrent handlers, cancelled on close
@@ -149,8 +151,7 @@ class Bus:
             await self._nc.publish(subject, data)
 
     async def request(self, subject: str, data: bytes, timeout: float = 5.0) -> bytes:
-        with map_nats_errors(f"request {subject}"):
-            msg = await self._nc.request(subject, data, timeout=timeout)
+        msg = await self._replies.request(subject, data, what=f"request {subject}", timeout=timeout)
         return bytes(msg.data)
 
     async def respond(self, message: Message, data: bytes) -> None:
@@ -243,9 +244,9 @@ class Bus:
     ) -> int:
         """Durable publish; `msg_id` makes a resend within the duplicate window a no-op."""
         headers = {MSG_ID: msg_id} if msg_id else None
-        with map_nats_errors(f"publish {subject}"):
-            ack = await self._js.publish(subject, data, timeout=timeout, headers=headers)
-        return int(ack.seq)
+        return await self._replies.store(
+            subject, data, headers, what=f"publish {subject}", timeout=timeout
+        )
 
     async def consume(
         self,
@@ -394,7 +395,7 @@ class Bus:
                 # Only a shortcut for clients (they fall back to the API), never a reason
                 # not to start.
                 log.warning("%s; clients will wait on the API instead", exc)
-        return KV(kv, bucket)
+        return KV(kv, self._js, bucket, self._replies)
 
     async def _ensure_republish(self, stream: str, wanted: jsapi.RePublish) -> None:
         config = (await self._js.stream_info(stream)).config

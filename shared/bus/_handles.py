@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import nats.errors
+import nats.js.api as jsapi
 import nats.js.errors as jserrors
 from nats.aio.msg import Msg
 
 from shared.bus._errors import _reraise_cancel, map_nats_errors
-from shared.errors import Conflict, NotFound, Unavailable
+from shared.bus._replies import Replies
+from shared.errors import Conflict, NotFound, ShoalError, Unavailable
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,18 +41,40 @@ class Entry:
 Handler = Callable[[Message], Awaitable[None]]
 
 
+def _ack_tokens(reply: str) -> tuple[int, int, int, int]:
+    """(deliveries, stream sequence, timestamp ns, pending) from a JetStream message's reply
+    subject, without nats-py's `Msg.metadata` (a dataclass and a datetime per message)."""
+    tokens = reply.split(".")
+    # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<dseq>.<ts>.<pending>, or the v2 form
+    # with <domain>.<account hash> after ACK and a random token at the end.
+    at = 4 if len(tokens) == 9 else 6
+    return int(tokens[at]), int(tokens[at + 1]), int(tokens[at + 3]), int(tokens[at + 4])
+
+
 class StreamMessage:
     """A JetStream message from a pull consumer, to ack once applied."""
+
+    __slots__ = ("_msg", "data", "headers", "subject")
 
     def __init__(self, msg: Msg) -> None:
         self._msg = msg
         self.subject = msg.subject
         self.data = msg.data
         self.headers = msg.headers
-        meta = msg.metadata
-        self.delivered = meta.num_delivered
-        self.sequence = meta.sequence.stream
-        self.timestamp = meta.timestamp
+
+    @property
+    def delivered(self) -> int:
+        """How often the server has delivered this message (1 the first time)."""
+        return _ack_tokens(self._msg.reply)[0]
+
+    @property
+    def sequence(self) -> int:
+        return _ack_tokens(self._msg.reply)[1]
+
+    @property
+    def timestamp(self) -> float:
+        """When the stream stored it (seconds since the epoch)."""
+        return _ack_tokens(self._msg.reply)[2] / 1e9
 
     async def ack(self) -> None:
         with map_nats_errors("ack"):
@@ -86,12 +112,28 @@ class Inbox:
             await self._sub.unsubscribe()
 
 
+_KEY = re.compile(r"[-/_=.a-zA-Z0-9]+")
+_KV_OPERATION = "KV-Operation"
+_MARKER_REASON = "Nats-Marker-Reason"  # nats-server 2.11+: markers the server itself places
+_MARKERS = {"MaxAge": "PURGE", "Purge": "PURGE", "Remove": "DEL"}
+_EXPECTED_LAST = "Nats-Expected-Last-Subject-Sequence"
+
+
 class KV:
     """A JetStream key-value bucket with compare-and-swap writes."""
 
-    def __init__(self, kv: Any, bucket: str) -> None:
+    def __init__(self, kv: Any, js: Any, bucket: str, replies: Replies) -> None:
         self._kv = kv
+        self._js = js
+        self._replies = replies
+        self._prefix = f"$KV.{bucket}."
         self.bucket = bucket
+
+    async def _write(self, key: str, value: bytes, last: int | None, what: str) -> int:
+        if not _KEY.fullmatch(key) or key[0] == "." or key[-1] == ".":
+            raise ShoalError(f"{what}: {key!r} is not a valid key")
+        headers = None if last is None else {_EXPECTED_LAST: str(last)}
+        return await self._replies.store(self._prefix + key, value, headers, what=what)
 
     async def get(self, key: str) -> Entry | None:
         try:
@@ -106,22 +148,32 @@ class KV:
 
     async def create(self, key: str, value: bytes) -> int:
         """Write only if the key does not exist (or was deleted); Conflict otherwise."""
-        with map_nats_errors(f"create {self.bucket}/{key}"):
-            try:
-                return int(await self._kv.create(key, value))
-            except jserrors.KeyWrongLastSequenceError as exc:
-                raise Conflict(f"{self.bucket}/{key} already exists") from exc
+        what = f"create {self.bucket}/{key}"
+        try:
+            return await self._write(key, value, 0, what)
+        except Conflict:
+            pass
+        # The key has a history: a delete marker may be written over, a value may not.
+        try:
+            await self._kv.get(key)
+        except jserrors.KeyNotFoundError as exc:
+            if exc.entry is None:  # purged meanwhile: try again from scratch
+                return await self._write(key, value, 0, what)
+            return await self._write(key, value, exc.entry.revision, what)
+        except Exception as exc:
+            with map_nats_errors(what):
+                raise exc
+            raise
+        raise Conflict(f"{self.bucket}/{key} already exists")
 
     async def update(self, key: str, value: bytes, revision: int) -> int:
         """Compare-and-swap: write only if the key is still at `revision`."""
         if revision <= 0:
             return await self.create(key, value)
-        with map_nats_errors(f"update {self.bucket}/{key}"):
-            return int(await self._kv.update(key, value, last=revision))
+        return await self._write(key, value, revision, f"update {self.bucket}/{key}")
 
     async def put(self, key: str, value: bytes) -> int:
-        with map_nats_errors(f"put {self.bucket}/{key}"):
-            return int(await self._kv.put(key, value))
+        return await self._write(key, value, None, f"put {self.bucket}/{key}")
 
     async def delete(self, key: str, revision: int | None = None) -> None:
         """Delete the key; with `revision`, only if it is still at that revision (Conflict)."""
@@ -141,19 +193,52 @@ class KV:
         self, pattern: str = ">", *, meta_only: bool = False
     ) -> AsyncIterator[Entry | None]:
         """Current values, then None (caught up), then every change, forever."""
+        updates: asyncio.Queue[Entry | None] = asyncio.Queue()
+        caught_up = False
+        cut = len(self._prefix)
+
+        async def on_msg(msg: Msg) -> None:
+            # The ordered consumer's callback: one queue between it and the reader, where
+            # nats-py's watcher had two and parsed each message's metadata into dataclasses.
+            nonlocal caught_up
+            _, revision, _, pending = _ack_tokens(msg.reply)
+            headers = msg.headers
+            deleted = False
+            if headers:
+                op = headers.get(_KV_OPERATION)
+                if op is None and _MARKER_REASON in headers:
+                    op = _MARKERS.get(headers[_MARKER_REASON], "")
+                if op == "":  # a marker of a kind this code does not know: not a value
+                    revision = 0
+                deleted = op in ("DEL", "PURGE")
+            if revision:
+                value = None if deleted else (msg.data or b"")
+                updates.put_nowait(Entry(msg.subject[cut:], value, revision))
+            if pending == 0 and not caught_up:
+                caught_up = True
+                updates.put_nowait(None)
+
         with map_nats_errors(f"watch {self.bucket}/{pattern}"):
-            watcher = await self._kv.watch(pattern, meta_only=meta_only, inactive_threshold=30)
+            sub = await self._js.subscribe(
+                self._prefix + pattern,
+                stream=f"KV_{self.bucket}",
+                cb=on_msg,
+                ordered_consumer=True,
+                deliver_policy=jsapi.DeliverPolicy.LAST_PER_SUBJECT,
+                headers_only=meta_only,
+                inactive_threshold=30,
+            )
         try:
+            with map_nats_errors(f"watch {self.bucket}/{pattern}"):
+                info = await sub.consumer_info()
+            if info.num_pending == 0 and sub.delivered == 0 and not caught_up:
+                caught_up = True  # nothing stored: caught up before any message
+                updates.put_nowait(None)
             while True:
-                item = await watcher.updates(timeout=None)
-                if item is None:
-                    yield None
-                    continue
-                deleted = item.operation in ("DEL", "PURGE")
-                yield Entry(item.key, None if deleted else (item.value or b""), item.revision)
+                yield await updates.get()
         finally:
             with contextlib.suppress(Exception):
-                await watcher.stop()
+                await sub.unsubscribe()
 
 
 class ObjectStore:

@@ -1,0 +1,133 @@
+"""Requests and stored writes answered on one wildcard inbox: the bus's hot path.
+
+nats-py's `request()` (and `js.publish()`, built on it) draws a random token per request (a
+`getrandom` system call), waits through `asyncio.wait_for`, and decodes a JetStream ack with
+`json` into a dataclass. Shoal sends about a dozen such messages per job, so that overhead was
+a fifth of the orchestrator's CPU under load. Here a counter names the reply, a timer handle
+bounds the wait, and msgspec reads the ack. Errors are Shoal's, worded as `map_nats_errors`'s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+import msgspec
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+
+from shared.bus._errors import map_nats_errors
+from shared.errors import Conflict, ShoalError, Unavailable
+
+_WRONG_LAST_SEQUENCE = (10071, 10164)  # JSStreamWrongLastSequenceErr(Constant)
+_NOBODY = "nobody is listening (is the service running?)"
+
+
+class _ApiError(msgspec.Struct):
+    code: int = 0
+    err_code: int = 0
+    description: str = ""
+
+
+class _PubAck(msgspec.Struct):
+    seq: int = 0
+    error: _ApiError | None = None
+
+
+_decode_ack = msgspec.json.Decoder(_PubAck).decode
+
+
+class _NoResponders(Unavailable):
+    """The server answered for the subject: nothing subscribes to it."""
+
+
+class Replies:
+    """Sends requests and matches their answers, one subscription for all of them."""
+
+    def __init__(self, nc: NatsClient) -> None:
+        self._nc = nc
+        self._prefix = ""
+        self._waiting: dict[str, asyncio.Future[Msg]] = {}
+        self._count = itertools.count(1)
+        self._opening = asyncio.Lock()
+
+    async def request(
+        self,
+        subject: str,
+        data: bytes,
+        headers: dict[str, str] | None = None,
+        *,
+        what: str,
+        timeout: float = 5.0,
+    ) -> Msg:
+        """The answer; Unavailable if nobody listens on `subject` or none comes in time."""
+        if not self._prefix:
+            await self._open()
+        inbox = f"{self._prefix}{next(self._count)}"
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[Msg] = loop.create_future()
+        self._waiting[inbox] = answer
+        try:
+            with map_nats_errors(what):
+                await self._nc.publish(subject, data, reply=inbox, headers=headers)
+            expiry = loop.call_later(timeout, _expire, answer)
+            try:
+                msg = await answer
+            except TimeoutError:
+                raise Unavailable(f"{what}: timed out waiting for NATS") from None
+            finally:
+                expiry.cancel()
+        finally:
+            self._waiting.pop(inbox, None)
+        if msg.headers and msg.headers.get("Status") == "503":
+            raise _NoResponders(f"{what}: {_NOBODY}")
+        return msg
+
+    async def store(
+        self,
+        subject: str,
+        data: bytes,
+        headers: dict[str, str] | None,
+        *,
+        what: str,
+        timeout: float = 5.0,
+    ) -> int:
+        """Publish into a stream; the sequence it stored the message at. Conflict when an
+        expected-last-sequence header did not hold, Unavailable when no stream answers."""
+        try:
+            msg = await self.request(subject, data, headers, what=what, timeout=timeout)
+        except _NoResponders:
+            raise Unavailable(f"{what}: no stream takes this subject") from None
+        try:
+            ack = _decode_ack(msg.data)
+        except msgspec.DecodeError as exc:
+            raise ShoalError(f"{what}: unreadable acknowledgement {msg.data[:200]!r}") from exc
+        error = ack.error
+        if error is None:
+            return ack.seq
+        if error.err_code in _WRONG_LAST_SEQUENCE:
+            raise Conflict(f"{what}: changed concurrently ({error.description})")
+        if error.code == 503:
+            raise Unavailable(f"{what}: JetStream is not available ({error.description})")
+        raise ShoalError(f"{what}: NATS refused the write ({error.description})")
+
+    async def _open(self) -> None:
+        async with self._opening:
+            if self._prefix:
+                return
+            prefix = self._nc.new_inbox() + "."
+            with map_nats_errors("subscribe to replies"):
+                await self._nc.subscribe(
+                    prefix + "*", cb=self._on_reply, pending_msgs_limit=1_000_000
+                )
+            self._prefix = prefix
+
+    async def _on_reply(self, msg: Msg) -> None:
+        answer = self._waiting.pop(msg.subject, None)
+        if answer is not None and not answer.done():
+            answer.set_result(msg)
+
+
+def _expire(answer: asyncio.Future[Msg]) -> None:
+    if not answer.done():
+        answer.set_exception(TimeoutError())
