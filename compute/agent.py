@@ -112,6 +112,7 @@ class ComputeAgent(Service):
         )
         self.approval: wire.Approval = "PENDING"
         self._running: dict[str, _Running] = {}
+        self._used = wire.Capacity()  # the sum of the running executions' demands
         self._finished: dict[str, float] = {}
         self._specs: dict[tuple[str, int], JobSpec] = {}
         self._children = Supervisor(f"agent-{config.name}")
@@ -255,14 +256,24 @@ class ComputeAgent(Service):
             await asyncio.sleep(self.heartbeat_interval)
 
     def free(self) -> wire.Capacity:
-        cap = self.capacity
-        used = [r.demand for r in self._running.values()]
+        cap, used = self.capacity, self._used
         return wire.Capacity(
-            cpu_millis=cap.cpu_millis - sum(d.cpu_millis for d in used),
-            memory_bytes=cap.memory_bytes - sum(d.memory_bytes for d in used),
-            disk_bytes=cap.disk_bytes - sum(d.disk_bytes for d in used),
-            gpus=cap.gpus - sum(d.gpus for d in used),
+            cpu_millis=cap.cpu_millis - used.cpu_millis,
+            memory_bytes=cap.memory_bytes - used.memory_bytes,
+            disk_bytes=cap.disk_bytes - used.disk_bytes,
+            gpus=cap.gpus - used.gpus,
             executions=cap.executions,
+        )
+
+    def _use(self, demand: wire.Capacity, sign: int) -> None:
+        """Keep the sum of the running executions' demands (free() is asked on every bid and
+        every heartbeat, and a busy node runs thousands of executions)."""
+        used = self._used
+        self._used = wire.Capacity(
+            cpu_millis=used.cpu_millis + sign * demand.cpu_millis,
+            memory_bytes=used.memory_bytes + sign * demand.memory_bytes,
+            disk_bytes=used.disk_bytes + sign * demand.disk_bytes,
+            gpus=used.gpus + sign * demand.gpus,
         )
 
     # ---- bids and commands ---------------------------------------------------------------------
@@ -386,6 +397,7 @@ class ComputeAgent(Service):
         execution = Execution(order, spec)
         task = self._children.spawn(self._execute(execution), name=order.execution_id)
         self._running[order.execution_id] = _Running(execution, task, demand)
+        self._use(demand, 1)
 
     async def _execute(self, execution: Execution) -> None:
         order = execution.order
@@ -428,7 +440,9 @@ class ComputeAgent(Service):
                 )
             )
         finally:
-            self._running.pop(order.execution_id, None)
+            ended = self._running.pop(order.execution_id, None)
+            if ended is not None:
+                self._use(ended.demand, -1)
             self._finished[order.execution_id] = time.time()
             if len(self._finished) > 10_000:
                 cutoff = sorted(self._finished.values())[5_000]
