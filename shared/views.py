@@ -3,7 +3,9 @@ by a client from the records the server republishes on `shoal.v1.state.<job-id>.
 
 from __future__ import annotations
 
-import json
+from typing import Any
+
+import msgspec
 
 from shared import wire
 from shared.bus import Message
@@ -11,6 +13,22 @@ from shared.errors import InvalidSpec
 
 # The header the server copies from the KV write it republishes: a delete or purge of the key.
 _KV_OPERATION = "KV-Operation"
+
+
+class _Count(msgspec.Struct):
+    Count: Any = None
+
+
+_decode_count = msgspec.json.Decoder(_Count).decode
+
+
+def _count_of(spec: msgspec.Raw) -> int | None:
+    """The spec's Count, read without decoding the rest of it (a view is built per job)."""
+    try:
+        count = _decode_count(spec).Count
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    return count if isinstance(count, int) and not isinstance(count, bool) else None
 
 
 def execution_view(e: wire.ExecutionRecord) -> wire.ExecutionView:
@@ -48,7 +66,7 @@ def job_view(
         state_message=job.state_message,
         version=job.version,
         priority=job.priority,
-        count=json.loads(bytes(job.spec)).get("Count"),
+        count=_count_of(job.spec),
         created_at=job.created_at,
         updated_at=job.updated_at,
         executions=[execution_view(e) for e in current],

@@ -8,7 +8,7 @@ import msgspec
 
 from shared import wire
 from shared.bus import Message
-from shared.views import StoredJob
+from shared.views import StoredJob, job_view
 
 JOB = "j-1"
 SPEC = msgspec.Raw(json.dumps({"Type": "batch", "Count": 2}).encode())
@@ -104,3 +104,16 @@ def test_a_record_of_another_job_or_execution_than_its_subject_names_is_ignored(
     stored.add(Message(f"shoal.v1.state.{JOB}.execution.e-3", wire.encode(foreign), "", None))
     assert stored.job is not None and stored.job.state == "Pending"
     assert stored.executions == {}
+
+
+def test_the_view_shows_the_specs_count_and_none_for_anything_else() -> None:
+    stored = StoredJob(JOB)
+    stored.add(job("Completed"))
+    view = stored.ended()
+    assert view is not None and view.count == 2
+    for spec in (b'{"Type": "batch"}', b'{"Count": "2"}', b'{"Count": true}', b"[2]"):
+        record = wire.JobRecord(
+            id=JOB, name=JOB, namespace="default", type="batch", spec=msgspec.Raw(spec),
+            state="Completed",
+        )  # fmt: skip
+        assert job_view(record, []).count is None
