@@ -130,7 +130,7 @@ class KV:
         self.bucket = bucket
 
     async def _write(self, key: str, value: bytes, last: int | None, what: str) -> int:
-        if not _KEY.fullmatch(key) or key[0] == "." or key[-1] == ".":
+        if not _KEY.fullmatch(key) or key[0] == "." or key[-1] == "." or ".." in key:
             raise ShoalError(f"{what}: {key!r} is not a valid key")
         headers = None if last is None else {_EXPECTED_LAST: str(last)}
         return await self._replies.store(self._prefix + key, value, headers, what=what)
@@ -157,9 +157,11 @@ class KV:
         try:
             await self._kv.get(key)
         except jserrors.KeyNotFoundError as exc:
-            if exc.entry is None:  # purged meanwhile: try again from scratch
-                return await self._write(key, value, 0, what)
-            return await self._write(key, value, exc.entry.revision, what)
+            last = 0 if exc.entry is None else exc.entry.revision  # 0: purged meanwhile
+            try:
+                return await self._write(key, value, last, what)
+            except Conflict:  # another create got there first
+                raise Conflict(f"{self.bucket}/{key} already exists") from None
         except Exception as exc:
             with map_nats_errors(what):
                 raise exc

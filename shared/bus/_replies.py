@@ -17,7 +17,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
 from shared.bus._errors import map_nats_errors
-from shared.errors import Conflict, ShoalError, Unavailable
+from shared.errors import Conflict, NotFound, ShoalError, Unavailable
 
 _WRONG_LAST_SEQUENCE = (10071, 10164)  # JSStreamWrongLastSequenceErr(Constant)
 _NOBODY = "nobody is listening (is the service running?)"
@@ -107,6 +107,8 @@ class Replies:
             return ack.seq
         if error.err_code in _WRONG_LAST_SEQUENCE:
             raise Conflict(f"{what}: changed concurrently ({error.description})")
+        if error.code == 404:
+            raise NotFound(f"{what}: {error.description}")
         if error.code == 503:
             raise Unavailable(f"{what}: JetStream is not available ({error.description})")
         raise ShoalError(f"{what}: NATS refused the write ({error.description})")

@@ -40,8 +40,14 @@ async def test_kv_create_writes_over_a_deleted_key(bus: Bus) -> None:
     entry = await kv.get("k")
     assert entry is not None
     assert (entry.value, entry.revision) == (b"new", rev)
-    with pytest.raises(Conflict):  # and only once
+    with pytest.raises(Conflict, match="writes/k already exists"):  # and only once
         await kv.create("k", b"again")
+    await kv.delete("k")
+    results = await asyncio.gather(
+        *(kv.create("k", str(i).encode()) for i in range(10)), return_exceptions=True
+    )
+    lost = [r for r in results if isinstance(r, Conflict)]
+    assert len(lost) == 9 and all("writes/k already exists" in str(r) for r in lost)
 
 
 async def test_kv_update_is_compare_and_swap(bus: Bus) -> None:
@@ -75,7 +81,7 @@ async def test_many_writes_in_flight_each_get_their_own_answer(bus: Bus) -> None
 
 async def test_kv_refuses_an_invalid_key_before_sending(bus: Bus) -> None:
     kv = await bus.kv("writes")
-    for key in ("", ".a", "a.", "a b", "a.*", "a.>"):
+    for key in ("", ".a", "a.", "a..b", "a b", "a.*", "a.>"):
         with pytest.raises(ShoalError, match="not a valid key"):
             await kv.put(key, b"x")
 
