@@ -71,6 +71,7 @@ class Bus:
     ) -> Bus:
         """Connect. `fail_fast` (the CLI) gives up after one quick try per server."""
         connecting = True
+        made: list[Bus] = []  # the bus, once there is one: refusals fail its requests at once
 
         async def on_error(exc: Exception) -> None:
             if connecting and "authorization violation" in str(exc).lower():
@@ -81,6 +82,8 @@ class Bus:
                 raise _Refused(f"failed the TLS handshake ({exc})") from exc
             if "permissions violation" in str(exc).lower():
                 log.warning("nats refused: %s (check this identity's permissions)", exc)
+                for bus in made:
+                    bus._replies.refused(str(exc))
             else:
                 log.debug("nats: %s", exc)
 
@@ -119,7 +122,8 @@ class Bus:
             raise Unavailable(f"cannot connect to NATS at {url}: {exc}") from exc
         finally:
             connecting = False
-        return cls(nc, replicas=replicas)
+        made.append(cls(nc, replicas=replicas))
+        return made[0]
 
     @property
     def connected(self) -> bool:

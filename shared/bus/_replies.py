@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 
 import msgspec
 from nats.aio.client import Client as NatsClient
@@ -21,6 +22,7 @@ from shared.errors import Conflict, NotFound, ShoalError, Unavailable
 
 _WRONG_LAST_SEQUENCE = (10071, 10164)  # JSStreamWrongLastSequenceErr(Constant)
 _NOBODY = "nobody is listening (is the service running?)"
+_REFUSED = re.compile(r'permissions violation for publish to "([^"]+)"', re.IGNORECASE)
 
 
 class _ApiError(msgspec.Struct):
@@ -47,7 +49,8 @@ class Replies:
     def __init__(self, nc: NatsClient) -> None:
         self._nc = nc
         self._prefix = ""
-        self._waiting: dict[str, asyncio.Future[Msg]] = {}
+        # reply subject -> (its future, the subject asked, what the caller was doing)
+        self._waiting: dict[str, tuple[asyncio.Future[Msg], str, str]] = {}
         self._count = itertools.count(1)
         self._opening = asyncio.Lock()
 
@@ -66,7 +69,7 @@ class Replies:
         inbox = f"{self._prefix}{next(self._count)}"
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[Msg] = loop.create_future()
-        self._waiting[inbox] = answer
+        self._waiting[inbox] = (answer, subject, what)
         try:
             with map_nats_errors(what):
                 await self._nc.publish(subject, data, reply=inbox, headers=headers)
@@ -125,9 +128,25 @@ class Replies:
             self._prefix = prefix
 
     async def _on_reply(self, msg: Msg) -> None:
-        answer = self._waiting.pop(msg.subject, None)
-        if answer is not None and not answer.done():
-            answer.set_result(msg)
+        waiting = self._waiting.pop(msg.subject, None)
+        if waiting is not None and not waiting[0].done():
+            waiting[0].set_result(msg)
+
+    def refused(self, error: str) -> None:
+        """The server refused a publish (its -ERR reaches only the connection's error
+        callback): fail the requests sent there now, rather than at their timeout."""
+        found = _REFUSED.search(error)
+        if found is None:
+            return
+        subject = found.group(1).lower()  # nats-py hands the server's text over lower-cased
+        for answer, asked, what in list(self._waiting.values()):
+            if asked.lower() == subject and not answer.done():
+                answer.set_exception(
+                    ShoalError(
+                        f"{what}: NATS refused it: this identity may not publish to "
+                        f"{asked} (check its credentials and permissions)"
+                    )
+                )
 
 
 def _expire(answer: asyncio.Future[Msg]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import stat
 import sys
 from collections.abc import AsyncIterator
@@ -309,6 +310,23 @@ async def test_cli_user_reads_but_cannot_write(secured: Secured, tmp_path: Path)
             assert await alice.refused("Subscription", subject), (subject, alice.errors)
         check = await secured.bus("orchestrator-1")
         assert await (await check.kv(subjects.JOBS_BUCKET)).get("default.x") is None
+
+
+async def test_a_refused_request_fails_at_once_not_at_its_timeout(secured: Secured) -> None:
+    # The server's refusal reaches only the connection's error callback; the request itself
+    # would wait out its timeout and blame NATS ("timed out"). It fails with the refusal.
+    alice = await secured.bus("alice")
+    bid = subjects.compute_bid("node-1")
+    with pytest.raises(ShoalError, match=f"request {bid}: NATS refused it: this identity may"):
+        await alice.request(bid, b"{}", timeout=20)
+    jobs = await (await secured.bus("orchestrator-1")).kv(subjects.JOBS_BUCKET)
+    state = f"$KV.{subjects.JOBS_BUCKET}.default.x"
+    with pytest.raises(ShoalError, match=rf"refused it: .* may not publish to {re.escape(state)}"):
+        await alice.js_publish(state, b"{}", timeout=20)
+    assert await jobs.get("default.x") is None
+    # and the connection keeps working for what the identity may do
+    with pytest.raises(Unavailable, match="nobody is listening"):
+        await alice.request(f"{subjects.API_PREFIX}.job.describe", b"{}", timeout=20)
 
 
 async def test_wrong_password_is_refused_clearly(secured: Secured, tmp_path: Path) -> None:
