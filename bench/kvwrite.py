@@ -1,4 +1,5 @@
-"""The cost of one KV write through nats-py, alone and batched, on the chosen event loop.
+"""The cost of one KV write, through nats-py's KV and through Shoal's bus, alone and many at
+once, on the chosen event loop.
 
 .venv/bin/python -m bench.kvwrite                          # uvloop (the product default)
 SHOAL_EVENT_LOOP=asyncio .venv/bin/python -m bench.kvwrite # the standard loop
@@ -15,6 +16,7 @@ from pathlib import Path
 import nats
 
 from cli.common import run
+from shared.bus import Bus
 from shared.natsserver import EmbeddedNats
 
 N = 3000
@@ -26,26 +28,46 @@ async def main() -> None:
         server = EmbeddedNats(Path(tmp))
         await server.start()
         nc = await nats.connect(server.url)
+        bus = await Bus.connect(server.url)
         try:
-            kv = await nc.jetstream().create_key_value(bucket="bench")
-            revision = await kv.put("k", VALUE)
-            cpu, wall = time.process_time(), time.perf_counter()
-            for _ in range(N):
-                revision = await kv.update("k", VALUE, last=revision)
-            _report("sequential CAS updates", cpu, wall)
-            cpu, wall = time.process_time(), time.perf_counter()
-            await asyncio.gather(*(kv.put(f"k{i}", VALUE) for i in range(N)))
-            _report(f"{N} puts at once", cpu, wall)
+            for _ in range(2):  # twice, alternating: the machine's speed drifts
+                await _natspy(nc)
+                await _bus(bus)
         finally:
+            await bus.close()
             await nc.close()
             await server.stop()
 
 
-def _report(what: str, cpu: float, wall: float) -> None:
+async def _natspy(nc: nats.NATS) -> None:
+    kv = await nc.jetstream().create_key_value(bucket="natspy")
+    revision = await kv.put("k", VALUE)
+    cpu, wall = time.process_time(), time.perf_counter()
+    for _ in range(N):
+        revision = await kv.update("k", VALUE, last=revision)
+    _report("nats-py", "sequential CAS updates", cpu, wall)
+    cpu, wall = time.process_time(), time.perf_counter()
+    await asyncio.gather(*(kv.put(f"k{i}", VALUE) for i in range(N)))
+    _report("nats-py", f"{N} puts at once", cpu, wall)
+
+
+async def _bus(bus: Bus) -> None:
+    kv = await bus.kv("bus")
+    revision = await kv.put("k", VALUE)
+    cpu, wall = time.process_time(), time.perf_counter()
+    for _ in range(N):
+        revision = await kv.update("k", VALUE, revision)
+    _report("bus", "sequential CAS updates", cpu, wall)
+    cpu, wall = time.process_time(), time.perf_counter()
+    await asyncio.gather(*(kv.put(f"k{i}", VALUE) for i in range(N)))
+    _report("bus", f"{N} puts at once", cpu, wall)
+
+
+def _report(via: str, what: str, cpu: float, wall: float) -> None:
     cpu_us = (time.process_time() - cpu) / N * 1e6
     wall_us = (time.perf_counter() - wall) / N * 1e6
     loop = os.environ.get("SHOAL_EVENT_LOOP", "uvloop")
-    print(f"{loop:8} {what:24} {cpu_us:7.1f} us CPU  {wall_us:7.1f} us wall per write")
+    print(f"{loop:8} {via:8} {what:24} {cpu_us:7.1f} us CPU  {wall_us:7.1f} us wall per write")
 
 
 if __name__ == "__main__":
