@@ -206,9 +206,12 @@ class Bus:
 
     async def subscription(self, subject: str) -> Inbox:
         """A subscription read with `await inbox.next(timeout)`; live once this returns."""
+        inbox = Inbox(subject, lambda: bool(self._nc.is_closed))
         with map_nats_errors(f"subscribe {subject}"):
-            sub = await self._nc.subscribe(subject)
-        return Inbox(sub, subject)
+            inbox._sub = await self._nc.subscribe(
+                subject, cb=inbox._arrived, pending_msgs_limit=1_000_000
+            )
+        return inbox
 
     # ---- JetStream -------------------------------------------------------------------------------
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Literal
 
 import nats.errors
@@ -54,14 +53,6 @@ def _translate(what: str, exc: Exception) -> ShoalError | None:
     if isinstance(exc, nats.errors.Error):
         return ShoalError(f"{what}: {exc}")
     return None
-
-
-def _reraise_cancel(exc: BaseException) -> None:
-    """nats-py turns a cancellation into ConnectionClosedError once the connection is closed;
-    swallowing it would keep a cancelled loop alive forever."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError from exc
 
 
 class _Refused(Exception):

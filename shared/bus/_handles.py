@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import nats.errors
 import nats.js.api as jsapi
 import nats.js.errors as jserrors
 from nats.aio.msg import Msg
 
-from shared.bus._errors import _reraise_cancel, map_nats_errors
+from shared.bus._errors import map_nats_errors
 from shared.bus._replies import Replies
 from shared.errors import Conflict, NotFound, ShoalError, Unavailable
 
@@ -90,26 +90,52 @@ class StreamMessage:
 
 
 class Inbox:
-    """Messages on one subject, pulled one at a time; close() when done."""
+    """Messages on one subject, read one at a time; close() when done.
 
-    def __init__(self, sub: Any, subject: str) -> None:
-        self._sub = sub
+    Fed by a callback subscription: nats-py's `next_msg()` creates two tasks and draws a
+    random task name per call, and a client reads several messages per job this way."""
+
+    def __init__(self, subject: str, closed: Callable[[], bool]) -> None:
         self.subject = subject
+        self._closed = closed
+        self._sub: Any = None
+        self._ready: collections.deque[Message] = collections.deque()
+        self._waiter: asyncio.Future[None] | None = None
+
+    async def _arrived(self, msg: Msg) -> None:
+        self._ready.append(Message(msg.subject, msg.data, msg.reply, msg.headers))
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     async def next(self, timeout: float | None = None) -> Message | None:
         """The next message, or None after `timeout` seconds."""
-        try:
-            msg = await self._sub.next_msg(timeout=timeout)
-        except (nats.errors.TimeoutError, TimeoutError):
-            return None
-        except nats.errors.ConnectionClosedError as exc:
-            _reraise_cancel(exc)
-            raise Unavailable(f"subscription {self.subject}: connection closed") from exc
-        return Message(msg.subject, msg.data, msg.reply, msg.headers)
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while not self._ready:
+            if self._closed():
+                raise Unavailable(f"subscription {self.subject}: connection closed")
+            left = 1.0 if deadline is None else deadline - loop.time()
+            if left <= 0:
+                return None
+            waiter = self._waiter = loop.create_future()
+            # At most a second at a time: a connection closed meanwhile is noticed.
+            expiry = loop.call_later(min(left, 1.0), _wake, waiter)
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+                expiry.cancel()
+        return self._ready.popleft()
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):
             await self._sub.unsubscribe()
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 _KEY = re.compile(r"[-/_=.a-zA-Z0-9]+")

@@ -9,6 +9,7 @@ import pytest
 
 from shared.bus import Bus, Entry, Message
 from shared.errors import Conflict, ShoalError, Unavailable
+from shared.natsserver import EmbeddedNats
 
 
 async def test_kv_create_update_put_return_the_stored_revision(bus: Bus) -> None:
@@ -182,3 +183,34 @@ async def test_watch_a_pattern_and_keys(bus: Bus) -> None:
     assert sorted(await kv.keys("job1.>")) == ["job1.e1", "job1.e2"]
     assert sorted(await kv.keys()) == ["job1.e1", "job1.e2", "job2.e3"]
     assert await (await bus.kv("empty")).keys() == []
+
+
+async def test_an_inbox_hands_out_messages_in_order_and_none_when_quiet(bus: Bus) -> None:
+    inbox = await bus.subscription("box.>")
+    try:
+        assert await inbox.next(timeout=0.05) is None
+        for i in range(100):
+            await bus.publish(f"box.{i}", str(i).encode())
+        got = [await inbox.next(timeout=5) for _ in range(100)]
+        assert [m.data for m in got if m] == [str(i).encode() for i in range(100)]
+        assert got[7] is not None and got[7].subject == "box.7"
+
+        async def later() -> None:
+            await asyncio.sleep(0.1)
+            await bus.publish("box.late", b"late")
+
+        waiting = asyncio.ensure_future(inbox.next(timeout=10))
+        await later()
+        woken = await waiting
+        assert woken is not None and woken.data == b"late"
+        assert await inbox.next(timeout=0.05) is None
+    finally:
+        await inbox.close()
+
+
+async def test_an_inbox_of_a_closed_connection_says_so(nats_server: EmbeddedNats) -> None:
+    own = await Bus.connect(nats_server.url)
+    inbox = await own.subscription("box.>")
+    await own.close()
+    with pytest.raises(Unavailable, match=r"subscription box\.>: connection closed"):
+        await inbox.next(timeout=None)
