@@ -100,8 +100,12 @@ async def run_execution(
                 tails.cancel()
                 for s in shippers:
                     s.stop()
-        for s in shippers:  # whatever was written after the last tick
-            await s.ship()
+        # A task that wrote nothing left no directory: one stat instead of one per stream,
+        # and nothing to remove.
+        wrote = workdir.is_dir()
+        if wrote:
+            for s in shippers:  # whatever was written after the last tick
+                await s.ship()
         if publisher is not None and final.exit_code is not None:
             final = await _publish(final, execution, workdir, publisher)
         finished = True
@@ -119,7 +123,7 @@ async def run_execution(
     try:
         await report(final)  # first: the orchestrator waits for this, not for the clean-up
     finally:
-        if not keep_workdir:
+        if wrote and not keep_workdir:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
