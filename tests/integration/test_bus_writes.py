@@ -100,13 +100,17 @@ async def test_js_publish_without_a_stream_is_unavailable(bus: Bus) -> None:
         await bus.js_publish("nowhere.x", b"x")
 
 
-async def test_js_publish_unanswered_times_out(bus: Bus) -> None:
-    # A plain subscriber takes the message and never acknowledges it, as no stream would.
+async def test_unanswered_requests_and_writes_time_out(bus: Bus) -> None:
+    # A plain subscriber takes each message and never answers, as no stream or service would.
     inbox = await bus.subscription("silent.>")
     try:
-        with pytest.raises(Unavailable, match=r"publish silent.x: timed out"):
+        with pytest.raises(Unavailable, match=r"publish silent\.x: timed out waiting for NATS"):
             await bus.js_publish("silent.x", b"x", timeout=0.2)
-        assert await inbox.next(timeout=1) is not None
+        with pytest.raises(Unavailable, match=r"request silent\.y: timed out waiting for NATS"):
+            await bus.request("silent.y", b"y", timeout=0.2)
+        got = [await inbox.next(timeout=1) for _ in range(2)]
+        assert [m.subject for m in got if m] == ["silent.x", "silent.y"]
+        assert not bus._replies._waiting  # nothing left behind for answers that never came
     finally:
         await inbox.close()
 
@@ -131,15 +135,6 @@ async def test_requests_in_flight_each_get_their_own_answer(bus: Bus) -> None:
 async def test_a_request_nobody_listens_to_is_unavailable(bus: Bus) -> None:
     with pytest.raises(Unavailable, match=r"request nobody\.here: nobody is listening"):
         await bus.request("nobody.here", b"x")
-
-
-async def test_an_unanswered_request_times_out(bus: Bus) -> None:
-    inbox = await bus.subscription("mute")
-    try:
-        with pytest.raises(Unavailable, match=r"request mute: timed out waiting for NATS"):
-            await bus.request("mute", b"x", timeout=0.2)
-    finally:
-        await inbox.close()
 
 
 async def test_watch_an_empty_bucket_is_caught_up_at_once(bus: Bus) -> None:
