@@ -41,18 +41,19 @@ class Entry:
 Handler = Callable[[Message], Awaitable[None]]
 
 
-def _ack_tokens(reply: str) -> tuple[int, int, int, int]:
-    """(deliveries, stream sequence, timestamp ns, pending) from a JetStream message's reply
-    subject, without nats-py's `Msg.metadata` (a dataclass and a datetime per message)."""
+def _sequence_and_pending(reply: str) -> tuple[int, int]:
+    """The stream sequence and the pending count from a JetStream message's reply subject,
+    without nats-py's `Msg.metadata` (a dataclass and a datetime per message)."""
     tokens = reply.split(".")
     # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<dseq>.<ts>.<pending>, or the v2 form
     # with <domain>.<account hash> after ACK and a random token at the end.
-    at = 4 if len(tokens) == 9 else 6
-    return int(tokens[at]), int(tokens[at + 1]), int(tokens[at + 3]), int(tokens[at + 4])
+    at = 5 if len(tokens) == 9 else 7
+    return int(tokens[at]), int(tokens[at + 3])
 
 
 class StreamMessage:
-    """A JetStream message from a pull consumer, to ack once applied."""
+    """A JetStream message from a pull consumer, to ack once applied (its metadata is not
+    parsed: nothing reads it)."""
 
     __slots__ = ("_msg", "data", "headers", "subject")
 
@@ -61,20 +62,6 @@ class StreamMessage:
         self.subject = msg.subject
         self.data = msg.data
         self.headers = msg.headers
-
-    @property
-    def delivered(self) -> int:
-        """How often the server has delivered this message (1 the first time)."""
-        return _ack_tokens(self._msg.reply)[0]
-
-    @property
-    def sequence(self) -> int:
-        return _ack_tokens(self._msg.reply)[1]
-
-    @property
-    def timestamp(self) -> float:
-        """When the stream stored it (seconds since the epoch)."""
-        return _ack_tokens(self._msg.reply)[2] / 1e9
 
     async def ack(self) -> None:
         with map_nats_errors("ack"):
@@ -229,7 +216,7 @@ class KV:
             # The ordered consumer's callback: one queue between it and the reader, where
             # nats-py's watcher had two and parsed each message's metadata into dataclasses.
             nonlocal caught_up
-            _, revision, _, pending = _ack_tokens(msg.reply)
+            revision, pending = _sequence_and_pending(msg.reply)
             headers = msg.headers
             deleted = False
             if headers:
