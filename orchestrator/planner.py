@@ -109,13 +109,17 @@ class Planner:
         for stop in plan.stop:
             await self.stop_execution(stop, now)
         declined = False
-        if plan.place:
+        if len(plan.place) == 1:  # the common case: no task to wrap the one offer in
+            results = [await self._offer(job, spec, plan.place[0], now)]
+        elif plan.place:
             results = await asyncio.gather(*(self._offer(job, spec, p, now) for p in plan.place))
-            for placement, outcome in zip(plan.place, results, strict=True):
-                if outcome != "taken":
-                    declined = True  # re-plan; a node that declined is not asked again
-                if outcome == "declined":
-                    refused.setdefault(placement.partition, set()).add(placement.node_id)
+        else:
+            results = []
+        for placement, outcome in zip(plan.place, results, strict=True):
+            if outcome != "taken":
+                declined = True  # re-plan; a node that declined is not asked again
+            if outcome == "declined":
+                refused.setdefault(placement.partition, set()).add(placement.node_id)
         if declined:
             return True
         await self._set_job_state(job, plan, now)
@@ -177,11 +181,19 @@ class Planner:
             spec=job.spec,
         )
         trace.mark("planner.offering", job.id)
-        created, reply = await asyncio.gather(
-            self._mirror.create_execution(record),
-            self._bid(placement.node_id, order),
-            return_exceptions=True,
-        )
+        # The create in a task of its own, the bid in this one: the create registers itself
+        # (`creating()`) before the bid's bytes leave, so no report can overtake it.
+        creating = asyncio.ensure_future(self._mirror.create_execution(record))
+        try:
+            reply = await self._bid(placement.node_id, order)
+        except BaseException:
+            creating.cancel()
+            raise
+        created: Exception | None = None
+        try:
+            await creating
+        except Exception as exc:  # told to the node below (cancel) and to the caller (raise)
+            created = exc
         trace.mark("planner.offered", job.id)
         if not await self._mirror.holds(job):
             # Offered while the job's own create was in flight, and that create failed (its
@@ -191,9 +203,7 @@ class Planner:
             why = "its job was not stored" if gone else "its job changed while it was offered"
             await self._withdraw(record, created, why)
             return "withdrawn"
-        if isinstance(reply, BaseException):
-            raise reply
-        if isinstance(created, BaseException):
+        if created is not None:
             if reply.accepted:
                 await self.cancel_on_node(placement.node_id, record.id, "its record was not stored")
             raise created
