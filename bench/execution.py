@@ -1,12 +1,13 @@
 """The compute agent's own cost of one trivial execution, without NATS: `run_execution` of a
 noop task that writes nothing, reported to a function that drops the report.
 
-.venv/bin/python -m bench.execution
+.venv/bin/python -m bench.execution [N]
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -20,7 +21,7 @@ from compute.logs import LogShipper
 from shared import wire
 from shared.spec.loader import spec_from_data
 
-N = 3000
+N = int(sys.argv[1]) if len(sys.argv) > 1 else 3000  # per figure
 
 
 class _NoBus:

@@ -1,7 +1,7 @@
 """The cost of one KV write, through nats-py's KV and through Shoal's bus, alone and many at
 once, on the chosen event loop.
 
-.venv/bin/python -m bench.kvwrite                          # uvloop (the product default)
+.venv/bin/python -m bench.kvwrite [N]                      # uvloop (the product default)
 SHOAL_EVENT_LOOP=asyncio .venv/bin/python -m bench.kvwrite # the standard loop
 """
 
@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import nats
@@ -19,7 +21,7 @@ from cli.common import run
 from shared.bus import Bus
 from shared.natsserver import EmbeddedNats
 
-N = 3000
+N = int(sys.argv[1]) if len(sys.argv) > 1 else 3000  # per figure
 VALUE = b"x" * 300  # about a job record
 
 
@@ -41,26 +43,27 @@ async def main() -> None:
 
 async def _natspy(nc: nats.NATS) -> None:
     kv = await nc.jetstream().create_key_value(bucket="natspy")
-    revision = await kv.put("k", VALUE)
-    cpu, wall = time.process_time(), time.perf_counter()
-    for _ in range(N):
-        revision = await kv.update("k", VALUE, last=revision)
-    _report("nats-py", "sequential CAS updates", cpu, wall)
-    cpu, wall = time.process_time(), time.perf_counter()
-    await asyncio.gather(*(kv.put(f"k{i}", VALUE) for i in range(N)))
-    _report("nats-py", f"{N} puts at once", cpu, wall)
+    await _measure("nats-py", lambda rev: kv.update("k", VALUE, last=rev), kv.put)
 
 
 async def _bus(bus: Bus) -> None:
     kv = await bus.kv("bus")
-    revision = await kv.put("k", VALUE)
+    await _measure("bus", lambda rev: kv.update("k", VALUE, rev), kv.put)
+
+
+async def _measure(
+    via: str,
+    update: Callable[[int], Awaitable[int]],
+    put: Callable[[str, bytes], Awaitable[int]],
+) -> None:
+    revision = await put("k", VALUE)
     cpu, wall = time.process_time(), time.perf_counter()
     for _ in range(N):
-        revision = await kv.update("k", VALUE, revision)
-    _report("bus", "sequential CAS updates", cpu, wall)
+        revision = await update(revision)
+    _report(via, "sequential CAS updates", cpu, wall)
     cpu, wall = time.process_time(), time.perf_counter()
-    await asyncio.gather(*(kv.put(f"k{i}", VALUE) for i in range(N)))
-    _report("bus", f"{N} puts at once", cpu, wall)
+    await asyncio.gather(*(put(f"k{i}", VALUE) for i in range(N)))
+    _report(via, f"{N} puts at once", cpu, wall)
 
 
 def _report(via: str, what: str, cpu: float, wall: float) -> None:

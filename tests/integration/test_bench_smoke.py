@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -103,3 +104,22 @@ def test_timeline_orders_steps_and_numbers_repeats(tmp_path: Path) -> None:
         "planner.evaluating#2": 2.25,
         "client.ended": 3.0,
     }
+
+
+@pytest.mark.parametrize(
+    ("module", "line"),
+    [
+        ("bench.kvwrite", r"(nats-py|bus) +sequential CAS updates +[\d.]+ us CPU"),
+        ("bench.execution", r"run_execution of a noop task: +[\d.]+ us CPU each \(20 in a row\)"),
+    ],
+)
+def test_micro_benchmarks_run(module: str, line: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", module, "20"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert re.search(line, done.stdout), done.stdout
