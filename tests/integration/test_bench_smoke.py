@@ -47,7 +47,10 @@ def test_latency_and_throughput_scenarios_run(tmp_path: Path) -> None:
     assert latency["n"] == 5 and latency["failed"] == 0, latency
     assert set(latency["submit_to_completed"]) >= {"p50_ms", "p99_ms", "max_ms"}
     assert "job Completed" in latency["phases_p50_ms"], latency
-    assert latency["orchestrator"]["cpu_s"] > 0
+    # The orchestrator's own process is measured. Its CPU comes in clock ticks of 10 ms, which
+    # five jobs may not fill; its system calls are counted exactly.
+    assert latency["orchestrator"]["cpu_s"] >= 0
+    assert latency["orchestrator"]["writes_per_job"] > 0, latency["orchestrator"]
     # Every process marked its steps: the client, the API, the planner, the agent, the applier.
     steps = list(latency["timeline"]["steps_p50_ms"])
     assert latency["timeline"]["jobs"] == 5, latency["timeline"]
