@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 import msgspec
 
@@ -61,14 +62,16 @@ class NodeRegistry:
         # The scheduler's view of every node, rebuilt only for nodes that changed: building
         # it whole for each evaluation cost ~30 ms at 10,000 nodes.
         self._states: dict[str, NodeState] = {}
+        self._view = MappingProxyType(self._states)
         self._dirty: set[str] = set()
         self._all_dirty = True
         mirror.on_node_change = self._dirty.add
 
     # ---- views for the scheduler and the API ---------------------------------------------------
 
-    def states(self) -> dict[str, NodeState]:
-        """Every registered node as the scheduler sees it (a copy the caller may keep)."""
+    def states(self) -> Mapping[str, NodeState]:
+        """Every registered node as the scheduler sees it: the registry's own table, read
+        only, so read it before the next await (a copy cost ~0.2 ms at 10,000 nodes)."""
         if self._all_dirty:
             self._dirty.update(self._mirror.nodes, self._states)
             self._all_dirty = False
@@ -79,7 +82,7 @@ class NodeRegistry:
             else:
                 self._states[node_id] = self._state_of(node_id, versioned.value)
         self._dirty.clear()
-        return dict(self._states)
+        return self._view
 
     def _state_of(self, node_id: str, rec: wire.NodeRecord) -> NodeState:
         live = self._live.get(node_id)

@@ -7,6 +7,7 @@ placement rule unit-testable without a server and makes re-planning after a refu
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from orchestrator.selection import Demand, NodeState, Selection, select
@@ -52,7 +53,7 @@ class Context:
     job: wire.JobRecord
     spec: JobSpec
     executions: list[wire.ExecutionRecord]
-    nodes: dict[str, NodeState]
+    nodes: Mapping[str, NodeState]  # may be the registry's own table: read, never kept
     now: float
     refused: dict[int, frozenset[str]] = field(default_factory=dict)  # partition -> nodes
 
@@ -146,7 +147,7 @@ def _queue_or_fail(
     what = f"not enough nodes to run job: {waiting} execution(s) could not be placed: {reason}"
     if ctx.job.type == "batch" and (
         (queue_timeout and ctx.now < since + queue_timeout)
-        or (not queue_timeout and selection.only_busy)
+        or (not queue_timeout and selection.capacity_bound)
     ):
         plan.queued_since = since
         if queue_timeout:
@@ -167,15 +168,24 @@ def _place(
     spread: Counter[str],
     distinct: bool = False,
 ) -> Selection | None:
-    """Place (partition, attempt, avoid) items; returns the last failed selection, if any."""
-    nodes = dict(ctx.nodes)
+    """Place (partition, attempt, avoid) items; returns the last failed selection, if any.
+
+    Neither copies nor walks the fleet in Python: nodes placed on in this plan are looked up
+    in `taken` (with what they took subtracted), and `select` samples a large fleet."""
+    taken: dict[str, NodeState] = {}
     failed: Selection | None = None
     for partition, attempt, avoid in wanted:
         refused = ctx.refused.get(partition, frozenset())
-        candidates = [n for n in nodes.values() if n.id not in refused]
-        if distinct:
-            candidates = [n for n in candidates if spread[n.id] == 0]
-        chosen = select(candidates, ctx.spec, spread=spread, avoid=avoid, sample=True)
+        skip = refused | {n for n, c in spread.items() if c} if distinct else refused
+        chosen = select(
+            ctx.nodes.values(),
+            ctx.spec,
+            spread=spread,
+            avoid=avoid,
+            sample=True,
+            skip=skip,
+            overlay=taken,
+        )
         if not chosen.fit:
             for node_id in refused:
                 chosen.reasons[node_id] = "declined the bid"
@@ -183,7 +193,7 @@ def _place(
             continue
         node = chosen.fit[0]
         plan.place.append(Placement(partition, node.id, attempt))
-        nodes[node.id] = node.take(Demand.of(ctx.spec))
+        taken[node.id] = node.take(Demand.of(ctx.spec))
         spread[node.id] += 1
     return failed
 

@@ -181,6 +181,17 @@ def test_resources_filter_and_explain() -> None:
     assert plan.state == "Failed" and "too little memory" in plan.message
 
 
+def test_partitions_placed_in_one_plan_use_up_the_nodes_capacity() -> None:
+    # A node with room for two such tasks takes two partitions; the third waits for room.
+    # The same on a fleet large enough to be sampled, where that node is the only one with the
+    # engine: the others can never run the task, so they do not make the job fail.
+    s = spec(Count=3, task={"Resources": {"CPU": "1"}})
+    for others in ([], [node(f"w{i}", engines=("wasm",)) for i in range(200)]):
+        plan = plan_for(s, [], [*others, node("a", cpu=2000)])
+        assert [p.node_id for p in plan.place] == ["a", "a"]
+        assert plan.state == "Queued" and "busy" in plan.message, plan.message
+
+
 def test_lost_node_marks_execution_lost_and_retries_elsewhere() -> None:
     running = execution("e0", "a", "running")
     plan = plan_for(spec(), [running], [node("a", connected=False), node("b")])
