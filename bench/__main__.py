@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from bench import celery_bench, paired, scenarios
-from bench.report import Row, machine, print_table, verdict, write_json
+from bench.report import Row, interval_verdict, machine, print_table, verdict, write_json
 from cli.common import run as run_async
 
-SCENARIOS = ("latency", "throughput", "fleet", "daemon", "celery", "paired")
+SCENARIOS = ("latency", "throughput", "fleet", "daemon", "celery", "paired", "paired-throughput")
 DEFAULT_N = {"latency": 200, "throughput": 1000, "daemon": 10}
 FLEET_SIZES = (1000, 10_000)
 
@@ -83,7 +83,13 @@ def _parse() -> argparse.Namespace:
         "the median timeline",
     )
     parser.add_argument(
-        "--rounds", type=int, default=6, help="paired: alternating rounds (default 6)"
+        "--rounds", type=int, default=12, help="paired: alternating rounds (default 12)"
+    )
+    parser.add_argument(
+        "--throughput-rounds",
+        type=int,
+        default=4,
+        help="paired-throughput: alternating rounds of --n jobs at once (default 4)",
     )
     parser.add_argument(
         "--round-n", type=int, default=50, help="paired: sequential jobs per round and side"
@@ -166,6 +172,12 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         _progress(f"paired: Shoal and Celery latency in {args.rounds} alternating rounds")
         out["paired"] = await paired.paired_latency(
             workdir / "paired", args.rounds, args.round_n, args.agents, args.publisher
+        )
+    if celery_runs("paired-throughput"):
+        n = n_for("throughput")
+        _progress(f"paired-throughput: {args.throughput_rounds} alternating rounds of {n} at once")
+        out["paired-throughput"] = await paired.paired_throughput(
+            workdir / "paired-throughput", args.throughput_rounds, n, args.agents, args.publisher
         )
     loads["end"] = round(os.getloadavg()[0], 2)
     return out
@@ -328,7 +340,7 @@ def _rows(results: dict[str, Any], compare: dict[str, Any]) -> list[Row]:
         )
     p = results.get("paired", {})
     if "round_ratios" in p:
-        ratio = p["median_round_ratio"]
+        low, high = p["median_ratio_90pct_interval"]
         rows += [
             Row(
                 "paired",
@@ -339,9 +351,26 @@ def _rows(results: dict[str, Any], compare: dict[str, Any]) -> list[Row]:
             Row(
                 "paired",
                 "median round ratio (latency)",
-                f"{ratio}x",
+                f"{p['median_round_ratio']}x (90% interval {low}-{high}x)",
                 "<= 1",
-                verdict(ratio <= 1),
+                interval_verdict(low, high, at_most=1.0),
+            ),
+        ]
+    t = results.get("paired-throughput", {})
+    if "round_ratios" in t:
+        low, high = t["median_ratio_90pct_interval"]
+        rows += [
+            Row(
+                "paired-tput",
+                f"jobs/s Shoal / Celery ({t['rounds']} x {t['n']} each)",
+                "  ".join(f"{s}/{c}" for s, c in t["round_jobs_per_s"]),
+            ),
+            Row(
+                "paired-tput",
+                "median round ratio (throughput)",
+                f"{t['median_round_ratio']}x (90% interval {low}-{high}x)",
+                ">= 6",
+                interval_verdict(low, high, at_least=6.0),
             ),
         ]
     return rows

@@ -1,5 +1,6 @@
-"""Shoal's and Celery's latency measured in alternating blocks, both stacks up at once, so
-that the ratio is taken in the same minutes (the machine's speed drifts more than the gap)."""
+"""Shoal's and Celery's latency and throughput measured in alternating rounds, so that each
+ratio is taken in the same minutes (the machine's speed drifts more than the gap), with an
+interval for the median ratio that says whether the rounds can tell it from the target."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench import scenarios
 from bench.celery_bench import CeleryPeer
-from bench.report import percentile, summary_ms
+from bench.report import median_interval, percentile, summary_ms
 from bench.scenarios import WARMUP, trivial
 from bench.stack import ShoalStack, StackConfig
 from shared.client import ShoalClient
@@ -51,6 +53,7 @@ async def paired_latency(
     ratios = [percentile(s, 50) / percentile(c, 50) for s, c in zip(shoal, celery, strict=True)]
     pooled_shoal = [x for block in shoal for x in block]
     pooled_celery = [x for block in celery for x in block]
+    low, high = median_interval(ratios)
     return {
         "rounds": rounds,
         "n_per_round": n,
@@ -62,5 +65,47 @@ async def paired_latency(
         ],
         "round_ratios": [round(x, 2) for x in ratios],
         "median_round_ratio": round(statistics.median(ratios), 2),
+        "median_ratio_90pct_interval": [round(low, 2), round(high, 2)],
         "pooled_p50_ratio": round(percentile(pooled_shoal, 50) / percentile(pooled_celery, 50), 2),
+    }
+
+
+async def paired_throughput(
+    workdir: Path, rounds: int, n: int, agents: int = 3, publisher: str = ""
+) -> dict[str, Any]:
+    """`rounds` rounds of `n` jobs at once on each side, who goes first alternating: Shoal's
+    on a fresh stack each round (as `throughput`), Celery's on one peer kept up throughout."""
+    peer = CeleryPeer(workdir / "celery")
+    await asyncio.to_thread(peer.start)
+    shoal: list[dict[str, Any]] = []
+    celery: list[dict[str, Any]] = []
+
+    async def shoal_round(r: int) -> None:
+        result = await scenarios.throughput(workdir / f"shoal-{r}", n, agents, None, publisher)
+        if result["completed"] != n:
+            raise RuntimeError(f"round {r}: only {result['completed']} of {n} jobs completed")
+        shoal.append(result)
+
+    try:
+        for r in range(rounds):
+            if r % 2 == 0:
+                await shoal_round(r)
+                celery.append(await asyncio.to_thread(peer.throughput, n))
+            else:
+                celery.append(await asyncio.to_thread(peer.throughput, n))
+                await shoal_round(r)
+    finally:
+        await asyncio.to_thread(peer.stop)
+    ratios = [s["jobs_per_s"] / c["tasks_per_s"] for s, c in zip(shoal, celery, strict=True)]
+    low, high = median_interval(ratios)
+    return {
+        "rounds": rounds,
+        "n": n,
+        "round_jobs_per_s": [
+            [s["jobs_per_s"], c["tasks_per_s"]] for s, c in zip(shoal, celery, strict=True)
+        ],
+        "round_ratios": [round(x, 2) for x in ratios],
+        "median_round_ratio": round(statistics.median(ratios), 2),
+        "median_ratio_90pct_interval": [round(low, 2), round(high, 2)],
+        "shoal_cpu_ms_per_job": [s["orchestrator"]["cpu_ms_per_job"] for s in shoal],
     }

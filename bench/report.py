@@ -7,6 +7,8 @@ import json
 import math
 import os
 import platform
+import random
+import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -47,6 +49,31 @@ class Row:
 
 def verdict(ok: bool | None) -> str:
     return "" if ok is None else ("met" if ok else "MISSED")
+
+
+def median_interval(
+    values: Sequence[float], level: float = 0.9, resamples: int = 4000
+) -> tuple[float, float]:
+    """A percentile-bootstrap interval for the median of `values`: the range the median of
+    rounds like these would fall in `level` of the time. Seeded, so the JSON's samples give
+    back the same interval."""
+    rng = random.Random(1)
+    medians = sorted(
+        statistics.median(rng.choices(values, k=len(values))) for _ in range(resamples)
+    )
+    cut = int((1 - level) / 2 * resamples)
+    return medians[cut], medians[resamples - 1 - cut]
+
+
+def interval_verdict(
+    low: float, high: float, *, at_most: float | None = None, at_least: float | None = None
+) -> str:
+    """met / MISSED when the whole interval is on one side of the target, else `noise`: the
+    rounds cannot tell the figure from the target."""
+    if at_most is not None:
+        return "met" if high <= at_most else ("MISSED" if low > at_most else "noise")
+    assert at_least is not None
+    return "met" if low >= at_least else ("MISSED" if high < at_least else "noise")
 
 
 def print_table(rows: Sequence[Row]) -> None:
