@@ -7,11 +7,10 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
 
 import msgspec
 
-from orchestrator.selection import Demand, NodeState
+from orchestrator.selection import Demand, NodeState, NodeTable
 from orchestrator.state import StateMirror
 from shared import subjects, wire
 from shared.bus import Bus, Message
@@ -61,8 +60,7 @@ class NodeRegistry:
         self.forget_after = 15.0
         # The scheduler's view of every node, rebuilt only for nodes that changed: building
         # it whole for each evaluation cost ~30 ms at 10,000 nodes.
-        self._states: dict[str, NodeState] = {}
-        self._view = MappingProxyType(self._states)
+        self._states = NodeTable()
         self._dirty: set[str] = set()
         self._all_dirty = True
         mirror.on_node_change = self._dirty.add
@@ -70,19 +68,19 @@ class NodeRegistry:
     # ---- views for the scheduler and the API ---------------------------------------------------
 
     def states(self) -> Mapping[str, NodeState]:
-        """Every registered node as the scheduler sees it: the registry's own table, read
-        only, so read it before the next await (a copy cost ~0.2 ms at 10,000 nodes)."""
+        """Every registered node as the scheduler sees it: the registry's own table, to read
+        before the next await and never change (a copy cost ~0.2 ms at 10,000 nodes)."""
         if self._all_dirty:
             self._dirty.update(self._mirror.nodes, self._states)
             self._all_dirty = False
         for node_id in self._dirty:
             versioned = self._mirror.nodes.get(node_id)
             if versioned is None:
-                self._states.pop(node_id, None)
+                self._states.remove(node_id)
             else:
-                self._states[node_id] = self._state_of(node_id, versioned.value)
+                self._states.put(self._state_of(node_id, versioned.value))
         self._dirty.clear()
-        return self._view
+        return self._states
 
     def _state_of(self, node_id: str, rec: wire.NodeRecord) -> NodeState:
         live = self._live.get(node_id)

@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from orchestrator.selection import Demand, NodeState, Selection, select
+from orchestrator.selection import Demand, NodeState, Selection, listed, select
 from shared import wire
 from shared.spec import JobSpec
 
@@ -173,12 +173,13 @@ def _place(
     Neither copies nor walks the fleet in Python: nodes placed on in this plan are looked up
     in `taken` (with what they took subtracted), and `select` samples a large fleet."""
     taken: dict[str, NodeState] = {}
+    pool = listed(ctx.nodes)
     failed: Selection | None = None
     for partition, attempt, avoid in wanted:
         refused = ctx.refused.get(partition, frozenset())
         skip = refused | {n for n, c in spread.items() if c} if distinct else refused
         chosen = select(
-            ctx.nodes.values(),
+            pool,
             ctx.spec,
             spread=spread,
             avoid=avoid,

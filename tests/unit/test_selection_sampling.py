@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 
 from orchestrator.scheduler import Context, schedule
-from orchestrator.selection import SAMPLE, SAMPLE_ABOVE, select
+from orchestrator.selection import SAMPLE, SAMPLE_ABOVE, NodeTable, select
 from tests.unit.test_scheduler import NOW, job, node, spec
 
 
@@ -54,3 +55,35 @@ def test_a_batch_job_on_a_large_fleet_spreads_its_partitions() -> None:
     plan = schedule(Context(job(s), s, [], nodes, NOW))
     assert len(plan.place) == 20
     assert len({p.node_id for p in plan.place}) == 20
+
+
+def test_the_node_table_keeps_its_list_and_its_index_in_step() -> None:
+    # The registry's table: random puts, replacements and removals, checked against a dict.
+    rng = random.Random(7)
+    table, truth = NodeTable(), {}
+    for step in range(3_000):
+        node_id = f"n{rng.randrange(60)}"
+        if rng.random() < 0.3:
+            table.remove(node_id)
+            truth.pop(node_id, None)
+        else:
+            state = node(node_id, cpu=step)
+            table.put(state)
+            truth[node_id] = state
+        assert dict(table) == truth
+        assert sorted(table.listed(), key=lambda n: n.id) == sorted(
+            truth.values(), key=lambda n: n.id
+        )
+        assert list(table.values()) == list(truth.values()) and len(table) == len(truth)
+
+
+def test_a_plan_on_the_registry_table_samples_it_and_sees_what_it_placed() -> None:
+    # Two tasks that each need half of the only fitting node's CPU, on a sampled fleet.
+    table = NodeTable()
+    for i in range(500):
+        table.put(node(f"w{i}", engines=("wasm",)))
+    table.put(node("a", cpu=2000))
+    s = spec(Count=3, task={"Resources": {"CPU": "1"}})
+    plan = schedule(Context(job(s), s, [], table, NOW))
+    assert [p.node_id for p in plan.place] == ["a", "a"]
+    assert plan.state == "Queued"
