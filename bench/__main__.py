@@ -304,7 +304,8 @@ def _rows(results: dict[str, Any], compare: dict[str, Any]) -> list[Row]:
                 Row(
                     f"fleet {k}",
                     f"{j['burst']} jobs at once",
-                    f"{j['burst_jobs_per_s']} jobs/s ({j['burst_completed']} completed)",
+                    f"{j['burst_jobs_per_s']} jobs/s ({j['burst_completed']} completed, "
+                    f"orchestrator {j.get('burst_cpu_ms_per_job', '?')} ms CPU/job)",
                 ),
             ]
     if "daemon" in results:

@@ -442,7 +442,7 @@ async def fleet_one(
                 listing = {"ok": False, "error": str(exc)[:300]}
 
             detection = await _silence_detection(stack, probes)
-            jobs = await _jobs_on_fleet(client)
+            jobs = await _jobs_on_fleet(client, stack)
         finally:
             await probes.stop()
             await probe_bus.close()
@@ -473,6 +473,9 @@ async def fleet_one(
         "silence_detected_s": [round(d, 2) for d in detection],
         "jobs": jobs,
     }
+    # The burst's orchestrator CPU above what the heartbeats alone cost in the window.
+    burst_cpu = jobs.pop("burst_cpu_s") - orch["cpu_share"] * jobs.pop("burst_wall_s")
+    jobs["burst_cpu_ms_per_job"] = round(burst_cpu * 1000 / max(jobs["burst_completed"], 1), 2)
     if profiler is not None and profile is not None:
         out["profile"] = hot_spots(profile)
         print_hot_spots(f"orchestrator with {k} heartbeating nodes", out["profile"])
@@ -480,7 +483,7 @@ async def fleet_one(
 
 
 async def _jobs_on_fleet(
-    client: ShoalClient, sequential: int = 20, burst: int = 200
+    client: ShoalClient, stack: ShoalStack, sequential: int = 20, burst: int = 200
 ) -> dict[str, Any]:
     """Trivial jobs scheduled onto the whole fleet: each evaluation sees every node."""
     spec = trivial()
@@ -501,11 +504,13 @@ async def _jobs_on_fleet(
 
     sub = await client.bus.subscribe(subjects.EVENTS_SUBJECTS, on_event)
     await client.bus.flush()
+    before = stack.orchestrator_usage()
     t0 = time.perf_counter()
     ids = await asyncio.gather(*(client.submit(spec) for _ in range(burst)))
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(all_ended.wait(), 120)
     elapsed = time.perf_counter() - t0
+    after = stack.orchestrator_usage()
     await sub.unsubscribe()
     done = len(ended & set(ids))
     return {
@@ -513,6 +518,8 @@ async def _jobs_on_fleet(
         "burst": burst,
         "burst_completed": done,
         "burst_jobs_per_s": round(done / elapsed, 1),
+        "burst_cpu_s": after.cpu - before.cpu,
+        "burst_wall_s": after.at - before.at,
     }
 
 
