@@ -22,7 +22,7 @@ from compute.logs import LogShipper
 from compute.publish_remote import IPFSPublisher, S3Publisher
 from compute.publishers import LocalPublisher, NatsPublisher, NoopPublisher, Publisher
 from shared import ipfs, subjects, trace, wire
-from shared.bus import Bus, Message
+from shared.bus import Bus, Message, Subscription
 from shared.errors import InvalidSpec, ShoalError
 from shared.lifecycle import Service, Supervisor
 from shared.spec import JobSpec, spec_from_canonical
@@ -128,7 +128,7 @@ class ComputeAgent(Service):
         self._hello_done = asyncio.Event()
         self.heartbeat_interval = config.heartbeat_interval  # the orchestrator may override
         self._stopping = False
-        self._subs: list[object] = []
+        self._subs: list[Subscription] = []
 
     # ---- lifecycle ---------------------------------------------------------------------------
 

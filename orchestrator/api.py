@@ -17,7 +17,7 @@ from orchestrator.history import History
 from orchestrator.registry import NodeRegistry
 from orchestrator.state import StateMirror
 from shared import subjects, trace, wire
-from shared.bus import Bus, Message
+from shared.bus import Bus, Message, Subscription
 from shared.errors import Conflict, InvalidSpec, NotFound, ShoalError
 from shared.spec import JobSpec, load_spec, spec_from_canonical, spec_from_data
 from shared.views import execution_view, job_view
@@ -41,6 +41,7 @@ class Api:
         submitted: Callable[[wire.JobRecord, JobSpec], bool] | None = None,
     ) -> None:
         self._submitted = submitted
+        self._subscription: Subscription | None = None
         self._bus = bus
         self._mirror = mirror
         self._registry = registry
@@ -66,9 +67,18 @@ class Api:
     async def start(self) -> None:
         self._versions = await self._bus.kv(subjects.JOB_VERSIONS_BUCKET)
         # Requests are independent: handle many at once (each waits on NATS round trips).
-        await self._bus.subscribe(
+        self._subscription = await self._bus.subscribe(
             f"{subjects.API_PREFIX}.>", self._dispatch, queue=subjects.API_QUEUE, concurrency=64
         )
+
+    async def drain(self, timeout: float) -> None:
+        """Stop taking requests (the queue group hands new ones to the other orchestrators)
+        and answer the ones already taken: a submit cut off between its job's write and its
+        history's first line would leave a job whose history does not say it was submitted.
+        Idempotent."""
+        subscription, self._subscription = self._subscription, None
+        if subscription is not None and not await subscription.drain(timeout):
+            log.warning("API requests still unanswered after %.0fs of stopping", timeout)
 
     async def _dispatch(self, msg: Message) -> None:
         verb = msg.subject[len(subjects.API_PREFIX) + 1 :]

@@ -38,6 +38,8 @@ class OrchestratorConfig:
     # 8 at once, 2,000 jobs submitted together completed at 480 jobs/s, with 32 at 610.
     workers: int = 32
     lease_ttl: float = 5.0
+    # How long stop() waits for the API requests already taken to be answered.
+    drain_timeout: float = 5.0
     name: str = ""
     events_max_age: float = 30 * 24 * 3600.0
 
@@ -179,7 +181,9 @@ class Orchestrator(Service):
                     self.broker.trigger(job.id, job.priority)
 
     async def stop(self) -> None:
-        """Idempotent; safe before start. Hands the lease over rather than letting it expire."""
+        """Idempotent; safe before start. Answers the API requests it has taken, then hands
+        the lease over rather than letting it expire."""
+        await self.api.drain(self.config.drain_timeout)
         await self._leading.stop()
         await self._children.stop()
         with contextlib.suppress(ShoalError):

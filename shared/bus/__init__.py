@@ -23,7 +23,16 @@ from nats.aio.msg import Msg
 
 from shared.bus._credentials import creds_options
 from shared.bus._errors import _Refused, map_nats_errors
-from shared.bus._handles import KV, Entry, Handler, Inbox, Message, ObjectStore, StreamMessage
+from shared.bus._handles import (
+    KV,
+    Entry,
+    Handler,
+    Inbox,
+    Message,
+    ObjectStore,
+    StreamMessage,
+    Subscription,
+)
 from shared.bus._pullsource import _PullSource
 from shared.bus._replies import Replies
 from shared.errors import ShoalError, Unavailable
@@ -38,6 +47,7 @@ __all__ = [
     "Message",
     "ObjectStore",
     "StreamMessage",
+    "Subscription",
     "creds_options",
     "map_nats_errors",
 ]
@@ -165,10 +175,11 @@ class Bus:
 
     async def subscribe(
         self, subject: str, handler: Handler, queue: str = "", *, concurrency: int = 1
-    ) -> Any:
+    ) -> Subscription:
         """Call `handler` for each message: in order, one at a time, or with `concurrency`
         > 1 up to that many at once (request-reply handlers that wait on NATS themselves)."""
         slots = asyncio.Semaphore(concurrency)
+        running: set[asyncio.Task[None]] = set()
 
         async def guarded(message: Message) -> None:
             try:
@@ -191,18 +202,19 @@ class Bus:
             await slots.acquire()  # back-pressure: the subscription waits for a free slot
             task = asyncio.get_running_loop().create_task(in_slot(message))
             self._inflight.add(task)
+            running.add(task)
             task.add_done_callback(self._inflight.discard)
+            task.add_done_callback(running.discard)
 
         with map_nats_errors(f"subscribe {subject}"):
             sub = await self._nc.subscribe(
                 subject, queue=queue, cb=callback, pending_msgs_limit=1_000_000
             )
         self._subs.append(sub)
-        return sub
+        return Subscription(sub, running)
 
-    async def unsubscribe(self, sub: Any) -> None:
-        with contextlib.suppress(Exception):  # already gone with the connection
-            await sub.unsubscribe()
+    async def unsubscribe(self, sub: Subscription) -> None:
+        await sub.unsubscribe()
 
     async def subscription(self, subject: str) -> Inbox:
         """A subscription read with `await inbox.next(timeout)`; live once this returns."""

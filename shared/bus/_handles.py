@@ -120,6 +120,32 @@ class Inbox:
             await self._sub.unsubscribe()
 
 
+class Subscription:
+    """A handler subscription (`Bus.subscribe`)."""
+
+    def __init__(self, sub: Any, running: set[asyncio.Task[None]]) -> None:
+        self._sub = sub
+        self._running = running  # its handlers now running (concurrency > 1)
+
+    async def unsubscribe(self) -> None:
+        with contextlib.suppress(Exception):  # already gone with the connection
+            await self._sub.unsubscribe()
+
+    async def drain(self, timeout: float) -> bool:
+        """Take no more messages, hand on those already received, and wait for the handlers
+        still running; False if they had not all finished within `timeout` seconds."""
+        try:
+            async with asyncio.timeout(timeout):
+                with contextlib.suppress(Exception):  # the connection is gone: nothing to hand on
+                    await self._sub.drain()
+                while self._running:
+                    await asyncio.wait(set(self._running))
+        except TimeoutError:
+            await self.unsubscribe()
+            return False
+        return True
+
+
 def _wake(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
