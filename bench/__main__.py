@@ -341,7 +341,6 @@ def _rows(results: dict[str, Any], compare: dict[str, Any]) -> list[Row]:
         )
     p = results.get("paired", {})
     if "round_ratios" in p:
-        low, high = p["median_ratio_90pct_interval"]
         rows += [
             Row(
                 "paired",
@@ -349,32 +348,33 @@ def _rows(results: dict[str, Any], compare: dict[str, Any]) -> list[Row]:
                 f"{p['shoal']['p50_ms']} / {p['celery']['p50_ms']} ms",
             ),
             Row("paired", "round ratios", " ".join(f"{r}x" for r in p["round_ratios"])),
-            Row(
-                "paired",
-                "median round ratio (latency)",
-                f"{p['median_round_ratio']}x (90% interval {low}-{high}x)",
-                "<= 1",
-                interval_verdict(low, high, at_most=1.0),
-            ),
+            _median_row("paired", "latency", p, "<= 1", at_most=1.0),
         ]
     t = results.get("paired-throughput", {})
     if "round_ratios" in t:
-        low, high = t["median_ratio_90pct_interval"]
         rows += [
             Row(
                 "paired-tput",
                 f"jobs/s Shoal / Celery ({t['rounds']} x {t['n']} each)",
                 "  ".join(f"{s}/{c}" for s, c in t["round_jobs_per_s"]),
             ),
-            Row(
-                "paired-tput",
-                "median round ratio (throughput)",
-                f"{t['median_round_ratio']}x (90% interval {low}-{high}x)",
-                ">= 6",
-                interval_verdict(low, high, at_least=6.0),
-            ),
+            _median_row("paired-tput", "throughput", t, ">= 6", at_least=6.0),
         ]
     return rows
+
+
+def _median_row(
+    scenario: str, what: str, paired: dict[str, Any], target: str, **bound: float
+) -> Row:
+    """A paired scenario's median round ratio, its interval, and the verdict on `bound`."""
+    low, high = paired["median_ratio_90pct_interval"]
+    return Row(
+        scenario,
+        f"median round ratio ({what})",
+        f"{paired['median_round_ratio']}x (90% interval {low}-{high}x)",
+        target,
+        interval_verdict(low, high, **bound),
+    )
 
 
 def _commit() -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from bench.profile import hot_spots
+from bench.report import interval_verdict, median_interval
 from bench.timeline import timeline
 
 REPO = Path(__file__).resolve().parents[2]
@@ -127,3 +129,17 @@ def test_micro_benchmarks_run(module: str, line: str) -> None:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert re.search(line, done.stdout), done.stdout
+
+
+def test_a_paired_verdict_needs_the_whole_interval_on_one_side() -> None:
+    assert median_interval([1.02] * 6) == (1.02, 1.02)
+    ratios = [0.91, 0.97, 1.0, 1.03, 1.08, 1.2, 0.95, 1.01]
+    low, high = median_interval(ratios)
+    assert low < statistics.median(ratios) < high
+    assert (low, high) == median_interval(ratios)  # seeded: a run's JSON gives it back
+    assert interval_verdict(0.9, 0.99, at_most=1.0) == "met"
+    assert interval_verdict(0.97, 1.15, at_most=1.0) == "noise"
+    assert interval_verdict(1.01, 1.2, at_most=1.0) == "MISSED"
+    assert interval_verdict(6.1, 7.0, at_least=6.0) == "met"
+    assert interval_verdict(5.5, 6.5, at_least=6.0) == "noise"
+    assert interval_verdict(1.9, 2.4, at_least=6.0) == "MISSED"
