@@ -13,7 +13,7 @@ import msgspec
 from orchestrator.selection import Demand, NodeState, NodeTable
 from orchestrator.state import StateMirror
 from shared import subjects, wire
-from shared.bus import Bus, Message
+from shared.bus import Bus, Message, Subscription
 from shared.errors import Conflict, ShoalError
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,7 @@ class NodeRegistry:
         # the leader's writes, so it would take executions just placed for strays.
         self._leading = leading
         self._lock = asyncio.Lock()
+        self._subscriptions: list[Subscription] = []
         self.forget_after = 15.0
         # The scheduler's view of every node, rebuilt only for nodes that changed: building
         # it whole for each evaluation cost ~30 ms at 10,000 nodes.
@@ -143,8 +144,18 @@ class NodeRegistry:
     async def start(self) -> None:
         # Hellos go to one orchestrator (they write KV); heartbeats to all, so a follower
         # that becomes leader already knows who is alive.
-        await self._bus.subscribe(subjects.ALL_HELLOS, self._hello, queue=subjects.API_QUEUE)
-        await self._bus.subscribe(subjects.ALL_HEARTBEATS, self._heartbeat)
+        self._subscriptions = [
+            await self._bus.subscribe(subjects.ALL_HELLOS, self._hello, queue=subjects.API_QUEUE),
+            await self._bus.subscribe(subjects.ALL_HEARTBEATS, self._heartbeat),
+        ]
+
+    async def drain(self, timeout: float) -> None:
+        """Take no more hellos (the queue group hands them to the other orchestrators) nor
+        heartbeats, and finish the ones taken. Idempotent."""
+        subscriptions, self._subscriptions = self._subscriptions, []
+        for subscription in subscriptions:
+            if not await subscription.drain(timeout):
+                log.warning("node hellos still unanswered after %.0fs of stopping", timeout)
 
     async def _hello(self, msg: Message) -> None:
         try:

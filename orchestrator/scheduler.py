@@ -166,7 +166,6 @@ def _place(
     plan: Plan,
     wanted: list[tuple[int, int, frozenset[str]]],
     spread: Counter[str],
-    distinct: bool = False,
 ) -> Selection | None:
     """Place (partition, attempt, avoid) items; returns the last failed selection, if any.
 
@@ -177,14 +176,13 @@ def _place(
     failed: Selection | None = None
     for partition, attempt, avoid in wanted:
         refused = ctx.refused.get(partition, frozenset())
-        skip = refused | {n for n, c in spread.items() if c} if distinct else refused
         chosen = select(
             pool,
             ctx.spec,
             spread=spread,
             avoid=avoid,
             sample=True,
-            skip=skip,
+            skip=refused,
             overlay=taken,
         )
         if not chosen.fit:

@@ -181,9 +181,10 @@ class Orchestrator(Service):
                     self.broker.trigger(job.id, job.priority)
 
     async def stop(self) -> None:
-        """Idempotent; safe before start. Answers the API requests it has taken, then hands
-        the lease over rather than letting it expire."""
+        """Idempotent; safe before start. Answers the API requests and node hellos it has
+        taken (and takes no more), then hands the lease over rather than letting it expire."""
         await self.api.drain(self.config.drain_timeout)
+        await self.registry.drain(self.config.drain_timeout)
         await self._leading.stop()
         await self._children.stop()
         with contextlib.suppress(ShoalError):

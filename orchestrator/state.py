@@ -129,9 +129,14 @@ class StateMirror:
         self.jobs[record.id] = Versioned(record, revision)
         self.by_name[(record.namespace, record.name)] = record.id
         # Jobs that may fit somewhere new when a node joins or capacity frees up: kept as
-        # an index so that event costs O(waiting jobs), not O(every job ever submitted).
-        if record.state == "Queued" or (
-            record.type == "daemon" and record.state not in wire.TERMINAL_JOB_STATES
+        # an index so that event costs O(waiting jobs), not O(every job ever submitted). A
+        # batch job waiting for room for some partitions while others run is `Running` with
+        # `queued_since` set: nothing else would wake it when room frees up.
+        live = record.state not in wire.TERMINAL_JOB_STATES
+        if (
+            record.state == "Queued"
+            or (record.queued_since and live)
+            or (record.type == "daemon" and live)
         ):
             self.waiting.add(record.id)
         else:

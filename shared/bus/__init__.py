@@ -65,7 +65,6 @@ class Bus:
         self._js = nc.jetstream()
         self._replies = Replies(nc)
         self.replicas = replicas
-        self._subs: list[Any] = []
         self._inflight: set[asyncio.Task[None]] = set()  # concurrent handlers, cancelled on close
 
     @classmethod
@@ -210,7 +209,6 @@ class Bus:
             sub = await self._nc.subscribe(
                 subject, queue=queue, cb=callback, pending_msgs_limit=1_000_000
             )
-        self._subs.append(sub)
         return Subscription(sub, running)
 
     async def unsubscribe(self, sub: Subscription) -> None:

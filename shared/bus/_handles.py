@@ -132,18 +132,32 @@ class Subscription:
             await self._sub.unsubscribe()
 
     async def drain(self, timeout: float) -> bool:
-        """Take no more messages, hand on those already received, and wait for the handlers
-        still running; False if they had not all finished within `timeout` seconds."""
+        """Take no more messages, handle those already received, and wait for the handlers
+        still running; False if they had not all finished within `timeout` seconds, in
+        which case (or if cancelled) the rest is dropped and the handlers cancelled."""
         try:
             async with asyncio.timeout(timeout):
-                with contextlib.suppress(Exception):  # the connection is gone: nothing to hand on
+                with contextlib.suppress(Exception):  # the connection is gone: nothing to handle
                     await self._sub.drain()
                 while self._running:
                     await asyncio.wait(set(self._running))
         except TimeoutError:
-            await self.unsubscribe()
+            self._abandon()
             return False
+        except BaseException:
+            self._abandon()
+            raise
         return True
+
+    def _abandon(self) -> None:
+        # nats-py's drain, cut short, has marked the subscription closed (so unsubscribe()
+        # refuses) but left it registered with its task still handling what had arrived,
+        # and resubscribed after a reconnect: take it out by hand.
+        sub = self._sub
+        sub._stop_processing()
+        sub._conn._remove_sub(sub._id)
+        for task in self._running:
+            task.cancel()
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:

@@ -6,7 +6,7 @@ import asyncio
 import uuid
 from pathlib import Path
 
-from shared import wire
+from shared import subjects, wire
 from shared.client import ShoalClient
 from shared.errors import Unavailable
 from shared.natsserver import EmbeddedNats
@@ -50,3 +50,24 @@ async def test_submits_taken_before_a_stop_are_answered_and_each_history_says_so
 
 def _nobody(error: Exception) -> bool:
     return "nobody is listening" in str(error)
+
+
+async def test_a_stopped_orchestrator_takes_no_requests_and_no_hellos(
+    nats_server: EmbeddedNats, tmp_path: Path
+) -> None:
+    # Its connection still open (a process on its way out): the queue group must hand these
+    # to another orchestrator, so none may be taken here, to be answered from a stopped mirror.
+    s = Stack(nats_server.url, tmp_path)
+    try:
+        orchestrator = await s.start_orchestrator()
+        await orchestrator.stop()
+        probe = orchestrator.bus
+        for subject in (subjects.api("job.list"), subjects.ALL_HELLOS.replace("*", "n-1")):
+            try:
+                await probe.request(subject, b"{}", timeout=2.0)
+            except Unavailable as exc:
+                assert _nobody(exc), exc
+            else:
+                raise AssertionError(f"a stopped orchestrator answered on {subject}")
+    finally:
+        await s.close()

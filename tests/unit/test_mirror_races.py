@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
+import msgspec
+
 from orchestrator.state import StateMirror
 from shared import subjects, wire
 from shared.bus import Entry
@@ -50,3 +52,18 @@ async def test_a_create_ack_still_lands_when_nothing_came_first() -> None:
     await mirror.create_execution(OFFERED)
     assert mirror.executions["e-1"].revision == 7
     assert not mirror.creating("e-1")
+
+
+def test_a_running_job_that_waits_for_room_is_woken_when_room_frees_up() -> None:
+    # Some partitions run, the others wait for a node (Running, with queued_since): the
+    # index of waiting jobs is what the orchestrator re-triggers when capacity frees up.
+    mirror = StateMirror(None)  # type: ignore[arg-type]
+    job = wire.JobRecord(
+        id="j-1", name="j", namespace="default", type="batch", spec=wire.NULL, state="Running"
+    )
+    mirror._set_job(job, 1)
+    assert "j-1" not in mirror.waiting
+    mirror._set_job(msgspec.structs.replace(job, queued_since=100.0), 2)
+    assert "j-1" in mirror.waiting
+    mirror._set_job(msgspec.structs.replace(job, queued_since=100.0, state="Completed"), 3)
+    assert "j-1" not in mirror.waiting
