@@ -30,6 +30,9 @@ from shared.spec.params import DockerParams
 
 log = logging.getLogger(__name__)
 
+BUSY_RESOURCES = "not enough free resources on this node right now"
+BUSY_SLOTS = "all execution slots are busy"
+
 _ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
 
 
@@ -310,9 +313,9 @@ class ComputeAgent(Service):
             or r.memory_bytes > free.memory_bytes
             or r.gpus > free.gpus
         ):
-            return "not enough free resources on this node right now"
+            return BUSY_RESOURCES
         if free.executions and len(self._running) >= free.executions:
-            return "all execution slots are busy"
+            return BUSY_SLOTS
         return None
 
     async def on_bid(self, msg: Message) -> None:
@@ -332,9 +335,9 @@ class ComputeAgent(Service):
         if reason is None and not known:
             self._launch(order, spec)
             trace.mark("agent.launched", order.job_id)
-        await self.bus.respond(
-            msg, wire.encode(wire.BidReply(accepted=reason is None, reason=reason or ""))
-        )
+        busy = reason in (BUSY_RESOURCES, BUSY_SLOTS)
+        reply = wire.BidReply(accepted=reason is None, reason=reason or "", busy=busy)
+        await self.bus.respond(msg, wire.encode(reply))
 
     def _publisher_for(self, spec: JobSpec) -> Publisher | None:
         """The task's publisher. With none named and no ResultPaths there is nothing beyond
@@ -440,10 +443,15 @@ class ComputeAgent(Service):
                 )
             )
         finally:
-            ended = self._running.pop(order.execution_id, None)
-            if ended is not None:
-                self._use(ended.demand, -1)
-            self._finished[order.execution_id] = time.time()
+            self._release(order.execution_id)
+
+    def _release(self, execution_id: str) -> None:
+        """The execution no longer holds its room here (idempotent)."""
+        ended = self._running.pop(execution_id, None)
+        if ended is not None:
+            self._use(ended.demand, -1)
+        if execution_id not in self._finished:
+            self._finished[execution_id] = time.time()
             if len(self._finished) > 10_000:
                 cutoff = sorted(self._finished.values())[5_000]
                 self._finished = {k: v for k, v in self._finished.items() if v > cutoff}
@@ -470,7 +478,13 @@ class ComputeAgent(Service):
         await self.bus.respond(msg, wire.encode(reply))
 
     async def _report(self, update: wire.ExecutionUpdate) -> None:
-        """Durable, deduplicated by (execution, state); retried until NATS takes it."""
+        """Durable, deduplicated by (execution, state); retried until NATS takes it.
+
+        An execution's room is given back before its end is reported: the orchestrator
+        offers that room to a waiting job as soon as it applies the report, and the offer
+        could otherwise reach this node before the room is free here."""
+        if update.state in wire.TERMINAL_COMPUTE_STATES:
+            self._release(update.execution_id)
         delay = 0.1
         msg_id = f"{update.execution_id}:{update.state}"
         trace.mark(f"agent.reporting-{update.state}", update.job_id)

@@ -82,9 +82,12 @@ class Planner:
                 return
             now = time.time()
             executions = self._mirror.executions_of(job_id)
+            busy: set[str] = set()
             for e in executions:  # recently refused bids are not retried on the same node
                 if e.compute_state == "rejected" and now - e.updated_at < REFUSAL_MEMORY:
                     refused.setdefault(e.partition, set()).add(e.node_id)
+                    if e.retryable:
+                        busy.add(e.node_id)
                     self._later(job_id, e.updated_at + REFUSAL_MEMORY)
             ctx = Context(
                 job,
@@ -93,6 +96,7 @@ class Planner:
                 self._registry.states(),
                 now,
                 {p: frozenset(n) for p, n in refused.items()},
+                frozenset(busy),
             )
             plan = schedule(ctx)
             try:
@@ -181,6 +185,27 @@ class Planner:
             spec=job.spec,
         )
         trace.mark("planner.offering", job.id)
+        # The node's room is held from the offer on, not from its acceptance: evaluations of
+        # other jobs running meanwhile (a queue woken by freed room) then see it taken rather
+        # than all offering it to the same node, which would decline all but one.
+        self._registry.reserve(placement.node_id, record.id, Demand.of(spec))
+        try:
+            outcome = await self._offer_reserved(job, spec, placement, record, order)
+        except BaseException:
+            self._registry.release(placement.node_id, record.id)
+            raise
+        if outcome != "taken":
+            self._registry.release(placement.node_id, record.id)
+        return outcome
+
+    async def _offer_reserved(
+        self,
+        job: wire.JobRecord,
+        spec: JobSpec,
+        placement: Placement,
+        record: wire.ExecutionRecord,
+        order: wire.ExecutionOrder,
+    ) -> Offered:
         # The create in a task of its own, the bid in this one: the create registers itself
         # (`creating()`) before the bid's bytes leave, so no report can overtake it.
         creating = asyncio.ensure_future(self._mirror.create_execution(record))
@@ -208,7 +233,6 @@ class Planner:
                 await self.cancel_on_node(placement.node_id, record.id, "its record was not stored")
             raise created
         if reply.accepted:
-            self._registry.reserve(placement.node_id, record.id, Demand.of(spec))
             await self._history.execution(
                 record,
                 f"placed on {placement.node_id} (partition {placement.partition}, "
@@ -224,6 +248,7 @@ class Planner:
                 compute_state="rejected",
                 desired_state="stopped",
                 error=reply.reason,
+                retryable=reply.busy,  # declined for want of room now: the job may wait
                 updated_at=time.time(),
             )
             try:
@@ -261,7 +286,7 @@ class Planner:
             )
             return wire.decode(raw, wire.BidReply, what="bid reply")
         except ShoalError as exc:
-            return wire.BidReply(accepted=False, reason=f"no answer to the bid ({exc})")
+            return wire.BidReply(accepted=False, reason=f"no answer to the bid ({exc})", busy=True)
 
     async def _set_job_state(self, job: wire.JobRecord, plan: Plan, now: float) -> None:
         known = self._mirror.job(job.id)

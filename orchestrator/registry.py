@@ -42,6 +42,7 @@ class NodeRegistry:
         on_node_ready: Callable[[str], None] = lambda node_id: None,
         on_node_lost: Callable[[str], None] = lambda node_id: None,
         on_stale: Callable[[str, list[str]], None] = lambda node_id, ids: None,
+        on_room: Callable[[str], None] = lambda node_id: None,
         leading: Callable[[], bool] = lambda: True,
     ) -> None:
         self._bus = bus
@@ -53,6 +54,7 @@ class NodeRegistry:
         self._on_node_ready = on_node_ready
         self._on_node_lost = on_node_lost
         self._on_stale = on_stale
+        self._on_room = on_room
         # Only the leader reconciles what nodes run against state: a follower's mirror trails
         # the leader's writes, so it would take executions just placed for strays.
         self._leading = leading
@@ -258,11 +260,13 @@ class NodeRegistry:
         now = time.time()
         live = self._live.get(node_id)
         running = frozenset(beat.running)
+        roomier = False
         if live is None:
             live = self._live[node_id] = Liveness(now, beat.free, running, beat.boot_id)
             self._dirty.add(node_id)
         elif live.free != beat.free or live.running != running:
             self._dirty.add(node_id)
+            roomier = _roomier(beat.free, live.free) or bool(live.running - running)
         live.last_seen, live.free, live.running = now, beat.free, running
         for exec_id, (_, at) in list(live.reserved.items()):
             if exec_id in running or now - at > 2 * self.heartbeat_interval + 1:
@@ -273,6 +277,8 @@ class NodeRegistry:
             self._on_node_ready(node_id)
         if not self._leading():
             return
+        if roomier:  # room a job may be waiting for, beyond what a report already freed
+            self._on_room(node_id)
         unwanted = [i for i in running if not self._wanted(i, node_id)]
         # Offered long ago and still not running there: the offer (or the node's memory of
         # it) was lost, e.g. when an orchestrator died mid-bid.
@@ -350,3 +356,12 @@ class NodeRegistry:
             self._on_node_ready(node_id)
             return record
         raise Conflict(f"node {node_id} kept changing; try again")
+
+
+def _roomier(now: wire.Capacity, before: wire.Capacity) -> bool:
+    return (
+        now.cpu_millis > before.cpu_millis
+        or now.memory_bytes > before.memory_bytes
+        or now.gpus > before.gpus
+        or now.executions > before.executions
+    )

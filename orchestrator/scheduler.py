@@ -56,6 +56,7 @@ class Context:
     nodes: Mapping[str, NodeState]  # may be the registry's own table: read, never kept
     now: float
     refused: dict[int, frozenset[str]] = field(default_factory=dict)  # partition -> nodes
+    declined_busy: frozenset[str] = frozenset()  # of those, the ones that had no room then
 
 
 def backoff(failures: int) -> float:
@@ -187,7 +188,9 @@ def _place(
         )
         if not chosen.fit:
             for node_id in refused:
-                chosen.reasons[node_id] = "declined the bid"
+                # A node that declined for want of room is busy: the job waits for it.
+                busy = node_id in ctx.declined_busy
+                chosen.reasons[node_id] = "busy: declined the bid" if busy else "declined the bid"
             failed = chosen
             continue
         node = chosen.fit[0]

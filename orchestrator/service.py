@@ -77,6 +77,7 @@ class Orchestrator(Service):
             on_node_ready=self._node_changed,
             on_node_lost=self._node_lost,
             on_stale=self._stale,
+            on_room=self._trigger_room_waiting,
             leading=lambda: self.leading,
         )
         self.broker = EvalBroker(bus, self._evaluate, workers=self.config.workers)
@@ -207,6 +208,14 @@ class Orchestrator(Service):
     def _trigger_waiting(self) -> None:
         """Jobs that may now fit somewhere: queued ones, and daemons (which go everywhere)."""
         for job_id in list(self.mirror.waiting):
+            job = self.mirror.job(job_id)
+            if job is not None:
+                self.broker.trigger(job.id, job.priority)
+
+    def _trigger_room_waiting(self, node_id: str) -> None:
+        """A heartbeat shows more room on `node_id`: the jobs that wait for room may fit
+        (daemons wait for nodes, not room: they are not evaluated again for this)."""
+        for job_id in list(self.mirror.waiting_for_room):
             job = self.mirror.job(job_id)
             if job is not None:
                 self.broker.trigger(job.id, job.priority)

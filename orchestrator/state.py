@@ -43,6 +43,7 @@ class StateMirror:
         self.by_job: dict[str, set[str]] = defaultdict(set)
         self.by_node: dict[str, set[str]] = defaultdict(set)
         self.waiting: set[str] = set()
+        self.waiting_for_room: set[str] = set()  # of those, the jobs that wait for capacity
         self.by_name: dict[tuple[str, str], str] = {}  # (namespace, name) -> job id
         self.nodes: dict[str, Versioned[wire.NodeRecord]] = {}
         self._creating: dict[str, asyncio.Future[None]] = {}
@@ -133,11 +134,11 @@ class StateMirror:
         # batch job waiting for room for some partitions while others run is `Running` with
         # `queued_since` set: nothing else would wake it when room frees up.
         live = record.state not in wire.TERMINAL_JOB_STATES
-        if (
-            record.state == "Queued"
-            or (record.queued_since and live)
-            or (record.type == "daemon" and live)
-        ):
+        if record.state == "Queued" or (record.queued_since and live):
+            self.waiting_for_room.add(record.id)
+        else:
+            self.waiting_for_room.discard(record.id)
+        if record.id in self.waiting_for_room or (record.type == "daemon" and live):
             self.waiting.add(record.id)
         else:
             self.waiting.discard(record.id)
@@ -145,6 +146,7 @@ class StateMirror:
     def _forget_job(self, job_id: str) -> None:
         gone = self.jobs.pop(job_id, None)
         self.waiting.discard(job_id)
+        self.waiting_for_room.discard(job_id)
         if gone is not None:
             self.by_name.pop((gone.value.namespace, gone.value.name), None)
 

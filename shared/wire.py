@@ -138,6 +138,7 @@ class ResultChunkRequest(Wire):
 class BidReply(Wire):
     accepted: bool
     reason: str = ""
+    busy: bool = False  # declined for want of room now, not for good: the job waits
 
 
 class CancelCommand(Wire, tag="cancel", tag_field="Kind"):
