@@ -24,6 +24,11 @@ async def test_jobs_waiting_for_the_only_nodes_room_all_complete(
         client = await s.client()
         try:
             views = await asyncio.gather(*(client.run(SPEC, timeout=60) for _ in range(8)))
+            assert [v.state for v in views] == ["Completed"] * 8, [v.state_message for v in views]
+            # The room is held from the offer on, so no job offered it to a node that had none.
+            executions = [e for v in views for e in await client.executions(v.id)]
+            assert [e.compute_state for e in executions] == ["completed"] * 8, [
+                (e.compute_state, e.error) for e in executions
+            ]
         finally:
             await client.close()
-    assert [v.state for v in views] == ["Completed"] * 8, [v.state_message for v in views]
