@@ -120,7 +120,8 @@ class NodeRegistry:
         )
 
     def reserve(self, node_id: str, execution_id: str, demand: Demand) -> None:
-        """Count an accepted bid against the node until its heartbeat reports it running."""
+        """Count an offer against the node (from the moment it is made) until its heartbeat
+        reports the execution running, or `release` (the offer was not taken, or it ended)."""
         live = self._live.get(node_id)
         if live is not None:
             live.reserved[execution_id] = (demand, time.time())
