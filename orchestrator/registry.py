@@ -158,7 +158,7 @@ class NodeRegistry:
         subscriptions, self._subscriptions = self._subscriptions, []
         for subscription in subscriptions:
             if not await subscription.drain(timeout):
-                log.warning("node hellos still unanswered after %.0fs of stopping", timeout)
+                log.warning("node messages still being handled after %.0fs of stopping", timeout)
 
     async def _hello(self, msg: Message) -> None:
         try:

@@ -38,7 +38,7 @@ class OrchestratorConfig:
     # 8 at once, 2,000 jobs submitted together completed at 480 jobs/s, with 32 at 610.
     workers: int = 32
     lease_ttl: float = 5.0
-    # How long stop() waits for the API requests already taken to be answered.
+    # How long stop() waits for the API requests (and then the node hellos) it has taken.
     drain_timeout: float = 5.0
     name: str = ""
     events_max_age: float = 30 * 24 * 3600.0
