@@ -294,6 +294,17 @@ class StateMirror:
             del self._creating[record.id]
             done.set_result(None)
 
+    async def refresh_execution(
+        self, job_id: str, execution_id: str
+    ) -> Versioned[wire.ExecutionRecord] | None:
+        """The execution as KV holds it now: for a record the watch may not have shown yet
+        (a new leader's mirror can trail the writes of the one before)."""
+        assert self._execs_kv is not None
+        await self._reread(
+            self._execs_kv, subjects.execution_key(job_id, execution_id), self._apply_execution
+        )
+        return self.executions.get(execution_id)
+
     def creating(self, execution_id: str) -> bool:
         return execution_id in self._creating
 

@@ -96,6 +96,8 @@ class UpdateApplier:
             await self._mirror.settled(update.execution_id)
         await self._mirror.job_settled(update.job_id)  # the job's first history line goes first
         known = self._mirror.executions.get(update.execution_id)
+        if known is None:  # the watch may trail KV: dropping this would lose the update
+            known = await self._mirror.refresh_execution(update.job_id, update.execution_id)
         if known is None or known.value.node_id != update.node_id:
             return  # not ours (or forged): nothing to apply
         record = known.value

@@ -166,6 +166,7 @@ def _wake(waiter: asyncio.Future[None]) -> None:
 
 
 _KEY = re.compile(r"[-/_=.a-zA-Z0-9]+")
+_WATCH_HEARTBEAT = 0.5  # a watch silent for two of these (1-1.5 s) is re-created
 _KV_OPERATION = "KV-Operation"
 _MARKER_REASON = "Nats-Marker-Reason"  # nats-server 2.11+: markers the server itself places
 _MARKERS = {"MaxAge": "PURGE", "Purge": "PURGE", "Remove": "DEL"}
@@ -282,6 +283,11 @@ class KV:
                 deliver_policy=jsapi.DeliverPolicy.LAST_PER_SUBJECT,
                 headers_only=meta_only,
                 inactive_threshold=30,
+                # nats-py re-creates an ordered consumer after two missed heartbeats. With its
+                # default of 5 s a watch stayed 15-20 s behind when the server holding the
+                # consumer died (a failed re-create waits for the next check): the
+                # orchestrators' mirrors, and every answer read from them, fell that far behind.
+                idle_heartbeat=_WATCH_HEARTBEAT,
             )
         try:
             with map_nats_errors(f"watch {self.bucket}/{pattern}"):

@@ -131,7 +131,9 @@ def service_problem(r: Replicas, count: int) -> str:
     if sorted(e.partition for e in r.live) != list(range(count)):
         return f"partitions {sorted(e.partition for e in r.live)}"
     if set(r.reported) != set(running):
-        return f"nodes report {sorted(r.reported.values())}, records say {len(running)}"
+        said = sorted(f"{i} on {e.node_id}" for i, e in running.items())
+        seen = sorted(f"{i} on {n}" for i, n in r.reported.items())
+        return f"nodes report {seen}, records say {said}"
     return ""
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
 import socket
@@ -16,12 +17,13 @@ import pytest
 from cli.auth import generate
 from compute.agent import AgentConfig, ComputeAgent
 from orchestrator.service import Orchestrator, OrchestratorConfig
-from shared.bus import Bus
+from shared import subjects
+from shared.bus import KV, Bus, Entry
 from shared.client import ShoalClient
 from shared.errors import ShoalError
 from shared.natsserver import EmbeddedNats
 from tests.conftest import eventually
-from tests.e2e.jetstream_state import STATE, led_without
+from tests.e2e.jetstream_state import STATE, js_info, led_without
 
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER_CONF = REPO / "deploy" / "nats" / "nats-cluster.conf"
@@ -192,3 +194,52 @@ async def test_one_leader_and_failover(cluster: Cluster, tmp_path: Path) -> None
     finally:
         for orch in orchs:
             await orch.stop()
+
+
+async def test_a_watch_catches_up_soon_after_the_server_holding_it_dies(cluster: Cluster) -> None:
+    """The orchestrators' mirrors are KV watches: ordered consumers, each held by one server.
+    When that server dies, the watch is re-created from where it was. With nats-py's default
+    idle heartbeat (5 s, re-created after two missed) it stayed 15-20 s behind; every answer
+    read from that mirror, and a new leader's view of what runs where, was that stale."""
+    bus = await cluster.bus("orchestrator-1", 0)
+    seen: dict[str, float] = {}
+
+    async def follow(kv: KV) -> None:
+        entry: Entry | None
+        async for entry in kv.watch():
+            if entry is not None:
+                seen[entry.key] = time.monotonic()
+
+    async def put(via: Bus, key: str) -> float:
+        try:
+            await (await via.kv(subjects.NODES_BUCKET)).put(key, b"1")
+        except ShoalError:
+            return 0.0  # no stream leader (yet)
+        return time.monotonic()
+
+    await eventually(lambda: put(bus, "before"), timeout=30, what="the bucket")
+    watching = asyncio.create_task(follow(await bus.kv(subjects.NODES_BUCKET)))
+    try:
+        await eventually(lambda: "before" in seen, what="the watch")
+        stream = f"KV_{subjects.NODES_BUCKET}"
+        listed = await js_info(bus, f"$JS.API.CONSUMER.LIST.{stream}")
+        assert listed is not None and len(listed["consumers"]) == 1, listed
+        host = listed["consumers"][0]["cluster"]["leader"]
+        cluster.servers[int(host.rsplit("-", 1)[1])].kill()
+
+        alive = next(i for i in range(3) if f"nats-{i}" != host)
+        writer = await cluster.bus("orchestrator-1", alive)
+        stored = await eventually(
+            lambda: put(writer, "after"),
+            timeout=30,
+            what="a write after the loss",
+        )
+        await eventually(lambda: "after" in seen, timeout=30, what="the watch to see it")
+        behind = seen["after"] - stored
+        # Two missed heartbeats (1-1.5 s), then the re-create, which waits for the cluster to
+        # elect a new meta leader if that server led it too (2-6 s here). It was 15-20 s.
+        assert behind < 9.0, f"the watch saw the write {behind:.1f} s after it was stored"
+    finally:
+        watching.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watching

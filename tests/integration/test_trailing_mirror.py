@@ -1,0 +1,77 @@
+"""A node's report reaching an orchestrator whose mirror trails KV is applied all the same
+(against a real nats-server): the mirror is a watch, and a watch can fall behind, e.g. for the
+seconds after the server holding it dies; a new leader may be in that state."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from orchestrator.history import History
+from orchestrator.state import StateMirror
+from orchestrator.updates import UpdateApplier
+from shared import subjects, wire
+from shared.bus import KV, Bus, Entry
+from tests.records import RUNNING
+
+
+class StalledMirror(StateMirror):
+    """A mirror whose watch of executions shows nothing (caught up at once, then silent)."""
+
+    async def _follow(self, kv: KV, apply: Callable[[Entry], None], ready: asyncio.Event) -> None:
+        if kv.bucket != subjects.EXECUTIONS_BUCKET:
+            await super()._follow(kv, apply, ready)
+            return
+        ready.set()
+        await asyncio.Event().wait()
+
+
+async def test_a_report_on_a_record_the_watch_has_not_shown_is_applied(bus: Bus) -> None:
+    writer = StateMirror(bus)  # the orchestrator that placed the execution
+    trailing = StalledMirror(bus)
+    await writer.start()
+    await trailing.start()
+    applied: list[wire.ExecutionRecord] = []
+    try:
+        await writer.create_execution(RUNNING)
+        assert "e-1" not in trailing.executions
+        applier = UpdateApplier(
+            bus, trailing, History(bus), on_applied=applied.append, cancel=_no_cancel
+        )
+        await applier.apply(
+            wire.ExecutionUpdate(
+                execution_id="e-1", job_id="j-1", node_id="node-a", state="completed", at=2.0
+            )
+        )
+        assert [r.compute_state for r in applied] == ["completed"], applied
+        kv = await bus.kv(subjects.EXECUTIONS_BUCKET)
+        stored = await kv.get(subjects.execution_key("j-1", "e-1"))
+        assert stored is not None and stored.value is not None
+        record = wire.decode(stored.value, wire.ExecutionRecord, what="stored record")
+        assert (record.compute_state, record.desired_state) == ("completed", "stopped"), record
+    finally:
+        await trailing.stop()
+        await writer.stop()
+
+
+async def test_a_report_on_an_execution_nobody_stored_is_dropped(bus: Bus) -> None:
+    mirror = StateMirror(bus)
+    await mirror.start()
+    applied: list[wire.ExecutionRecord] = []
+    try:
+        applier = UpdateApplier(
+            bus, mirror, History(bus), on_applied=applied.append, cancel=_no_cancel
+        )
+        await applier.apply(
+            wire.ExecutionUpdate(
+                execution_id="e-404", job_id="j-1", node_id="node-a", state="completed", at=2.0
+            )
+        )
+        assert applied == []
+        assert "e-404" not in mirror.executions
+    finally:
+        await mirror.stop()
+
+
+async def _no_cancel(node_id: str, execution_id: str, reason: str) -> None:
+    raise AssertionError(f"cancelled {execution_id} on {node_id}: {reason}")
