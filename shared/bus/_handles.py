@@ -166,7 +166,7 @@ def _wake(waiter: asyncio.Future[None]) -> None:
 
 
 _KEY = re.compile(r"[-/_=.a-zA-Z0-9]+")
-_WATCH_HEARTBEAT = 0.5  # a watch silent for two of these (1-1.5 s) is re-created
+_WATCH_HEARTBEAT = 0.5  # checked every two of these: a silent watch is re-created in 1-2 s
 _KV_OPERATION = "KV-Operation"
 _MARKER_REASON = "Nats-Marker-Reason"  # nats-server 2.11+: markers the server itself places
 _MARKERS = {"MaxAge": "PURGE", "Purge": "PURGE", "Remove": "DEL"}

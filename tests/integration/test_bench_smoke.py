@@ -117,6 +117,7 @@ def test_timeline_orders_steps_and_numbers_repeats(tmp_path: Path) -> None:
         ("bench.kvwrite", r"(nats-py|bus) +sequential CAS updates +[\d.]+ us CPU"),
         ("bench.execution", r"run_execution of a noop task: +[\d.]+ us CPU each \(20 in a row\)"),
         ("bench.schedule", r"schedule\(\) of one batch task on +10000 nodes: +[\d.]+ us CPU"),
+        ("bench.schedule", r"schedule\(\) of a daemon, 10,000 nodes all restarted: +[\d.]+ ms CPU"),
     ],
 )
 def test_micro_benchmarks_run(module: str, line: str) -> None:

@@ -49,7 +49,12 @@ def spec(job_type: str = "batch", **fields: Any) -> JobSpec:
 
 
 def job(
-    s: JobSpec, *, state: wire.JobState = "Pending", version: int = 1, queued_since: float = 0.0
+    s: JobSpec,
+    *,
+    state: wire.JobState = "Pending",
+    version: int = 1,
+    queued_since: float = 0.0,
+    max_attempts: int = 3,
 ) -> wire.JobRecord:
     return wire.JobRecord(
         id="j-1",
@@ -61,6 +66,7 @@ def job(
         state=state,
         created_at=NOW - 10,
         queued_since=queued_since,
+        max_attempts=max_attempts,
     )
 
 
@@ -230,6 +236,35 @@ def test_daemon_places_on_every_node_and_restarts_with_backoff() -> None:
     later = plan_for(s, [exited], [node("a")])
     assert later.place == [] and later.evaluate_at is not None
     assert plan_for(s, [], []).state == "Running"  # no node: waits, never fails
+
+
+def test_attempts_count_each_nodes_or_partitions_own_history() -> None:
+    """The history an attempt number and backoff come from is the node's (daemon) or the
+    partition's (batch, service) alone, however the records are interleaved."""
+    lost = [
+        execution("a1", "a", "lost", partition=0),
+        execution("b1", "b", "lost", partition=1),
+        execution("a2", "a", "lost", partition=0),
+        execution("c1", "c", "lost", partition=2),
+        execution("a3", "a", "lost", partition=0),
+        execution("b2", "b", "lost", partition=1),
+    ]
+    nodes = [node("a"), node("b"), node("c"), node("d")]
+    daemon = plan_for(spec("daemon"), [*lost, execution("d1", "d", "running")], nodes)
+    assert sorted((p.node_id, p.attempt) for p in daemon.place) == [("a", 4), ("b", 3), ("c", 2)]
+    service = plan_for(spec("service", Count=4), lost, nodes)
+    assert sorted((p.partition, p.attempt) for p in service.place) == [
+        (0, 4),
+        (1, 3),
+        (2, 2),
+        (3, 1),
+    ]
+    batch = plan_for(spec(Count=4), lost, nodes, max_attempts=5)
+    assert sorted((p.partition, p.attempt) for p in batch.place) == [(0, 4), (1, 3), (2, 2), (3, 1)]
+    # a partition's completion is its own: partition 1 done, the others still to place
+    done = [*lost, execution("b3", "b", "completed", partition=1, exit_code=0)]
+    again = plan_for(spec(Count=4), done, nodes, max_attempts=5)
+    assert sorted(p.partition for p in again.place) == [0, 2, 3]
 
 
 def test_service_keeps_count_and_replaces_lost_replica() -> None:
