@@ -173,6 +173,10 @@ _MARKERS = {"MaxAge": "PURGE", "Purge": "PURGE", "Remove": "DEL"}
 _EXPECTED_LAST = "Nats-Expected-Last-Subject-Sequence"
 
 
+def _valid_key(key: str) -> bool:
+    return bool(_KEY.fullmatch(key)) and key[0] != "." and key[-1] != "." and ".." not in key
+
+
 class KV:
     """A JetStream key-value bucket with compare-and-swap writes."""
 
@@ -184,12 +188,16 @@ class KV:
         self.bucket = bucket
 
     async def _write(self, key: str, value: bytes, last: int | None, what: str) -> int:
-        if not _KEY.fullmatch(key) or key[0] == "." or key[-1] == "." or ".." in key:
+        if not _valid_key(key):
             raise ShoalError(f"{what}: {key!r} is not a valid key")
         headers = None if last is None else {_EXPECTED_LAST: str(last)}
         return await self._replies.store(self._prefix + key, value, headers, what=what)
 
     async def get(self, key: str) -> Entry | None:
+        """The key's entry, or None if it has none (or could never have one: not a valid
+        key, e.g. made from a hostile message's ids)."""
+        if not _valid_key(key):
+            return None
         try:
             entry = await self._kv.get(key)
         except (jserrors.KeyNotFoundError, jserrors.KeyDeletedError):
