@@ -265,7 +265,7 @@ def _ops(
     ctx: Context, current: list[wire.ExecutionRecord], live: list[wire.ExecutionRecord], plan: Plan
 ) -> None:
     if not current:
-        targets = select(ctx.nodes.values(), ctx.spec)
+        targets = select(ctx.nodes.values(), ctx.spec, ranked=False)
         if not targets.fit:
             _queue_or_fail(ctx, plan, targets, 1, False)
             return
@@ -318,7 +318,7 @@ def _daemon(
     plan: Plan,
 ) -> None:
     """One copy per fitting node; a new version replaces old copies one node at a time."""
-    targets = select(ctx.nodes.values(), ctx.spec)
+    targets = select(ctx.nodes.values(), ctx.spec, ranked=False)
     fit_ids = {n.id for n in targets.fit}
     new_on = {e.node_id: e for e in live}
     old_on: dict[str, list[wire.ExecutionRecord]] = {}
@@ -338,10 +338,9 @@ def _daemon(
             in_flight += 1
         elif node_id in fit_ids:
             rolling.append(node_id)
-    of_node = _grouped(current, lambda e: e.node_id)
-    for node in targets.fit:
-        if node.id in new_on or node.id in old_on:
-            continue
+    bare = [n for n in targets.fit if n.id not in new_on and n.id not in old_on]
+    of_node = _grouped(current, lambda e: e.node_id) if bare else {}
+    for node in bare:
         history = of_node.get(node.id, [])
         due = _restart_due(ctx, history)
         if due > ctx.now:

@@ -211,12 +211,14 @@ def select(
     sample: bool = False,
     skip: frozenset[str] | set[str] = frozenset(),
     overlay: Mapping[str, NodeState] | None = None,
+    ranked: bool = True,
 ) -> Selection:
     """Filter then rank: most free capacity, fewest executions of this job, not `avoid`.
 
     With `sample` (one placement, not every node) a large fleet is sampled: see SAMPLE_ABOVE.
     Nodes in `skip` are left out (no reason given); a node in `overlay` is seen as it is
-    there (what a placement earlier in the same plan left of it).
+    there (what a placement earlier in the same plan left of it). Without `ranked` (for jobs
+    that go on every fitting node) the fitting nodes stay in the fleet's order, unscored.
     """
     demand = Demand.of(spec)
     requirements = spec.requirements()
@@ -256,5 +258,6 @@ def select(
         penalty = 2.0 * spread[node.id] + (4.0 if node.id in avoid else 0.0) + 0.01 * node.running
         return (penalty - room, node.id)
 
-    out.fit.sort(key=score)
+    if ranked:
+        out.fit.sort(key=score)
     return out
