@@ -98,6 +98,9 @@ class UpdateApplier:
         known = self._mirror.executions.get(update.execution_id)
         if known is None:  # the watch may trail KV: dropping this would lose the update
             known = await self._mirror.refresh_execution(update.job_id, update.execution_id)
+            if known is not None and self._mirror.job(update.job_id) is None:
+                # ...and the job too, or the evaluation this update triggers finds no job
+                await self._mirror.fetch_job(known.value.namespace, update.job_id)
         if known is None or known.value.node_id != update.node_id:
             return  # not ours (or forged): nothing to apply
         record = known.value

@@ -290,7 +290,9 @@ class KV:
                 ordered_consumer=True,
                 deliver_policy=jsapi.DeliverPolicy.LAST_PER_SUBJECT,
                 headers_only=meta_only,
-                inactive_threshold=30,
+                # A consumer nobody listens to any more (one re-created while the cluster
+                # elected leaders, answered late) goes soon; a live watch's is re-created.
+                inactive_threshold=5,
                 # nats-py re-creates an ordered consumer after two missed heartbeats. With its
                 # default of 5 s a watch stayed 15-20 s behind when the server holding the
                 # consumer died (a failed re-create waits for the next check): the

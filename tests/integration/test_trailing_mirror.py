@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+import msgspec
+
 from orchestrator.history import History
 from orchestrator.state import StateMirror
 from orchestrator.updates import UpdateApplier
@@ -14,12 +16,24 @@ from shared import subjects, wire
 from shared.bus import KV, Bus, Entry
 from tests.records import RUNNING
 
+JOB = wire.JobRecord(
+    id="j-1",
+    name="j-1",
+    namespace="default",
+    type="batch",
+    spec=msgspec.Raw(b"{}"),
+    created_at=1.0,
+    updated_at=1.0,
+    state="Running",
+)
+
 
 class StalledMirror(StateMirror):
-    """A mirror whose watch of executions shows nothing (caught up at once, then silent)."""
+    """A mirror whose watches of jobs and executions show nothing (caught up at once, then
+    silent)."""
 
     async def _follow(self, kv: KV, apply: Callable[[Entry], None], ready: asyncio.Event) -> None:
-        if kv.bucket != subjects.EXECUTIONS_BUCKET:
+        if kv.bucket not in (subjects.EXECUTIONS_BUCKET, subjects.JOBS_BUCKET):
             await super()._follow(kv, apply, ready)
             return
         ready.set()
@@ -33,8 +47,9 @@ async def test_a_report_on_a_record_the_watch_has_not_shown_is_applied(bus: Bus)
     await trailing.start()
     applied: list[wire.ExecutionRecord] = []
     try:
+        await writer.create_job(JOB)
         await writer.create_execution(RUNNING)
-        assert "e-1" not in trailing.executions
+        assert "e-1" not in trailing.executions and trailing.job("j-1") is None
         applier = UpdateApplier(
             bus, trailing, History(bus), on_applied=applied.append, cancel=_no_cancel
         )
@@ -44,6 +59,7 @@ async def test_a_report_on_a_record_the_watch_has_not_shown_is_applied(bus: Bus)
             )
         )
         assert [r.compute_state for r in applied] == ["completed"], applied
+        assert trailing.job("j-1") == JOB  # read too: the evaluation this update asks for needs it
         kv = await bus.kv(subjects.EXECUTIONS_BUCKET)
         stored = await kv.get(subjects.execution_key("j-1", "e-1"))
         assert stored is not None and stored.value is not None
