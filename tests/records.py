@@ -1,4 +1,5 @@
-"""Records the state-mirror tests share: one execution, as offered, running and completed."""
+"""Records the state-mirror tests share: one job, and one execution of it as offered, running
+and completed."""
 
 from __future__ import annotations
 
@@ -6,6 +7,17 @@ import msgspec
 
 from shared import wire
 
+JOB = wire.JobRecord(
+    id="j-1",
+    name="j-1",
+    namespace="default",
+    type="batch",
+    spec=msgspec.Raw(b"{}"),
+    priority=0,
+    created_at=1.0,
+    updated_at=1.0,
+    max_attempts=3,
+)
 OFFERED = wire.ExecutionRecord(
     id="e-1",
     job_id="j-1",

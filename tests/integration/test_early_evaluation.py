@@ -22,18 +22,8 @@ from shared.natsserver import EmbeddedNats
 from shared.spec import spec_from_data
 from tests.conftest import eventually
 from tests.integration.stack import stack
+from tests.records import JOB
 
-JOB = wire.JobRecord(
-    id="j-1",
-    name="j-1",
-    namespace="default",
-    type="batch",
-    spec=msgspec.Raw(b"{}"),
-    priority=0,
-    created_at=1.0,
-    updated_at=1.0,
-    max_attempts=3,
-)
 LONG = {"Type": "batch", "Tasks": [{"Engine": {"Type": "noop", "Params": {"Sleep": 30}}}]}
 SHORT = {"Type": "batch", "Tasks": [{"Engine": {"Type": "noop"}}]}
 SLOW = {"Type": "batch", "Tasks": [{"Engine": {"Type": "noop", "Params": {"Sleep": 0.3}}}]}

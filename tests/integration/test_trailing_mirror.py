@@ -7,25 +7,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-import msgspec
-
 from orchestrator.history import History
 from orchestrator.state import StateMirror
 from orchestrator.updates import UpdateApplier
 from shared import subjects, wire
 from shared.bus import KV, Bus, Entry
-from tests.records import RUNNING
-
-JOB = wire.JobRecord(
-    id="j-1",
-    name="j-1",
-    namespace="default",
-    type="batch",
-    spec=msgspec.Raw(b"{}"),
-    created_at=1.0,
-    updated_at=1.0,
-    state="Running",
-)
+from tests.records import JOB, RUNNING
 
 
 class StalledMirror(StateMirror):
