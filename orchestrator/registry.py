@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import msgspec
@@ -17,6 +17,11 @@ from shared.bus import Bus, Message, Subscription
 from shared.errors import Conflict, ShoalError
 
 log = logging.getLogger(__name__)
+
+# How long an execution a node runs may stay unknown to the mirror before it counts as a
+# stray: a leader's mirror can trail KV for seconds (a new leader's, or one whose watch was
+# re-created after its server died), and would cancel what the leader before it had placed.
+UNKNOWN_GRACE = 5.0
 
 
 @dataclass(slots=True)
@@ -61,6 +66,7 @@ class NodeRegistry:
         self._lock = asyncio.Lock()
         self._subscriptions: list[Subscription] = []
         self.forget_after = 15.0
+        self._unknown: dict[str, float] = {}  # execution id -> when first reported, unknown
         # The scheduler's view of every node, rebuilt only for nodes that changed: building
         # it whole for each evaluation cost ~30 ms at 10,000 nodes.
         self._states = NodeTable()
@@ -221,7 +227,7 @@ class NodeRegistry:
             reserved=previous.reserved if previous and not restarted else {},
         )
         self._dirty.add(node_id)
-        cancel = [i for i in running if not self._wanted(i, node_id)] if self._leading() else []
+        cancel = self._unwanted(running, node_id, now) if self._leading() else []
         if restarted:
             # Whatever the node ran before its restart and no longer reports is gone.
             gone = [e.id for e in self._mirror.live_on(node_id) if e.id not in running]
@@ -236,6 +242,23 @@ class NodeRegistry:
         return wire.HelloReply(
             approval=record.approval, heartbeat_interval=self.heartbeat_interval, cancel=cancel
         )
+
+    def _unwanted(self, running: Iterable[str], node_id: str, now: float) -> list[str]:
+        """What `node_id` runs that should not run there; an id the mirror has never shown
+        only once it has stayed unknown for UNKNOWN_GRACE."""
+        out = []
+        for exec_id in running:
+            if self._wanted(exec_id, node_id):
+                continue
+            if exec_id not in self._mirror.executions:
+                if len(self._unknown) > 10_000:  # ids that became known or went away
+                    self._unknown = {
+                        k: t for k, t in self._unknown.items() if now - t < 4 * UNKNOWN_GRACE
+                    }
+                if now - self._unknown.setdefault(exec_id, now) < UNKNOWN_GRACE:
+                    continue
+            out.append(exec_id)
+        return out
 
     def _wanted(self, execution_id: str, node_id: str) -> bool:
         if self._mirror.creating(execution_id):
@@ -280,7 +303,7 @@ class NodeRegistry:
             return
         if roomier:  # room a job may be waiting for, beyond what a report already freed
             self._on_room(node_id)
-        unwanted = [i for i in running if not self._wanted(i, node_id)]
+        unwanted = self._unwanted(running, node_id, now)
         # Offered long ago and still not running there: the offer (or the node's memory of
         # it) was lost, e.g. when an orchestrator died mid-bid.
         forgotten = [

@@ -12,6 +12,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from orchestrator.registry import UNKNOWN_GRACE
 from shared import subjects, wire
 from shared.bus import Bus
 from shared.client import ShoalClient
@@ -189,7 +190,8 @@ async def test_partitioned_node_rejoins_and_its_stale_execution_is_cancelled(
 async def test_execution_unknown_to_the_orchestrator_is_cancelled(
     nats_server: EmbeddedNats, tmp_path: Path, bus: Bus
 ) -> None:
-    """A node running something nobody wants (a lost command, a stale restart) converges."""
+    """A node running something nobody wants (a lost command, a stale restart) converges,
+    once the execution has stayed unknown for the registry's grace (the mirror may trail)."""
     async with stack(nats_server.url, tmp_path, agents=1) as s:
         agent = s.agents["node-0"]
         spec = spec_from_data(noop_job("rogue", sleep="forever"))
@@ -205,7 +207,9 @@ async def test_execution_unknown_to_the_orchestrator_is_cancelled(
         assert wire.decode(raw, wire.CommandAck).ok
         assert agent_running(agent) == {"e-rogue"}
         await eventually(
-            lambda: not agent_running(agent), timeout=5, what="heartbeat reconcile to cancel it"
+            lambda: not agent_running(agent),
+            timeout=UNKNOWN_GRACE + 5,
+            what="heartbeat reconcile to cancel it",
         )
 
 
