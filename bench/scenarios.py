@@ -75,7 +75,7 @@ async def _phases(stack: ShoalStack, started: dict[str, float]) -> dict[str, flo
     return dict(sorted(medians.items(), key=lambda kv: kv[1]))
 
 
-def _per(before: dict[str, int], after: dict[str, int], n: float) -> dict[str, float]:
+def per_unit(before: dict[str, int], after: dict[str, int], n: float) -> dict[str, float]:
     """The orchestrator connection's NATS traffic per unit (job, heartbeat)."""
     return {
         "published": round((after["in_msgs"] - before["in_msgs"]) / n, 2),
@@ -164,7 +164,7 @@ async def _latency(
             "writes_per_job": round(orch["write_syscalls"] / n, 2),
             "reads_per_job": round(orch["read_syscalls"] / n, 2),
         },
-        "orchestrator_nats_msgs_per_job": _per(traffic0, traffic1, n),
+        "orchestrator_nats_msgs_per_job": per_unit(traffic0, traffic1, n),
         # The whole chain's CPU per job: in a sequential run it all lies on the critical path.
         "cpu_ms_per_job": {
             "orchestrator": round(orch["cpu_s"] * 1000 / n, 2),
@@ -257,7 +257,7 @@ async def throughput(
         "submit_phase_s": round(t_submitted - t0, 3),
         "tail_after_last_submit_s": round(t_end - t_submitted, 3),
         "orchestrator": {**orch, "cpu_ms_per_job": round(orch["cpu_s"] * 1000 / n, 2)},
-        "orchestrator_nats_msgs_per_job": _per(traffic0, traffic1, n),
+        "orchestrator_nats_msgs_per_job": per_unit(traffic0, traffic1, n),
         "nats_server_cpu_s": round(nats1.cpu - nats0.cpu, 3),
         "agents_cpu_s": round(agents1 - agents0, 3),
         "client_cpu_s": round(client1 - client0, 3),
@@ -463,7 +463,7 @@ async def fleet_one(
         "orchestrator_cpu_us_per_heartbeat": round(
             (orch["cpu_s"] - idle["cpu_share"] * wall) / beats * 1e6, 1
         ),
-        "orchestrator_nats_msgs_per_heartbeat": _per(traffic0, traffic1, beats),
+        "orchestrator_nats_msgs_per_heartbeat": per_unit(traffic0, traffic1, beats),
         "nats_server_cpu_share": round((nats1.cpu - nats0.cpu) / wall, 3),
         "fleet_cpu_share": round((fleet1.cpu - fleet0.cpu) / wall, 3),
         "node_kv_writes_per_s": round(kv_writes / wall, 1),

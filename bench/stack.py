@@ -27,6 +27,20 @@ class StackConfig:
     client_timeout: float = 60.0
 
 
+def traffic(monitor_port: int, name: str) -> dict[str, int]:
+    """Messages and bytes the named connection(s) sent and received, from nats /connz
+    (the server's view: `in_msgs` are what the connection published)."""
+    url = f"http://127.0.0.1:{monitor_port}/connz?limit=100000"
+    with urllib.request.urlopen(url, timeout=10) as reply:
+        conns = json.load(reply).get("connections", [])
+    out = {"in_msgs": 0, "out_msgs": 0, "in_bytes": 0, "out_bytes": 0}
+    for conn in conns:
+        if conn.get("name") == name:
+            for key in out:
+                out[key] += int(conn.get(key, 0))
+    return out
+
+
 class ShoalStack:
     """Each component in its own process, so the orchestrator's CPU and memory are its own."""
 
@@ -62,16 +76,7 @@ class ShoalStack:
         return usage(self.nats.pid)
 
     def traffic(self, name: str = "shoal-orchestrator") -> dict[str, int]:
-        """Messages and bytes the named connection(s) sent and received, from nats /connz."""
-        url = f"http://127.0.0.1:{self.monitor_port}/connz?limit=100000"
-        with urllib.request.urlopen(url, timeout=10) as reply:
-            conns = json.load(reply).get("connections", [])
-        out = {"in_msgs": 0, "out_msgs": 0, "in_bytes": 0, "out_bytes": 0}
-        for conn in conns:
-            if conn.get("name") == name:
-                for key in out:
-                    out[key] += int(conn.get(key, 0))
-        return out
+        return traffic(self.monitor_port, name)
 
     def agents_cpu(self) -> float:
         return sum(a.usage().cpu for a in self.agents.values() if a.alive)

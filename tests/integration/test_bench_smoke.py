@@ -70,6 +70,30 @@ def test_latency_and_throughput_scenarios_run(tmp_path: Path) -> None:
     assert "submit->Completed p50" in done.stdout  # the table
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_the_protocol_floor_skeleton_runs() -> None:
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "bench.floor", "--n", "20", "--rounds", "1"),
+            *("--latency-rounds", "1", "--round-n", "3"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=100,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads(done.stdout)
+    # The skeleton sends what the real orchestrator sends per job (13 out, 11 in): a change
+    # to either side shows here and in `throughput`'s orchestrator_nats_msgs_per_job.
+    assert result["orchestrator_msgs_per_job"]["published"] == pytest.approx(13, abs=0.5)
+    assert result["orchestrator_msgs_per_job"]["received"] == pytest.approx(11, abs=0.5)
+    assert result["throughput"]["rounds"][0]["jobs_per_s"] > 0
+    assert result["latency"]["rounds"][0]["p50_ms"] > 0
+
+
 def test_hot_spots_reads_a_raw_py_spy_profile(tmp_path: Path) -> None:
     loop = (
         "<module> (/v/bin/shoal:6);run (/py/lib/python3.11/asyncio/runners.py:190);"
