@@ -14,7 +14,7 @@ import heapq
 import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 from shared import subjects, wire
 from shared.bus import Bus, StreamMessage
@@ -22,7 +22,8 @@ from shared.errors import ShoalError
 
 log = logging.getLogger(__name__)
 
-Evaluate = Callable[[str], Awaitable[None]]
+# (job id, the nodes the evaluation is about: None for all of them)
+Evaluate = Callable[[str, frozenset[str] | None], Awaitable[None]]
 
 
 async def enqueue(bus: Bus, job: wire.JobRecord, trigger: str) -> None:
@@ -46,14 +47,29 @@ class EvalBroker:
         self._queued: set[str] = set()
         self._busy: set[str] = set()
         self._again: set[str] = set()
+        # job -> the nodes its next evaluation is about (None: the whole job)
+        self._scope: dict[str, set[str] | None] = {}
         self._acks: dict[str, list[StreamMessage]] = {}
         self._timers: list[tuple[float, str, int]] = []
         self._seq = itertools.count()
         self._wakeup = asyncio.Event()
         self._timer_wakeup = asyncio.Event()
 
-    def trigger(self, job_id: str, priority: int = 0) -> None:
-        """Evaluate soon; repeated triggers while queued collapse into one evaluation."""
+    def trigger(self, job_id: str, priority: int = 0, nodes: Iterable[str] | None = None) -> None:
+        """Evaluate soon; repeated triggers while queued collapse into one evaluation.
+
+        `nodes`: only what concerns these nodes needs a look (a daemon job when nodes join or
+        leave: at 10,000 nodes a whole evaluation of it took 25-40 ms). Collapsed triggers
+        add up their nodes; one without `nodes` makes the evaluation whole."""
+        if nodes is None:
+            self._scope[job_id] = None
+        elif job_id not in self._scope:
+            self._scope[job_id] = set(nodes)
+        elif (scope := self._scope[job_id]) is not None:
+            scope.update(nodes)
+        self._push(job_id, priority)
+
+    def _push(self, job_id: str, priority: int = 0) -> None:
         if job_id in self._busy:
             self._again.add(job_id)
             return
@@ -79,8 +95,9 @@ class EvalBroker:
             _, _, job_id = heapq.heappop(self._ready)
             self._queued.discard(job_id)
             self._busy.add(job_id)
+            scope = self._scope.pop(job_id, None)
             try:
-                await self._evaluate(job_id)
+                await self._evaluate(job_id, None if scope is None else frozenset(scope))
             except ShoalError as exc:
                 log.warning("evaluating %s failed (%s); retrying in 1s", job_id, exc)
                 self.later(job_id, time.time() + 1.0)
@@ -95,7 +112,7 @@ class EvalBroker:
                     await msg.ack()
             if job_id in self._again:
                 self._again.discard(job_id)
-                self.trigger(job_id)
+                self._push(job_id)  # with the scope its triggers meanwhile gave it
 
     async def run_timers(self) -> None:
         while True:

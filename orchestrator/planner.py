@@ -35,6 +35,13 @@ MAX_ROUNDS = 4
 Offered = Literal["taken", "declined", "withdrawn"]
 
 
+def scoped(job: wire.JobRecord) -> bool:
+    """Whether an evaluation of `job` may look only at the nodes that changed: a running
+    daemon job with nothing to say about itself, whose copies are each one node's business.
+    Every other job, and a daemon that still waits for its first node, is evaluated whole."""
+    return job.type == "daemon" and job.state == "Running" and not job.state_message
+
+
 class Planner:
     def __init__(
         self,
@@ -73,7 +80,9 @@ class Planner:
         self._specs[key] = (raw, spec)
         return spec
 
-    async def evaluate(self, job_id: str) -> None:
+    async def evaluate(self, job_id: str, nodes: frozenset[str] | None = None) -> None:
+        """Plan the job and carry the plan out. `nodes`: only these nodes' part of it changed
+        (see `scoped`)."""
         trace.mark("planner.evaluating", job_id)
         refused: dict[int, set[str]] = {}
         for _ in range(MAX_ROUNDS):
@@ -81,7 +90,8 @@ class Planner:
             if job is None:
                 return
             now = time.time()
-            executions = self._mirror.executions_of(job_id)
+            only = nodes if nodes is not None and scoped(job) else None
+            executions = self._mirror.executions_of(job_id, only)
             busy: set[str] = set()
             for e in executions:  # recently refused bids are not retried on the same node
                 if e.compute_state == "rejected" and now - e.updated_at < REFUSAL_MEMORY:
@@ -89,14 +99,16 @@ class Planner:
                     if e.retryable:
                         busy.add(e.node_id)
                     self._later(job_id, e.updated_at + REFUSAL_MEMORY)
+            table = self._registry.states()
             ctx = Context(
                 job,
                 self.spec_of(job),
                 executions,
-                self._registry.states(),
+                table if only is None else {n: table[n] for n in only if n in table},
                 now,
                 {p: frozenset(n) for p, n in refused.items()},
                 frozenset(busy),
+                scoped=only is not None,
             )
             plan = schedule(ctx)
             try:
@@ -104,6 +116,10 @@ class Planner:
             except Conflict:
                 continue  # someone changed the job or an execution: re-read and re-decide
             if not declined:
+                if only is not None and plan.stop:
+                    # A copy stopped: perhaps the job's last. Whether it still runs anywhere
+                    # is for a whole evaluation to say (rare: a node stopped matching).
+                    self._later(job_id, now)
                 return
 
     async def _apply(

@@ -59,6 +59,9 @@ class Context:
     now: float
     refused: dict[int, frozenset[str]] = field(default_factory=dict)  # partition -> nodes
     declined_busy: frozenset[str] = frozenset()  # of those, the ones that had no room then
+    # `nodes` and `executions` are only some nodes' and what runs there (a daemon job when
+    # nodes join or leave): decide for those, say nothing about the job as a whole.
+    scoped: bool = False
 
 
 def backoff(failures: int) -> float:
@@ -347,6 +350,10 @@ def _daemon(
             plan.wake(due)
             continue
         plan.place.append(Placement(0, node.id, len(history) + 1))
+    if ctx.scoped:
+        # A rollout goes one node at a time across the whole fleet, which this view does not
+        # show; nor does it show whether any node runs the job at all.
+        return
     if rolling and not in_flight:
         plan.place.append(Placement(0, sorted(rolling)[0], 1))
     plan.state = "Running"

@@ -13,7 +13,7 @@ from orchestrator.api import Api
 from orchestrator.evals import EvalBroker
 from orchestrator.history import History
 from orchestrator.leader import Lease
-from orchestrator.planner import Planner
+from orchestrator.planner import Planner, scoped
 from orchestrator.registry import NodeRegistry
 from orchestrator.scheduler import Stop
 from orchestrator.state import StateMirror
@@ -202,15 +202,17 @@ class Orchestrator(Service):
         self.broker.trigger(job.id, job.priority)
         return True
 
-    async def _evaluate(self, job_id: str) -> None:
-        await self.planner.evaluate(job_id)
+    async def _evaluate(self, job_id: str, nodes: frozenset[str] | None) -> None:
+        await self.planner.evaluate(job_id, nodes)
 
-    def _trigger_waiting(self) -> None:
-        """Jobs that may now fit somewhere: queued ones, and daemons (which go everywhere)."""
+    def _trigger_waiting(self, node_id: str) -> None:
+        """Jobs that may now fit on `node_id`: queued ones, and daemons (which go everywhere;
+        only that node's copy of a daemon needs a look)."""
         for job_id in list(self.mirror.waiting):
             job = self.mirror.job(job_id)
             if job is not None:
-                self.broker.trigger(job.id, job.priority)
+                nodes = (node_id,) if job.type == "daemon" else None
+                self.broker.trigger(job.id, job.priority, nodes)
 
     def _trigger_room_waiting(self, node_id: str) -> None:
         """A heartbeat shows more room on `node_id`: the jobs that wait for room may fit
@@ -224,9 +226,10 @@ class Orchestrator(Service):
         return {e.job_id for e in self.mirror.live_on(node_id)}
 
     def _node_changed(self, node_id: str) -> None:
-        self._trigger_waiting()
+        self._trigger_waiting(node_id)
         for job_id in self._jobs_on(node_id):
-            self.broker.trigger(job_id)
+            job = self.mirror.job(job_id)
+            self.broker.trigger(job_id, 0, (node_id,) if job and job.type == "daemon" else None)
 
     def _node_lost(self, node_id: str) -> None:
         for job_id in self._jobs_on(node_id):
@@ -262,11 +265,22 @@ class Orchestrator(Service):
         if record.compute_state in wire.TERMINAL_COMPUTE_STATES:
             self.registry.release(record.node_id, record.id)
             self.broker.trigger(record.job_id, priority)
-            self._trigger_waiting()  # capacity freed up
+            self._trigger_waiting(record.node_id)  # capacity freed up there
         elif (
             record.compute_state == "running"
             and job is not None
             and (job.type in ("daemon", "service") or job.state != "Running")
         ):
-            # A replacement came up (rolling update, drain) or the job starts running.
-            self.broker.trigger(record.job_id, priority)
+            # A replacement came up (rolling update, drain) or the job starts running. A
+            # daemon's copy coming up on a node without an older one concerns that node only.
+            self.broker.trigger(record.job_id, priority, self._only_its_node(job, record))
+
+    def _only_its_node(
+        self, job: wire.JobRecord, record: wire.ExecutionRecord
+    ) -> tuple[str] | None:
+        if not scoped(job) or any(
+            e.job_id == job.id and e.job_version != record.job_version
+            for e in self.mirror.live_on(record.node_id)
+        ):
+            return None
+        return (record.node_id,)

@@ -171,10 +171,15 @@ class StateMirror:
 
     # ---- reads --------------------------------------------------------------------------------
 
-    def executions_of(self, job_id: str) -> list[wire.ExecutionRecord]:
+    def executions_of(
+        self, job_id: str, nodes: frozenset[str] | None = None
+    ) -> list[wire.ExecutionRecord]:
+        """The job's executions, oldest first; with `nodes`, only those placed on them."""
         out = [
             self.executions[i].value for i in self.by_job.get(job_id, ()) if i in self.executions
         ]
+        if nodes is not None:
+            out = [e for e in out if e.node_id in nodes]
         out.sort(key=lambda e: (e.created_at, e.id))
         return out
 

@@ -201,6 +201,60 @@ async def test_daemon_without_a_matching_node_keeps_running_and_says_why(
         await eventually(message_cleared, what="StateMessage cleared once placed")
 
 
+async def test_a_join_evaluates_only_the_joining_nodes_part_of_a_running_daemon(
+    nats_server: EmbeddedNats, tmp_path: Path
+) -> None:
+    # At 10,000 nodes a whole evaluation of a daemon job takes 25-40 ms of the orchestrator's
+    # one core, and every join evaluated every daemon job whole.
+    async with long_stack(nats_server.url, tmp_path, agents=2) as s, await s.client() as client:
+        assert s.orchestrator is not None
+        planner = s.orchestrator.planner
+        seen: list[tuple[str, frozenset[str] | None]] = []
+        evaluate = planner.evaluate
+
+        async def recording(job_id: str, nodes: frozenset[str] | None = None) -> None:
+            seen.append((job_id, nodes))
+            await evaluate(job_id, nodes)
+
+        planner.evaluate = recording  # type: ignore[method-assign]
+        job_id = await client.submit(forever("scoped-daemon", type="daemon"))
+
+        async def settled() -> bool:
+            view = await client.describe(job_id)
+            return running_nodes(view.executions) == ["node-0", "node-1"] and not view.state_message
+
+        await eventually(settled, what="daemon on both nodes")
+        seen.clear()
+        await s.add_agent("node-2")
+        await eventually(lambda: running_on(client, job_id, "node-2"), what="copy on node-2")
+        await asyncio.sleep(0.3)  # the evaluations its running report triggers
+        mine = [nodes for job, nodes in seen if job == job_id]
+        assert mine, seen
+        assert all(nodes == frozenset({"node-2"}) for nodes in mine), mine
+
+
+async def test_a_daemon_whose_last_copy_stops_says_it_has_no_node(
+    nats_server: EmbeddedNats, tmp_path: Path
+) -> None:
+    # The node's change is evaluated for that node alone, which cannot tell whether the job
+    # still runs anywhere: a whole evaluation follows a stopped copy.
+    manual = dataclasses.replace(FAST, manual_approval=True)
+    async with long_stack(nats_server.url, tmp_path, 0, manual) as s, await s.client() as client:
+        await s.add_agent("only-0")
+        await client.node_action("approve", "only-0")
+        job_id = await client.submit(forever("lonely-daemon", type="daemon"))
+        await eventually(lambda: running_on(client, job_id, "only-0"), what="its copy")
+        await client.node_action("reject", "only-0")
+
+        async def explained() -> object:
+            view = await client.describe(job_id)
+            return view if "no node" in view.state_message else None
+
+        view = await eventually(explained, what="the job says it has no node")
+        assert view.state == "Running", view
+        assert not running(view.executions), view
+
+
 async def test_stop_daemon_cancels_every_copy(nats_server: EmbeddedNats, tmp_path: Path) -> None:
     async with long_stack(nats_server.url, tmp_path, agents=3) as s, await s.client() as client:
         job_id = await client.submit(forever("stopped-daemon", type="daemon"))

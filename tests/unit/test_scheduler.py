@@ -238,6 +238,34 @@ def test_daemon_places_on_every_node_and_restarts_with_backoff() -> None:
     assert plan_for(s, [], []).state == "Running"  # no node: waits, never fails
 
 
+def test_a_scoped_daemon_evaluation_decides_for_its_nodes_and_not_for_the_job() -> None:
+    """Only some nodes and what runs there (nodes joined or changed): copies placed, stopped
+    or restarted there as a whole evaluation would, but no rollout step (it goes one node at
+    a time across the fleet, unseen here) and nothing said about the job."""
+    s = spec("daemon", Constraints=[{"Key": "role", "Operator": "=", "Values": ["edge"]}])
+    running = job(s, state="Running", version=2)
+
+    def scoped(execs: list[wire.ExecutionRecord], nodes: list[NodeState]) -> Plan:
+        nodes_by_id = {n.id: n for n in nodes}
+        return schedule(Context(running, s, execs, nodes_by_id, NOW, scoped=True))
+
+    joined = scoped([], [node("new", labels={"role": "edge"})])
+    assert [(p.node_id, p.attempt) for p in joined.place] == [("new", 1)]
+    assert joined.state is None and joined.message == ""
+    # nothing fits in this view: a whole evaluation would say "no node"; this one says nothing
+    unfit = scoped([], [node("core", labels={"role": "core"})])
+    assert unfit.place == [] and unfit.state is None
+    # a node that stopped matching stops its copy
+    stale = scoped([execution("e0", "core", "running", version=2)], [node("core")])
+    assert [(st.execution_id, st.state) for st in stale.stop] == [("e0", "cancelled")]
+    # an old version's copy is not rolled from here, where a whole evaluation rolls it
+    old = [execution("e1", "a", "running", version=1)]
+    edge = [node("a", labels={"role": "edge"})]
+    assert scoped(old, edge).place == []
+    whole = schedule(Context(running, s, old, {n.id: n for n in edge}, NOW))
+    assert [p.node_id for p in whole.place] == ["a"] and whole.state == "Running"
+
+
 def test_attempts_count_each_nodes_or_partitions_own_history() -> None:
     """The history an attempt number and backoff come from is the node's (daemon) or the
     partition's (batch, service) alone, however the records are interleaved."""

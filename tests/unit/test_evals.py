@@ -1,0 +1,64 @@
+"""The evaluation broker's triggers: collapsing, and the nodes an evaluation is about."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, cast
+
+from orchestrator.evals import EvalBroker
+from shared.bus import Bus
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, frozenset[str] | None]] = []
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.entered = asyncio.Event()
+
+    async def __call__(self, job_id: str, nodes: frozenset[str] | None) -> None:
+        self.calls.append((job_id, nodes))
+        self.entered.set()
+        await self.gate.wait()
+
+
+async def _drain(broker: EvalBroker) -> None:
+    while broker.pending:
+        await asyncio.sleep(0.01)
+
+
+async def test_collapsed_triggers_add_up_their_nodes_and_a_whole_one_wins() -> None:
+    recorder = Recorder()
+    broker = EvalBroker(cast(Bus, None), recorder)
+    broker.trigger("daemon", 0, ["a"])
+    broker.trigger("daemon", 0, ["b"])
+    broker.trigger("batch")
+    broker.trigger("mixed", 0, ["a"])
+    broker.trigger("mixed")
+    broker.trigger("mixed", 0, ["c"])
+    async with asyncio.TaskGroup() as tasks:
+        worker = tasks.create_task(broker.run_worker())
+        await _drain(broker)
+        worker.cancel()
+    assert sorted(recorder.calls, key=lambda c: c[0]) == [
+        ("batch", None),
+        ("daemon", frozenset({"a", "b"})),
+        ("mixed", None),
+    ]
+
+
+async def test_triggers_during_an_evaluation_make_the_next_one_with_their_own_nodes() -> None:
+    recorder = Recorder()
+    recorder.gate.clear()
+    broker = EvalBroker(cast(Bus, None), recorder)
+    broker.trigger("daemon", 0, ["a"])
+    worker: Any = None
+    async with asyncio.TaskGroup() as tasks:
+        worker = tasks.create_task(broker.run_worker())
+        await recorder.entered.wait()
+        broker.trigger("daemon", 0, ["b"])  # while the evaluation of "a" runs
+        broker.trigger("daemon", 0, ["c"])
+        recorder.gate.set()
+        await _drain(broker)
+        worker.cancel()
+    assert recorder.calls == [("daemon", frozenset({"a"})), ("daemon", frozenset({"b", "c"}))]
