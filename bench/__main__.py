@@ -94,6 +94,15 @@ def _parse() -> argparse.Namespace:
     parser.add_argument(
         "--round-n", type=int, default=50, help="paired: sequential jobs per round and side"
     )
+    parser.add_argument(
+        "--daemon-fleet",
+        type=int,
+        default=0,
+        help="daemon: a virtual fleet of this many nodes runs the daemon jobs before the joins",
+    )
+    parser.add_argument(
+        "--daemon-jobs", type=int, default=1, help="daemon: daemon jobs (default 1)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work directory and logs")
     return parser.parse_args()
 
@@ -149,7 +158,7 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         note_load("daemon")
         _progress(f"daemon: {n_for('daemon')} nodes join a running daemon job")
         out["daemon"] = await scenarios.daemon_join(
-            workdir / "daemon", n_for("daemon"), args.agents
+            workdir / "daemon", n_for("daemon"), args.agents, args.daemon_fleet, args.daemon_jobs
         )
 
     def celery_runs(name: str) -> bool:
@@ -313,7 +322,7 @@ def _rows(results: dict[str, Any], compare: dict[str, Any]) -> list[Row]:
         rows += [
             Row(
                 "daemon",
-                f"join->running p50 (n={results['daemon']['joins']})",
+                f"join->running p50 (n={results['daemon']['joins']}{_daemon_load(results)})",
                 f"{d['p50_ms']:.1f} ms",
                 "< 500 ms",
                 verdict(d["p50_ms"] < 500),
@@ -361,6 +370,12 @@ def _rows(results: dict[str, Any], compare: dict[str, Any]) -> list[Row]:
             _median_row("paired-tput", "throughput", t, ">= 6", at_least=6.0),
         ]
     return rows
+
+
+def _daemon_load(results: dict[str, Any]) -> str:
+    d = results["daemon"]
+    jobs, fleet = d.get("daemon_jobs", 1), d.get("fleet", 0)
+    return f", {jobs} jobs on {fleet} nodes" if fleet or jobs > 1 else ""
 
 
 def _median_row(

@@ -547,18 +547,17 @@ async def fleet(
 # ---- 4. daemon join ----------------------------------------------------------------------------
 
 
-async def daemon_join(workdir: Path, n: int, agents: int = 3) -> dict[str, Any]:
+async def daemon_join(
+    workdir: Path, n: int, agents: int = 3, fleet: int = 0, jobs: int = 1
+) -> dict[str, Any]:
+    """`n` nodes join one after another; each time, how long until every one of `jobs` daemon
+    jobs runs on it. With `fleet`, a virtual fleet of that many nodes runs them all first."""
     async with ShoalStack(workdir, StackConfig(agents=agents)) as stack:
         client = stack.client
-        job_id = await client.submit(DAEMON)
-
-        def running_everywhere(view: wire.JobView) -> bool:
-            running = {e.node_id for e in view.executions if e.compute_state == "running"}
-            return set(stack.agents) <= running
-
-        await client.wait(job_id, timeout=30, until=running_everywhere)
-        placed: dict[str, float] = {}
-        running: dict[str, float] = {}
+        # node -> when it ran (or was offered) a copy, per job; all jobs' events on one
+        # subscription (a describe of a job with 10,000 executions is heavy to poll)
+        running: dict[str, dict[str, float]] = {}
+        placed: dict[str, dict[str, float]] = {}
         hellos: dict[str, float] = {}
         changed = asyncio.Event()
 
@@ -566,21 +565,40 @@ async def daemon_join(workdir: Path, n: int, agents: int = 3) -> dict[str, Any]:
             event = wire.decode(msg.data, wire.JobEvent)
             now = time.perf_counter()
             if event.kind == "execution" and event.state == "offered":
-                placed.setdefault(event.node_id, now)
+                placed.setdefault(event.job_id, {}).setdefault(event.node_id, now)
             if event.kind == "execution" and event.state == "running":
-                running.setdefault(event.node_id, now)
+                running.setdefault(event.job_id, {}).setdefault(event.node_id, now)
                 changed.set()
 
         async def on_hello(msg: Message) -> None:
             hellos.setdefault(subjects.node_of(msg.subject), time.perf_counter())
 
-        await client.bus.subscribe(subjects.events(job_id), on_event)
+        async def until(done: Callable[[], bool], timeout: float) -> None:
+            async with asyncio.timeout(timeout):
+                while not done():
+                    changed.clear()
+                    await changed.wait()
+
+        await client.bus.subscribe(subjects.EVENTS_SUBJECTS, on_event)
         await client.bus.subscribe(subjects.ALL_HELLOS, on_hello)
         await client.bus.flush()
+        children: list[Child] = []
+        if fleet:
+            children.append(_fleet_child(stack, fleet, "product"))
+            await _count_heartbeating(client.bus, fleet, children[0], max(60.0, fleet / 100))
+        job_ids = [
+            await client.submit({**DAEMON, "Name": f"bench-daemon-{i}"}) for i in range(jobs)
+        ]
+        everywhere = fleet + agents
+        await until(
+            lambda: all(len(running.get(j, ())) >= everywhere for j in job_ids),
+            max(60.0, everywhere * jobs / 50),
+        )
         joined: list[ComputeAgent] = []
         buses: list[Bus] = []
         to_running: list[float] = []
         to_placed: list[float] = []
+        orch0 = stack.orchestrator_usage()
         try:
             for i in range(n):
                 name = f"join-{i}"
@@ -598,24 +616,30 @@ async def daemon_join(workdir: Path, n: int, agents: int = 3) -> dict[str, Any]:
                 started = time.perf_counter()
                 await agent.start()
                 joined.append(agent)
-                async with asyncio.timeout(30):
-                    while name not in running:
-                        changed.clear()
-                        await changed.wait()
+                await until(lambda name=name: all(name in running.get(j, {}) for j in job_ids), 30)
                 t0 = hellos.get(name, started)
-                to_running.append(running[name] - t0)
-                if name in placed:
-                    to_placed.append(placed[name] - t0)
+                to_running.append(max(running[j][name] for j in job_ids) - t0)
+                offers = [placed[j][name] for j in job_ids if name in placed.get(j, {})]
+                if offers:
+                    to_placed.append(max(offers) - t0)
                 await asyncio.sleep(0.5)
-            await client.stop(job_id)
+            orch1 = stack.orchestrator_usage()
+            for job_id in job_ids:
+                await client.stop(job_id)
         finally:
             for agent in joined:
                 await agent.stop()
             for bus in buses:
                 await bus.close()
+            for child in children:
+                await child.stop()
     return {
         "joins": n,
         "agents_before": agents,
+        "fleet": fleet,
+        "daemon_jobs": jobs,
+        # the joins' phase, heartbeats of the fleet included
+        "orchestrator_cpu_share": round((orch1.cpu - orch0.cpu) / (orch1.at - orch0.at), 3),
         "hello_to_running": summary_ms(to_running),
         "hello_to_offered": summary_ms(to_placed),
     }
