@@ -7,6 +7,7 @@ from typing import Any, cast
 
 from orchestrator.evals import EvalBroker
 from shared.bus import Bus
+from tests.conftest import eventually
 
 
 class Recorder:
@@ -23,8 +24,7 @@ class Recorder:
 
 
 async def _drain(broker: EvalBroker) -> None:
-    while broker.pending:
-        await asyncio.sleep(0.01)
+    await eventually(lambda: broker.pending == 0, timeout=5, interval=0.01, what="no evaluation")
 
 
 async def test_collapsed_triggers_add_up_their_nodes_and_a_whole_one_wins() -> None:
