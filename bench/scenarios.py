@@ -583,54 +583,64 @@ async def daemon_join(
         await client.bus.subscribe(subjects.ALL_HELLOS, on_hello)
         await client.bus.flush()
         children: list[Child] = []
-        if fleet:
-            children.append(_fleet_child(stack, fleet, "product"))
-            await _count_heartbeating(client.bus, fleet, children[0], max(60.0, fleet / 100))
-        job_ids = [
-            await client.submit({**DAEMON, "Name": f"bench-daemon-{i}"}) for i in range(jobs)
-        ]
-        everywhere = fleet + agents
-        await until(
-            lambda: all(len(running.get(j, ())) >= everywhere for j in job_ids),
-            max(60.0, everywhere * jobs / 50),
-        )
-        joined: list[ComputeAgent] = []
-        buses: list[Bus] = []
-        to_running: list[float] = []
-        to_placed: list[float] = []
-        orch0 = stack.orchestrator_usage()
         try:
-            for i in range(n):
-                name = f"join-{i}"
-                bus = await Bus.connect(stack.url, name=name)
-                buses.append(bus)
-                agent = ComputeAgent(
-                    bus,
-                    AgentConfig(
-                        name=name,
-                        engines=("noop",),
-                        heartbeat_interval=DEFAULTS.heartbeat_interval,
-                        state_dir=workdir / "joiners" / name,
-                    ),
-                )
-                started = time.perf_counter()
-                await agent.start()
-                joined.append(agent)
-                await until(lambda name=name: all(name in running.get(j, {}) for j in job_ids), 30)
-                t0 = hellos.get(name, started)
-                to_running.append(max(running[j][name] for j in job_ids) - t0)
-                offers = [placed[j][name] for j in job_ids if name in placed.get(j, {})]
-                if offers:
-                    to_placed.append(max(offers) - t0)
-                await asyncio.sleep(0.5)
-            orch1 = stack.orchestrator_usage()
-            for job_id in job_ids:
-                await client.stop(job_id)
+            if fleet:
+                children.append(_fleet_child(stack, fleet, "product"))
+                await _count_heartbeating(client.bus, fleet, children[0], max(60.0, fleet / 100))
+            job_ids = [
+                await client.submit({**DAEMON, "Name": f"bench-daemon-{i}"}) for i in range(jobs)
+            ]
+            everywhere = fleet + agents
+            deadline = time.monotonic() + max(60.0, everywhere * jobs / 50)
+            while not all(len(running.get(j, ())) >= everywhere for j in job_ids):
+                with contextlib.suppress(TimeoutError):
+                    await until(
+                        lambda: all(len(running.get(j, ())) >= everywhere for j in job_ids), 10
+                    )
+                copies = [len(running.get(j, ())) for j in job_ids]
+                print(f"  daemon copies running: {copies} of {everywhere} each", file=sys.stderr)
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"daemon copies still not running everywhere: {copies}")
+            joined: list[ComputeAgent] = []
+            buses: list[Bus] = []
+            to_running: list[float] = []
+            to_placed: list[float] = []
+            orch0 = stack.orchestrator_usage()
+            try:
+                for i in range(n):
+                    name = f"join-{i}"
+                    bus = await Bus.connect(stack.url, name=name)
+                    buses.append(bus)
+                    agent = ComputeAgent(
+                        bus,
+                        AgentConfig(
+                            name=name,
+                            engines=("noop",),
+                            heartbeat_interval=DEFAULTS.heartbeat_interval,
+                            state_dir=workdir / "joiners" / name,
+                        ),
+                    )
+                    started = time.perf_counter()
+                    await agent.start()
+                    joined.append(agent)
+                    await until(
+                        lambda name=name: all(name in running.get(j, {}) for j in job_ids), 30
+                    )
+                    t0 = hellos.get(name, started)
+                    to_running.append(max(running[j][name] for j in job_ids) - t0)
+                    offers = [placed[j][name] for j in job_ids if name in placed.get(j, {})]
+                    if offers:
+                        to_placed.append(max(offers) - t0)
+                    await asyncio.sleep(0.5)
+                orch1 = stack.orchestrator_usage()
+                for job_id in job_ids:
+                    await client.stop(job_id)
+            finally:
+                for agent in joined:
+                    await agent.stop()
+                for bus in buses:
+                    await bus.close()
         finally:
-            for agent in joined:
-                await agent.stop()
-            for bus in buses:
-                await bus.close()
             for child in children:
                 await child.stop()
     return {

@@ -11,8 +11,8 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable
-from typing import Literal
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Literal, TypeVar, cast
 
 import msgspec
 
@@ -29,10 +29,37 @@ from shared.spec import JobSpec, spec_from_canonical
 log = logging.getLogger(__name__)
 
 REFUSAL_MEMORY = 5.0
+PLAN_CONCURRENCY = 128  # a plan's offers (or stops) in flight at once
+T = TypeVar("T")
+R = TypeVar("R")
 MAX_ROUNDS = 4
 # What became of an offer: the node took it, declined it, or the planner withdrew it (the job
 # it was made for is not the one stored; re-planned without holding it against the node).
 Offered = Literal["taken", "declined", "withdrawn"]
+
+
+async def _bounded(items: Sequence[T], work: Callable[[T], Awaitable[R]]) -> list[R]:
+    """`work` on every item, at most PLAN_CONCURRENCY at once; the results in order, or the
+    first error once every item is done. A daemon job on 10,000 nodes was 10,000 offers sent
+    at once: the answers to everything else (API requests included) queued behind them for
+    longer than their 5 s timeout."""
+    results: list[R | Exception | None] = [None] * len(items)
+    pending = iter(range(len(items)))
+
+    async def worker() -> None:
+        for i in pending:
+            try:
+                results[i] = await work(items[i])
+            except Exception as exc:  # raised below, once the others are done
+                results[i] = exc
+
+    async with asyncio.TaskGroup() as workers:
+        for _ in range(min(PLAN_CONCURRENCY, len(items))):
+            workers.create_task(worker())
+    for result in results:
+        if isinstance(result, Exception):
+            raise result
+    return cast(list[R], results)
 
 
 def scoped(job: wire.JobRecord) -> bool:
@@ -126,13 +153,15 @@ class Planner:
         self, job: wire.JobRecord, spec: JobSpec, plan: Plan, refused: dict[int, set[str]]
     ) -> bool:
         now = time.time()
-        for stop in plan.stop:
-            await self.stop_execution(stop, now)
+        if len(plan.stop) == 1:
+            await self.stop_execution(plan.stop[0], now)
+        elif plan.stop:
+            await _bounded(plan.stop, lambda stop: self.stop_execution(stop, now))
         declined = False
         if len(plan.place) == 1:  # the common case: no task to wrap the one offer in
             results = [await self._offer(job, spec, plan.place[0], now)]
         elif plan.place:
-            results = await asyncio.gather(*(self._offer(job, spec, p, now) for p in plan.place))
+            results = await _bounded(plan.place, lambda p: self._offer(job, spec, p, now))
         else:
             results = []
         for placement, outcome in zip(plan.place, results, strict=True):
