@@ -84,6 +84,11 @@ def _job_table(view: wire.JobView) -> None:
     if view.executions:
         click.echo("")
         _executions_table(view.executions)
+        if view.executions_total > len(view.executions):
+            click.echo(
+                f"(the newest {len(view.executions)} of {view.executions_total}: "
+                f"`shoal job executions {view.id} --offset N` pages through them all)"
+            )
 
 
 def _executions_table(executions: list[wire.ExecutionView]) -> None:
@@ -107,10 +112,11 @@ def _executions_table(executions: list[wire.ExecutionView]) -> None:
 
 def _placed(view: wire.JobView) -> bool:
     """For daemon/service `--wait`: every placement is running."""
-    running = [e for e in view.executions if e.compute_state == "running"]
-    pending = [e for e in view.executions if e.compute_state in ("offered", "accepted")]
+    counts = view.execution_counts
+    running = counts.get("running", 0)
+    pending = counts.get("offered", 0) + counts.get("accepted", 0)
     if view.type == "service":
-        return len(running) >= (view.count or 1) and not pending
+        return running >= (view.count or 1) and not pending
     return bool(running) and not pending
 
 
@@ -214,10 +220,7 @@ class StatusLine:
     def show(self, view: wire.JobView) -> None:
         if not self.enabled:
             return
-        states: dict[str, int] = {}
-        for e in view.executions:
-            states[e.compute_state] = states.get(e.compute_state, 0) + 1
-        detail = ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
+        detail = ", ".join(f"{n} {s}" for s, n in sorted(view.execution_counts.items()))
         elapsed = time.monotonic() - self._started
         line = f"\r\x1b[K{view.state} {elapsed:5.1f}s  {detail}  {view.state_message[:60]}"
         sys.stderr.write(line)
@@ -281,14 +284,28 @@ def logs(ctx: click.Context, job_id: str, follow: bool, execution: str) -> None:
 @job.command()
 @click.argument("job_id")
 @click.option("-o", "--output", "fmt", type=FORMATS, default="table", show_default=True)
+@click.option("--offset", type=int, default=0, show_default=True, help="Skip this many.")
+@click.option(
+    "--limit",
+    type=click.IntRange(1, 1000),
+    default=1000,
+    show_default=True,
+    help="Show at most this many.",
+)
 @click.pass_context
-def executions(ctx: click.Context, job_id: str, fmt: str) -> None:
-    """List every execution of a job, all versions and attempts."""
-    items = with_client(ctx, lambda c: c.executions(job_id))
+def executions(ctx: click.Context, job_id: str, fmt: str, offset: int, limit: int) -> None:
+    """List every execution of a job, all versions and attempts, oldest first."""
+    page = with_client(ctx, lambda c: c.execution_page(job_id, offset, limit))
     if fmt == "table":
-        _executions_table(items)
+        _executions_table(page.executions)
     else:
-        emit(items, fmt)
+        emit(page.executions, fmt)
+    if offset + len(page.executions) < page.total:
+        click.echo(
+            f"{len(page.executions)} of {page.total} shown; the next ones: --offset "
+            f"{offset + len(page.executions)}",
+            err=True,
+        )
 
 
 @job.command()

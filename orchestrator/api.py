@@ -20,7 +20,7 @@ from shared import subjects, trace, wire
 from shared.bus import Bus, Message, Subscription
 from shared.errors import Conflict, InvalidSpec, NotFound, ShoalError
 from shared.spec import JobSpec, load_spec, spec_from_canonical, spec_from_data
-from shared.views import execution_view, job_view
+from shared.views import VIEW_EXECUTIONS, execution_view, job_view
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,14 @@ class Api:
             reply = wire.ApiReply(
                 ok=False, error=wire.ApiError(code="error", message=f"internal error: {exc}")
             )
-        await self._bus.respond(msg, wire.encode(reply))
+        encoded = wire.encode(reply)
+        if len(encoded) > self._bus.max_payload:
+            # Unsent, the caller would wait out its timeout and be told nobody answered.
+            too_big = f"the answer to {verb} is {len(encoded)} bytes, more than NATS carries"
+            limit = f" ({self._bus.max_payload}: the servers' max_payload)"
+            error = wire.ApiError(code="error", message=too_big + limit)
+            encoded = wire.encode(wire.ApiReply(ok=False, error=error))
+        await self._bus.respond(msg, encoded)
 
     # ---- jobs --------------------------------------------------------------------------------
 
@@ -276,15 +283,8 @@ class Api:
         job = self.resolve(ref.job_id)
         if ref.version and ref.version != job.version:
             old = await self._version(job, ref.version)
-            view = self.view(job, with_spec=True)
-            execs = [
-                execution_view(e)
-                for e in self._mirror.executions_of(job.id)
-                if e.job_version == ref.version
-            ]
-            return msgspec.structs.replace(
-                view, version=ref.version, spec=old.spec, executions=execs
-            )
+            then = msgspec.structs.replace(job, version=ref.version, spec=old.spec)
+            return job_view(then, self._mirror.executions_of(job.id), with_spec=True)
         return self.view(job, with_spec=True)
 
     async def list_jobs(self, data: bytes) -> wire.JobList:
@@ -317,11 +317,12 @@ class Api:
         raise Conflict(f"job {req.job_id} kept changing; try again")
 
     async def executions(self, data: bytes) -> wire.ExecutionList:
-        ref = wire.decode(data, wire.JobRef, what="executions request")
-        job = self.resolve(ref.job_id)
-        return wire.ExecutionList(
-            executions=[execution_view(e) for e in self._mirror.executions_of(job.id)]
-        )
+        req = wire.decode(data, wire.ExecutionsRequest, what="executions request")
+        job = self.resolve(req.job_id)
+        every = self._mirror.executions_of(job.id)
+        start = max(req.offset, 0)
+        page = every[start : start + min(max(req.limit, 1), VIEW_EXECUTIONS)]
+        return wire.ExecutionList(executions=[execution_view(e) for e in page], total=len(every))
 
     async def job_history(self, data: bytes) -> wire.History:
         ref = wire.decode(data, wire.JobRef, what="history request")

@@ -198,9 +198,18 @@ class ShoalClient:
             "job.stop", wire.StopRequest(job_id=job_id, reason=reason), wire.JobView
         )
 
-    async def executions(self, job_id: str) -> list[wire.ExecutionView]:
-        reply = await self._call("job.executions", wire.JobRef(job_id=job_id), wire.ExecutionList)
-        return reply.executions
+    async def executions(
+        self, job_id: str, offset: int = 0, limit: int = 1000
+    ) -> builtins.list[wire.ExecutionView]:
+        """A page of every version's executions, oldest first (`execution_page` also says how
+        many there are)."""
+        return (await self.execution_page(job_id, offset, limit)).executions
+
+    async def execution_page(
+        self, job_id: str, offset: int = 0, limit: int = 1000
+    ) -> wire.ExecutionList:
+        request = wire.ExecutionsRequest(job_id=job_id, offset=offset, limit=limit)
+        return await self._call("job.executions", request, wire.ExecutionList)
 
     async def history(self, job_id: str) -> list[wire.JobEvent]:
         reply = await self._call("job.history", wire.JobRef(job_id=job_id), wire.History)

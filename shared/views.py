@@ -47,16 +47,23 @@ def execution_view(e: wire.ExecutionRecord) -> wire.ExecutionView:
     )
 
 
+VIEW_EXECUTIONS = 1000
+
+
 def job_view(
     job: wire.JobRecord,
     executions: list[wire.ExecutionRecord],
     *,
     with_spec: bool = False,
 ) -> wire.JobView:
-    """The job with those of `executions` that ran its current version, oldest first."""
+    """The job with those of `executions` that ran its current version, oldest first: the
+    newest VIEW_EXECUTIONS of them, and how many there are by state."""
     current = sorted(
         (e for e in executions if e.job_version == job.version), key=lambda e: (e.created_at, e.id)
     )
+    counts: dict[str, int] = {}
+    for e in current:
+        counts[e.compute_state] = counts.get(e.compute_state, 0) + 1
     return wire.JobView(
         id=job.id,
         name=job.name,
@@ -69,8 +76,9 @@ def job_view(
         count=_count_of(job.spec),
         created_at=job.created_at,
         updated_at=job.updated_at,
-        executions=[execution_view(e) for e in current],
+        executions=[execution_view(e) for e in current[-VIEW_EXECUTIONS:]],
         spec=job.spec if with_spec else wire.NULL,
+        execution_counts=counts,
     )
 
 

@@ -341,8 +341,16 @@ class JobView(Wire, omit_defaults=False):
     count: int | None = None
     created_at: float = 0.0
     updated_at: float = 0.0
+    # The current version's executions: at most the newest VIEW_EXECUTIONS (1,000) of them,
+    # oldest first (a daemon on 10,000 nodes would not fit in a NATS message), and how many
+    # there are in each compute state, all of them counted.
     executions: list[ExecutionView] = []
     spec: msgspec.Raw = NULL
+    execution_counts: dict[str, int] = {}
+
+    @property
+    def executions_total(self) -> int:
+        return sum(self.execution_counts.values()) or len(self.executions)
 
     @property
     def terminal(self) -> bool:
@@ -353,8 +361,18 @@ class JobList(Wire):
     jobs: list[JobView]
 
 
+class ExecutionsRequest(Wire):
+    """`job.executions`: a page of every version's executions, oldest first."""
+
+    job_id: str
+    namespace: str = ""
+    offset: int = 0
+    limit: int = 1000
+
+
 class ExecutionList(Wire):
     executions: list[ExecutionView]
+    total: int = 0  # of the job's executions, whatever the page
 
 
 class History(Wire):

@@ -135,6 +135,11 @@ class Bus:
         return made[0]
 
     @property
+    def max_payload(self) -> int:
+        """The largest message the server takes (its max_payload)."""
+        return int(self._nc.max_payload)
+
+    @property
     def connected(self) -> bool:
         return bool(self._nc.is_connected)
 
