@@ -651,5 +651,6 @@ async def daemon_join(
         # the joins' phase, heartbeats of the fleet included
         "orchestrator_cpu_share": round((orch1.cpu - orch0.cpu) / (orch1.at - orch0.at), 3),
         "hello_to_running": summary_ms(to_running),
+        "hello_to_running_each_ms": [round(t * 1000, 1) for t in to_running],
         "hello_to_offered": summary_ms(to_placed),
     }
