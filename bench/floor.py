@@ -274,15 +274,7 @@ async def _throughput_rounds(
             }
         )
         print(json.dumps(rounds[-1]), file=sys.stderr)
-    out: dict[str, Any] = {
-        "n": args.n,
-        "rounds": rounds,
-        "median_jobs_per_s": statistics.median(r["jobs_per_s"] for r in rounds),
-    }
-    if peer:
-        ratios = [r["jobs_per_s"] / r["celery_tasks_per_s"] for r in rounds]
-        out["median_ratio_to_celery"] = round(statistics.median(ratios), 2)
-    return out
+    return {"n": args.n, **_medians(rounds, "jobs_per_s", "celery_tasks_per_s")}
 
 
 async def _latency_rounds(
@@ -299,13 +291,17 @@ async def _latency_rounds(
             {"p50_ms": round(p50 * 1000, 2), "celery_p50_ms": celery and round(celery * 1000, 2)}
         )
         print(json.dumps(rounds[-1]), file=sys.stderr)
+    return {"round_n": args.round_n, **_medians(rounds, "p50_ms", "celery_p50_ms")}
+
+
+def _medians(rounds: list[dict[str, Any]], mine: str, celery: str) -> dict[str, Any]:
+    """The rounds, the median of `mine`, and of its ratio to Celery's where Celery ran."""
     out: dict[str, Any] = {
-        "round_n": args.round_n,
         "rounds": rounds,
-        "median_p50_ms": statistics.median(r["p50_ms"] for r in rounds),
+        f"median_{mine}": statistics.median(r[mine] for r in rounds),
     }
-    if peer:
-        ratios = [r["p50_ms"] / r["celery_p50_ms"] for r in rounds]
+    if all(r[celery] for r in rounds):
+        ratios = [r[mine] / r[celery] for r in rounds]
         out["median_ratio_to_celery"] = round(statistics.median(ratios), 2)
     return out
 
