@@ -110,9 +110,19 @@ def _executions_table(executions: list[wire.ExecutionView]) -> None:
     )
 
 
+def _counts(view: wire.JobView) -> dict[str, int]:
+    """Executions by state: all of them, or those shown (an orchestrator before ExecutionCounts)."""
+    if view.execution_counts:
+        return view.execution_counts
+    counts: dict[str, int] = {}
+    for e in view.executions:
+        counts[e.compute_state] = counts.get(e.compute_state, 0) + 1
+    return counts
+
+
 def _placed(view: wire.JobView) -> bool:
     """For daemon/service `--wait`: every placement is running."""
-    counts = view.execution_counts
+    counts = _counts(view)
     running = counts.get("running", 0)
     pending = counts.get("offered", 0) + counts.get("accepted", 0)
     if view.type == "service":
@@ -220,7 +230,7 @@ class StatusLine:
     def show(self, view: wire.JobView) -> None:
         if not self.enabled:
             return
-        detail = ", ".join(f"{n} {s}" for s, n in sorted(view.execution_counts.items()))
+        detail = ", ".join(f"{n} {s}" for s, n in sorted(_counts(view).items()))
         elapsed = time.monotonic() - self._started
         line = f"\r\x1b[K{view.state} {elapsed:5.1f}s  {detail}  {view.state_message[:60]}"
         sys.stderr.write(line)

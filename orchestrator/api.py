@@ -87,7 +87,9 @@ class Api:
             if handler is None:
                 raise NotFound(f"unknown API verb {verb!r}; known: {', '.join(self._handlers)}")
             result = await handler(msg.data)
-            reply = wire.ApiReply(ok=True, data=msgspec.Raw(wire.encode(result)))
+            reply = wire.ApiReply(
+                ok=True, data=msgspec.Raw(_fitting(result, self._bus.max_payload))
+            )
         except InvalidSpec as exc:
             reply = wire.ApiReply(
                 ok=False,
@@ -104,7 +106,8 @@ class Api:
             )
         encoded = wire.encode(reply)
         if len(encoded) > self._bus.max_payload:
-            # Unsent, the caller would wait out its timeout and be told nobody answered.
+            # Unsent, the caller would wait out its timeout and be told nobody answered (a
+            # job.history of tens of thousands of events).
             too_big = f"the answer to {verb} is {len(encoded)} bytes, more than NATS carries"
             limit = f" ({self._bus.max_payload}: the servers' max_payload)"
             error = wire.ApiError(code="error", message=too_big + limit)
@@ -296,7 +299,14 @@ class Api:
             and (not req.states or v.value.state in req.states)
         ]
         jobs.sort(key=lambda j: j.created_at, reverse=True)
-        return wire.JobList(jobs=[self.view(j) for j in jobs[: max(req.limit, 1)]])
+        # Without their executions (counted in ExecutionCounts): a few daemons on large
+        # fleets made a list larger than a NATS message.
+        return wire.JobList(
+            jobs=[
+                msgspec.structs.replace(self.view(j), executions=[])
+                for j in jobs[: max(req.limit, 1)]
+            ]
+        )
 
     async def stop(self, data: bytes) -> wire.JobView:
         req = wire.decode(data, wire.StopRequest, what="stop request")
@@ -411,6 +421,21 @@ def _resubmitted(job: wire.JobRecord, spec: JobSpec) -> wire.SubmitReply:
     return wire.SubmitReply(
         job_id=job.id, version=1, changed=False, warnings=["already submitted with this JobID"]
     )
+
+
+def _fitting(result: object, limit: int) -> bytes:
+    """`result` encoded; a job's view that would not fit in a NATS message (long errors on
+    many executions) shows fewer of them: the newest 100, then none (its ExecutionCounts
+    still count them all). A stop that was done must not be answered with an error."""
+    encoded = wire.encode(result)
+    if len(encoded) <= limit - 1024 or not isinstance(result, wire.JobView):
+        return encoded
+    for keep in (100, 0):
+        shown = result.executions[-keep:] if keep else []
+        encoded = wire.encode(msgspec.structs.replace(result, executions=shown))
+        if len(encoded) <= limit - 1024:
+            break
+    return encoded
 
 
 def _canonical(spec: JobSpec) -> bytes:

@@ -43,7 +43,7 @@ async def _bounded(items: Sequence[T], work: Callable[[T], Awaitable[R]]) -> lis
     first error once every item is done. A daemon job on 10,000 nodes was 10,000 offers sent
     at once: the answers to everything else (API requests included) queued behind them for
     longer than their 5 s timeout."""
-    results: list[R | Exception | None] = [None] * len(items)
+    results: list[R | BaseException | None] = [None] * len(items)
     pending = iter(range(len(items)))
 
     async def worker() -> None:
@@ -52,12 +52,17 @@ async def _bounded(items: Sequence[T], work: Callable[[T], Awaitable[R]]) -> lis
                 results[i] = await work(items[i])
             except Exception as exc:  # raised below, once the others are done
                 results[i] = exc
+            except asyncio.CancelledError as exc:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # this evaluation is being cancelled: stop here
+                results[i] = exc  # one item's own (nats-py can raise it): raised below
 
     async with asyncio.TaskGroup() as workers:
         for _ in range(min(PLAN_CONCURRENCY, len(items))):
             workers.create_task(worker())
     for result in results:
-        if isinstance(result, Exception):
+        if isinstance(result, BaseException):
             raise result
     return cast(list[R], results)
 
@@ -112,42 +117,46 @@ class Planner:
         (see `scoped`)."""
         trace.mark("planner.evaluating", job_id)
         refused: dict[int, set[str]] = {}
-        for _ in range(MAX_ROUNDS):
-            job = self._mirror.job(job_id)
-            if job is None:
-                return
-            now = time.time()
-            only = nodes if nodes is not None and scoped(job) else None
-            executions = self._mirror.executions_of(job_id, only)
-            busy: set[str] = set()
-            for e in executions:  # recently refused bids are not retried on the same node
-                if e.compute_state == "rejected" and now - e.updated_at < REFUSAL_MEMORY:
-                    refused.setdefault(e.partition, set()).add(e.node_id)
-                    if e.retryable:
-                        busy.add(e.node_id)
-                    self._later(job_id, e.updated_at + REFUSAL_MEMORY)
-            table = self._registry.states()
-            ctx = Context(
-                job,
-                self.spec_of(job),
-                executions,
-                table if only is None else {n: table[n] for n in only if n in table},
-                now,
-                {p: frozenset(n) for p, n in refused.items()},
-                frozenset(busy),
-                scoped=only is not None,
-            )
-            plan = schedule(ctx)
-            try:
-                declined = await self._apply(job, ctx.spec, plan, refused)
-            except Conflict:
-                continue  # someone changed the job or an execution: re-read and re-decide
-            if not declined:
-                if only is not None and plan.stop:
-                    # A copy stopped: perhaps the job's last. Whether it still runs anywhere
-                    # is for a whole evaluation to say (rare: a node stopped matching).
-                    self._later(job_id, now)
-                return
+        stopped_scoped = False
+        try:
+            for _ in range(MAX_ROUNDS):
+                job = self._mirror.job(job_id)
+                if job is None:
+                    return
+                now = time.time()
+                only = nodes if nodes is not None and scoped(job) else None
+                executions = self._mirror.executions_of(job_id, only)
+                busy: set[str] = set()
+                for e in executions:  # recently refused bids are not retried on the same node
+                    if e.compute_state == "rejected" and now - e.updated_at < REFUSAL_MEMORY:
+                        refused.setdefault(e.partition, set()).add(e.node_id)
+                        if e.retryable:
+                            busy.add(e.node_id)
+                        self._later(job_id, e.updated_at + REFUSAL_MEMORY)
+                table = self._registry.states()
+                ctx = Context(
+                    job,
+                    self.spec_of(job),
+                    executions,
+                    table if only is None else {n: table[n] for n in only if n in table},
+                    now,
+                    {p: frozenset(n) for p, n in refused.items()},
+                    frozenset(busy),
+                    scoped=only is not None,
+                )
+                plan = schedule(ctx)
+                stopped_scoped = stopped_scoped or (only is not None and bool(plan.stop))
+                try:
+                    declined = await self._apply(job, ctx.spec, plan, refused)
+                except Conflict:
+                    continue  # someone changed the job or an execution: re-read and re-decide
+                if not declined:
+                    return
+        finally:
+            if stopped_scoped:
+                # A copy stopped, perhaps the job's last: whether it still runs anywhere is
+                # for a whole evaluation to say (rare: a node stopped matching).
+                self._later(job_id, time.time())
 
     async def _apply(
         self, job: wire.JobRecord, spec: JobSpec, plan: Plan, refused: dict[int, set[str]]

@@ -341,7 +341,10 @@ def _daemon(
             in_flight += 1
         elif node_id in fit_ids:
             rolling.append(node_id)
-    bare = [n for n in targets.fit if n.id not in new_on and n.id not in old_on]
+    refused = ctx.refused.get(0, frozenset())  # declined just now: not asked again at once
+    bare = [
+        n for n in targets.fit if n.id not in new_on and n.id not in old_on and n.id not in refused
+    ]
     of_node = _grouped(current, lambda e: e.node_id) if bare else {}
     for node in bare:
         history = of_node.get(node.id, [])

@@ -198,12 +198,14 @@ class ShoalClient:
             "job.stop", wire.StopRequest(job_id=job_id, reason=reason), wire.JobView
         )
 
-    async def executions(
-        self, job_id: str, offset: int = 0, limit: int = 1000
-    ) -> builtins.list[wire.ExecutionView]:
-        """A page of every version's executions, oldest first (`execution_page` also says how
-        many there are)."""
-        return (await self.execution_page(job_id, offset, limit)).executions
+    async def executions(self, job_id: str) -> builtins.list[wire.ExecutionView]:
+        """Every version's executions, oldest first: page after page (`execution_page`)."""
+        out: builtins.list[wire.ExecutionView] = []
+        while True:
+            page = await self.execution_page(job_id, len(out))
+            out.extend(page.executions)
+            if not page.executions or len(out) >= page.total:
+                return out
 
     async def execution_page(
         self, job_id: str, offset: int = 0, limit: int = 1000

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from orchestrator import api
@@ -30,28 +31,49 @@ async def test_a_view_shows_the_newest_executions_and_counts_them_all(
         assert view.state == "Completed", view
         assert view.execution_counts == {"completed": 5}
         assert view.executions_total == 5
-        every = await client.executions(job_id, 0, 1000)  # capped at a page like a view
+        first = await client.execution_page(job_id, 0, 1000)  # capped at a page like a view
         rest = await client.execution_page(job_id, 3, 1000)
-        assert len(every) == 3 and rest.total == 5 and len(rest.executions) == 2
-        assert [e.id for e in view.executions] == [e.id for e in (every + rest.executions)[-3:]]
-        assert len({e.id for e in every + rest.executions}) == 5
+        assert len(first.executions) == 3 and first.total == rest.total == 5
+        assert len(rest.executions) == 2
+        every = await client.executions(job_id)  # page after page
+        assert [e.id for e in every] == [e.id for e in first.executions + rest.executions]
+        assert [e.id for e in view.executions] == [e.id for e in every[-3:]]
+        assert len({e.id for e in every}) == 5
 
 
-async def test_an_answer_too_large_for_nats_is_an_error_not_silence(
+async def test_a_view_too_large_for_nats_shows_fewer_executions_and_others_say_so(
     nats_server: EmbeddedNats, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with stack(nats_server.url, tmp_path) as s, await s.client() as client:
         job_id = await client.submit(FIVE)
         await client.wait(job_id, timeout=20)
-        assert len(wire.encode(await client.describe(job_id))) > 600
-        # as if the servers took at most 600 bytes (the client's own limit is untouched)
+        full = len(wire.encode(await client.describe(job_id)))
+        bare = len(
+            wire.encode(msgspec.structs.replace(await client.describe(job_id), executions=[]))
+        )
+        listed = await client.jobs()
+        assert [j.executions for j in listed] == [[]]  # a list counts them, never shows them
+        assert listed[0].execution_counts == {"completed": 5}
+        # as if the servers took only a little more than the view without its executions
         assert s.orchestrator is not None
         orchestrator_bus = s.orchestrator.bus
         real = Bus.max_payload
+        limit = bare + 1024 + 100
+        assert full > bare + 100
         monkeypatch.setattr(
             Bus,
             "max_payload",
-            property(lambda bus: 600 if bus is orchestrator_bus else real.fget(bus)),  # type: ignore[misc]
+            property(lambda bus: limit if bus is orchestrator_bus else real.fget(bus)),  # type: ignore[misc]
+        )
+        view = await client.describe(job_id)  # answered, with fewer executions
+        assert view.execution_counts == {"completed": 5} and len(view.executions) < 5
+        stopped = await client.stop(job_id)  # (already ended: answered as it is)
+        assert stopped.state == "Completed"
+        # an answer that is not a view cannot shrink: an error that says why, not silence
+        monkeypatch.setattr(
+            Bus,
+            "max_payload",
+            property(lambda bus: 300 if bus is orchestrator_bus else real.fget(bus)),  # type: ignore[misc]
         )
         with pytest.raises(ShoalError, match="more than NATS carries"):
-            await client.describe(job_id)
+            await client.history(job_id)

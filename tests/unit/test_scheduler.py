@@ -266,6 +266,13 @@ def test_a_scoped_daemon_evaluation_decides_for_its_nodes_and_not_for_the_job() 
     assert [p.node_id for p in whole.place] == ["a"] and whole.state == "Running"
 
 
+def test_a_daemon_does_not_ask_a_node_that_just_declined_again() -> None:
+    s = spec("daemon")
+    nodes = {n.id: n for n in (node("a"), node("b"))}
+    ctx = Context(job(s, state="Running"), s, [], nodes, NOW, refused={0: frozenset({"a"})})
+    assert [p.node_id for p in schedule(ctx).place] == ["b"]
+
+
 def test_attempts_count_each_nodes_or_partitions_own_history() -> None:
     """The history an attempt number and backoff come from is the node's (daemon) or the
     partition's (batch, service) alone, however the records are interleaved."""
