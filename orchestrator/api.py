@@ -335,14 +335,25 @@ class Api:
         return wire.ExecutionList(executions=[execution_view(e) for e in page], total=len(every))
 
     async def job_history(self, data: bytes) -> wire.History:
-        ref = wire.decode(data, wire.JobRef, what="history request")
-        job = self.resolve(ref.job_id)
-        events = []
-        async for msg in self._bus.replay(subjects.EVENTS_STREAM, subjects.events(job.id)):
+        """A page of the job's events: at most `Limit`, and no more than half a NATS message
+        (a daemon on 10,000 nodes has tens of thousands, and a final event carries a view)."""
+        req = wire.decode(data, wire.HistoryRequest, what="history request")
+        job = self.resolve(req.job_id)
+        events: list[wire.JobEvent] = []
+        room, limit = self._bus.max_payload // 2, max(req.limit, 1)
+        stream, subject = subjects.EVENTS_STREAM, subjects.events(job.id)
+        last = 0  # the stream sequence of the last event in this page
+        async for msg in self._bus.replay(stream, subject, after=max(req.after, 0)):
+            if events and len(msg.data) > room:  # the next page starts with this one
+                return wire.History(events=events, next=last)
+            sequence, pending = msg.position()
+            last, room = sequence, room - len(msg.data)
             try:
                 events.append(wire.decode(msg.data, wire.JobEvent))
             except ShoalError:
                 continue
+            if len(events) >= limit:
+                return wire.History(events=events, next=sequence if pending else 0)
         return wire.History(events=events)
 
     # ---- nodes -------------------------------------------------------------------------------

@@ -214,8 +214,16 @@ class ShoalClient:
         return await self._call("job.executions", request, wire.ExecutionList)
 
     async def history(self, job_id: str) -> list[wire.JobEvent]:
-        reply = await self._call("job.history", wire.JobRef(job_id=job_id), wire.History)
-        return reply.events
+        """Every event of the job, oldest first: page after page."""
+        out: list[wire.JobEvent] = []
+        after = 0
+        while True:
+            request = wire.HistoryRequest(job_id=job_id, after=after)
+            reply = await self._call("job.history", request, wire.History)
+            out.extend(reply.events)
+            if not reply.next or reply.next <= after:
+                return out
+            after = reply.next
 
     async def wait(
         self,

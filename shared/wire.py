@@ -375,8 +375,19 @@ class ExecutionList(Wire):
     total: int = 0  # of the job's executions, whatever the page
 
 
+class HistoryRequest(Wire):
+    """`job.history`: the job's events after stream sequence `After` (0: from the start), as
+    many as fit in one answer, at most `Limit`."""
+
+    job_id: str
+    namespace: str = ""
+    after: int = 0
+    limit: int = 2000
+
+
 class History(Wire):
     events: list[JobEvent]
+    next: int = 0  # more may follow: ask again with After = Next
 
 
 class NodeRef(Wire):

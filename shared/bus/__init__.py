@@ -321,9 +321,16 @@ class Bus:
             await source.close()
 
     async def replay(
-        self, stream: str, subject: str, *, follow: bool = False, idle: float = 0.5
+        self,
+        stream: str,
+        subject: str,
+        *,
+        follow: bool = False,
+        idle: float = 0.5,
+        after: int = 0,
     ) -> AsyncIterator[StreamMessage]:
-        """Every stored message on `subject` in order; with `follow`, then new ones forever.
+        """Every stored message on `subject` in order (only those stored after stream sequence
+        `after`); with `follow`, then new ones forever.
 
         Opening the read is tried three times: right after a cluster member is lost, creating
         a consumer can time out until JetStream has re-elected its leaders."""
@@ -341,8 +348,17 @@ class Bus:
                         subject,
                         stream=stream,
                         ordered_consumer=True,
-                        deliver_policy=jsapi.DeliverPolicy.ALL,
+                        deliver_policy=jsapi.DeliverPolicy.BY_START_SEQUENCE
+                        if after
+                        else jsapi.DeliverPolicy.ALL,
+                        config=jsapi.ConsumerConfig(opt_start_seq=after + 1) if after else None,
                     )
+                    nothing_after = False
+                    if after and not follow:
+                        # How many lie past `after` is told by each message (its pending);
+                        # none at all, by the consumer.
+                        consumer = await sub.consumer_info()
+                        nothing_after = consumer.num_pending == 0 and sub.delivered == 0
                 break
             except Unavailable as exc:
                 if attempt == 2 or not self.connected:
@@ -351,14 +367,15 @@ class Bus:
                 await asyncio.sleep(0.5)
         seen = 0
         try:
-            while True:
+            while not nothing_after:
                 try:
                     msg = await sub.next_msg(timeout=None if follow else idle * 10)
                 except (TimeoutError, nats.errors.TimeoutError):
                     return
                 seen += 1
-                yield StreamMessage(msg)
-                if not follow and seen >= pending:
+                message = StreamMessage(msg)
+                yield message
+                if not follow and (message.position()[1] == 0 if after else seen >= pending):
                     return
         finally:
             with contextlib.suppress(Exception):

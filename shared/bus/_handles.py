@@ -52,8 +52,8 @@ def _sequence_and_pending(reply: str) -> tuple[int, int]:
 
 
 class StreamMessage:
-    """A JetStream message from a pull consumer, to ack once applied (its metadata is not
-    parsed: nothing reads it)."""
+    """A JetStream message from a consumer, to ack once applied (its metadata is parsed only
+    when `position()` asks)."""
 
     __slots__ = ("_msg", "data", "headers", "subject")
 
@@ -62,6 +62,10 @@ class StreamMessage:
         self.subject = msg.subject
         self.data = msg.data
         self.headers = msg.headers
+
+    def position(self) -> tuple[int, int]:
+        """Its stream sequence, and how many the consumer holds after it."""
+        return _sequence_and_pending(self._msg.reply)
 
     async def ack(self) -> None:
         with map_nats_errors("ack"):

@@ -3,6 +3,7 @@ counts of all of them, pages of the rest, and a clear error rather than silence.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import msgspec
@@ -77,3 +78,36 @@ async def test_a_view_too_large_for_nats_shows_fewer_executions_and_others_say_s
         )
         with pytest.raises(ShoalError, match="more than NATS carries"):
             await client.history(job_id)
+
+
+async def test_history_comes_in_pages_that_add_up_to_all_of_it(
+    nats_server: EmbeddedNats, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with stack(nats_server.url, tmp_path) as s, await s.client() as client:
+        job_id = await client.submit(FIVE)
+        await client.wait(job_id, timeout=20)
+        await asyncio.sleep(0.2)  # the closing events come just after the job's end
+        every = await client.history(job_id)
+        assert len(every) >= 10, every  # submitted, 5 placed, 5 ended, completed
+        pages, after = [], 0
+        while True:
+            request = wire.HistoryRequest(job_id=job_id, after=after, limit=3)
+            page = await client._call("job.history", request, wire.History)
+            pages.append(page.events)
+            if not page.next:
+                break
+            after = page.next
+        assert all(len(p) == 3 for p in pages[:-1]) and 1 <= len(pages[-1]) <= 3, pages
+        assert [e for p in pages for e in p] == every
+        # pages also end before half a message: here as if NATS took 4 KB
+        assert s.orchestrator is not None
+        orchestrator_bus = s.orchestrator.bus
+        real = Bus.max_payload
+        monkeypatch.setattr(
+            Bus,
+            "max_payload",
+            property(lambda bus: 4096 if bus is orchestrator_bus else real.fget(bus)),  # type: ignore[misc]
+        )
+        first = await client._call("job.history", wire.HistoryRequest(job_id=job_id), wire.History)
+        assert first.next and len(first.events) < len(every)
+        assert await client.history(job_id) == every
