@@ -299,14 +299,7 @@ class Api:
             and (not req.states or v.value.state in req.states)
         ]
         jobs.sort(key=lambda j: j.created_at, reverse=True)
-        # Without their executions (counted in ExecutionCounts): a few daemons on large
-        # fleets made a list larger than a NATS message.
-        return wire.JobList(
-            jobs=[
-                msgspec.structs.replace(self.view(j), executions=[])
-                for j in jobs[: max(req.limit, 1)]
-            ]
-        )
+        return wire.JobList(jobs=[self.view(j) for j in jobs[: max(req.limit, 1)]])
 
     async def stop(self, data: bytes) -> wire.JobView:
         req = wire.decode(data, wire.StopRequest, what="stop request")
@@ -435,18 +428,24 @@ def _resubmitted(job: wire.JobRecord, spec: JobSpec) -> wire.SubmitReply:
 
 
 def _fitting(result: object, limit: int) -> bytes:
-    """`result` encoded; a job's view that would not fit in a NATS message (long errors on
-    many executions) shows fewer of them: the newest 100, then none (its ExecutionCounts
-    still count them all). A stop that was done must not be answered with an error."""
+    """`result` encoded; job views that would not fit in a NATS message (a list of daemons on
+    large fleets, long errors on many executions) show fewer executions: the newest 100, then
+    none (ExecutionCounts still counts them all). A stop that was done must not be answered
+    with an error."""
     encoded = wire.encode(result)
-    if len(encoded) <= limit - 1024 or not isinstance(result, wire.JobView):
+    if len(encoded) <= limit - 1024 or not isinstance(result, wire.JobView | wire.JobList):
         return encoded
     for keep in (100, 0):
-        shown = result.executions[-keep:] if keep else []
-        encoded = wire.encode(msgspec.structs.replace(result, executions=shown))
+        encoded = wire.encode(_showing(result, keep))
         if len(encoded) <= limit - 1024:
             break
     return encoded
+
+
+def _showing(result: wire.JobView | wire.JobList, keep: int) -> wire.JobView | wire.JobList:
+    if isinstance(result, wire.JobList):
+        return wire.JobList(jobs=[_showing(j, keep) for j in result.jobs])  # type: ignore[misc]
+    return msgspec.structs.replace(result, executions=result.executions[-keep:] if keep else [])
 
 
 def _canonical(spec: JobSpec) -> bytes:
