@@ -50,7 +50,8 @@ class EvalBroker:
         # job -> the nodes its next evaluation is about (None: the whole job)
         self._scope: dict[str, set[str] | None] = {}
         self._acks: dict[str, list[StreamMessage]] = {}
-        self._timers: list[tuple[float, str, int]] = []
+        # (when, tie-break, job, priority, the nodes it is about: None for the whole job)
+        self._timers: list[tuple[float, int, str, int, frozenset[str] | None]] = []
         self._seq = itertools.count()
         self._wakeup = asyncio.Event()
         self._timer_wakeup = asyncio.Event()
@@ -79,8 +80,12 @@ class EvalBroker:
         heapq.heappush(self._ready, (-priority, next(self._seq), job_id))
         self._wakeup.set()
 
-    def later(self, job_id: str, at: float, priority: int = 0) -> None:
-        heapq.heappush(self._timers, (at, job_id, priority))
+    def later(
+        self, job_id: str, at: float, priority: int = 0, nodes: Iterable[str] | None = None
+    ) -> None:
+        """Trigger at `at` (a backoff, a timeout), like `trigger`."""
+        scope = None if nodes is None else frozenset(nodes)
+        heapq.heappush(self._timers, (at, next(self._seq), job_id, priority, scope))
         self._timer_wakeup.set()
 
     @property
@@ -118,8 +123,8 @@ class EvalBroker:
         while True:
             now = time.time()
             while self._timers and self._timers[0][0] <= now:
-                _, job_id, priority = heapq.heappop(self._timers)
-                self.trigger(job_id, priority)
+                _, _, job_id, priority, scope = heapq.heappop(self._timers)
+                self.trigger(job_id, priority, scope)
             delay = self._timers[0][0] - now if self._timers else 3600.0
             self._timer_wakeup.clear()
             try:

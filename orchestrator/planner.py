@@ -29,6 +29,8 @@ from shared.spec import JobSpec, spec_from_canonical
 log = logging.getLogger(__name__)
 
 REFUSAL_MEMORY = 5.0
+# Evaluate (job) again at (time), for (nodes) of it only, or all of it (None): EvalBroker.later
+Later = Callable[[str, float, int, frozenset[str] | None], None]
 PLAN_CONCURRENCY = 128  # a plan's offers (or stops) in flight at once
 T = TypeVar("T")
 R = TypeVar("R")
@@ -82,7 +84,7 @@ class Planner:
         registry: NodeRegistry,
         history: History,
         *,
-        later: Callable[[str, float], None],
+        later: Later,
         bid_timeout: float = 5.0,
         final_view: Callable[[wire.JobRecord], bytes] = lambda job: b"",
     ) -> None:
@@ -132,7 +134,7 @@ class Planner:
                         refused.setdefault(e.partition, set()).add(e.node_id)
                         if e.retryable:
                             busy.add(e.node_id)
-                        self._later(job_id, e.updated_at + REFUSAL_MEMORY)
+                        self._later(job_id, e.updated_at + REFUSAL_MEMORY, 0, None)
                 table = self._registry.states()
                 ctx = Context(
                     job,
@@ -147,7 +149,7 @@ class Planner:
                 plan = schedule(ctx)
                 stopped_scoped = stopped_scoped or (only is not None and bool(plan.stop))
                 try:
-                    declined = await self._apply(job, ctx.spec, plan, refused)
+                    declined = await self._apply(job, ctx.spec, plan, refused, only)
                 except Conflict:
                     continue  # someone changed the job or an execution: re-read and re-decide
                 if not declined:
@@ -156,10 +158,15 @@ class Planner:
             if stopped_scoped:
                 # A copy stopped, perhaps the job's last: whether it still runs anywhere is
                 # for a whole evaluation to say (rare: a node stopped matching).
-                self._later(job_id, time.time())
+                self._later(job_id, time.time(), 0, None)
 
     async def _apply(
-        self, job: wire.JobRecord, spec: JobSpec, plan: Plan, refused: dict[int, set[str]]
+        self,
+        job: wire.JobRecord,
+        spec: JobSpec,
+        plan: Plan,
+        refused: dict[int, set[str]],
+        only: frozenset[str] | None = None,
     ) -> bool:
         now = time.time()
         if len(plan.stop) == 1:
@@ -182,7 +189,7 @@ class Planner:
             return True
         await self._set_job_state(job, plan, now)
         if plan.evaluate_at is not None:
-            self._later(job.id, plan.evaluate_at)
+            self._later(job.id, plan.evaluate_at, 0, only)  # a scoped plan's wake stays scoped
         return False
 
     async def stop_execution(self, stop: Stop, now: float) -> None:

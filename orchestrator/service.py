@@ -264,7 +264,9 @@ class Orchestrator(Service):
         priority = job.priority if job else 0
         if record.compute_state in wire.TERMINAL_COMPUTE_STATES:
             self.registry.release(record.node_id, record.id)
-            self.broker.trigger(record.job_id, priority)
+            # A daemon's copy ended: its restart is that node's business (not a rollout's).
+            nodes = self._only_its_node(job, record) if job is not None else None
+            self.broker.trigger(record.job_id, priority, nodes)
             self._trigger_waiting(record.node_id)  # capacity freed up there
         elif (
             record.compute_state == "running"

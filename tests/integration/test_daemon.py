@@ -233,6 +233,40 @@ async def test_a_join_evaluates_only_the_joining_nodes_part_of_a_running_daemon(
         assert all(nodes == frozenset({"node-2"}) for nodes in mine), mine
 
 
+async def test_a_copy_that_ends_is_restarted_by_evaluations_of_its_node_alone(
+    nats_server: EmbeddedNats, tmp_path: Path
+) -> None:
+    async with long_stack(nats_server.url, tmp_path, agents=2) as s, await s.client() as client:
+        assert s.orchestrator is not None
+        planner = s.orchestrator.planner
+        seen: list[tuple[str, frozenset[str] | None]] = []
+        evaluate = planner.evaluate
+
+        async def recording(job_id: str, nodes: frozenset[str] | None = None) -> None:
+            seen.append((job_id, nodes))
+            await evaluate(job_id, nodes)
+
+        planner.evaluate = recording  # type: ignore[method-assign]
+        job_id = await client.submit(noop_job("exiting", type="daemon", count=None, sleep=0.3))
+
+        async def attempts(n: int) -> bool:
+            execs = await client.executions(job_id)
+            return all(sum(e.node_id == f"node-{i}" for e in execs) >= n for i in range(2))
+
+        async def settled() -> bool:  # evaluated whole until it runs with nothing to say
+            view = await client.describe(job_id)
+            return view.state == "Running" and not view.state_message and await attempts(1)
+
+        await eventually(settled, what="a copy on each node, the job Running")
+        await asyncio.sleep(0.2)  # the whole evaluations already triggered
+        seen.clear()
+        await eventually(lambda: attempts(3), timeout=15, what="3 attempts on each node")
+        mine = [nodes for job, nodes in seen if job == job_id]
+        assert mine, seen
+        # (a scope may hold both nodes: their triggers collapsed into one evaluation)
+        assert all(nodes is not None for nodes in mine), mine
+
+
 async def test_a_daemon_whose_last_copy_stops_says_it_has_no_node(
     nats_server: EmbeddedNats, tmp_path: Path
 ) -> None:

@@ -153,7 +153,7 @@ async def stored_job(mirror: StateMirror) -> wire.JobRecord:
 def test_a_remembered_spec_stands_in_only_for_the_same_bytes() -> None:
     """A submit that lost its create was remembered under the same id and version; the
     planner must parse what is stored, not use that one."""
-    planner = Planner(None, None, None, None, later=lambda job_id, at: None)  # type: ignore[arg-type]
+    planner = Planner(None, None, None, None, later=lambda *args: None)  # type: ignore[arg-type]
     ours = spec_from_data({**SHORT, "Count": 2})
     canonical = json.dumps(spec_from_data(SHORT).dump()).encode()
     stored = msgspec.structs.replace(JOB, spec=msgspec.Raw(canonical))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any, cast
 
 from orchestrator.evals import EvalBroker
@@ -44,6 +45,26 @@ async def test_collapsed_triggers_add_up_their_nodes_and_a_whole_one_wins() -> N
         ("batch", None),
         ("daemon", frozenset({"a", "b"})),
         ("mixed", None),
+    ]
+
+
+async def test_a_timer_keeps_the_nodes_it_was_set_for() -> None:
+    recorder = Recorder()
+    broker = EvalBroker(cast(Bus, None), recorder)
+    at = time.time() - 1  # due already; equal times must not compare the scopes
+    broker.later("daemon", at, 0, ["a"])
+    broker.later("other", at, 0, None)
+    broker.later("other2", at, 0, ["b"])
+    async with asyncio.TaskGroup() as tasks:
+        timers = tasks.create_task(broker.run_timers())
+        worker = tasks.create_task(broker.run_worker())
+        await eventually(lambda: len(recorder.calls) == 3, timeout=5, what="three evaluations")
+        timers.cancel()
+        worker.cancel()
+    assert sorted(recorder.calls, key=lambda c: c[0]) == [
+        ("daemon", frozenset({"a"})),
+        ("other", None),
+        ("other2", frozenset({"b"})),
     ]
 
 
