@@ -60,8 +60,9 @@ class EvalBroker:
         """Evaluate soon; repeated triggers while queued collapse into one evaluation.
 
         `nodes`: only what concerns these nodes needs a look (a daemon job when nodes join or
-        leave: at 10,000 nodes a whole evaluation of it took 25-40 ms). Collapsed triggers
-        add up their nodes; one without `nodes` makes the evaluation whole."""
+        change, or its copies come up or end: at 10,000 nodes a whole evaluation of it took
+        25-40 ms). Collapsed triggers add up their nodes; one without `nodes` makes the
+        evaluation whole."""
         if nodes is None:
             self._scope[job_id] = None
         elif job_id not in self._scope:
