@@ -16,6 +16,7 @@ from shared.natsserver import EmbeddedNats
 from tests.conftest import eventually
 from tests.integration.helpers_jobs import agent_running, constraint, noop_job, run_cli
 from tests.integration.helpers_longrunning import (
+    LongStack,
     forever,
     long_stack,
     running,
@@ -25,6 +26,21 @@ from tests.integration.helpers_longrunning import (
 from tests.integration.stack import FAST, Stack
 
 EDGE = constraint("role", "=", "edge")
+
+
+def recorded_evaluations(s: LongStack) -> list[tuple[str, frozenset[str] | None]]:
+    """(job id, the nodes it was evaluated for) of every evaluation from now on."""
+    assert s.orchestrator is not None
+    planner = s.orchestrator.planner
+    seen: list[tuple[str, frozenset[str] | None]] = []
+    evaluate = planner.evaluate
+
+    async def recording(job_id: str, nodes: frozenset[str] | None = None) -> None:
+        seen.append((job_id, nodes))
+        await evaluate(job_id, nodes)
+
+    planner.evaluate = recording  # type: ignore[method-assign]
+    return seen
 
 
 async def test_daemon_runs_on_every_matching_node_and_on_nodes_that_join(
@@ -207,16 +223,7 @@ async def test_a_join_evaluates_only_the_joining_nodes_part_of_a_running_daemon(
     # At 10,000 nodes a whole evaluation of a daemon job takes 25-40 ms of the orchestrator's
     # one core, and every join evaluated every daemon job whole.
     async with long_stack(nats_server.url, tmp_path, agents=2) as s, await s.client() as client:
-        assert s.orchestrator is not None
-        planner = s.orchestrator.planner
-        seen: list[tuple[str, frozenset[str] | None]] = []
-        evaluate = planner.evaluate
-
-        async def recording(job_id: str, nodes: frozenset[str] | None = None) -> None:
-            seen.append((job_id, nodes))
-            await evaluate(job_id, nodes)
-
-        planner.evaluate = recording  # type: ignore[method-assign]
+        seen = recorded_evaluations(s)
         job_id = await client.submit(forever("scoped-daemon", type="daemon"))
 
         async def settled() -> bool:
@@ -237,16 +244,7 @@ async def test_a_copy_that_ends_is_restarted_by_evaluations_of_its_node_alone(
     nats_server: EmbeddedNats, tmp_path: Path
 ) -> None:
     async with long_stack(nats_server.url, tmp_path, agents=2) as s, await s.client() as client:
-        assert s.orchestrator is not None
-        planner = s.orchestrator.planner
-        seen: list[tuple[str, frozenset[str] | None]] = []
-        evaluate = planner.evaluate
-
-        async def recording(job_id: str, nodes: frozenset[str] | None = None) -> None:
-            seen.append((job_id, nodes))
-            await evaluate(job_id, nodes)
-
-        planner.evaluate = recording  # type: ignore[method-assign]
+        seen = recorded_evaluations(s)
         job_id = await client.submit(noop_job("exiting", type="daemon", count=None, sleep=0.3))
 
         async def attempts(n: int) -> bool:
