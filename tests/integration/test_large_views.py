@@ -3,7 +3,6 @@ counts of all of them, pages of the rest, and a clear error rather than silence.
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import msgspec
@@ -14,7 +13,20 @@ from shared import views, wire
 from shared.bus import Bus
 from shared.errors import ShoalError
 from shared.natsserver import EmbeddedNats
-from tests.integration.stack import stack
+from tests.conftest import eventually
+from tests.integration.stack import Stack, stack
+
+
+def orchestrator_takes(monkeypatch: pytest.MonkeyPatch, s: Stack, limit: int) -> None:
+    """As if the servers took at most `limit` bytes, for the orchestrator's answers only."""
+    assert s.orchestrator is not None
+    orchestrator_bus, real = s.orchestrator.bus, Bus.max_payload
+    assert real.fget is not None
+    fget = real.fget
+    monkeypatch.setattr(
+        Bus, "max_payload", property(lambda bus: limit if bus is orchestrator_bus else fget(bus))
+    )
+
 
 FIVE = {"Type": "batch", "Count": 5, "Tasks": [{"Engine": {"Type": "noop"}}]}
 
@@ -56,15 +68,9 @@ async def test_a_view_too_large_for_nats_shows_fewer_executions_and_others_say_s
         assert len(listed.executions) == 5 and listed.execution_counts == {"completed": 5}
         # as if the servers took only a little more than the view without its executions
         assert s.orchestrator is not None
-        orchestrator_bus = s.orchestrator.bus
-        real = Bus.max_payload
         limit = bare + 1024 + 100
         assert full > bare + 100
-        monkeypatch.setattr(
-            Bus,
-            "max_payload",
-            property(lambda bus: limit if bus is orchestrator_bus else real.fget(bus)),  # type: ignore[misc]
-        )
+        orchestrator_takes(monkeypatch, s, limit)
         view = await client.describe(job_id)  # answered, with fewer executions
         assert view.execution_counts == {"completed": 5} and len(view.executions) < 5
         (listed,) = await client.jobs()  # the same for the views in a list
@@ -72,11 +78,7 @@ async def test_a_view_too_large_for_nats_shows_fewer_executions_and_others_say_s
         stopped = await client.stop(job_id)  # (already ended: answered as it is)
         assert stopped.state == "Completed"
         # an answer that is not a view cannot shrink: an error that says why, not silence
-        monkeypatch.setattr(
-            Bus,
-            "max_payload",
-            property(lambda bus: 300 if bus is orchestrator_bus else real.fget(bus)),  # type: ignore[misc]
-        )
+        orchestrator_takes(monkeypatch, s, 300)
         with pytest.raises(ShoalError, match="more than NATS carries"):
             await client.history(job_id)
 
@@ -87,8 +89,12 @@ async def test_history_comes_in_pages_that_add_up_to_all_of_it(
     async with stack(nats_server.url, tmp_path) as s, await s.client() as client:
         job_id = await client.submit(FIVE)
         await client.wait(job_id, timeout=20)
-        await asyncio.sleep(0.2)  # the closing events come just after the job's end
-        every = await client.history(job_id)
+
+        async def closed() -> list[wire.JobEvent]:  # the closing event comes just after the end
+            events = await client.history(job_id)
+            return events if any(e.kind == "job" and e.state == "Completed" for e in events) else []
+
+        every = await eventually(closed, what="the job's closing event")
         assert len(every) >= 10, every  # submitted, 5 placed, 5 ended, completed
         pages, after = [], 0
         while True:
@@ -101,14 +107,7 @@ async def test_history_comes_in_pages_that_add_up_to_all_of_it(
         assert all(len(p) == 3 for p in pages[:-1]) and 1 <= len(pages[-1]) <= 3, pages
         assert [e for p in pages for e in p] == every
         # pages also end before half a message: here as if NATS took 4 KB
-        assert s.orchestrator is not None
-        orchestrator_bus = s.orchestrator.bus
-        real = Bus.max_payload
-        monkeypatch.setattr(
-            Bus,
-            "max_payload",
-            property(lambda bus: 4096 if bus is orchestrator_bus else real.fget(bus)),  # type: ignore[misc]
-        )
+        orchestrator_takes(monkeypatch, s, 4096)
         first = await client._call("job.history", wire.HistoryRequest(job_id=job_id), wire.History)
         assert first.next and len(first.events) < len(every)
         assert await client.history(job_id) == every
