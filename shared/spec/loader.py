@@ -212,17 +212,19 @@ def parse_document(text: str, *, source: str = "") -> Any:
                     [Problem(where, f"invalid JSON: {exc.msg}")], source=source
                 ) from None
         except RecursionError:
-            raise InvalidSpec("invalid JSON: nested too deeply", source=source) from None
+            raise InvalidSpec([_too_deep("")], source=source) from None
     try:
         docs = [d for d in yaml.load_all(text, Loader=_Loader) if d is not None]
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        if _is_nesting_limit(exc):
+            raise InvalidSpec([_too_deep(where)], source=source) from None
         raise InvalidSpec(
             [Problem(where, f"invalid YAML: {exc.problem or exc}")], source=source
         ) from None
     except RecursionError:
-        raise InvalidSpec("invalid YAML: nested too deeply", source=source) from None
+        raise InvalidSpec([_too_deep("")], source=source) from None
     except (yaml.YAMLError, ValueError, OverflowError) as exc:
         raise InvalidSpec(f"invalid YAML: {exc}", source=source) from None
     if not docs:
@@ -232,6 +234,19 @@ def parse_document(text: str, *, source: str = "") -> Any:
             f"the file holds {len(docs)} YAML documents; submit one job per file", source=source
         )
     return docs[0]
+
+
+def _too_deep(where: str) -> Problem:
+    """Shoal's one message for a document nested too deeply, whichever layer noticed: the
+    parser (libyaml refuses about 1,000 levels, older releases overflow Python's stack) or
+    the shape check after it (MAX_DEPTH)."""
+    return Problem(where, f"is nested more than {MAX_DEPTH} levels deep")
+
+
+def _is_nesting_limit(exc: yaml.MarkedYAMLError) -> bool:
+    # libyaml (bundled with PyYAML >= 6.0.4) stops at its own nesting limit with a scanner
+    # error; its wording is the only mark it leaves, so this is the one place that reads it.
+    return isinstance(exc, yaml.scanner.ScannerError) and "nesting" in (exc.problem or "")
 
 
 def spec_from_canonical(raw: bytes) -> JobSpec:
