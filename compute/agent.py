@@ -139,12 +139,12 @@ class ComputeAgent(Service):
         """Probe engines, listen for bids/commands (unless a Fleet routes them), heartbeat."""
         candidates = self._engines_given or make_engines(self.config.engines, self.node_id)
         self.engines = {n: e for n, e in candidates.items() if await e.probe()}
-        docker = self.engines.get("docker")
-        cleanup = getattr(docker, "cleanup", None)
-        if cleanup is not None:  # containers left behind by a crashed run of this node
-            removed = await cleanup(set(self._running))
+        for name, engine in self.engines.items():
+            removed = await engine.cleanup(set(self._running))
             if removed:
-                log.warning("%s: removed %d stray containers", self.node_id, removed)
+                log.warning(
+                    "%s: %s engine removed %d leftovers of a crash", self.node_id, name, removed
+                )
         for name in self.config.engines:
             if name not in self.engines:
                 log.warning(
@@ -178,9 +178,7 @@ class ComputeAgent(Service):
             await asyncio.wait(tasks, timeout=grace)
         await self._children.stop()
         for engine in self.engines.values():
-            close = getattr(engine, "close", None)
-            if close is not None:
-                await close()
+            await engine.close()
 
     @property
     def registered(self) -> bool:
@@ -350,12 +348,11 @@ class ComputeAgent(Service):
     async def _image_refusal(self, spec: JobSpec) -> str | None:
         """A docker task needs its image here: no registry may be reachable to pull it."""
         engine = self.engines.get(spec.task.engine.type)
-        has_image = getattr(engine, "has_image", None)
-        if has_image is None:
+        if engine is None or not engine.runs_images:
             return None
         image = DockerParams.model_validate(spec.task.engine.params).image
         try:
-            if not await has_image(image):
+            if not await engine.has_image(image):
                 return f"image {image} is not on this node (and this node does not pull)"
         except ShoalError as exc:
             return f"docker is not answering: {exc}"

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import ClassVar
 
 from shared.spec.params import Params
 
@@ -53,14 +54,35 @@ class RunResult:
     oom: bool = False
 
 
-class Engine(Protocol):
+class Engine(ABC):
     """A way of running tasks. `probe()` says whether this machine can run it at all.
 
-    An engine may set `writes_files = False` when it makes the output files' directory itself
-    if it writes any; by default the executor makes the working directory first."""
+    Beyond `probe` and `run`, an engine has a few abilities whose defaults here fit an engine
+    that lacks them, so the agent and the executor call them on every engine alike."""
 
-    name: str
+    name: ClassVar[str]
+    # False for an engine that makes the output files' directory itself if it writes any: the
+    # executor then makes no working directory that nothing else needs.
+    writes_files: ClassVar[bool] = True
+    # True for an engine whose tasks name an image: a bid then asks has_image(), as no
+    # registry may be reachable to pull one.
+    runs_images: ClassVar[bool] = False
 
+    @abstractmethod
     async def probe(self) -> bool: ...
 
+    @abstractmethod
     async def run(self, request: RunRequest) -> RunResult: ...
+
+    async def has_image(self, image: str) -> bool:
+        """Whether `image` is on this machine; asked only of engines that set `runs_images`."""
+        return True
+
+    async def cleanup(self, keep: set[str]) -> int:
+        """Remove what a crashed run of this node left running, except the executions in
+        `keep`; how many went."""
+        return 0
+
+    async def close(self) -> None:
+        """Let go of what the engine holds (connections, background tasks); after its last run."""
+        return None  # an engine that holds nothing between runs

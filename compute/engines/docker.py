@@ -16,7 +16,7 @@ from aiodocker.containers import DockerContainer
 from aiodocker.exceptions import DockerError
 from aiodocker.stream import Stream
 
-from compute.engines.base import RunRequest, RunResult
+from compute.engines.base import Engine, RunRequest, RunResult
 from compute.engines.docker_config import (
     LABEL_EXECUTION,
     LABEL_NODE,
@@ -64,7 +64,7 @@ def _translate(exc: DockerError, what: str) -> ShoalError:
     return ExecutionFailed(message, retryable=True)  # 409 conflict, 5xx daemon trouble
 
 
-class DockerEngine:
+class DockerEngine(Engine):
     """Runs each execution in its own container, removed when the run ends however it ends.
 
     Output is streamed from an attach made before the container starts (so nothing printed
@@ -75,6 +75,7 @@ class DockerEngine:
     """
 
     name = "docker"
+    runs_images = True
 
     def __init__(
         self,

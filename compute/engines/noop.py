@@ -6,12 +6,12 @@ import asyncio
 import math
 from pathlib import Path
 
-from compute.engines.base import RunRequest, RunResult
+from compute.engines.base import Engine, RunRequest, RunResult
 from shared.errors import ExecutionFailed
 from shared.spec.params import NoopParams
 
 
-class NoopEngine:
+class NoopEngine(Engine):
     """Stands in for a real engine in tests and benchmarks; runs on every machine.
 
     A non-empty `Error` makes the run raise ExecutionFailed (not retryable) after the sleep,

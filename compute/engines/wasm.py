@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import wasmtime
 
-from compute.engines.base import Mount, RunRequest, RunResult
+from compute.engines.base import Engine, Mount, RunRequest, RunResult
 from shared.errors import ExecutionFailed
 from shared.spec.params import WasmParams
 
@@ -93,7 +93,7 @@ class _Run:
         self.engine.increment_epoch()
 
 
-class WasmEngine:
+class WasmEngine(Engine):
     """Runs WASI modules; every run gets its own wasmtime Engine so interrupting one spares others.
 
     Wasmtime's epoch counter belongs to the Engine, so a shared Engine would trap every running
