@@ -13,9 +13,8 @@ from pathlib import Path
 
 import msgspec
 
+from compute.engine_setup import make_engines, usable_engines
 from compute.engines.base import Engine
-from compute.engines.noop import NoopEngine
-from compute.engines.wasm import WasmEngine
 from compute.executor import Execution, run_execution
 from compute.inputs import SUPPORTED_SOURCES, AllowedPath, check_local
 from compute.logs import LogShipper
@@ -72,22 +71,6 @@ def _machine_memory() -> int:
         return 4 * 1024**3
 
 
-def make_engines(names: tuple[str, ...], node_id: str) -> dict[str, Engine]:
-    engines: dict[str, Engine] = {}
-    for name in names:
-        if name == "wasm":
-            engines[name] = WasmEngine()
-        elif name == "noop":
-            engines[name] = NoopEngine()
-        elif name == "docker":
-            from compute.engines.docker import DockerEngine  # aiodocker only when asked for
-
-            engines[name] = DockerEngine(node_id=node_id)
-        else:
-            log.warning("unknown engine %r: not advertising it", name)
-    return engines
-
-
 @dataclass(slots=True)
 class _Running:
     execution: Execution
@@ -138,18 +121,9 @@ class ComputeAgent(Service):
     async def start(self, *, subscribe: bool = True) -> None:
         """Probe engines, listen for bids/commands (unless a Fleet routes them), heartbeat."""
         candidates = self._engines_given or make_engines(self.config.engines, self.node_id)
-        self.engines = {n: e for n, e in candidates.items() if await e.probe()}
-        for name, engine in self.engines.items():
-            removed = await engine.cleanup(set(self._running))
-            if removed:
-                log.warning(
-                    "%s: %s engine removed %d leftovers of a crash", self.node_id, name, removed
-                )
-        for name in self.config.engines:
-            if name not in self.engines:
-                log.warning(
-                    "%s: engine %s is not usable here; not advertising it", self.node_id, name
-                )
+        self.engines = await usable_engines(
+            candidates, self.config.engines, self.node_id, keep=set(self._running)
+        )
         api = ipfs.api_url()
         if await ipfs.probe(api):
             self.publishers["ipfs"] = IPFSPublisher(api)
