@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import platform
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -16,6 +15,8 @@ import msgspec
 from compute.engine_setup import make_engines, usable_engines
 from compute.engines.base import Engine
 from compute.executor import Execution, run_execution
+from compute.identity import default_labels as default_labels  # bench/fleet.py imports it here
+from compute.identity import node_labels
 from compute.inputs import SUPPORTED_SOURCES, AllowedPath, check_local
 from compute.logs import LogShipper
 from compute.publish_remote import IPFSPublisher, S3Publisher
@@ -31,8 +32,6 @@ log = logging.getLogger(__name__)
 
 BUSY_RESOURCES = "not enough free resources on this node right now"
 BUSY_SLOTS = "all execution slots are busy"
-
-_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,18 +49,6 @@ class AgentConfig:
     state_dir: Path = Path(".shoal/compute")
     network: bool = True
     log_limit: int = 8 * 1024 * 1024
-
-
-def default_labels(name: str) -> dict[str, str]:
-    os_type = platform.system().lower()
-    arch = _ARCH.get(platform.machine().lower(), platform.machine().lower())
-    return {
-        "os_type": os_type,
-        "os_arch": arch,
-        "name": name,
-        "Operating-System": os_type,
-        "Architecture": arch,
-    }
 
 
 def _machine_memory() -> int:
@@ -170,10 +157,9 @@ class ComputeAgent(Service):
     # ---- registration and heartbeats -----------------------------------------------------------
 
     def info(self) -> wire.NodeInfo:
-        labels = {**default_labels(self.node_id), **self.config.labels}
         return wire.NodeInfo(
             id=self.node_id,
-            labels=labels,
+            labels=node_labels(self.node_id, self.config.labels),
             engines=sorted(self.engines),
             publishers=sorted(self.publishers),
             sources=list(self.sources),
