@@ -12,12 +12,13 @@ from pathlib import Path
 
 import msgspec
 
+from compute.bidding import BUSY_RESOURCES, BUSY_SLOTS, image_refusal, refusal
 from compute.engine_setup import make_engines, usable_engines
 from compute.engines.base import Engine
 from compute.executor import Execution, run_execution
 from compute.identity import default_labels as default_labels  # bench/fleet.py imports it here
 from compute.identity import node_labels
-from compute.inputs import SUPPORTED_SOURCES, AllowedPath, check_local
+from compute.inputs import SUPPORTED_SOURCES, AllowedPath
 from compute.logs import LogShipper
 from compute.publish_remote import IPFSPublisher, S3Publisher
 from compute.publishers import LocalPublisher, NatsPublisher, NoopPublisher, Publisher
@@ -26,12 +27,8 @@ from shared.bus import Bus, Message, Subscription
 from shared.errors import InvalidSpec, ShoalError
 from shared.lifecycle import Service, Supervisor
 from shared.spec import JobSpec, spec_from_canonical
-from shared.spec.params import DockerParams
 
 log = logging.getLogger(__name__)
-
-BUSY_RESOURCES = "not enough free resources on this node right now"
-BUSY_SLOTS = "all execution slots are busy"
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,32 +246,18 @@ class ComputeAgent(Service):
         return spec
 
     def refusal(self, spec: JobSpec) -> str | None:
-        """Local policy: why this node declines, or None."""
-        task = spec.task
-        if self.approval == "REJECTED":
-            return "this node was rejected by an operator"
-        if task.engine.type not in self.engines:
-            return f"engine {task.engine.type} is not available on this node"
-        if (task.publisher.type or "nats") not in self.publishers:
-            return f"publisher {task.publisher.type} is not available on this node"
-        if task.network.type != "None" and not self.config.network:
-            return "networking is not allowed on this node"
-        for src in task.input_sources:
-            if src.source.type not in self.sources:
-                return f"input source {src.source.type} is not supported on this node"
-            why = check_local(src, self.config.allow_local_paths)
-            if why:
-                return why
-        r, free = task.resources, self.free()
-        if (
-            r.cpu_millis > free.cpu_millis
-            or r.memory_bytes > free.memory_bytes
-            or r.gpus > free.gpus
-        ):
-            return BUSY_RESOURCES
-        if free.executions and len(self._running) >= free.executions:
-            return BUSY_SLOTS
-        return None
+        """Local policy (compute/bidding.py) on this node's standing now: why it declines."""
+        return refusal(
+            spec,
+            approval=self.approval,
+            engines=self.engines,
+            publishers=self.publishers,
+            sources=self.sources,
+            network=self.config.network,
+            allow_local_paths=self.config.allow_local_paths,
+            free=self.free(),
+            running=len(self._running),
+        )
 
     async def on_bid(self, msg: Message) -> None:
         try:
@@ -289,7 +272,7 @@ class ComputeAgent(Service):
         if self._stopping and not known:
             reason = "this node is shutting down"
         if reason is None and not known:
-            reason = await self._image_refusal(spec)
+            reason = await image_refusal(spec, self.engines.get(spec.task.engine.type))
         if reason is None and not known:
             self._launch(order, spec)
             trace.mark("agent.launched", order.job_id)
@@ -304,19 +287,6 @@ class ComputeAgent(Service):
         if not task.publisher.type and not task.result_paths:
             return None
         return self.publishers.get(task.publisher.type or "nats")
-
-    async def _image_refusal(self, spec: JobSpec) -> str | None:
-        """A docker task needs its image here: no registry may be reachable to pull it."""
-        engine = self.engines.get(spec.task.engine.type)
-        if engine is None or not engine.runs_images:
-            return None
-        image = DockerParams.model_validate(spec.task.engine.params).image
-        try:
-            if not await engine.has_image(image):
-                return f"image {image} is not on this node (and this node does not pull)"
-        except ShoalError as exc:
-            return f"docker is not answering: {exc}"
-        return None
 
     async def on_command(self, msg: Message) -> None:
         try:
