@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import msgspec
 
+from compute import capacity
 from compute.bidding import BUSY_RESOURCES, BUSY_SLOTS, image_refusal, refusal
 from compute.engine_setup import make_engines, usable_engines
 from compute.engines.base import Engine
@@ -22,6 +22,7 @@ from compute.inputs import SUPPORTED_SOURCES, AllowedPath
 from compute.logs import LogShipper
 from compute.publish_remote import IPFSPublisher, S3Publisher
 from compute.publishers import LocalPublisher, NatsPublisher, NoopPublisher, Publisher
+from compute.reporting import store_update
 from shared import ipfs, subjects, trace, wire
 from shared.bus import Bus, Message, Subscription
 from shared.errors import InvalidSpec, ShoalError
@@ -48,13 +49,6 @@ class AgentConfig:
     log_limit: int = 8 * 1024 * 1024
 
 
-def _machine_memory() -> int:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError):
-        return 4 * 1024**3
-
-
 @dataclass(slots=True)
 class _Running:
     execution: Execution
@@ -73,12 +67,12 @@ class ComputeAgent(Service):
         self._engines_given = engines
         self.engines: dict[str, Engine] = {}
         self.boot_id = uuid.uuid4().hex
-        self.capacity = wire.Capacity(
-            cpu_millis=config.cpu_millis or (os.cpu_count() or 1) * 1000,
-            memory_bytes=config.memory_bytes or _machine_memory(),
+        self.capacity = capacity.node_capacity(
+            cpu_millis=config.cpu_millis,
+            memory_bytes=config.memory_bytes,
             disk_bytes=config.disk_bytes,
             gpus=config.gpus,
-            executions=config.max_executions,
+            max_executions=config.max_executions,
         )
         self.approval: wire.Approval = "PENDING"
         self._running: dict[str, _Running] = {}
@@ -214,25 +208,12 @@ class ComputeAgent(Service):
             await asyncio.sleep(self.heartbeat_interval)
 
     def free(self) -> wire.Capacity:
-        cap, used = self.capacity, self._used
-        return wire.Capacity(
-            cpu_millis=cap.cpu_millis - used.cpu_millis,
-            memory_bytes=cap.memory_bytes - used.memory_bytes,
-            disk_bytes=cap.disk_bytes - used.disk_bytes,
-            gpus=cap.gpus - used.gpus,
-            executions=cap.executions,
-        )
+        return capacity.free(self.capacity, self._used)
 
     def _use(self, demand: wire.Capacity, sign: int) -> None:
         """Keep the sum of the running executions' demands (free() is asked on every bid and
         every heartbeat, and a busy node runs thousands of executions)."""
-        used = self._used
-        self._used = wire.Capacity(
-            cpu_millis=used.cpu_millis + sign * demand.cpu_millis,
-            memory_bytes=used.memory_bytes + sign * demand.memory_bytes,
-            disk_bytes=used.disk_bytes + sign * demand.disk_bytes,
-            gpus=used.gpus + sign * demand.gpus,
-        )
+        self._used = capacity.add(self._used, demand, sign)
 
     # ---- bids and commands ---------------------------------------------------------------------
 
@@ -317,13 +298,7 @@ class ComputeAgent(Service):
     def _launch(self, order: wire.ExecutionOrder, spec: JobSpec) -> None:
         if order.execution_id in self._finished:
             return  # a resent offer for something that already ran here
-        r = spec.task.resources
-        demand = wire.Capacity(
-            cpu_millis=r.cpu_millis,
-            memory_bytes=r.memory_bytes,
-            disk_bytes=r.disk_bytes,
-            gpus=r.gpus,
-        )
+        demand = capacity.demand(spec.task.resources)
         execution = Execution(order, spec)
         task = self._children.spawn(self._execute(execution), name=order.execution_id)
         self._running[order.execution_id] = _Running(execution, task, demand)
@@ -405,37 +380,11 @@ class ComputeAgent(Service):
         await self.bus.respond(msg, wire.encode(reply))
 
     async def _report(self, update: wire.ExecutionUpdate) -> None:
-        """Durable, deduplicated by (execution, state); retried until NATS takes it.
+        """Durable and deduplicated (compute/reporting.py).
 
         An execution's room is given back before its end is reported: the orchestrator
         offers that room to a waiting job as soon as it applies the report, and the offer
         could otherwise reach this node before the room is free here."""
         if update.state in wire.TERMINAL_COMPUTE_STATES:
             self._release(update.execution_id)
-        delay = 0.1
-        msg_id = f"{update.execution_id}:{update.state}"
-        trace.mark(f"agent.reporting-{update.state}", update.job_id)
-        while True:
-            try:
-                await self.bus.js_publish(
-                    subjects.node_update(self.node_id), wire.encode(update), msg_id=msg_id
-                )
-                trace.mark(f"agent.reported-{update.state}", update.job_id)
-                return
-            except ShoalError as exc:
-                if self._stopping and not self.bus.connected:
-                    log.warning(
-                        "%s: stopping with NATS unreachable; the update for %s is "
-                        "left to reconciliation",
-                        self.node_id,
-                        update.execution_id,
-                    )
-                    return
-                log.warning(
-                    "%s: update for %s not stored yet (%s); retrying",
-                    self.node_id,
-                    update.execution_id,
-                    exc,
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        await store_update(self.bus, self.node_id, update, stopping=lambda: self._stopping)
