@@ -91,12 +91,13 @@ class Api:
                 ok=True, data=msgspec.Raw(_fitting(result, self._bus.max_payload))
             )
         except InvalidSpec as exc:
-            reply = wire.ApiReply(
-                ok=False,
-                error=wire.ApiError(
-                    code=exc.code, message=str(exc), problems=[str(p) for p in exc.problems]
-                ),
+            error = wire.ApiError(
+                code=exc.code,
+                message=str(exc),
+                problems=[str(p) for p in exc.problems],
+                details=[wire.ApiProblem(path=p.path, message=p.message) for p in exc.problems],
             )
+            reply = wire.ApiReply(ok=False, error=error)
         except ShoalError as exc:
             reply = wire.ApiReply(ok=False, error=wire.ApiError(code=exc.code, message=str(exc)))
         except Exception as exc:  # a bug must still answer, never leave the caller hanging
@@ -105,10 +106,15 @@ class Api:
                 ok=False, error=wire.ApiError(code="error", message=f"internal error: {exc}")
             )
         encoded = wire.encode(reply)
+        size = len(encoded)
+        if size > self._bus.max_payload and reply.error is not None:
+            # Each problem is there three times (Message, Problems, Details): the text alone.
+            brief = wire.ApiError(code=reply.error.code, message=reply.error.message)
+            encoded = wire.encode(wire.ApiReply(ok=False, error=brief))
         if len(encoded) > self._bus.max_payload:
             # Unsent, the caller would wait out its timeout and be told nobody answered (a
             # job.history of tens of thousands of events).
-            too_big = f"the answer to {verb} is {len(encoded)} bytes, more than NATS carries"
+            too_big = f"the answer to {verb} is {size} bytes, more than NATS carries"
             limit = f" ({self._bus.max_payload}: the servers' max_payload)"
             error = wire.ApiError(code="error", message=too_big + limit)
             encoded = wire.encode(wire.ApiReply(ok=False, error=error))

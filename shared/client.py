@@ -24,7 +24,7 @@ import msgspec
 
 from shared import subjects, trace, wire
 from shared.bus import Bus, Inbox
-from shared.errors import InvalidSpec, Problem, ShoalError, Unavailable, error_from_code
+from shared.errors import Problem, ShoalError, Unavailable, error_from_code
 from shared.results import ARCHIVE, unpack
 from shared.spec import JobSpec
 from shared.views import StoredJob
@@ -96,10 +96,7 @@ class ShoalClient:
             raise Unavailable(f"no orchestrator answered {verb} ({exc}); is one running?") from None
         reply = wire.decode(raw, wire.ApiReply, what=f"{verb} reply")
         if not reply.ok:
-            err = reply.error or wire.ApiError(code="error", message="request failed")
-            if err.code == "invalid" and err.problems:
-                raise InvalidSpec([Problem("", p) for p in err.problems])
-            raise error_from_code(err.code, err.message)
+            raise _error(reply.error or wire.ApiError(code="error", message="request failed"))
         return wire.decode(reply.data, kind, what=f"{verb} reply")
 
     # ---- jobs --------------------------------------------------------------------------------
@@ -382,7 +379,7 @@ class ShoalClient:
                     reply = wire.decode(raw, wire.ApiReply, what="results reply")
                     if not reply.ok:
                         err = reply.error or wire.ApiError(code="error", message="failed")
-                        raise error_from_code(err.code, f"{execution.node_id}: {err.message}")
+                        raise _error(err, f"{execution.node_id}: ")
                     chunk = wire.decode(reply.data, bytes, what="results chunk")
                     if not chunk:
                         break
@@ -421,6 +418,15 @@ class ShoalClient:
 
 def new_job_id() -> str:
     return f"j-{uuid.uuid4()}"
+
+
+def _error(err: wire.ApiError, where: str = "") -> ShoalError:
+    """An error reply as the error it was raised as: an `invalid` one with every problem and
+    its path (`Details`; from orchestrators before it, the `Problems` text without paths)."""
+    problems = [Problem(p.path, p.message) for p in err.details] or [
+        Problem("", text) for text in err.problems
+    ]
+    return error_from_code(err.code, where + err.message, problems)
 
 
 def _terminal(view: wire.JobView) -> bool:

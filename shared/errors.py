@@ -10,6 +10,7 @@ ShoalError                      root; `.retryable` says whether trying again can
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 
@@ -90,9 +91,12 @@ _BY_CODE: dict[str, type[ShoalError]] = {
 }
 
 
-def error_from_code(code: str, message: str) -> ShoalError:
-    """Rebuild an error sent over the wire as (code, message)."""
+def error_from_code(code: str, message: str, problems: Sequence[Problem] = ()) -> ShoalError:
+    """Rebuild an error sent over the wire as (code, message), and for InvalidSpec its
+    `problems` where the sender listed them (else one problem per line of the message)."""
     cls = _BY_CODE.get(code, ShoalError)
+    if cls is InvalidSpec and problems:
+        return InvalidSpec(list(problems))
     if cls is InvalidSpec:
         return InvalidSpec(
             [

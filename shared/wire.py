@@ -265,10 +265,19 @@ class Evaluation(Wire):
 # ---- API -----------------------------------------------------------------------------------
 
 
+class ApiProblem(Wire):
+    """One problem of an `invalid` request, and where it is (`Tasks[0].Resources.Memory`;
+    empty for the request as a whole)."""
+
+    message: str
+    path: str = ""
+
+
 class ApiError(Wire):
     code: str
     message: str
-    problems: list[str] = []
+    problems: list[str] = []  # each problem as text, `path: message`
+    details: list[ApiProblem] = []  # the same problems with their paths apart
 
 
 class ApiReply(Wire):
