@@ -17,7 +17,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from compute.agent import default_labels
+from compute.identity import default_labels
 from shared import subjects, wire
 from shared.bus import Bus
 from shared.errors import ShoalError

@@ -16,7 +16,6 @@ from compute.bidding import BUSY_RESOURCES, BUSY_SLOTS, image_refusal, refusal
 from compute.engine_setup import make_engines, usable_engines
 from compute.engines.base import Engine
 from compute.executor import Execution, run_execution
-from compute.identity import default_labels as default_labels  # bench/fleet.py imports it here
 from compute.identity import node_labels
 from compute.inputs import SUPPORTED_SOURCES, AllowedPath
 from compute.logs import LogShipper
