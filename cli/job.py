@@ -189,7 +189,13 @@ def submit_and_wait(
         until = None if spec.type in ("batch", "ops") else _placed
         status = StatusLine(enabled=not id_only)
         try:
-            view = await client.wait(reply.job_id, wait_timeout, until=until, on_change=status.show)
+            view = await client.wait(
+                reply.job_id,
+                wait_timeout,
+                until=until,
+                on_change=status.show if status.enabled else None,
+                version=reply.version,
+            )
         except TimeoutError:
             status.done()
             info(

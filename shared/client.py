@@ -12,7 +12,6 @@ import asyncio
 import builtins
 import importlib
 import json
-import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
@@ -23,11 +22,11 @@ from typing import Any, TypeVar
 import msgspec
 
 from shared import subjects, trace, wire
-from shared.bus import Bus, Inbox
+from shared.bus import Bus
 from shared.errors import Problem, ShoalError, Unavailable, error_from_code
 from shared.results import ARCHIVE, unpack
 from shared.spec import JobSpec
-from shared.views import StoredJob
+from shared.waiting import Waiter
 
 # Publishers whose results live outside NATS, by name: (module, function), imported on use
 # because boto3 and aiohttp cost a second of start-up that most commands never need.
@@ -37,8 +36,6 @@ RESULT_FETCHERS: dict[str, tuple[str, str]] = {
 }
 
 T = TypeVar("T")
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,10 +51,7 @@ class ShoalClient:
     def __init__(self, bus: Bus, *, timeout: float = 10.0) -> None:
         self.bus = bus
         self.timeout = timeout
-        # Whether the server's republished state (`shoal.v1.state.>`) reaches this client:
-        # unknown until the first run(); False with permissions from before it existed, or
-        # orchestrators that have not added it to the buckets yet.
-        self._stored_state: bool | None = None
+        self._waiter = Waiter(bus, self.describe)
 
     @classmethod
     async def connect(
@@ -140,37 +134,32 @@ class ShoalClient:
         *,
         timeout: float | None = None,
     ) -> wire.JobView:
-        """Submit and wait until the job ends.
+        """Submit and wait until the job ends; TimeoutError after `timeout` seconds.
 
-        The job's id is chosen here, and its stored state (`shoal.v1.state.<job-id>.>`, which
-        the server republishes as it stores each record) is listened to before the submit:
-        an unnamed job needs no read at all, and the end is seen as soon as it is stored.
-        The job's history (`history()`) is written just after, and may lag by a moment.
-        Where the stored state does not reach this client, the job's events are followed.
+        The job's id is chosen here and its stored state (`shoal.v1.state.<job-id>.>`, see
+        `wait`) listened to before the submit, so its records alone tell how it went: an
+        unnamed job needs no read at all. The job's history (`history()`) is written just
+        after its state, and may lag by a moment.
         """
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         job_id = new_job_id()
         trace.mark("client.run", job_id)
-        on_state = self._stored_state is not False
-        inbox = await self.bus.subscription(
-            subjects.state_of_job(job_id) if on_state else subjects.events(job_id)
-        )
+        inbox = await self._waiter.listen(job_id)
         try:
             async with asyncio.timeout_at(deadline):
                 reply = await self.submit_full(spec, variables, job_id=job_id)
                 trace.mark("client.answered", job_id)
                 if reply.job_id == job_id:
-                    if on_state:
-                        view = await self._until_stored_end(job_id, inbox)
-                    else:
-                        view = await self._follow(job_id, inbox, None, _terminal, None)
+                    view = await self._waiter.follow(job_id, inbox, from_creation=True)
                     trace.mark("client.ended", job_id)
                     return view
         finally:
             await inbox.close()
+        # A named job: its id follows from its name, and it may be a new version of a job
+        # that exists already.
         left = None if deadline is None else max(deadline - loop.time(), 0.0)
-        return await self.wait(reply.job_id, left)  # a named job: its id follows from its name
+        return await self.wait(reply.job_id, left, version=reply.version)
 
     async def describe(self, job_id: str, version: int = 0) -> wire.JobView:
         return await self._call(
@@ -229,89 +218,30 @@ class ShoalClient:
         *,
         until: Callable[[wire.JobView], bool] | None = None,
         on_change: Callable[[wire.JobView], None] | None = None,
+        version: int = 0,
     ) -> wire.JobView:
-        """Until the job is terminal (or `until(view)`); TimeoutError after `timeout` seconds.
+        """Until the job has ended, or `until(view)` holds; TimeoutError after `timeout` s.
 
-        Listens to the job's history subject. Waiting for the end re-reads the job only when
-        an event says it ended; `until` and `on_change` see a fresh view after every event.
+        Follows the job's stored state (`shoal.v1.state.<job-id>.>`, where the server
+        republishes every write it stores to the job's and its executions' records) and
+        asks `job.describe` when a record says the job ended, when the records fall silent
+        for 2 s, and, for `until` and `on_change`, after each change. `on_change(view)` is
+        called with the first view and with every view whose state, message or execution
+        counts differ from the last. `version`: ignore views of older versions of the job
+        (the one a submit answered may not be shown everywhere yet).
         """
-        done = until or _terminal
         if not job_id.startswith("j-"):  # a name: resolve it before listening
             job_id = (await self.describe(job_id)).id
         # Subscribed before the first read: the server sees the SUB first, so nothing is missed.
-        events = await self.bus.subscription(subjects.events(job_id))
+        inbox = await self._waiter.listen(job_id)
         try:
             async with asyncio.timeout(timeout):
                 view = await self.describe(job_id)
-                return await self._follow(job_id, events, view, done, on_change, until is not None)
+                return await self._waiter.follow(
+                    job_id, inbox, view=view, until=until, on_change=on_change, version=version
+                )
         finally:
-            await events.close()
-
-    async def _follow(
-        self,
-        job_id: str,
-        events: Inbox,
-        view: wire.JobView | None,
-        done: Callable[[wire.JobView], bool],
-        on_change: Callable[[wire.JobView], None] | None,
-        every_event: bool = False,
-    ) -> wire.JobView:
-        """Read the job's events until `done`; with no `view` yet, the first is awaited."""
-        every_event = every_event or on_change is not None
-        last: tuple[str, int] | None = None
-        patience = 2.0  # a missed event costs at most this
-        while True:
-            if view is not None:
-                if on_change is not None and (view.state, len(view.executions)) != last:
-                    on_change(view)
-                    last = (view.state, len(view.executions))
-                if done(view):
-                    return view
-            msg = await events.next(timeout=patience)
-            ended = msg is not None and _ends_job(msg.data)
-            if msg is not None and not ended and not every_event:
-                continue
-            final = _final_view(msg.data) if msg is not None and ended else None
-            if final is not None and done(final):
-                view = final  # the event carries the job as it ended
-                continue
-            view = await self.describe(job_id)
-            # The answering orchestrator's mirror may trail the event: look again soon.
-            patience = 0.05 if ended and not view.terminal else 2.0
-
-    async def _until_stored_end(self, job_id: str, state: Inbox) -> wire.JobView:
-        """Read the job's stored records until they show it ended; ask the API when they
-        fall silent (2 s), or when the job ended with an execution still shown live (50 ms:
-        that execution's last write is in flight, or the job was stopped under it), or when
-        the connection was re-established meanwhile (a record may have been missed)."""
-        stored = StoredJob(job_id)
-        reconnects = self.bus.reconnects
-        # The job's create is republished before the submit is answered: nothing at all
-        # within half a second means the stored state does not reach this client.
-        patience = 2.0 if self._stored_state else 0.5
-        while True:
-            msg = await state.next(timeout=patience)
-            if msg is None and stored.job is None and not self._stored_state:
-                self._stored_state = False
-                log.info("stored job state does not reach this client; following events")
-                return await self.wait(job_id)
-            if msg is None:
-                view = await self.describe(job_id)
-                if view.terminal:
-                    return view
-                patience = 0.05 if stored.job_ended else 2.0
-                continue
-            stored.add(msg)
-            if stored.job is not None:
-                self._stored_state = True
-            shown = stored.ended()
-            if shown is not None and self.bus.reconnects == reconnects:
-                return shown
-            if shown is not None:  # the records seen may not be all there were
-                view = await self.describe(job_id)
-                if view.terminal:
-                    return view
-            patience = 0.05 if stored.job_ended else 2.0
+            await inbox.close()
 
     async def logs(
         self, job_id: str, *, follow: bool = False, execution_id: str = ""
@@ -427,36 +357,3 @@ def _error(err: wire.ApiError, where: str = "") -> ShoalError:
         Problem("", text) for text in err.problems
     ]
     return error_from_code(err.code, where + err.message, problems)
-
-
-def _terminal(view: wire.JobView) -> bool:
-    return view.terminal
-
-
-def _ends_job(data: bytes) -> bool:
-    """Whether a history event may say the job ended (undecodable ones: assume it might)."""
-    try:
-        event = msgspec.json.decode(data, type=_EventState)
-    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, UnicodeDecodeError):
-        return True
-    return event.kind != "execution" and event.state in wire.TERMINAL_JOB_STATES
-
-
-def _final_view(data: bytes) -> wire.JobView | None:
-    try:
-        raw = msgspec.json.decode(data, type=_EventState).view
-        return None if raw == wire.NULL else wire.decode(raw, wire.JobView, what="job view")
-    except (
-        msgspec.DecodeError,
-        msgspec.ValidationError,
-        RecursionError,
-        UnicodeDecodeError,
-        ShoalError,
-    ):
-        return None
-
-
-class _EventState(msgspec.Struct, rename={"kind": "Kind", "state": "State", "view": "View"}):
-    kind: str = ""
-    state: str = ""
-    view: msgspec.Raw = wire.NULL

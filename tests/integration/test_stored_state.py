@@ -147,11 +147,12 @@ async def test_buckets_made_before_republishing_get_it_added(
         await inbox.close()
 
 
-async def test_run_follows_events_where_the_stored_state_does_not_arrive(
+async def test_run_asks_the_api_where_the_stored_state_does_not_arrive(
     nats_server: EmbeddedNats, tmp_path: Path
 ) -> None:
     """Orchestrators that have not added the republish (or a user whose permissions predate
-    `shoal.v1.state.>`): run() notices nothing arrives and follows the job's events."""
+    `shoal.v1.state.>`): run() notices nothing arrives and asks the API every 0.5 s, and so
+    does every later wait of that client."""
     async with stack(nats_server.url, tmp_path) as s, await s.client() as client:
         nc = await nats.connect(nats_server.url)
         try:
@@ -164,9 +165,14 @@ async def test_run_follows_events_where_the_stored_state_does_not_arrive(
             await nc.close()
         first = await client.run(NOOP, timeout=20)
         assert first.state == "Completed" and first == await client.describe(first.id)
-        assert client._stored_state is False
-        second = await client.run(NOOP, timeout=20)  # straight to the events this time
+        assert client._waiter.reaches is False
+        second = await client.run(NOOP, timeout=20)
         assert second.state == "Completed" and second == await client.describe(second.id)
+        slow = {"Type": "batch", "Tasks": [{"Engine": {"Type": "noop", "Params": {"Sleep": 0.5}}}]}
+        job_id = await client.submit(slow)
+        # Less than the 2 s a client that expects the stored state waits before it asks.
+        view = await client.wait(job_id, timeout=1.9)
+        assert view.state == "Completed" and view == await client.describe(job_id)
 
 
 async def test_a_bucket_whose_republish_cannot_be_added_still_opens(
