@@ -189,12 +189,9 @@ def submit_and_wait(
         until = None if spec.type in ("batch", "ops") else _placed
         status = StatusLine(enabled=not id_only)
         try:
+            show = status.show if status.enabled else None  # a view per change costs a read
             view = await client.wait(
-                reply.job_id,
-                wait_timeout,
-                until=until,
-                on_change=status.show if status.enabled else None,
-                version=reply.version,
+                reply.job_id, wait_timeout, until=until, on_change=show, version=reply.version
             )
         except TimeoutError:
             status.done()
