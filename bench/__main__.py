@@ -73,8 +73,8 @@ def _parse() -> argparse.Namespace:
     parser.add_argument(
         "--publisher",
         default="",
-        help="give the trivial job this Publisher (e.g. noop); default: none, i.e. the "
-        "product's default publisher",
+        help="give the trivial job this Publisher (e.g. nats, noop); default: none, so "
+        "it keeps no archive (its output stays in SHOAL_LOGS)",
     )
     parser.add_argument(
         "--trace",

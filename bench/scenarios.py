@@ -29,7 +29,8 @@ TRIVIAL: dict[str, Any] = {"Type": "batch", "Tasks": [{"Engine": {"Type": "noop"
 
 
 def trivial(publisher: str = "") -> dict[str, Any]:
-    """The trivial job; without a Publisher the product's default (nats) stores its results."""
+    """The trivial job; without a Publisher (and no ResultPaths) it keeps no archive: its
+    output stays in SHOAL_LOGS, as for any such job."""
     if not publisher:
         return TRIVIAL
     return {**TRIVIAL, "Tasks": [{**TRIVIAL["Tasks"][0], "Publisher": {"Type": publisher}}]}
