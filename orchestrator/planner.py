@@ -222,8 +222,8 @@ class Planner:
     ) -> Offered:
         """Create the execution as offered and ask the node at the same time (one round trip
         instead of two). A node that reports before the record's write is acked is held back
-        by the mirror (`settled`); if the write fails, the node is told to cancel and the error
-        re-plans."""
+        (`InFlight.wait_execution_create`); if the write fails, the node is told to cancel and
+        the error re-plans."""
         record = wire.ExecutionRecord(
             id=f"e-{uuid.uuid4()}",
             job_id=job.id,
@@ -268,7 +268,8 @@ class Planner:
         order: wire.ExecutionOrder,
     ) -> Offered:
         # The create in a task of its own, the bid in this one: the create registers itself
-        # (`creating()`) before the bid's bytes leave, so no report can overtake it.
+        # (`InFlight.creating_execution`) before the bid's bytes leave, so no report can
+        # overtake it.
         creating = asyncio.ensure_future(self._mirror.create_execution(record))
         try:
             reply = await self._bid(placement.node_id, order)
@@ -281,7 +282,7 @@ class Planner:
         except Exception as exc:  # told to the node below (cancel) and to the caller (raise)
             created = exc
         trace.mark("planner.offered", job.id)
-        if not await self._mirror.holds(job):
+        if not await self._mirror.in_flight.is_stored(job):
             # Offered while the job's own create was in flight, and that create failed (its
             # submit was answered with the error), or a new version replaced the job meanwhile:
             # withdraw the offer, and let the next evaluation decide on what is stored.
@@ -384,7 +385,7 @@ class Planner:
             return
         ended = state in wire.TERMINAL_JOB_STATES
         if ended:  # its executions' last events first
-            await self._mirror.settled_job(job.id)
+            await self._mirror.in_flight.wait_shown_executions(job.id)
         previous = known.state
         if ended and previous in ("Pending", "Queued") and self._ran(job.id):
             # Its tasks started and ended within the nodes' running hold-back: the job was

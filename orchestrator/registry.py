@@ -261,7 +261,7 @@ class NodeRegistry:
         return out
 
     def _wanted(self, execution_id: str, node_id: str) -> bool:
-        if self._mirror.creating(execution_id):
+        if self._mirror.in_flight.is_creating_execution(execution_id):
             return True  # offered while its record is being written
         known = self._mirror.executions.get(execution_id)
         return (

@@ -10,6 +10,7 @@ import uuid
 from dataclasses import dataclass
 
 from orchestrator.api import Api
+from orchestrator.buckets import Buckets
 from orchestrator.evals import EvalBroker
 from orchestrator.history import History
 from orchestrator.leader import Lease
@@ -63,10 +64,18 @@ async def ensure_streams(bus: Bus, config: OrchestratorConfig) -> None:
 class Orchestrator(Service):
     """start() / stop() / `async with`; schedules and serves the API on one NATS connection."""
 
-    def __init__(self, bus: Bus, config: OrchestratorConfig | None = None) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        config: OrchestratorConfig | None = None,
+        *,
+        buckets: Buckets | None = None,
+    ) -> None:
+        """`buckets`: where the state mirror opens its KV buckets (by default the bus; tests
+        hand it doubles)."""
         self.config = config or OrchestratorConfig()
         self.bus = bus
-        self.mirror = StateMirror(bus)
+        self.mirror = StateMirror(buckets or bus)
         self.history = History(bus)
         self.registry = NodeRegistry(
             bus,
@@ -208,7 +217,7 @@ class Orchestrator(Service):
     def _trigger_waiting(self, node_id: str) -> None:
         """Jobs that may now fit on `node_id`: queued ones, and daemons (which go everywhere;
         only that node's copy of a daemon needs a look)."""
-        for job_id in list(self.mirror.waiting):
+        for job_id in list(self.mirror.seeking_nodes):
             job = self.mirror.job(job_id)
             if job is not None:
                 nodes = (node_id,) if job.type == "daemon" else None

@@ -4,7 +4,8 @@ KV is the truth. Every orchestrator watches the three buckets and keeps decoded 
 memory, so API reads and scheduling decisions never wait on NATS. Writes are compare-and-swap
 on the revision the mirror holds; a successful write is applied locally at once (the watch
 echoes it later with the same revision, which is then ignored), a lost CAS re-reads the key and
-raises Conflict so the caller re-decides.
+raises Conflict so the caller re-decides. A few writes are shown before KV has stored them:
+`in_flight.py` holds that protocol and its waits.
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from orchestrator.buckets import KV, Buckets
+from orchestrator.in_flight import InFlight
 from shared import subjects, wire
-from shared.bus import KV, Bus, Entry
+from shared.bus import Entry
 from shared.errors import Conflict, InvalidSpec
 from shared.lifecycle import Supervisor
 
@@ -36,19 +39,19 @@ class Versioned(Generic[R]):
 class StateMirror:
     """Jobs, executions and nodes as last seen in KV, kept current by watches."""
 
-    def __init__(self, bus: Bus) -> None:
-        self._bus = bus
+    def __init__(self, buckets: Buckets) -> None:
+        self._buckets = buckets
         self.jobs: dict[str, Versioned[wire.JobRecord]] = {}
         self.executions: dict[str, Versioned[wire.ExecutionRecord]] = {}
         self.by_job: dict[str, set[str]] = defaultdict(set)
         self.by_node: dict[str, set[str]] = defaultdict(set)
-        self.waiting: set[str] = set()
-        self.waiting_for_room: set[str] = set()  # of those, the jobs that wait for capacity
+        # Jobs a node that joins or frees room may take: every live daemon job, and the jobs
+        # waiting for room (`waiting_for_room`, a subset).
+        self.seeking_nodes: set[str] = set()
+        self.waiting_for_room: set[str] = set()
         self.by_name: dict[tuple[str, str], str] = {}  # (namespace, name) -> job id
         self.nodes: dict[str, Versioned[wire.NodeRecord]] = {}
-        self._creating: dict[str, asyncio.Future[None]] = {}
-        self._job_creates: dict[str, _JobCreate] = {}
-        self._showing: dict[str, set[asyncio.Future[None]]] = defaultdict(set)  # by job id
+        self.in_flight = InFlight(self)
         self._jobs_kv: KV | None = None
         self._execs_kv: KV | None = None
         self._nodes_kv: KV | None = None
@@ -58,11 +61,12 @@ class StateMirror:
     # ---- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._jobs_kv = await self._bus.kv(subjects.JOBS_BUCKET, republish=subjects.JOBS_REPUBLISH)
-        self._execs_kv = await self._bus.kv(
+        buckets = self._buckets
+        self._jobs_kv = await buckets.kv(subjects.JOBS_BUCKET, republish=subjects.JOBS_REPUBLISH)
+        self._execs_kv = await buckets.kv(
             subjects.EXECUTIONS_BUCKET, republish=subjects.EXECUTIONS_REPUBLISH
         )
-        self._nodes_kv = await self._bus.kv(subjects.NODES_BUCKET)
+        self._nodes_kv = await buckets.kv(subjects.NODES_BUCKET)
         ready = [asyncio.Event() for _ in range(3)]
         await self._children.start()
         self._children.spawn(self._follow(self._jobs_kv, self._apply_job, ready[0]))
@@ -95,11 +99,11 @@ class StateMirror:
         if known is not None and known.revision >= entry.revision:
             return
         if entry.value is None:
-            self._forget_job(job_id)
+            self.drop_job(job_id)
             return
         record = _decode(entry, wire.JobRecord)
         if record is not None:
-            self._set_job(record, entry.revision)
+            self.show_job(record, entry.revision)
 
     def _apply_execution(self, entry: Entry) -> None:
         job_id, _, exec_id = entry.key.partition(".")
@@ -107,11 +111,11 @@ class StateMirror:
         if known is not None and known.revision >= entry.revision:
             return
         if entry.value is None:
-            self._forget_execution(job_id, exec_id)
+            self._drop_execution(job_id, exec_id)
             return
         record = _decode(entry, wire.ExecutionRecord)
         if record is not None:
-            self._set_execution(record, entry.revision)
+            self.show_execution(record, entry.revision)
 
     def _apply_node(self, entry: Entry) -> None:
         known = self.nodes.get(entry.key)
@@ -126,11 +130,14 @@ class StateMirror:
             self.nodes[entry.key] = Versioned(record, entry.revision)
             self.on_node_change(entry.key)
 
-    def _set_job(self, record: wire.JobRecord, revision: int) -> None:
+    # ---- the records in memory only (KV is written by the CAS writers below) --------------------
+
+    def show_job(self, record: wire.JobRecord, revision: int) -> None:
+        """Hold `record` as the job at `revision` (0: not stored yet), in memory only."""
         self.jobs[record.id] = Versioned(record, revision)
         self.by_name[(record.namespace, record.name)] = record.id
         # Jobs that may fit somewhere new when a node joins or capacity frees up: kept as
-        # an index so that event costs O(waiting jobs), not O(every job ever submitted). A
+        # an index so that event costs O(jobs seeking nodes), not O(every job ever submitted). A
         # batch job waiting for room for some partitions while others run is `Running` with
         # `queued_since` set: nothing else would wake it when room frees up.
         live = record.state not in wire.TERMINAL_JOB_STATES
@@ -139,24 +146,26 @@ class StateMirror:
         else:
             self.waiting_for_room.discard(record.id)
         if record.id in self.waiting_for_room or (record.type == "daemon" and live):
-            self.waiting.add(record.id)
+            self.seeking_nodes.add(record.id)
         else:
-            self.waiting.discard(record.id)
+            self.seeking_nodes.discard(record.id)
 
-    def _forget_job(self, job_id: str) -> None:
+    def drop_job(self, job_id: str) -> None:
+        """Hold no record of the job, in memory only."""
         gone = self.jobs.pop(job_id, None)
-        self.waiting.discard(job_id)
+        self.seeking_nodes.discard(job_id)
         self.waiting_for_room.discard(job_id)
         if gone is not None:
             self.by_name.pop((gone.value.namespace, gone.value.name), None)
 
-    def _forget_execution(self, job_id: str, exec_id: str) -> None:
+    def _drop_execution(self, job_id: str, exec_id: str) -> None:
         gone = self.executions.pop(exec_id, None)
         self.by_job[job_id].discard(exec_id)
         if gone is not None:
             self.by_node[gone.value.node_id].discard(exec_id)
 
-    def _set_execution(self, record: wire.ExecutionRecord, revision: int) -> None:
+    def show_execution(self, record: wire.ExecutionRecord, revision: int) -> None:
+        """Hold `record` as the execution at `revision` (0: not stored yet), in memory only."""
         self.executions[record.id] = Versioned(record, revision)
         self.by_job[record.job_id].add(record.id)
         if record.live:
@@ -194,66 +203,19 @@ class StateMirror:
         rev = await self._jobs_kv.create(
             subjects.job_key(record.namespace, record.id), wire.encode(record)
         )
-        pending = self._job_creates.get(record.id)
-        if pending is not None and pending.record is record:
-            pending.revision = rev
+        self.in_flight.job_created(record, rev)
         known = self.jobs.get(record.id)
         if known is None or known.revision < rev:  # the watch's echo may have come first
-            self._set_job(record, rev)
+            self.show_job(record, rev)
 
-    @contextlib.asynccontextmanager
-    async def creating_job(self, record: wire.JobRecord) -> AsyncIterator[None]:
-        """Show a new job before it is stored, for the length of the block that creates it
-        (with `create_job(record)`).
-
-        The leader evaluates the job (and offers its work) while the create is in flight,
-        instead of one KV round trip later. Until the block ends, `job_settled()`, `holds()` and
-        a job CAS wait for it; so the block should also record the job's first history line,
-        which then comes before any line about its executions. If the create failed, the job
-        is taken back (or what the mirror showed before is put back), and `holds()` says so,
-        for the evaluation to withdraw what it offered. One create of an id at a time: a second
-        one is a Conflict."""
-        if record.id in self._job_creates:
-            raise Conflict(f"job {record.id} is being submitted already")
-        before = self.jobs.get(record.id)  # the API only creates jobs it does not know
-        self._set_job(record, 0)
-        shown = self.jobs[record.id]
-        pending = self._job_creates[record.id] = _JobCreate(
-            record, asyncio.get_running_loop().create_future()
-        )
-        try:
-            yield
-        finally:
-            # Stored is stored, even if the block failed after the create (e.g. cancelled).
-            if not pending.revision and self.jobs.get(record.id) is shown:
-                if before is None:
-                    self._forget_job(record.id)
-                else:
-                    self._set_job(before.value, before.revision)
-            del self._job_creates[record.id]
-            pending.done.set_result(pending.revision)
+    # api.py still calls these two by their old names; they belong to `in_flight`.
+    def creating_job(self, record: wire.JobRecord) -> contextlib.AbstractAsyncContextManager[None]:
+        """`InFlight.creating_job`."""
+        return self.in_flight.creating_job(record)
 
     async def job_settled(self, job_id: str) -> None:
-        """Return once no `creating_job()` of this job is in flight (another may begin as one
-        ends: a submit that waited for a failed one may try again at once)."""
-        while (pending := self._job_creates.get(job_id)) is not None:
-            await asyncio.shield(pending.done)
-
-    async def holds(self, job: wire.JobRecord) -> bool:
-        """Whether `job`, as read for a decision (perhaps while its create was in flight), is
-        the job stored: False if its create failed or another submit's record won. A create
-        whose acknowledgement was lost may have stored it all the same: then the watch shows
-        it, and it counts as stored."""
-        pending = self._job_creates.get(job.id)
-        if pending is not None:
-            await asyncio.shield(pending.done)
-        known = self.jobs.get(job.id)
-        return (
-            known is not None
-            and known.revision > 0
-            and (known.value.version, known.value.created_at) == (job.version, job.created_at)
-            and known.value.spec == job.spec
-        )
+        """`InFlight.wait_job_create`."""
+        await self.in_flight.wait_job_create(job_id)
 
     async def fetch_job(self, namespace: str, job_id: str) -> wire.JobRecord | None:
         """Read a job from KV (newer than the mirror, e.g. written by another orchestrator)."""
@@ -270,11 +232,10 @@ class StateMirror:
         key = subjects.job_key(record.namespace, record.id)
         known = self.jobs.get(record.id)
         revision = known.revision if known is not None else 0
-        pending = self._job_creates.get(record.id)
-        if known is not None and revision == 0 and pending is not None:
+        if known is not None and revision == 0:
             # Decided on the job as shown while its create was in flight: CAS on the revision
             # that create stored, so a change made since then is not overwritten.
-            revision = await asyncio.shield(pending.done)
+            revision = await self.in_flight.stored_revision(record.id)
         if not revision:
             raise Conflict(f"job {record.id} is not stored")
         try:
@@ -282,22 +243,18 @@ class StateMirror:
         except Conflict:
             await self._reread(self._jobs_kv, key, self._apply_job)
             raise
-        self._set_job(record, rev)
+        self.show_job(record, rev)
 
     async def create_execution(self, record: wire.ExecutionRecord) -> None:
         """Create an execution record. The planner offers it to its node while this write is
-        in flight, so `creating()`/`settled()` let the node's first reports wait for it."""
+        in flight, so the node's first reports wait for it (`InFlight.creating_execution`)."""
         assert self._execs_kv is not None
         key = subjects.execution_key(record.job_id, record.id)
-        done = self._creating[record.id] = asyncio.get_running_loop().create_future()
-        try:
+        with self.in_flight.creating_execution(record.id):
             rev = await self._execs_kv.create(key, wire.encode(record))
             known = self.executions.get(record.id)
             if known is None or known.revision < rev:  # not over a later change, or one shown
-                self._set_execution(record, rev)
-        finally:
-            del self._creating[record.id]
-            done.set_result(None)
+                self.show_execution(record, rev)
 
     async def refresh_execution(
         self, job_id: str, execution_id: str
@@ -309,15 +266,6 @@ class StateMirror:
             self._execs_kv, subjects.execution_key(job_id, execution_id), self._apply_execution
         )
         return self.executions.get(execution_id)
-
-    def creating(self, execution_id: str) -> bool:
-        return execution_id in self._creating
-
-    async def settled(self, execution_id: str) -> None:
-        """Return once no create of this execution is in flight."""
-        done = self._creating.get(execution_id)
-        if done is not None:
-            await asyncio.shield(done)
 
     async def delete_execution(self, record: wire.ExecutionRecord) -> bool:
         """Delete an execution record that is still as the mirror holds it (nothing was
@@ -332,40 +280,8 @@ class StateMirror:
         except Conflict:
             await self._reread(self._execs_kv, key, self._apply_execution)
             return False
-        self._forget_execution(record.job_id, record.id)
+        self._drop_execution(record.job_id, record.id)
         return True
-
-    @contextlib.asynccontextmanager
-    async def showing(self, record: wire.ExecutionRecord) -> AsyncIterator[None]:
-        """Show `record` before it is written, for the length of the block that writes it.
-
-        For a change that is durable elsewhere already (a node's report in SHOAL_UPDATES, acked
-        only once applied): the job can be evaluated on it while its write is in flight. The
-        write inside compares against the revision from before (pass it). If the block fails, the
-        record shown is taken back (unless a re-read replaced it); `settled_job()` waits for
-        every such block of a job to end."""
-        before = self.executions.get(record.id)
-        self._set_execution(record, before.revision if before else 0)
-        shown = self.executions[record.id]
-        done = asyncio.get_running_loop().create_future()
-        self._showing[record.job_id].add(done)
-        try:
-            yield
-        except BaseException:
-            if before is not None and self.executions.get(record.id) is shown:
-                self._set_execution(before.value, before.revision)
-            raise
-        finally:
-            waiting = self._showing[record.job_id]
-            waiting.discard(done)
-            if not waiting:
-                del self._showing[record.job_id]
-            done.set_result(None)
-
-    async def settled_job(self, job_id: str) -> None:
-        """Return once no execution of this job is being shown ahead of its write."""
-        for done in list(self._showing.get(job_id, ())):
-            await asyncio.shield(done)
 
     async def update_execution(
         self, record: wire.ExecutionRecord, revision: int | None = None
@@ -382,7 +298,7 @@ class StateMirror:
         except Conflict:
             await self._reread(self._execs_kv, key, self._apply_execution)
             raise
-        self._set_execution(record, rev)
+        self.show_execution(record, rev)
 
     async def put_node(self, record: wire.NodeRecord) -> None:
         assert self._nodes_kv is not None
@@ -402,15 +318,6 @@ class StateMirror:
         entry = await kv.get(key)
         if entry is not None:
             apply(entry)
-
-
-@dataclass(slots=True)
-class _JobCreate:
-    """A `creating_job()` block: its record, and the revision its create stored (0: none)."""
-
-    record: wire.JobRecord
-    done: asyncio.Future[int]
-    revision: int = 0
 
 
 def _decode(entry: Entry, kind: type[R]) -> R | None:

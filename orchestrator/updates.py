@@ -90,11 +90,12 @@ class UpdateApplier:
 
     async def apply(self, update: wire.ExecutionUpdate) -> None:
         trace.mark(f"updates.applying-{update.state}", update.job_id)
-        if self._mirror.creating(update.execution_id):
+        in_flight = self._mirror.in_flight
+        if in_flight.is_creating_execution(update.execution_id):
             # The node took the offer and reported before the record's write was acked (the
             # watch may have shown the record already: wait for the create all the same).
-            await self._mirror.settled(update.execution_id)
-        await self._mirror.job_settled(update.job_id)  # the job's first history line goes first
+            await in_flight.wait_execution_create(update.execution_id)
+        await in_flight.wait_job_create(update.job_id)  # the job's first history line goes first
         known = self._mirror.executions.get(update.execution_id)
         if known is None:  # the watch may trail KV: dropping this would lose the update
             known = await self._mirror.refresh_execution(update.job_id, update.execution_id)
@@ -130,7 +131,7 @@ class UpdateApplier:
         # The report is durable (this message is acked only once applied), so the job is
         # evaluated on it while the write is in flight: its end costs one sequential write, not
         # two. The job's closing event waits for this block (the history stays in order).
-        async with self._mirror.showing(changed):
+        async with in_flight.showing_execution(changed):
             self._on_applied(changed)
             await self._write(changed, update, known.revision, record)
 

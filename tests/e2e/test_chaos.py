@@ -50,6 +50,7 @@ from tests.e2e.helpers_chaos_jobs import (
     tally,
 )
 from tests.integration.helpers_jobs import noop_job
+from tests.kv_doubles import ThroughBus, Trailing
 
 pytestmark = [pytest.mark.slow, pytest.mark.chaos]
 
@@ -433,7 +434,7 @@ def explain(chaos: Chaos, e: wire.ExecutionView) -> str:
 
 
 async def test_follower_with_a_lagging_mirror_leaves_the_leaders_executions_alone(
-    nats_server: EmbeddedNats, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    nats_server: EmbeddedNats, tmp_path: Path
 ) -> None:
     def config(name: str) -> OrchestratorConfig:
         return OrchestratorConfig(
@@ -446,15 +447,11 @@ async def test_follower_with_a_lagging_mirror_leaves_the_leaders_executions_alon
 
     buses = [await Bus.connect(nats_server.url, name=n) for n in ("leader", "follower", "n1")]
     leader = Orchestrator(buses[0], config("leader"))
-    follower = Orchestrator(buses[1], config("follower"))
+    # The follower sees the executions bucket half a second late, as on a loaded host.
+    late = ThroughBus(buses[1], {subjects.EXECUTIONS_BUCKET: Trailing(0.5)})
+    follower = Orchestrator(buses[1], config("follower"), buckets=late)
     agent = ComputeAgent(
         buses[2], AgentConfig(name="n1", heartbeat_interval=0.2, state_dir=tmp_path)
-    )
-    # The follower sees the executions bucket half a second late, as on a loaded host.
-    loop = asyncio.get_running_loop()
-    apply = follower.mirror._apply_execution
-    monkeypatch.setattr(
-        follower.mirror, "_apply_execution", lambda entry: loop.call_later(0.5, apply, entry)
     )
     try:
         await leader.start()  # a lone orchestrator leads by the time start() returns
@@ -487,13 +484,11 @@ async def test_a_retried_submit_never_makes_a_second_job(
         return OrchestratorConfig(heartbeat_interval=0.2, lease_ttl=2.0, name=name)
 
     buses = [await Bus.connect(nats_server.url, name=n) for n in ("leader", "follower")]
-    leader = Orchestrator(buses[0], config("leader"))
+    # The leader sees the jobs bucket late, as while a nats-server fails over (5 s: longer
+    # than the follower's retries of the enqueue, ~2 s).
+    late = ThroughBus(buses[0], {subjects.JOBS_BUCKET: Trailing(5.0)})
+    leader = Orchestrator(buses[0], config("leader"), buckets=late)
     follower = Orchestrator(buses[1], config("follower"))
-    # The leader sees the jobs bucket late, as while a nats-server fails over
-    loop = asyncio.get_running_loop()
-    apply = leader.mirror._apply_job
-    # (5 s: longer than the follower's retries of the enqueue, ~2 s.)
-    monkeypatch.setattr(leader.mirror, "_apply_job", lambda e: loop.call_later(5.0, apply, e))
     attempts: list[object] = []
 
     async def no_evaluation(*args: object) -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import msgspec
@@ -13,15 +15,17 @@ import pytest
 
 from orchestrator.api import named_job_id
 from orchestrator.planner import Planner
+from orchestrator.service import Orchestrator
 from orchestrator.state import StateMirror
 from shared import subjects, wire
-from shared.bus import KV, Bus
+from shared.bus import Bus
 from shared.client import new_job_id
 from shared.errors import Conflict, InvalidSpec, NotFound, Unavailable
 from shared.natsserver import EmbeddedNats
 from shared.spec import spec_from_data
 from tests.conftest import eventually
-from tests.integration.stack import stack
+from tests.integration.stack import FAST, Stack, stack
+from tests.kv_doubles import HookedCreates, ThroughBus
 from tests.records import JOB
 
 LONG = {"Type": "batch", "Tasks": [{"Engine": {"Type": "noop", "Params": {"Sleep": 30}}}]}
@@ -38,15 +42,15 @@ async def started_mirror(bus: Bus) -> StateMirror:
 async def test_shown_while_created_then_kept(bus: Bus) -> None:
     mirror = await started_mirror(bus)
     try:
-        async with mirror.creating_job(JOB):
+        async with mirror.in_flight.creating_job(JOB):
             assert mirror.jobs["j-1"].value == JOB and mirror.jobs["j-1"].revision == 0
-            held = asyncio.create_task(mirror.holds(JOB))
+            stored = asyncio.create_task(mirror.in_flight.is_stored(JOB))
             await mirror.create_job(JOB)
             await asyncio.sleep(0)
-            assert not held.done()  # the block (and its history line) is not over yet
-        assert await held is True
+            assert not stored.done()  # the block (and its history line) is not over yet
+        assert await stored is True
         assert mirror.jobs["j-1"].revision > 0
-        assert await mirror.holds(JOB) is True
+        assert await mirror.in_flight.is_stored(JOB) is True
     finally:
         await mirror.stop()
 
@@ -60,11 +64,11 @@ async def test_a_failed_create_takes_the_job_back(bus: Bus, seen_first: bool) ->
         if seen_first:
             await eventually(lambda: mirror.job("j-1") == theirs, what="the watch's echo")
         with pytest.raises(Conflict):
-            async with mirror.creating_job(JOB):
-                held = asyncio.create_task(mirror.holds(JOB))
+            async with mirror.in_flight.creating_job(JOB):
+                stored = asyncio.create_task(mirror.in_flight.is_stored(JOB))
                 await mirror.create_job(JOB)
-        assert await held is False
-        assert await mirror.holds(JOB) is False
+        assert await stored is False
+        assert await mirror.in_flight.is_stored(JOB) is False
         # What stays is what is stored: theirs, once the watch brings it (never ours).
         await eventually(lambda: mirror.job("j-1") == theirs, what="the stored job")
     finally:
@@ -76,7 +80,7 @@ async def test_a_job_cas_waits_for_the_create(bus: Bus) -> None:
     mirror = await started_mirror(bus)
     running = msgspec.structs.replace(JOB, state="Running")
     try:
-        async with mirror.creating_job(JOB):
+        async with mirror.in_flight.creating_job(JOB):
             cas = asyncio.create_task(mirror.update_job(running))
             await asyncio.sleep(0.05)
             assert not cas.done()  # a CAS on revision 0 would create the key instead
@@ -96,7 +100,7 @@ async def test_a_cas_decided_on_the_shown_job_keeps_a_later_change(bus: Bus) -> 
     queued = msgspec.structs.replace(JOB, state="Queued")
     stopped = msgspec.structs.replace(JOB, state="Stopped")
     try:
-        async with mirror.creating_job(JOB):
+        async with mirror.in_flight.creating_job(JOB):
             cas = asyncio.create_task(mirror.update_job(queued))
             await mirror.create_job(JOB)
             await eventually(lambda: other.job("j-1") is not None, what="the other's mirror")
@@ -104,7 +108,7 @@ async def test_a_cas_decided_on_the_shown_job_keeps_a_later_change(bus: Bus) -> 
             await eventually(lambda: mirror.job("j-1") == stopped, what="the watch's echo")
         with pytest.raises(Conflict):
             await cas
-        assert await stored_job(mirror) == stopped
+        assert await stored_job(bus) == stopped
     finally:
         await mirror.stop()
         await other.stop()
@@ -115,14 +119,14 @@ async def test_a_cas_decided_on_the_shown_job_fails_if_another_submit_won(bus: B
     theirs = msgspec.structs.replace(JOB, name="theirs")
     try:
         with pytest.raises(Conflict):
-            async with mirror.creating_job(JOB):
+            async with mirror.in_flight.creating_job(JOB):
                 cas = asyncio.create_task(mirror.update_job(JOB))
                 await other.create_job(theirs)
                 await eventually(lambda: mirror.job("j-1") == theirs, what="the watch's echo")
                 await mirror.create_job(JOB)
         with pytest.raises(Conflict):
             await cas
-        assert await stored_job(mirror) == theirs
+        assert await stored_job(bus) == theirs
     finally:
         await mirror.stop()
         await other.stop()
@@ -131,21 +135,21 @@ async def test_a_cas_decided_on_the_shown_job_fails_if_another_submit_won(bus: B
 async def test_one_create_of_an_id_at_a_time(bus: Bus) -> None:
     mirror = await started_mirror(bus)
     try:
-        async with mirror.creating_job(JOB):
+        async with mirror.in_flight.creating_job(JOB):
             with pytest.raises(Conflict):
-                async with mirror.creating_job(JOB):
+                async with mirror.in_flight.creating_job(JOB):
                     pass
-            settled = asyncio.create_task(mirror.job_settled("j-1"))
+            waiting = asyncio.create_task(mirror.in_flight.wait_job_create("j-1"))
             await mirror.create_job(JOB)
-        await asyncio.wait_for(settled, 5)  # the first block's wait still ends
+        await asyncio.wait_for(waiting, 5)  # the first block's wait still ends
         assert mirror.jobs["j-1"].revision > 0
     finally:
         await mirror.stop()
 
 
-async def stored_job(mirror: StateMirror) -> wire.JobRecord:
-    assert mirror._jobs_kv is not None
-    entry = await mirror._jobs_kv.get(subjects.job_key("default", "j-1"))
+async def stored_job(bus: Bus) -> wire.JobRecord:
+    jobs = await bus.kv(subjects.JOBS_BUCKET)
+    entry = await jobs.get(subjects.job_key("default", "j-1"))
     assert entry is not None and entry.value is not None
     return wire.decode(entry.value, wire.JobRecord)
 
@@ -165,7 +169,7 @@ async def test_a_job_cas_after_a_failed_create_is_a_conflict(bus: Bus) -> None:
     mirror = await started_mirror(bus)
     try:
         with pytest.raises(RuntimeError):
-            async with mirror.creating_job(JOB):
+            async with mirror.in_flight.creating_job(JOB):
                 cas = asyncio.create_task(mirror.update_job(JOB))
                 await asyncio.sleep(0)
                 raise RuntimeError("the create failed")
@@ -176,23 +180,40 @@ async def test_a_job_cas_after_a_failed_create_is_a_conflict(bus: Bus) -> None:
         await mirror.stop()
 
 
+@asynccontextmanager
+async def hooked_stack(
+    url: str, tmp: Path
+) -> AsyncIterator[tuple[Stack, HookedCreates, HookedCreates]]:
+    """One orchestrator and one agent; the orchestrator's mirror creates jobs, and
+    executions, through hooks the test may set."""
+    jobs, executions = HookedCreates(), HookedCreates()
+    hooked = {subjects.JOBS_BUCKET: jobs, subjects.EXECUTIONS_BUCKET: executions}
+    s = Stack(url, tmp)
+    try:
+        bus = await Bus.connect(url, name="orchestrator")
+        s.orchestrator = Orchestrator(bus, FAST, buckets=ThroughBus(bus, hooked))
+        await s.orchestrator.start()
+        await s.add_agent("node-0")
+        yield s, jobs, executions
+    finally:
+        await s.close()
+
+
 async def test_work_offered_for_a_job_that_was_not_stored_is_withdrawn(
-    nats_server: EmbeddedNats, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    nats_server: EmbeddedNats, tmp_path: Path
 ) -> None:
     """The job's create fails only after a node took its task (JetStream refused that one
     write), before the node reported on it: the submit gets the error, the task is cancelled
     and its record deleted (a cancelled one would count against a job of that id)."""
-    async with stack(nats_server.url, tmp_path, agents=1) as s, await s.client() as client:
+    async with hooked_stack(nats_server.url, tmp_path) as (s, jobs, _), await s.client() as client:
         agent = s.agents["node-0"]
         assert s.orchestrator is not None
-        jobs_kv = s.orchestrator.mirror._jobs_kv
-        assert jobs_kv is not None
 
-        async def refused_after_the_offer(self: KV, key: str, value: bytes) -> int:
+        async def refused_after_the_offer(key: str, value: bytes) -> int:
             await eventually(lambda: agent.running_count == 1, interval=0.001, what="taken")
             raise Unavailable("JetStream did not store the job (injected)")
 
-        monkeypatch.setattr(jobs_kv, "create", refused_after_the_offer.__get__(jobs_kv))
+        jobs.hook = refused_after_the_offer
         job_id = new_job_id()
         with pytest.raises(Unavailable, match="injected"):
             await client.submit_full(LONG, job_id=job_id)
@@ -201,44 +222,49 @@ async def test_work_offered_for_a_job_that_was_not_stored_is_withdrawn(
         await eventually(lambda: not mirror.executions_of(job_id), what="the record deleted")
         with pytest.raises(NotFound):
             await client.describe(job_id)
-        monkeypatch.undo()
+        jobs.hook = None
         view = await client.run({**LONG, "Tasks": [{"Engine": {"Type": "noop"}}]}, timeout=20)
         assert view.state == "Completed"  # the orchestrator carries on as before
 
 
 def inject_create(
-    monkeypatch: pytest.MonkeyPatch, kv: KV | None, before: object, *, fail: bool
+    jobs: HookedCreates, before: Callable[[], Awaitable[object]], *, fail: bool
 ) -> asyncio.Event:
-    """The job bucket's next create waits for `before()` (a coroutine function), then fails
-    (JetStream refused that one write) or goes through; later creates are untouched. The
-    event returned is set once that create has begun."""
-    assert kv is not None
-    real, begun = kv.create, asyncio.Event()
+    """The job bucket's next create waits for `before()`, then fails (JetStream refused that
+    one write) or goes through; later creates are untouched. The event returned is set once
+    that create has begun."""
+    begun = asyncio.Event()
 
-    async def create(self: KV, key: str, value: bytes) -> int:
-        monkeypatch.setattr(kv, "create", real)
+    async def create(key: str, value: bytes) -> int:
+        jobs.hook = None
         begun.set()
-        await before()  # type: ignore[operator]
+        await before()
         if fail:
             raise Unavailable("JetStream did not store the job (injected)")
-        return await real(key, value)
+        return await jobs.real_create(key, value)
 
-    monkeypatch.setattr(kv, "create", create.__get__(kv))
+    jobs.hook = create
     return begun
 
 
 async def test_an_offer_is_withdrawn_when_the_create_failed_first(
-    nats_server: EmbeddedNats, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    nats_server: EmbeddedNats, tmp_path: Path
 ) -> None:
     """The create fails while the offer is still in flight (before the bid's reply)."""
-    async with stack(nats_server.url, tmp_path, agents=1) as s, await s.client() as client:
+    async with (
+        hooked_stack(nats_server.url, tmp_path) as (s, jobs, executions),
+        await s.client() as client,
+    ):
         assert s.orchestrator is not None
         mirror, agent = s.orchestrator.mirror, s.agents["node-0"]
+        offered = asyncio.Event()
 
-        async def offer_in_flight() -> None:
-            await eventually(lambda: mirror._creating, interval=0.0005, what="the offer")
+        async def offer(key: str, value: bytes) -> int:  # its record is being created
+            offered.set()
+            return await executions.real_create(key, value)
 
-        inject_create(monkeypatch, mirror._jobs_kv, offer_in_flight, fail=True)
+        executions.hook = offer
+        inject_create(jobs, offered.wait, fail=True)
         job_id = new_job_id()
         with pytest.raises(Unavailable, match="injected"):
             await client.submit_full(LONG, job_id=job_id)
@@ -251,14 +277,14 @@ async def test_an_offer_is_withdrawn_when_the_create_failed_first(
 
 
 async def test_a_resent_named_job_waits_for_the_first_submit(
-    nats_server: EmbeddedNats, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    nats_server: EmbeddedNats, tmp_path: Path
 ) -> None:
     """The first submit's create fails after the second arrived: the second must not be
     answered from the job shown meanwhile ("unchanged"), but store the job itself."""
-    async with stack(nats_server.url, tmp_path, agents=1) as s, await s.client() as client:
+    async with hooked_stack(nats_server.url, tmp_path) as (s, jobs, _), await s.client() as client:
         assert s.orchestrator is not None
         release = asyncio.Event()
-        begun = inject_create(monkeypatch, s.orchestrator.mirror._jobs_kv, release.wait, fail=True)
+        begun = inject_create(jobs, release.wait, fail=True)
         spec = {**SHORT, "Name": "nightly"}
         first = asyncio.create_task(client.submit_full(spec))
         await asyncio.wait_for(begun.wait(), 10)
@@ -284,18 +310,17 @@ async def test_a_chosen_job_id_may_not_be_a_named_jobs_id(
 
 
 async def test_history_starts_with_the_submit_even_when_the_create_is_slow(
-    nats_server: EmbeddedNats, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    nats_server: EmbeddedNats, tmp_path: Path
 ) -> None:
     """The node runs and reports the task before the job's create is acknowledged; its lines
     still come after "job submitted"."""
-    async with stack(nats_server.url, tmp_path, agents=1) as s, await s.client() as client:
-        assert s.orchestrator is not None
+    async with hooked_stack(nats_server.url, tmp_path) as (s, jobs, _), await s.client() as client:
         agent = s.agents["node-0"]
 
         async def reported() -> None:  # an execution is finished once its report is stored
             await eventually(lambda: agent._finished, interval=0.001, what="the task's report")
 
-        inject_create(monkeypatch, s.orchestrator.mirror._jobs_kv, reported, fail=False)
+        inject_create(jobs, reported, fail=False)
         view = await client.run(SHORT, timeout=20)
         assert view.state == "Completed"
 
@@ -361,26 +386,24 @@ async def test_a_stop_during_an_offer_is_kept(nats_server: EmbeddedNats, tmp_pat
 
 
 async def test_submits_waiting_on_a_failed_create_wait_for_each_other(
-    nats_server: EmbeddedNats, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    nats_server: EmbeddedNats, tmp_path: Path
 ) -> None:
     """Three submits of one named job; the first two creates fail. The third, woken with the
     second by the first's failure, must not answer from the job the second shows."""
-    async with stack(nats_server.url, tmp_path, agents=1) as s, await s.client() as client:
+    async with hooked_stack(nats_server.url, tmp_path) as (s, jobs, _), await s.client() as client:
         assert s.orchestrator is not None
-        kv = s.orchestrator.mirror._jobs_kv
-        assert kv is not None
-        real, release, begun, fails = kv.create, asyncio.Event(), asyncio.Event(), [2]
+        release, begun, fails = asyncio.Event(), asyncio.Event(), [2]
 
-        async def create(self: KV, key: str, value: bytes) -> int:
+        async def create(key: str, value: bytes) -> int:
             if fails[0]:
                 fails[0] -= 1
                 begun.set()
                 await release.wait()
                 await asyncio.sleep(0.05)  # a refusal takes a round trip like any answer
                 raise Unavailable("JetStream did not store the job (injected)")
-            return await real(key, value)
+            return await jobs.real_create(key, value)
 
-        monkeypatch.setattr(kv, "create", create.__get__(kv))
+        jobs.hook = create
         spec = {**SHORT, "Name": "nightly"}
         first = asyncio.create_task(client.submit_full(spec))
         await asyncio.wait_for(begun.wait(), 10)
@@ -395,25 +418,21 @@ async def test_submits_waiting_on_a_failed_create_wait_for_each_other(
 
 
 async def test_an_ops_job_whose_create_ack_was_lost_still_runs(
-    nats_server: EmbeddedNats, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    nats_server: EmbeddedNats, tmp_path: Path
 ) -> None:
     """The job is stored but its create's acknowledgement is lost (found by the chaos suite):
     the offer is withdrawn without a trace, so the ops job, evaluated again by the rescue
     scan, runs instead of failing on a cancelled execution of its own id."""
-    async with stack(nats_server.url, tmp_path, agents=1) as s, await s.client() as client:
-        assert s.orchestrator is not None
-        kv = s.orchestrator.mirror._jobs_kv
-        assert kv is not None
-        real = kv.create
+    async with hooked_stack(nats_server.url, tmp_path) as (s, jobs, _), await s.client() as client:
 
-        async def ack_lost(self: KV, key: str, value: bytes) -> int:
-            monkeypatch.setattr(kv, "create", real)
-            await real(key, value)
+        async def ack_lost(key: str, value: bytes) -> int:
+            jobs.hook = None
+            await jobs.real_create(key, value)
             # The timeout comes late: the node took the offer, and the planner waits for it.
             await eventually(lambda: s.agents["node-0"].running_count, interval=0.001)
             raise Unavailable("create: timed out waiting for NATS (injected)")
 
-        monkeypatch.setattr(kv, "create", ack_lost.__get__(kv))
+        jobs.hook = ack_lost
         job_id = new_job_id()
         with pytest.raises(Unavailable, match="injected"):
             await client.submit_full({**SLOW, "Type": "ops"}, job_id=job_id)

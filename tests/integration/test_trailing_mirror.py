@@ -4,32 +4,30 @@ seconds after the server holding it dies; a new leader may be in that state."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
+import math
 
 from orchestrator.history import History
 from orchestrator.state import StateMirror
 from orchestrator.updates import UpdateApplier
 from shared import subjects, wire
-from shared.bus import KV, Bus, Entry
+from shared.bus import Bus
+from tests.kv_doubles import ThroughBus, Trailing
 from tests.records import JOB, RUNNING
 
 
-class StalledMirror(StateMirror):
+def stalled_mirror(bus: Bus) -> StateMirror:
     """A mirror whose watches of jobs and executions show nothing (caught up at once, then
     silent)."""
-
-    async def _follow(self, kv: KV, apply: Callable[[Entry], None], ready: asyncio.Event) -> None:
-        if kv.bucket not in (subjects.EXECUTIONS_BUCKET, subjects.JOBS_BUCKET):
-            await super()._follow(kv, apply, ready)
-            return
-        ready.set()
-        await asyncio.Event().wait()
+    silent = {
+        subjects.JOBS_BUCKET: Trailing(math.inf),
+        subjects.EXECUTIONS_BUCKET: Trailing(math.inf),
+    }
+    return StateMirror(ThroughBus(bus, silent))
 
 
 async def test_a_report_on_a_record_the_watch_has_not_shown_is_applied(bus: Bus) -> None:
     writer = StateMirror(bus)  # the orchestrator that placed the execution
-    trailing = StalledMirror(bus)
+    trailing = stalled_mirror(bus)
     await writer.start()
     await trailing.start()
     applied: list[wire.ExecutionRecord] = []
