@@ -1,6 +1,7 @@
-"""Every spec of the compatibility corpus, submitted to a real stack: it runs, or it ends (or
-waits) with a reason a user can act on. Images the corpus names but this machine lacks are
-declined at bid time, which is one of those reasons."""
+"""Every spec fixture of the project and every spec of the reference corpus (where
+SHOAL_COMPAT_CORPUS names it), submitted to a real stack: it runs, or it ends (or waits) with a
+reason a user can act on. Images a spec names but this machine lacks are declined at bid time,
+which is one of those reasons."""
 
 from __future__ import annotations
 
@@ -14,12 +15,13 @@ from shared import wire
 from shared.natsserver import EmbeddedNats
 from shared.spec import load_spec
 from tests.conftest import require
+from tests.corpus import FIXTURE_VARIABLES, corpus_names, corpus_text, fixture_names, fixture_text
 from tests.integration.stack import stack
 
 pytestmark = pytest.mark.docker
 
-CORPUS = Path(__file__).resolve().parents[3] / "shared" / "compat" / "bacalhau-specs"
-VARIABLES = {
+#: The -V variables of the reference corpus's templated files.
+CORPUS_VARIABLES = {
     "count": "1",
     "query": "SELECT 1",
     "Region": "eu",
@@ -46,7 +48,9 @@ REASONS = re.compile(
     r"too little|too few|declined|not enough nodes|waiting for|no node to run on|exit code|"
     r"no such file|cannot reach"
 )
-SPECS = sorted(p for p in CORPUS.iterdir() if p.suffix in (".yaml", ".yml", ".json"))
+SPECS = [("fixture", name) for name in fixture_names()] + [
+    ("corpus", name) for name in corpus_names()
+]
 
 
 def _settled(view: wire.JobView) -> bool:
@@ -59,16 +63,20 @@ def _settled(view: wire.JobView) -> bool:
     return view.state == "Queued" and bool(view.state_message)
 
 
-@pytest.mark.parametrize("path", SPECS, ids=[p.name for p in SPECS])
-async def test_corpus_spec_runs_or_says_why(
-    path: Path, nats_server: EmbeddedNats, tmp_path: Path
+@pytest.mark.parametrize(("origin", "name"), SPECS, ids=[f"{o}:{n}" for o, n in SPECS])
+async def test_spec_runs_or_says_why(
+    origin: str, name: str, nats_server: EmbeddedNats, tmp_path: Path
 ) -> None:
+    if origin == "fixture":
+        text, variables = fixture_text(name), FIXTURE_VARIABLES.get(name, {})
+    else:
+        text, variables = corpus_text(name), CORPUS_VARIABLES
     probe = DockerEngine()
     try:
         require(await probe.probe(), "needs a reachable docker daemon (.ci/docker-setup.sh)")
     finally:
         await probe.close()
-    spec = load_spec(path.read_bytes(), VARIABLES, source=path.name)
+    spec = load_spec(text, variables, source=name)
     async with (
         stack(nats_server.url, tmp_path, agents=1, engines=("docker", "wasm", "noop")) as s,
         await s.client() as client,
@@ -81,7 +89,7 @@ async def test_corpus_spec_runs_or_says_why(
             ):
                 return  # it runs here
             why = view.state_message + " " + " ".join(e.error for e in view.executions)
-            assert REASONS.search(why), f"{path.name}: {view.state}: {why!r}"
+            assert REASONS.search(why), f"{name}: {view.state}: {why!r}"
         finally:
             for agent in s.agents.values():
                 engine = agent.engines.get("docker")

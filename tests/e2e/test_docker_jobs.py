@@ -1,4 +1,5 @@
-"""Docker jobs end to end: corpus specs through orchestrator, agent, dockerd, logs and results."""
+"""Docker jobs end to end: the project's fixtures (and the same checks on the reference corpus,
+where SHOAL_COMPAT_CORPUS names it) through orchestrator, agent, dockerd, logs and results."""
 
 from __future__ import annotations
 
@@ -13,11 +14,11 @@ from compute.inputs import AllowedPath
 from shared.natsserver import EmbeddedNats
 from shared.spec import load_spec
 from tests.conftest import require
+from tests.corpus import corpus_text, fixture_text
 from tests.integration.stack import Stack, stack
 
 pytestmark = pytest.mark.docker
 
-CORPUS = Path(__file__).resolve().parents[3] / "shared" / "compat" / "bacalhau-specs"
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 IMAGE = "busybox:1.37.0"
 SETUP = "run .ci/docker-setup.sh to start dockerd and build the local busybox image"
@@ -43,48 +44,80 @@ async def docker_stack(url: str, tmp: Path, **agent_kwargs: object) -> AsyncIter
                     await engine.close()
 
 
-def corpus(name: str) -> str:
-    path = CORPUS / name
-    require(path.exists(), f"needs the compatibility corpus at {CORPUS}")
-    return path.read_text()
+def spec_text(origin: str, name: str) -> str:
+    """A fixture of the repository, or a file of the reference corpus (skips without it)."""
+    return fixture_text(name) if origin == "fixture" else corpus_text(name)
 
 
+@pytest.mark.parametrize(
+    ("origin", "name", "result", "content"),
+    [
+        ("fixture", "docker-results.yaml", "answers/answer.txt", "2718\n"),
+        ("corpus", "docker-output.yaml", "output_custom/output.txt", "15\n"),
+    ],
+    ids=["fixture", "corpus"],
+)
 async def test_output_spec_publishes_its_result_file(
-    nats_server: EmbeddedNats, tmp_path: Path
+    nats_server: EmbeddedNats, tmp_path: Path, origin: str, name: str, result: str, content: str
 ) -> None:
+    text = spec_text(origin, name)
     async with docker_stack(nats_server.url, tmp_path) as s, await s.client() as client:
-        job_id = await client.submit(corpus("docker-output.yaml"))
+        job_id = await client.submit(text)
         view = await client.wait(job_id, timeout=60)
         assert view.state == "Completed", view
         [folder] = await client.results(job_id, tmp_path / "results")
-        assert (folder / "output_custom" / "output.txt").read_text() == "15\n"
+        assert (folder / result).read_text() == content
 
 
-async def test_hello_world_prints(nats_server: EmbeddedNats, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("origin", "name", "stdout"),
+    [
+        ("fixture", "docker-hello-nats.yaml", b"ahoy from a fixture\n"),
+        ("corpus", "hello_world.yml", b"hello bacalhau world\n"),
+    ],
+    ids=["fixture", "corpus"],
+)
+async def test_hello_world_prints(
+    nats_server: EmbeddedNats, tmp_path: Path, origin: str, name: str, stdout: bytes
+) -> None:
+    text = spec_text(origin, name)
     async with docker_stack(nats_server.url, tmp_path) as s, await s.client() as client:
-        job_id = await client.submit(corpus("hello_world.yml"))
+        job_id = await client.submit(text)
         view = await client.wait(job_id, timeout=60)
         assert view.state == "Completed", view
         lines = [line async for line in client.logs(job_id)]
-        assert b"".join(x.data for x in lines if x.stream == "stdout") == b"hello bacalhau world\n"
+        assert b"".join(x.data for x in lines if x.stream == "stdout") == stdout
         assert not any(x.data for x in lines if x.stream == "stderr")
 
 
-async def test_log_emitter_keeps_streams_apart(nats_server: EmbeddedNats, tmp_path: Path) -> None:
-    # busybox sh (hush/ash) knows `[[ ]]`, so the corpus script runs unchanged: 10 lines, ~5 s.
+@pytest.mark.parametrize(
+    ("origin", "name", "out", "err"),
+    [
+        # n from 1 to 6 every 0.2 s: odd ones to stdout, even ones to stderr
+        ("fixture", "docker-log-streams.yaml", ("out", (1, 3, 5)), ("err", (2, 4, 6))),
+        # busybox sh (hush/ash) knows `[[ ]]`, so the corpus script runs unchanged: ~5 s
+        ("corpus", "log_emitter.yml", ("STDOUT", (1, 3, 5, 7, 9)), ("STDERR", (2, 4, 6, 8, 10))),
+    ],
+    ids=["fixture", "corpus"],
+)
+async def test_log_emitter_keeps_streams_apart(
+    nats_server: EmbeddedNats,
+    tmp_path: Path,
+    origin: str,
+    name: str,
+    out: tuple[str, tuple[int, ...]],
+    err: tuple[str, tuple[int, ...]],
+) -> None:
+    text = spec_text(origin, name)
     async with docker_stack(nats_server.url, tmp_path) as s, await s.client() as client:
-        job_id = await client.submit(corpus("log_emitter.yml"))
+        job_id = await client.submit(text)
         view = await client.wait(job_id, timeout=60)
         assert view.state == "Completed", view
         lines = [line async for line in client.logs(job_id)]
         stdout = b"".join(x.data for x in lines if x.stream == "stdout").decode().splitlines()
         stderr = b"".join(x.data for x in lines if x.stream == "stderr").decode().splitlines()
-        assert [line.split()[:2] for line in stdout] == [
-            ["STDOUT", str(n)] for n in (1, 3, 5, 7, 9)
-        ]
-        assert [line.split()[:2] for line in stderr] == [
-            ["STDERR", str(n)] for n in (2, 4, 6, 8, 10)
-        ]
+        assert [line.split()[:2] for line in stdout] == [[out[0], str(n)] for n in out[1]]
+        assert [line.split()[:2] for line in stderr] == [[err[0], str(n)] for n in err[1]]
 
 
 async def test_local_directory_input_and_result_paths(

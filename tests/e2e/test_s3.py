@@ -20,10 +20,9 @@ from shared.s3 import S3Location
 from shared.spec import load_spec
 from shared.spec.params import S3Publisher as S3Params
 from shared.spec.params import S3Source
+from tests.corpus import corpus_text, fixture_spec
 from tests.e2e.helpers_data import cat_job, noop_job, source
 from tests.integration.stack import stack
-
-CORPUS = Path(__file__).resolve().parents[3] / "shared" / "compat" / "bacalhau-specs"
 
 
 def put(s3: Any, bucket: str, objects: dict[str, bytes]) -> None:
@@ -187,14 +186,35 @@ def test_key_placeholders() -> None:
     assert object_key(params("", "plain"), o, "n", now) == "j/e/"
 
 
+def test_fixture_specs_take_these_code_paths() -> None:
+    """docker-s3-input.yaml's input is a prefix; ops-s3-publisher.yaml publishes plain files
+    per node."""
+    spec = fixture_spec("docker-s3-input.yaml")
+    params = S3Source.model_validate(spec.task.input_sources[0].source.params)
+    assert s3_plan(params) == ("seabed/2024/",) * 2
+    assert params.region == "eu-north-1"
+    publisher = S3Params.model_validate(fixture_spec("ops-s3-publisher.yaml").task.publisher.params)
+    now = datetime.now(UTC)
+    assert object_key(publisher, order(), "node-0", now) == "tables/node-0/"
+    assert (publisher.endpoint, publisher.region) == (
+        "http://minio.fixtures.invalid:9000",
+        "fixture-region",
+    )
+    # {date}/{time}/{jobID}/{executionID} and gzip, the default encoding: one archive
+    url_job = fixture_spec("batch-url-and-local-inputs.yaml")
+    publisher = S3Params.model_validate(url_job.task.publisher.params)
+    at = datetime(2024, 3, 5, 7, 8, 9, tzinfo=UTC)
+    assert object_key(publisher, order("j-2", "e-3"), "n", at) == ("labels/20240305/070809/j-2/e-3")
+
+
 def test_corpus_specs_take_these_code_paths() -> None:
     """docker-s3.yaml's input is a prefix; data-generator.yaml publishes plain files per node."""
-    docker_s3 = load_spec((CORPUS / "docker-s3.yaml").read_text())
+    docker_s3 = load_spec(corpus_text("docker-s3.yaml"))
     params = S3Source.model_validate(docker_s3.task.input_sources[0].source.params)
     assert s3_plan(params) == ("integration-tests-do-not-delete/set1/",) * 2
     assert params.region == "eu-west-1"
     generator = load_spec(
-        (CORPUS / "data-generator.yaml").read_text(),
+        corpus_text("data-generator.yaml"),
         {
             "Region": "us",
             "Events": "3000",

@@ -13,6 +13,7 @@ from shared.client import ShoalClient
 from shared.errors import Conflict, NotFound
 from shared.natsserver import EmbeddedNats
 from tests.conftest import eventually
+from tests.corpus import corpus_text, fixture_text
 from tests.integration.helpers_jobs import (
     agent_running,
     consistently,
@@ -75,21 +76,23 @@ async def test_unsatisfiable_constraint_without_queue_timeout_fails_at_once(
         assert view.executions == [], view
 
 
-async def test_unknown_engine_fails_with_reason(nats_server: EmbeddedNats, tmp_path: Path) -> None:
-    spec_text = (
-        Path(__file__).resolve().parents[3]
-        / "shared/compat/bacalhau-specs/unsupported_engine_type.yml"
-    )
+@pytest.mark.parametrize(
+    ("origin", "name", "engine"),
+    [
+        ("fixture", "unknown-engine.yaml", "hovercraft"),
+        ("corpus", "unsupported_engine_type.yml", "vroomvroom"),
+    ],
+    ids=["fixture", "corpus"],
+)
+async def test_unknown_engine_fails_with_reason(
+    nats_server: EmbeddedNats, tmp_path: Path, origin: str, name: str, engine: str
+) -> None:
+    spec_text = fixture_text(name) if origin == "fixture" else corpus_text(name)
     async with stack(nats_server.url, tmp_path) as s, await s.client() as client:
-        if spec_text.exists():
-            job_id = await client.submit(spec_text.read_text())
-        else:  # the same spec, inline
-            spec = noop_job("Unsupported Engine Type", engine="vroomvroom")
-            spec["Tasks"][0]["Engine"]["Params"] = {"Image": "busybox:1.37.0"}
-            job_id = await client.submit(spec)
+        job_id = await client.submit(spec_text)
         view = await client.wait(job_id, timeout=10)
         assert view.state == "Failed", view
-        assert "does not support engine vroomvroom" in view.state_message, view.state_message
+        assert f"does not support engine {engine}" in view.state_message, view.state_message
         assert "not enough nodes to run job" in view.state_message, view.state_message
         assert view.executions == []
 

@@ -19,27 +19,22 @@ import pytest
 import yaml
 
 from shared.spec import load_spec
+from tests.corpus import CORPUS_ABSENT, corpus_dir, corpus_text, fixture_path, require_corpus
 
 SHOAL = Path(sys.executable).parent / "shoal"
-CORPUS = Path(__file__).resolve().parents[3] / "shared" / "compat" / "bacalhau-specs"
-DOCKER = CORPUS / "docker.yaml"
-OPS = CORPUS / "ops-job.yaml"
-
-BROKEN = """\
-Type: batch
-Count: 0
-Tasks:
-  - Engine:
-      Type: docker
-    Resourcse: {}
-    Resources:
-      Memory: 1Zb
-    ResultPaths:
-      - Name: out
-        Path: relative/../x
-"""
+DOCKER = fixture_path("docker-batch.yaml")
+RESULTS_JSON = fixture_path("docker-results.json")
+OPS = fixture_path("ops-query-template.yaml")
+BROKEN = fixture_path("invalid/many-problems.yaml")
 OPS_QUERY = "SELECT status, COUNT(*) FROM logs GROUP BY status"
 _TEMPLATE_ENV = ("query", "start-time", "end-time")
+
+#: Files of the reference corpus validated too, where it is: file, output format, variables.
+CORPUS_CASES: dict[str, tuple[str, str, dict[str, str]]] = {
+    "corpus-yaml": ("docker.yaml", "yaml", {}),
+    "corpus-json": ("docker-output.json", "json", {}),
+    "corpus-vars": ("ops-job.yaml", "json", {"query": OPS_QUERY}),
+}
 
 
 @dataclass(frozen=True)
@@ -57,16 +52,27 @@ class Result:
 
 
 def _cases(tmp: Path) -> dict[str, Run]:
-    broken = tmp / "broken.yaml"
-    broken.write_text(BROKEN, encoding="utf-8")
     deep = tmp / "deep.json"
     deep.write_text('{"a":' * 50_000 + "1" + "}" * 50_000, encoding="utf-8")
     latin1 = tmp / "latin1.yaml"
     latin1.write_bytes(b"Name: caf\xe9\nTasks: [{Engine: {Type: noop}}]\n")
     validate = ("job", "validate")
-    return {
+    corpus = corpus_dir()
+    reference = {
+        case: Run(
+            (
+                *validate,
+                *("-o", fmt),
+                *(arg for k, v in variables.items() for arg in ("-V", f"{k}={v}")),
+                str(corpus / name),
+            )
+        )
+        for case, (name, fmt, variables) in CORPUS_CASES.items()
+        if corpus is not None
+    }
+    return reference | {
         "ok": Run((*validate, str(DOCKER))),
-        "ok-json": Run((*validate, "-o", "json", str(CORPUS / "docker-output.json"))),
+        "ok-json": Run((*validate, "-o", "json", str(RESULTS_JSON))),
         "ok-stdin": Run((*validate, "-"), stdin=DOCKER.read_text(encoding="utf-8")),
         "ok-vars": Run((*validate, "--output", "json", "-V", f"query={OPS_QUERY}", str(OPS))),
         "ok-env": Run(
@@ -83,7 +89,7 @@ def _cases(tmp: Path) -> dict[str, Run]:
             env={"query": "from-env", "start-time": "1h", "end-time": "ignored"},
         ),
         "missing-var": Run((*validate, str(OPS))),
-        "broken": Run((*validate, str(broken))),
+        "broken": Run((*validate, str(BROKEN))),
         "deep-json": Run((*validate, str(deep))),
         "bad-var-flag": Run((*validate, "-V", "novalue", str(DOCKER))),
         "no-file": Run((*validate, str(tmp / "does-not-exist.yaml"))),
@@ -146,10 +152,8 @@ def test_output_json(results: dict[str, Result]) -> None:
     result = results["ok-json"]
     assert result.code == 0, result.stderr
     printed = json.loads(result.stdout)
-    assert printed == load_spec((CORPUS / "docker-output.json").read_text()).dump()
-    assert printed["Tasks"][0]["ResultPaths"] == [
-        {"Name": "output_custom", "Path": "/output_custom"}
-    ]
+    assert printed == load_spec(RESULTS_JSON.read_text(encoding="utf-8")).dump()
+    assert printed["Tasks"][0]["ResultPaths"] == [{"Name": "answers", "Path": "/answers"}]
 
 
 def test_stdin(results: dict[str, Result]) -> None:
@@ -212,7 +216,7 @@ def test_missing_variable_is_named(results: dict[str, Result]) -> None:
 @pytest.mark.parametrize(
     ("name", "text"),
     [
-        ("deep-json", "nested too deeply"),
+        ("deep-json", "nested more than 64 levels deep"),
         ("bad-var-flag", '-V "novalue": expected KEY=VALUE'),
         ("not-utf8-stdin", "not UTF-8 text (byte 0xe9"),
     ],
@@ -237,3 +241,17 @@ def test_non_utf8_file_is_a_clean_error(results: dict[str, Result]) -> None:
     assert "Traceback" not in result.stderr
     assert result.code == 2
     assert "UTF-8" in result.stderr
+
+
+# ---- the reference corpus, where it is ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", sorted(CORPUS_CASES) if corpus_dir() else [CORPUS_ABSENT])
+def test_reference_corpus_files_validate(results: dict[str, Result], case: str) -> None:
+    """The CLI prints what the loader makes of the reference files (skips without them)."""
+    require_corpus()
+    name, fmt, variables = CORPUS_CASES[case]
+    result = results[case]
+    assert result.code == 0, result.stderr
+    printed = json.loads(result.stdout) if fmt == "json" else yaml.safe_load(result.stdout)
+    assert printed == load_spec(corpus_text(name), variables).dump()

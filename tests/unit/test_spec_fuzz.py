@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import copy
+import functools
 import json
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -14,10 +14,16 @@ from hypothesis import strategies as st
 from shared.errors import InvalidSpec
 from shared.spec import JobSpec, dump_yaml, load_spec, parse_document, spec_from_data
 from shared.template import render
+from tests.corpus import (
+    FIXTURE_VARIABLES,
+    corpus_names,
+    fixture_names,
+    fixture_text,
+    require_corpus,
+)
 
-CORPUS = Path(__file__).resolve().parents[3] / "shared" / "compat" / "bacalhau-specs"
-
-_VARIABLES = {
+#: The -V variables of the reference corpus's templated files.
+_CORPUS_VARIABLES = {
     "count": "2",
     "query": "q",
     "AccessLogBucket": "b",
@@ -38,40 +44,58 @@ _VARIABLES = {
     "bucket": "bk",
     "queue_url": "https://sqs/q",
 }
-
-
-def _load_corpus() -> list[dict[str, Any]]:
-    docs = []
-    for path in sorted(CORPUS.iterdir()):
-        if path.name == "SOURCES.md" or path.name.startswith("wasm"):
-            continue  # the wasm files are 110 KB each: too slow to mutate hundreds of times
-        docs.append(parse_document(render(path.read_text(encoding="utf-8"), _VARIABLES)))
-    # A small stand-in for the wasm files, legacy form included.
-    inline = {"Type": "inline", "Params": {"URL": "data:application/wasm;base64,AGFzbQ=="}}
-    docs.append(
+# A small stand-in for the corpus's wasm files, legacy form included.
+_LEGACY_WASM = {
+    "Type": "batch",
+    "Tasks": [
         {
-            "Type": "batch",
-            "Tasks": [
-                {
-                    "Engine": {
-                        "Type": "wasm",
-                        "Params": {"EntryModule": {"Source": inline, "Target": ""}},
+            "Engine": {
+                "Type": "wasm",
+                "Params": {
+                    "EntryModule": {
+                        "Source": {
+                            "Type": "inline",
+                            "Params": {"URL": "data:application/wasm;base64,AGFzbQ=="},
+                        },
+                        "Target": "",
                     }
-                }
-            ],
+                },
+            }
         }
-    )
+    ],
+}
+
+
+def _load_fixtures() -> list[dict[str, Any]]:
+    """The project's fixtures, rendered: always there (the wasm ones hold a 1 KB module)."""
+    return [
+        parse_document(render(fixture_text(name), FIXTURE_VARIABLES.get(name, {})))
+        for name in fixture_names()
+    ]
+
+
+@functools.cache
+def _load_corpus() -> list[dict[str, Any]]:
+    """The reference corpus, rendered; read when a test first asks (skips without it)."""
+    folder = require_corpus()
+    docs = []
+    for name in corpus_names():
+        if name.startswith("wasm"):
+            continue  # the wasm files are 110 KB each: too slow to mutate hundreds of times
+        text = (folder / name).read_text(encoding="utf-8")
+        docs.append(parse_document(render(text, _CORPUS_VARIABLES)))
+    docs.append(_LEGACY_WASM)
     return docs
 
 
-CORPUS_DOCS = _load_corpus()
+FIXTURE_DOCS = _load_fixtures()
 
 FUZZ = settings(
     max_examples=300,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-FUZZ_CORPUS = settings(FUZZ, max_examples=200)  # each example validates a whole real spec
+FUZZ_DOCS = settings(FUZZ, max_examples=200)  # each example validates a whole real spec
 
 
 def check(load: Any, *args: Any) -> JobSpec | None:
@@ -209,8 +233,8 @@ def _recase(value: Any, how: str) -> Any:
 
 
 @st.composite
-def mutated_corpus_docs(draw: st.DrawFn) -> Any:
-    doc = copy.deepcopy(draw(st.sampled_from(CORPUS_DOCS)))
+def mutated_docs(draw: st.DrawFn, docs: list[dict[str, Any]]) -> Any:
+    doc = copy.deepcopy(draw(st.sampled_from(docs)))
     for _ in range(draw(st.integers(min_value=1, max_value=4))):
         spots = _containers(doc)
         path = draw(st.sampled_from(spots))
@@ -258,8 +282,14 @@ def mutated_corpus_docs(draw: st.DrawFn) -> Any:
 # ---- properties ---------------------------------------------------------------------------------
 
 
+def test_the_fixture_docs_are_valid_to_start_with() -> None:
+    assert len(FIXTURE_DOCS) >= 30
+    for doc in FIXTURE_DOCS:
+        assert check(spec_from_data, doc) is not None
+
+
 def test_the_corpus_docs_are_valid_to_start_with() -> None:
-    for doc in CORPUS_DOCS:
+    for doc in _load_corpus():
         assert check(spec_from_data, doc) is not None
 
 
@@ -275,20 +305,68 @@ def test_random_mappings_with_spec_keys(data: dict[str, Any]) -> None:
     check(spec_from_data, data)
 
 
-@FUZZ_CORPUS
-@given(mutated_corpus_docs())
-def test_mutated_corpus_documents(doc: Any) -> None:
-    check(spec_from_data, doc)
+def mutated_documents(docs: list[dict[str, Any]]) -> None:
+    @FUZZ_DOCS
+    @given(mutated_docs(docs))
+    def run(doc: Any) -> None:
+        check(spec_from_data, doc)
+
+    run()
 
 
-@FUZZ_CORPUS
-@given(mutated_corpus_docs(), st.sampled_from(["yaml", "json", "flow"]))
-def test_mutated_corpus_documents_as_text(doc: Any, form: str) -> None:
-    if form == "json":
-        text = json.dumps(doc, indent=1)
-    else:
-        text = yaml.safe_dump(doc, default_flow_style=form == "flow", allow_unicode=True)
-    check(load_spec, text, {})
+def mutated_documents_as_text(docs: list[dict[str, Any]]) -> None:
+    @FUZZ_DOCS
+    @given(mutated_docs(docs), st.sampled_from(["yaml", "json", "flow"]))
+    def run(doc: Any, form: str) -> None:
+        if form == "json":
+            text = json.dumps(doc, indent=1)
+        else:
+            text = yaml.safe_dump(doc, default_flow_style=form == "flow", allow_unicode=True)
+        check(load_spec, text, {})
+
+    run()
+
+
+def valid_specs_are_stable(docs: list[dict[str, Any]]) -> None:
+    """Validating a canonical dump gives back the same dump (the orchestrator relies on it)."""
+
+    @FUZZ_DOCS
+    @given(mutated_docs(docs))
+    def run(doc: Any) -> None:
+        try:
+            spec = spec_from_data(doc)
+        except InvalidSpec:
+            return
+        dumped = spec.dump()
+        assert spec_from_data(dumped).dump() == dumped
+        assert load_spec(dump_yaml(dumped)).dump() == dumped
+        assert parse_document(dump_yaml(doc)) == doc
+
+    run()
+
+
+def test_mutated_fixture_documents() -> None:
+    mutated_documents(FIXTURE_DOCS)
+
+
+def test_mutated_corpus_documents() -> None:
+    mutated_documents(_load_corpus())
+
+
+def test_mutated_fixture_documents_as_text() -> None:
+    mutated_documents_as_text(FIXTURE_DOCS)
+
+
+def test_mutated_corpus_documents_as_text() -> None:
+    mutated_documents_as_text(_load_corpus())
+
+
+def test_valid_fixture_specs_are_stable() -> None:
+    valid_specs_are_stable(FIXTURE_DOCS)
+
+
+def test_valid_corpus_specs_are_stable() -> None:
+    valid_specs_are_stable(_load_corpus())
 
 
 @FUZZ
@@ -360,17 +438,3 @@ def test_random_yamlish_text(text: str, variables: dict[str, str]) -> None:
 @given(st.binary(max_size=200))
 def test_random_bytes(data: bytes) -> None:
     check(load_spec, data, {})
-
-
-@FUZZ_CORPUS
-@given(mutated_corpus_docs())
-def test_valid_specs_are_stable(doc: Any) -> None:
-    """Validating a canonical dump gives back the same dump (the orchestrator relies on it)."""
-    try:
-        spec = spec_from_data(doc)
-    except InvalidSpec:
-        return
-    dumped = spec.dump()
-    assert spec_from_data(dumped).dump() == dumped
-    assert load_spec(dump_yaml(dumped)).dump() == dumped
-    assert parse_document(dump_yaml(doc)) == doc
