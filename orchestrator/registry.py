@@ -1,4 +1,8 @@
-"""The node registry: hello and heartbeat handling, liveness in memory, KV on transitions."""
+"""The node registry: hello and heartbeat handling, liveness in memory, KV on transitions.
+
+What a node's joining, change, loss or strays make the orchestrator evaluate is `NodeEvents`'
+business (`evaluation_rules.py`); the registry only says what happened.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import msgspec
 
@@ -14,7 +19,7 @@ from orchestrator.selection import Demand, NodeState, NodeTable
 from orchestrator.state import StateMirror
 from shared import subjects, wire
 from shared.bus import Bus, Message, Subscription
-from shared.errors import Conflict, ShoalError
+from shared.errors import Conflict, NotFound, ShoalError
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +40,27 @@ class Liveness:
     reserved: dict[str, tuple[Demand, float]] = field(default_factory=dict)
 
 
+class NodeEvents(Protocol):
+    """What the registry tells the orchestrator (`EvaluationRules`) about nodes: one joined,
+    came back, restarted or changed (`node_ready`); went silent for the disconnect timeout
+    (`node_lost`); shows more room than its last heartbeat (`room_freed`); runs executions not
+    wanted there, or no longer runs ones live there (`strays`)."""
+
+    def node_ready(self, node_id: str) -> None: ...
+    def node_lost(self, node_id: str) -> None: ...
+    def room_freed(self, node_id: str) -> None: ...
+    def strays(self, node_id: str, execution_ids: list[str]) -> None: ...
+
+
+class _Unheard:
+    """NodeEvents until the registry is wired: nothing reacts."""
+
+    def node_ready(self, node_id: str) -> None: ...
+    def node_lost(self, node_id: str) -> None: ...
+    def room_freed(self, node_id: str) -> None: ...
+    def strays(self, node_id: str, execution_ids: list[str]) -> None: ...
+
+
 class NodeRegistry:
     def __init__(
         self,
@@ -44,10 +70,6 @@ class NodeRegistry:
         heartbeat_interval: float,
         disconnect_timeout: float,
         manual_approval: bool = False,
-        on_node_ready: Callable[[str], None] = lambda node_id: None,
-        on_node_lost: Callable[[str], None] = lambda node_id: None,
-        on_stale: Callable[[str, list[str]], None] = lambda node_id, ids: None,
-        on_room: Callable[[str], None] = lambda node_id: None,
         leading: Callable[[], bool] = lambda: True,
     ) -> None:
         self._bus = bus
@@ -56,10 +78,9 @@ class NodeRegistry:
         self.disconnect_timeout = disconnect_timeout
         self.manual_approval = manual_approval
         self._live: dict[str, Liveness] = {}
-        self._on_node_ready = on_node_ready
-        self._on_node_lost = on_node_lost
-        self._on_stale = on_stale
-        self._on_room = on_room
+        # Set by whoever wires the registry: what reacts to these events also needs the
+        # planner, which needs this registry, so it cannot be had at construction.
+        self.events: NodeEvents = _Unheard()
         # Only the leader reconciles what nodes run against state: a follower's mirror trails
         # the leader's writes, so it would take executions just placed for strays.
         self._leading = leading
@@ -232,13 +253,13 @@ class NodeRegistry:
             # Whatever the node ran before its restart and no longer reports is gone.
             gone = [e.id for e in self._mirror.live_on(node_id) if e.id not in running]
             if gone:
-                self._on_stale(node_id, gone)
+                self.events.strays(node_id, gone)
         if known is None or restarted:  # re-hellos every 30 s are routine: not worth a line
             log.info("node %s registered (%s)", node_id, record.approval)
         if changed or restarted:
             # Nor worth an evaluation: at 10,000 nodes that was 333 a second of every daemon
             # and queued job.
-            self._on_node_ready(node_id)
+            self.events.node_ready(node_id)
         return wire.HelloReply(
             approval=record.approval, heartbeat_interval=self.heartbeat_interval, cancel=cancel
         )
@@ -298,11 +319,11 @@ class NodeRegistry:
                 self._dirty.add(node_id)
         if record.value.connection == "DISCONNECTED":
             await self._transition(node_id, "CONNECTED", "heartbeats resumed")
-            self._on_node_ready(node_id)
+            self.events.node_ready(node_id)
         if not self._leading():
             return
         if roomier:  # room a job may be waiting for, beyond what a report already freed
-            self._on_room(node_id)
+            self.events.room_freed(node_id)
         unwanted = self._unwanted(running, node_id, now)
         # Offered long ago and still not running there: the offer (or the node's memory of
         # it) was lost, e.g. when an orchestrator died mid-bid.
@@ -314,7 +335,7 @@ class NodeRegistry:
             and now - e.created_at > self.forget_after
         ]
         if unwanted or forgotten:
-            self._on_stale(node_id, unwanted + forgotten)
+            self.events.strays(node_id, unwanted + forgotten)
 
     # ---- liveness sweep ------------------------------------------------------------------------
 
@@ -341,7 +362,7 @@ class NodeRegistry:
                 await self._transition(node_id, "DISCONNECTED", f"no heartbeat for {silent:.1f}s")
                 live.reserved.clear()
                 self._dirty.add(node_id)
-                self._on_node_lost(node_id)
+                self.events.node_lost(node_id)
 
     async def _transition(self, node_id: str, connection: wire.Connection, why: str) -> None:
         for _ in range(5):
@@ -364,8 +385,6 @@ class NodeRegistry:
         for _ in range(5):
             known = self._mirror.nodes.get(node_id)
             if known is None:
-                from shared.errors import NotFound
-
                 raise NotFound(f"node {node_id!r} is not registered")
             record = msgspec.structs.replace(
                 known.value,
@@ -377,7 +396,7 @@ class NodeRegistry:
                 await self._mirror.put_node(record)
             except Conflict:
                 continue
-            self._on_node_ready(node_id)
+            self.events.node_ready(node_id)
             return record
         raise Conflict(f"node {node_id} kept changing; try again")
 

@@ -2,6 +2,8 @@
 
 An update is acked only once applied (or found to be stale), so a killed orchestrator loses
 none. Applying is idempotent: states only move forward, and a terminal record never changes.
+What an applied update makes the orchestrator evaluate is `ExecutionEvents`' business
+(`evaluation_rules.py`).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 import msgspec
 
@@ -24,6 +27,15 @@ log = logging.getLogger(__name__)
 _ORDER = {"offered": 0, "accepted": 1, "running": 2}
 
 
+class ExecutionEvents(Protocol):
+    """What the applier tells the orchestrator (`EvaluationRules`)."""
+
+    def execution_changed(self, record: wire.ExecutionRecord) -> None:
+        """`record` was applied, or, for a final report, is shown while its write is in
+        flight."""
+        ...
+
+
 class UpdateApplier:
     def __init__(
         self,
@@ -31,13 +43,13 @@ class UpdateApplier:
         mirror: StateMirror,
         history: History,
         *,
-        on_applied: Callable[[wire.ExecutionRecord], None],
+        events: ExecutionEvents,
         cancel: Callable[[str, str, str], Awaitable[None]],
     ) -> None:
         self._bus = bus
         self._mirror = mirror
         self._history = history
-        self._on_applied = on_applied
+        self._events = events
         self._cancel = cancel
 
     async def run(self) -> None:
@@ -125,14 +137,14 @@ class UpdateApplier:
         )
         if update.state not in wire.TERMINAL_COMPUTE_STATES:
             await self._write(changed, update, known.revision, record)
-            self._on_applied(changed)
+            self._events.execution_changed(changed)
             return
         changed = msgspec.structs.replace(changed, desired_state="stopped")
         # The report is durable (this message is acked only once applied), so the job is
         # evaluated on it while the write is in flight: its end costs one sequential write, not
         # two. The job's closing event waits for this block (the history stays in order).
         async with in_flight.showing_execution(changed):
-            self._on_applied(changed)
+            self._events.execution_changed(changed)
             await self._write(changed, update, known.revision, record)
 
     async def _write(

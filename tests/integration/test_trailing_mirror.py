@@ -15,6 +15,13 @@ from tests.kv_doubles import ThroughBus, Trailing
 from tests.records import JOB, RUNNING
 
 
+class Applied(list[wire.ExecutionRecord]):
+    """The records the applier reports changed (its ExecutionEvents)."""
+
+    def execution_changed(self, record: wire.ExecutionRecord) -> None:
+        self.append(record)
+
+
 def stalled_mirror(bus: Bus) -> StateMirror:
     """A mirror whose watches of jobs and executions show nothing (caught up at once, then
     silent)."""
@@ -30,14 +37,12 @@ async def test_a_report_on_a_record_the_watch_has_not_shown_is_applied(bus: Bus)
     trailing = stalled_mirror(bus)
     await writer.start()
     await trailing.start()
-    applied: list[wire.ExecutionRecord] = []
+    applied = Applied()
     try:
         await writer.create_job(JOB)
         await writer.create_execution(RUNNING)
         assert "e-1" not in trailing.executions and trailing.job("j-1") is None
-        applier = UpdateApplier(
-            bus, trailing, History(bus), on_applied=applied.append, cancel=_no_cancel
-        )
+        applier = UpdateApplier(bus, trailing, History(bus), events=applied, cancel=_no_cancel)
         await applier.apply(
             wire.ExecutionUpdate(
                 execution_id="e-1", job_id="j-1", node_id="node-a", state="completed", at=2.0
@@ -58,11 +63,9 @@ async def test_a_report_on_a_record_the_watch_has_not_shown_is_applied(bus: Bus)
 async def test_a_report_on_an_execution_nobody_stored_is_dropped(bus: Bus) -> None:
     mirror = StateMirror(bus)
     await mirror.start()
-    applied: list[wire.ExecutionRecord] = []
+    applied = Applied()
     try:
-        applier = UpdateApplier(
-            bus, mirror, History(bus), on_applied=applied.append, cancel=_no_cancel
-        )
+        applier = UpdateApplier(bus, mirror, History(bus), events=applied, cancel=_no_cancel)
         # Ids no key can be made of (a hostile or broken node) are not ours either: dropped,
         # where a read of such a key failed and the update was retried for ever.
         for job_id, exec_id in [("j-1", "e-404"), ("", "completed"), ("j..1", "e"), ("j", "e*")]:
