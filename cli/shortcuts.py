@@ -177,7 +177,12 @@ def docker() -> None:
     metavar="NAME:PATH",
     help="Result path to publish (repeatable), e.g. outputs:/outputs.",
 )
-@click.option("-p", "--publisher", default="", help="nats (default), local, s3, ipfs, noop.")
+@click.option(
+    "-p",
+    "--publisher",
+    default="",
+    help="nats, local, s3, ipfs or noop. Default: nats with --output, else none (no archive).",
+)
 @click.option(
     "--network",
     default="None",
