@@ -1,9 +1,10 @@
 """The evaluation broker: which jobs need scheduling, highest priority first, one at a time each.
 
 Three sources feed it: the durable SHOAL_EVALS work queue (submissions from any orchestrator,
-acked only after the job was evaluated), in-process triggers (node joined, execution ended)
-and timers (retry backoff, queue and total timeouts). Triggers and timers need no durability:
-a new leader re-evaluates every unfinished job when it starts.
+acked only after the job was evaluated), in-process triggers (which events trigger which jobs
+is `evaluation_rules.py`'s business) and timers (retry backoff, queue and total timeouts).
+Triggers and timers need no durability: a new leader re-evaluates every unfinished job when it
+starts.
 """
 
 from __future__ import annotations
@@ -60,8 +61,8 @@ class EvalBroker:
         """Evaluate soon; repeated triggers while queued collapse into one evaluation.
 
         `nodes`: only what concerns these nodes needs a look (a daemon job when nodes join or
-        change, or its copies come up or end: at 10,000 nodes a whole evaluation of it took
-        25-40 ms). Collapsed triggers add up their nodes; one without `nodes` makes the
+        change, or its copies come up or end: a whole evaluation of it looks at every node of
+        the fleet). Collapsed triggers add up their nodes; one without `nodes` makes the
         evaluation whole."""
         if nodes is None:
             self._scope[job_id] = None

@@ -1,9 +1,9 @@
 """What makes a job get evaluated: one method per event, each naming the jobs the broker evaluates.
 
-An evaluation may be scoped to nodes: a running daemon job (`planner.scoped`) whose copy on a
-node is that node's business alone is evaluated for that node only when the node joins, changes
-or frees room, or when a copy there comes up or ends beside no other version of the job. Every
-other event, and every other job, is evaluated whole.
+An evaluation may be scoped to nodes: a running daemon job (`planner.scoped`), whose copy on a
+node is that node's business alone, is evaluated for that node only when the node joins or
+changes, when an execution there ends (freeing room), or when a copy there comes up or ends
+beside no other version of the job. Every other event, and every other job, is evaluated whole.
 
 Not here, because they are mechanisms rather than rules: the broker's durable queue
 (SHOAL_EVALS: a follower's submit, a stop, a new version: `EvalBroker.run_consumer`) and its
