@@ -75,7 +75,9 @@ class ComputeAgent(Service):
         )
         self.approval: wire.Approval = "PENDING"
         self._running: dict[str, _Running] = {}
-        self._used = wire.Capacity()  # the sum of the running executions' demands
+        # The sum of the running executions' demands, kept rather than summed: free() is asked
+        # on every bid and every heartbeat, and a busy node runs thousands of executions.
+        self._used = wire.Capacity()
         self._finished: dict[str, float] = {}
         self._specs: dict[tuple[str, int], JobSpec] = {}
         self._children = Supervisor(f"agent-{config.name}")
@@ -207,12 +209,7 @@ class ComputeAgent(Service):
             await asyncio.sleep(self.heartbeat_interval)
 
     def free(self) -> wire.Capacity:
-        return capacity.free(self.capacity, self._used)
-
-    def _use(self, demand: wire.Capacity, sign: int) -> None:
-        """Keep the sum of the running executions' demands (free() is asked on every bid and
-        every heartbeat, and a busy node runs thousands of executions)."""
-        self._used = capacity.add(self._used, demand, sign)
+        return self.capacity.minus(self._used)
 
     # ---- bids and commands ---------------------------------------------------------------------
 
@@ -297,11 +294,11 @@ class ComputeAgent(Service):
     def _launch(self, order: wire.ExecutionOrder, spec: JobSpec) -> None:
         if order.execution_id in self._finished:
             return  # a resent offer for something that already ran here
-        demand = capacity.demand(spec.task.resources)
+        demand = wire.Capacity.of(spec.task.resources)
         execution = Execution(order, spec)
         task = self._children.spawn(self._execute(execution), name=order.execution_id)
         self._running[order.execution_id] = _Running(execution, task, demand)
-        self._use(demand, 1)
+        self._used = self._used.plus(demand)
 
     async def _execute(self, execution: Execution) -> None:
         order = execution.order
@@ -350,7 +347,7 @@ class ComputeAgent(Service):
         """The execution no longer holds its room here (idempotent)."""
         ended = self._running.pop(execution_id, None)
         if ended is not None:
-            self._use(ended.demand, -1)
+            self._used = self._used.minus(ended.demand)
         if execution_id not in self._finished:
             self._finished[execution_id] = time.time()
             if len(self._finished) > 10_000:

@@ -44,8 +44,7 @@ def refusal(
         why = check_local(src, allow_local_paths)
         if why:
             return why
-    r = task.resources
-    if r.cpu_millis > free.cpu_millis or r.memory_bytes > free.memory_bytes or r.gpus > free.gpus:
+    if not free.fits(wire.Capacity.of(task.resources)):
         return BUSY_RESOURCES
     if free.executions and running >= free.executions:
         return BUSY_SLOTS

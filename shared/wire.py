@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import msgspec
 
 from shared.errors import InvalidSpec, Problem
+
+if TYPE_CHECKING:
+    from shared.spec import Resources
 
 _UPPER = {"id", "cpu", "gpu", "url", "cid", "ttl", "rss"}
 
@@ -49,11 +52,57 @@ Connection = Literal["CONNECTED", "DISCONNECTED"]
 
 
 class Capacity(Wire):
+    """A node's size, its room left, or what one execution holds: the one type for all
+    three, so their arithmetic lives here. Execution slots are counted apart (a node knows how
+    many run), so `minus` and `plus` leave `executions` as it is."""
+
     cpu_millis: int = 0
     memory_bytes: int = 0
     disk_bytes: int = 0
     gpus: int = 0
     executions: int = 0  # slots; 0 = unlimited
+
+    def short_of(self, demand: Capacity) -> Literal["CPU", "memory", "GPUs"] | None:
+        """The first resource `demand` asks more of than this holds, or None when it fits.
+        Disk is not reserved: no engine limits a task's disk, so none is counted against it."""
+        if demand.cpu_millis > self.cpu_millis:
+            return "CPU"
+        if demand.memory_bytes > self.memory_bytes:
+            return "memory"
+        if demand.gpus > self.gpus:
+            return "GPUs"
+        return None
+
+    def fits(self, demand: Capacity) -> bool:
+        return self.short_of(demand) is None
+
+    def minus(self, other: Capacity) -> Capacity:
+        return Capacity(
+            cpu_millis=self.cpu_millis - other.cpu_millis,
+            memory_bytes=self.memory_bytes - other.memory_bytes,
+            disk_bytes=self.disk_bytes - other.disk_bytes,
+            gpus=self.gpus - other.gpus,
+            executions=self.executions,
+        )
+
+    def plus(self, other: Capacity) -> Capacity:
+        return Capacity(
+            cpu_millis=self.cpu_millis + other.cpu_millis,
+            memory_bytes=self.memory_bytes + other.memory_bytes,
+            disk_bytes=self.disk_bytes + other.disk_bytes,
+            gpus=self.gpus + other.gpus,
+            executions=self.executions,
+        )
+
+    @classmethod
+    def of(cls, r: Resources) -> Capacity:
+        """What a task asking for these resources holds while it runs."""
+        return cls(
+            cpu_millis=r.cpu_millis,
+            memory_bytes=r.memory_bytes,
+            disk_bytes=r.disk_bytes,
+            gpus=r.gpus,
+        )
 
 
 class NodeInfo(Wire):
