@@ -145,7 +145,7 @@ class Api:
             job_id = _chosen_id(req.job_id) if req.job_id else f"j-{uuid.uuid4()}"
         # The same job submitted again while its first submit is being stored: answer from
         # what that submit stored, not from the job shown meanwhile.
-        await self._mirror.job_settled(job_id)
+        await self._mirror.in_flight.wait_job_create(job_id)
         now = time.time()
         existing = self._by_name(spec.namespace, spec.name) if spec.name else None
         if existing is not None:
@@ -166,10 +166,10 @@ class Api:
         )
         # The current version lives in the job record; the versions bucket keeps the ones a
         # new version replaced, so a job that is never updated costs one write here. A leader
-        # starts evaluating the job while its create is in flight (see creating_job).
+        # starts evaluating the job while its create is in flight (see InFlight.creating_job).
         try:
             trace.mark("api.validated", job_id)
-            async with self._mirror.creating_job(record):
+            async with self._mirror.in_flight.creating_job(record):
                 early = self._submitted is not None and self._submitted(record, spec)
                 await self._mirror.create_job(record)
                 trace.mark("api.stored", job_id)

@@ -11,7 +11,6 @@ raises Conflict so the caller re-decides. A few writes are shown before KV has s
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import Callable
@@ -207,15 +206,6 @@ class StateMirror:
         known = self.jobs.get(record.id)
         if known is None or known.revision < rev:  # the watch's echo may have come first
             self.show_job(record, rev)
-
-    # api.py still calls these two by their old names; they belong to `in_flight`.
-    def creating_job(self, record: wire.JobRecord) -> contextlib.AbstractAsyncContextManager[None]:
-        """`InFlight.creating_job`."""
-        return self.in_flight.creating_job(record)
-
-    async def job_settled(self, job_id: str) -> None:
-        """`InFlight.wait_job_create`."""
-        await self.in_flight.wait_job_create(job_id)
 
     async def fetch_job(self, namespace: str, job_id: str) -> wire.JobRecord | None:
         """Read a job from KV (newer than the mirror, e.g. written by another orchestrator)."""
