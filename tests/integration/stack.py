@@ -10,6 +10,7 @@ from compute.agent import AgentConfig, ComputeAgent
 from orchestrator.service import Orchestrator, OrchestratorConfig
 from shared.bus import Bus
 from shared.client import ShoalClient
+from tests.conftest import eventually
 
 FAST = OrchestratorConfig(heartbeat_interval=0.2, disconnect_timeout=1.5, bid_timeout=2.0)
 
@@ -27,6 +28,7 @@ class Stack:
         self._buses.append(bus)
         self.orchestrator = Orchestrator(bus, config)
         await self.orchestrator.start()
+        await leading(self.orchestrator)
         return self.orchestrator
 
     async def stop_orchestrator(self) -> None:
@@ -62,6 +64,13 @@ class Stack:
         await self.stop_orchestrator()
         for bus in self._buses:
             await bus.close()
+
+
+async def leading(orchestrator: Orchestrator) -> None:
+    """Wait until the stack's one orchestrator holds the scheduling lease: start() stops waiting
+    for it after lease_ttl / 2, and on a cold machine the lease bucket can take longer, while
+    what a test submits then is only queued, not evaluated at once."""
+    await eventually(lambda: orchestrator.leading, what="the orchestrator leading")
 
 
 @asynccontextmanager

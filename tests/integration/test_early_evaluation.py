@@ -24,7 +24,7 @@ from shared.errors import Conflict, InvalidSpec, NotFound, Unavailable
 from shared.natsserver import EmbeddedNats
 from shared.spec import spec_from_data
 from tests.conftest import eventually
-from tests.integration.stack import FAST, Stack, stack
+from tests.integration.stack import FAST, Stack, leading, stack
 from tests.kv_doubles import HookedCreates, ThroughBus
 from tests.records import JOB
 
@@ -193,6 +193,7 @@ async def hooked_stack(
         bus = await Bus.connect(url, name="orchestrator")
         s.orchestrator = Orchestrator(bus, FAST, buckets=ThroughBus(bus, hooked))
         await s.orchestrator.start()
+        await leading(s.orchestrator)  # else nothing is evaluated while the create is in flight
         await s.add_agent("node-0")
         yield s, jobs, executions
     finally:
