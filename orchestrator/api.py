@@ -18,6 +18,7 @@ from orchestrator.registry import NodeRegistry
 from orchestrator.state import StateMirror
 from shared import subjects, trace, wire
 from shared.bus import Bus, Message, Subscription
+from shared.cas import retry_cas
 from shared.errors import Conflict, InvalidSpec, NotFound, ShoalError
 from shared.spec import JobSpec, load_spec, spec_from_canonical, spec_from_data
 from shared.views import VIEW_EXECUTIONS, execution_view, job_view
@@ -309,21 +310,23 @@ class Api:
 
     async def stop(self, data: bytes) -> wire.JobView:
         req = wire.decode(data, wire.StopRequest, what="stop request")
-        for _ in range(5):
+
+        async def store() -> tuple[wire.JobRecord, wire.JobRecord | None]:
             job = self.resolve(req.job_id)
             if job.state in wire.TERMINAL_JOB_STATES:
-                return self.view(job)
+                return job, None
             record = msgspec.structs.replace(
                 job, state="Stopped", state_message=req.reason, updated_at=time.time()
             )
-            try:
-                await self._mirror.update_job(record)
-            except Conflict:
-                continue
-            await self._history.job(record, job.state)
-            await enqueue(self._bus, record, "stopped")
-            return self.view(record)
-        raise Conflict(f"job {req.job_id} kept changing; try again")
+            await self._mirror.update_job(record)
+            return job, record
+
+        job, stopped = await retry_cas(store, what=f"job {req.job_id}")
+        if stopped is None:
+            return self.view(job)
+        await self._history.job(stopped, job.state)
+        await enqueue(self._bus, stopped, "stopped")
+        return self.view(stopped)
 
     async def executions(self, data: bytes) -> wire.ExecutionList:
         req = wire.decode(data, wire.ExecutionsRequest, what="executions request")

@@ -16,9 +16,10 @@ from typing import Protocol
 import msgspec
 
 from orchestrator.selection import Demand, NodeState, NodeTable
-from orchestrator.state import StateMirror
+from orchestrator.state import StateMirror, Versioned
 from shared import subjects, wire
 from shared.bus import Bus, Message, Subscription
+from shared.cas import retry_cas
 from shared.errors import Conflict, NotFound, ShoalError
 
 log = logging.getLogger(__name__)
@@ -210,34 +211,12 @@ class NodeRegistry:
     async def _register(self, hello: wire.Hello) -> wire.HelloReply:
         node_id = hello.node.id
         now = time.time()
-        changed = False
         async with self._lock:
-            for _ in range(5):
-                known = self._mirror.nodes.get(node_id)
-                if known is None:
-                    approval: wire.Approval = "PENDING" if self.manual_approval else "APPROVED"
-                    record = wire.NodeRecord(
-                        info=hello.node,
-                        approval=approval,
-                        boot_id=hello.boot_id,
-                        first_seen=now,
-                        last_transition=now,
-                    )
-                else:
-                    record = msgspec.structs.replace(
-                        known.value,
-                        info=hello.node,
-                        connection="CONNECTED",
-                        boot_id=hello.boot_id,
-                    )
-                try:
-                    changed = known is None or known.value != record
-                    if changed:  # KV only on a real change
-                        record = msgspec.structs.replace(record, last_transition=now)
-                        await self._mirror.put_node(record)
-                    break
-                except Conflict:
-                    continue
+            # Giving up raises: the hello is answered with the error (the node says hello
+            # again), never as registered with a record that was not stored.
+            known, record, changed = await retry_cas(
+                lambda: self._store_hello(hello, now), what=f"node {node_id}"
+            )
             restarted = known is not None and known.value.boot_id != hello.boot_id
         running = {r.id for r in hello.running}
         previous = self._live.get(node_id)
@@ -264,6 +243,30 @@ class NodeRegistry:
         return wire.HelloReply(
             approval=record.approval, heartbeat_interval=self.heartbeat_interval, cancel=cancel
         )
+
+    async def _store_hello(
+        self, hello: wire.Hello, now: float
+    ) -> tuple[Versioned[wire.NodeRecord] | None, wire.NodeRecord, bool]:
+        """The node's record as known, as it is now, and whether it had to be written."""
+        known = self._mirror.nodes.get(hello.node.id)
+        if known is None:
+            approval: wire.Approval = "PENDING" if self.manual_approval else "APPROVED"
+            record = wire.NodeRecord(
+                info=hello.node,
+                approval=approval,
+                boot_id=hello.boot_id,
+                first_seen=now,
+                last_transition=now,
+            )
+        else:
+            record = msgspec.structs.replace(
+                known.value, info=hello.node, connection="CONNECTED", boot_id=hello.boot_id
+            )
+        changed = known is None or known.value != record
+        if changed:  # KV only on a real change
+            record = msgspec.structs.replace(record, last_transition=now)
+            await self._mirror.put_node(record)
+        return known, record, changed
 
     def _unwanted(self, running: Iterable[str], node_id: str, now: float) -> list[str]:
         """What `node_id` runs that should not run there; an id the mirror has never shown
@@ -319,7 +322,11 @@ class NodeRegistry:
                 del live.reserved[exec_id]
                 self._dirty.add(node_id)
         if record.value.connection == "DISCONNECTED":
-            await self._transition(node_id, "CONNECTED", "heartbeats resumed")
+            try:
+                await self._transition(node_id, "CONNECTED", "heartbeats resumed")
+            except Conflict as exc:
+                log.warning("node %s not marked back yet: %s", node_id, exc)
+                return
             self.events.node_ready(node_id)
         if not self._leading():
             return
@@ -360,30 +367,37 @@ class NodeRegistry:
                 continue
             if now - live.last_seen > self.disconnect_timeout:
                 silent = now - live.last_seen
-                await self._transition(node_id, "DISCONNECTED", f"no heartbeat for {silent:.1f}s")
+                try:
+                    await self._transition(
+                        node_id, "DISCONNECTED", f"no heartbeat for {silent:.1f}s"
+                    )
+                except Conflict as exc:
+                    log.warning("node %s not marked lost yet: %s", node_id, exc)
+                    continue
                 live.reserved.clear()
                 self._dirty.add(node_id)
                 self.events.node_lost(node_id)
 
     async def _transition(self, node_id: str, connection: wire.Connection, why: str) -> None:
-        for _ in range(5):
+        """Store the node's new connection state; `Conflict` when it could not be stored, so
+        the caller acts on nothing that is not recorded (the next sweep or heartbeat retries)."""
+
+        async def store() -> None:
             known = self._mirror.nodes.get(node_id)
             if known is None or known.value.connection == connection:
                 return
             record = msgspec.structs.replace(
                 known.value, connection=connection, last_transition=time.time(), message=why
             )
-            try:
-                await self._mirror.put_node(record)
-                log.info("node %s %s: %s", node_id, connection, why)
-                return
-            except Conflict:
-                continue
+            await self._mirror.put_node(record)
+            log.info("node %s %s: %s", node_id, connection, why)
+
+        await retry_cas(store, what=f"node {node_id}")
 
     async def set_flags(
         self, node_id: str, *, approval: wire.Approval | None = None, drain: bool | None = None
     ) -> wire.NodeRecord:
-        for _ in range(5):
+        async def store() -> wire.NodeRecord:
             known = self._mirror.nodes.get(node_id)
             if known is None:
                 raise NotFound(f"node {node_id!r} is not registered")
@@ -393,13 +407,12 @@ class NodeRegistry:
                 drain=drain if drain is not None else known.value.drain,
                 last_transition=time.time(),
             )
-            try:
-                await self._mirror.put_node(record)
-            except Conflict:
-                continue
-            self.events.node_ready(node_id)
+            await self._mirror.put_node(record)
             return record
-        raise Conflict(f"node {node_id} kept changing; try again")
+
+        record = await retry_cas(store, what=f"node {node_id}")
+        self.events.node_ready(node_id)
+        return record
 
 
 def _roomier(now: wire.Capacity, before: wire.Capacity) -> bool:

@@ -20,6 +20,7 @@ from orchestrator.history import History
 from orchestrator.state import StateMirror
 from shared import subjects, trace, wire
 from shared.bus import Bus, StreamMessage
+from shared.cas import retry_cas
 from shared.errors import Conflict, ShoalError
 
 log = logging.getLogger(__name__)
@@ -87,18 +88,16 @@ class UpdateApplier:
             log.warning("dropping bad execution update: %s", exc)
             await msg.term()
             return
-        for _ in range(5):
-            try:
-                await self.apply(update)
-            except Conflict:
-                continue
-            except ShoalError as exc:
-                log.warning("applying update for %s: %s; will retry", update.execution_id, exc)
-                await msg.nak(delay=1.0)
-                return
-            await msg.ack()
+        try:
+            await retry_cas(lambda: self.apply(update), what=f"execution {update.execution_id}")
+        except Conflict:
+            await msg.nak(delay=0.5)  # kept losing the CAS: try again shortly, never drop it
             return
-        await msg.nak(delay=0.5)  # kept losing the CAS: try again shortly, never drop it
+        except ShoalError as exc:
+            log.warning("applying update for %s: %s; will retry", update.execution_id, exc)
+            await msg.nak(delay=1.0)
+            return
+        await msg.ack()
 
     async def apply(self, update: wire.ExecutionUpdate) -> None:
         trace.mark(f"updates.applying-{update.state}", update.job_id)
