@@ -19,7 +19,6 @@ import msgspec
 from orchestrator.history import History
 from orchestrator.registry import NodeRegistry
 from orchestrator.scheduler import Context, Placement, Plan, Stop, ran, schedule
-from orchestrator.selection import Demand
 from orchestrator.state import StateMirror
 from shared import subjects, trace, wire
 from shared.bus import Bus
@@ -249,7 +248,7 @@ class Planner:
         # The node's room is held from the offer on, not from its acceptance: evaluations of
         # other jobs running meanwhile (a queue woken by freed room) then see it taken rather
         # than all offering it to the same node, which would decline all but one.
-        self._registry.reserve(placement.node_id, record.id, Demand.of(spec))
+        self._registry.reserve(placement.node_id, record.id, wire.Capacity.of(spec.task.resources))
         try:
             outcome = await self._offer_reserved(job, spec, placement, record, order)
         except BaseException:

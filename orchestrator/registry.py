@@ -15,7 +15,7 @@ from typing import Protocol
 
 import msgspec
 
-from orchestrator.selection import Demand, NodeState, NodeTable
+from orchestrator.selection import NodeState, NodeTable
 from orchestrator.state import StateMirror, Versioned
 from shared import subjects, wire
 from shared.bus import Bus, Message, Subscription
@@ -38,7 +38,7 @@ class Liveness:
     free: wire.Capacity
     running: frozenset[str] = frozenset()
     boot_id: str = ""
-    reserved: dict[str, tuple[Demand, float]] = field(default_factory=dict)
+    reserved: dict[str, tuple[wire.Capacity, float]] = field(default_factory=dict)
 
 
 class NodeEvents(Protocol):
@@ -137,18 +137,12 @@ class NodeRegistry:
 
     @staticmethod
     def _free(live: Liveness) -> wire.Capacity:
-        f = live.free
-        cpu, mem, disk, gpus = f.cpu_millis, f.memory_bytes, f.disk_bytes, f.gpus
+        free = live.free
         for demand, _ in live.reserved.values():
-            cpu -= demand.cpu_millis
-            mem -= demand.memory_bytes
-            disk -= demand.disk_bytes
-            gpus -= demand.gpus
-        return wire.Capacity(
-            cpu_millis=cpu, memory_bytes=mem, disk_bytes=disk, gpus=gpus, executions=f.executions
-        )
+            free = free.minus(demand)
+        return free
 
-    def reserve(self, node_id: str, execution_id: str, demand: Demand) -> None:
+    def reserve(self, node_id: str, execution_id: str, demand: wire.Capacity) -> None:
         """Count an offer against the node (from the moment it is made) until its heartbeat
         reports the execution running, or `release` (the offer was not taken, or it ended)."""
         live = self._live.get(node_id)
@@ -315,7 +309,7 @@ class NodeRegistry:
             self._dirty.add(node_id)
         elif live.free != beat.free or live.running != running:
             self._dirty.add(node_id)
-            roomier = _roomier(beat.free, live.free) or bool(live.running - running)
+            roomier = beat.free.roomier_than(live.free) or bool(live.running - running)
         live.last_seen, live.free, live.running = now, beat.free, running
         for exec_id, (_, at) in list(live.reserved.items()):
             if exec_id in running or now - at > 2 * self.heartbeat_interval + 1:
@@ -413,12 +407,3 @@ class NodeRegistry:
         record = await retry_cas(store, what=f"node {node_id}")
         self.events.node_ready(node_id)
         return record
-
-
-def _roomier(now: wire.Capacity, before: wire.Capacity) -> bool:
-    return (
-        now.cpu_millis > before.cpu_millis
-        or now.memory_bytes > before.memory_bytes
-        or now.gpus > before.gpus
-        or now.executions > before.executions
-    )

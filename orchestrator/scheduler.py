@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from orchestrator.selection import Demand, NodeState, Selection, listed, select
+from orchestrator.selection import NodeState, Selection, listed, select
 from shared import wire
 from shared.spec import JobSpec
 
@@ -211,7 +211,7 @@ def _place(
             continue
         node = chosen.fit[0]
         plan.place.append(Placement(partition, node.id, attempt))
-        taken[node.id] = node.take(Demand.of(ctx.spec))
+        taken[node.id] = node.take(wire.Capacity.of(ctx.spec.task.resources))
         spread[node.id] += 1
     return failed
 

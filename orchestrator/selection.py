@@ -22,19 +22,6 @@ SAMPLE = 16
 
 
 @dataclass(frozen=True, slots=True)
-class Demand:
-    cpu_millis: int = 0
-    memory_bytes: int = 0
-    disk_bytes: int = 0
-    gpus: int = 0
-
-    @classmethod
-    def of(cls, spec: JobSpec) -> Demand:
-        r = spec.task.resources
-        return cls(r.cpu_millis, r.memory_bytes, r.disk_bytes, r.gpus)
-
-
-@dataclass(frozen=True, slots=True)
 class NodeState:
     """What the scheduler knows of one node: registry facts plus live free capacity."""
 
@@ -51,16 +38,9 @@ class NodeState:
     network: bool = True
     running: int = 0
 
-    def take(self, demand: Demand) -> NodeState:
+    def take(self, demand: wire.Capacity) -> NodeState:
         """This node with `demand` subtracted, for placing several executions in one plan."""
-        free = wire.Capacity(
-            cpu_millis=self.free.cpu_millis - demand.cpu_millis,
-            memory_bytes=self.free.memory_bytes - demand.memory_bytes,
-            disk_bytes=self.free.disk_bytes - demand.disk_bytes,
-            gpus=self.free.gpus - demand.gpus,
-            executions=self.free.executions,
-        )
-        return replace(self, free=free, running=self.running + 1)
+        return replace(self, free=self.free.minus(demand), running=self.running + 1)
 
 
 class NodeTable(Mapping[str, NodeState]):
@@ -122,7 +102,7 @@ def listed(nodes: Mapping[str, NodeState]) -> Sequence[NodeState]:
 
 
 def misfit(
-    node: NodeState, spec: JobSpec, demand: Demand, requirements: Iterable[Requirement]
+    node: NodeState, spec: JobSpec, demand: wire.Capacity, requirements: Iterable[Requirement]
 ) -> str | None:
     """Why `node` cannot run `spec` now, or None if it can."""
     task = spec.task
@@ -145,34 +125,26 @@ def misfit(
         return f"does not match constraint {unmet.describe()}"
     if task.network.type != "None" and not node.network:
         return "does not allow networking"
-    cap, free = node.capacity, node.free
-    if demand.cpu_millis > cap.cpu_millis:
-        return (
-            f"too little CPU ({format_cpu(demand.cpu_millis)} asked, "
-            f"{format_cpu(cap.cpu_millis)} in all)"
-        )
-    if demand.memory_bytes > cap.memory_bytes:
-        return (
-            f"too little memory ({format_size(demand.memory_bytes)} asked, "
-            f"{format_size(cap.memory_bytes)} in all)"
-        )
-    if demand.gpus > cap.gpus:
-        return f"too few GPUs ({demand.gpus} asked, {cap.gpus} in all)"
-    if demand.cpu_millis > free.cpu_millis:
-        return (
-            f"busy: {format_cpu(max(free.cpu_millis, 0))} CPU free, "
-            f"{format_cpu(demand.cpu_millis)} asked"
-        )
-    if demand.memory_bytes > free.memory_bytes:
-        return (
-            f"busy: {format_size(max(free.memory_bytes, 0))} memory free, "
-            f"{format_size(demand.memory_bytes)} asked"
-        )
-    if demand.gpus > free.gpus:
-        return f"busy: {max(free.gpus, 0)} GPUs free, {demand.gpus} asked"
+    cap = node.capacity
+    short = cap.short_of(demand)
+    if short is not None:
+        fewer = "few" if short == "GPUs" else "little"
+        return f"too {fewer} {short} ({_amount(short, demand)} asked, {_amount(short, cap)} in all)"
+    short = node.free.short_of(demand)
+    if short is not None:
+        return f"busy: {_amount(short, node.free)} {short} free, {_amount(short, demand)} asked"
     if cap.executions and node.running >= cap.executions:
         return "busy: no free execution slot"
     return None
+
+
+def _amount(resource: str, of: wire.Capacity) -> str:
+    """How much of `resource` (as `Capacity.short_of` names it) `of` holds, for a person."""
+    if resource == "CPU":
+        return format_cpu(max(of.cpu_millis, 0))
+    if resource == "memory":
+        return format_size(max(of.memory_bytes, 0))
+    return str(max(of.gpus, 0))
 
 
 @dataclass(slots=True)
@@ -220,7 +192,7 @@ def select(
     there (what a placement earlier in the same plan left of it). Without `ranked` (for jobs
     that go on every fitting node) the fitting nodes stay in the fleet's order, unscored.
     """
-    demand = Demand.of(spec)
+    demand = wire.Capacity.of(spec.task.resources)
     requirements = spec.requirements()
     spread = spread or Counter()
     out = Selection()

@@ -76,6 +76,16 @@ class Capacity(Wire):
     def fits(self, demand: Capacity) -> bool:
         return self.short_of(demand) is None
 
+    def roomier_than(self, before: Capacity) -> bool:
+        """Whether this has more of any resource, slots included, than `before`: room that a
+        job waiting for a node may now fit in."""
+        return (
+            self.cpu_millis > before.cpu_millis
+            or self.memory_bytes > before.memory_bytes
+            or self.gpus > before.gpus
+            or self.executions > before.executions
+        )
+
     def minus(self, other: Capacity) -> Capacity:
         return Capacity(
             cpu_millis=self.cpu_millis - other.cpu_millis,

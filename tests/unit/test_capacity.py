@@ -53,3 +53,10 @@ def test_of_a_task_takes_its_resources() -> None:
     assert wire.Capacity.of(spec.task.resources) == wire.Capacity(
         cpu_millis=500, memory_bytes=1024**3, disk_bytes=2 * 1024**3, gpus=1
     )
+
+
+def test_roomier_than_any_resource_or_slot() -> None:
+    assert not NODE.roomier_than(NODE)
+    assert NODE.plus(demand(gpus=1)).roomier_than(NODE)
+    assert wire.Capacity(executions=9).roomier_than(wire.Capacity(executions=8))
+    assert not NODE.minus(demand(cpu_millis=1)).roomier_than(NODE)
