@@ -60,3 +60,29 @@ def test_roomier_than_any_resource_or_slot() -> None:
     assert NODE.plus(demand(gpus=1)).roomier_than(NODE)
     assert wire.Capacity(executions=9).roomier_than(wire.Capacity(executions=8))
     assert not NODE.minus(demand(cpu_millis=1)).roomier_than(NODE)
+
+
+def test_misfit_names_the_short_resource_in_all_or_free() -> None:
+    from orchestrator.selection import NodeState, misfit
+
+    node = NodeState(
+        id="n1",
+        labels={},
+        engines=frozenset({"noop"}),
+        publishers=frozenset({"nats", "noop"}),
+        sources=frozenset(),
+        capacity=NODE,
+        free=NODE.minus(demand(cpu_millis=1500, memory_bytes=4000)),
+    )
+
+    def why(resources: dict[str, str]) -> str | None:
+        spec = spec_from_data(
+            {"Type": "batch", "Tasks": [{"Engine": {"Type": "noop"}, "Resources": resources}]}
+        )
+        return misfit(node, spec, wire.Capacity.of(spec.task.resources), [])
+
+    assert why({"CPU": "3"}) == "too little CPU (3 asked, 2 in all)"
+    assert why({"GPU": "2"}) == "too few GPUs (2 asked, 1 in all)"
+    assert why({"CPU": "1"}) == "busy: 500m CPU free, 1 asked"
+    assert why({"Memory": "1Ki"}) == "busy: 96 B memory free, 1.0 KiB asked"
+    assert why({"CPU": "500m", "GPU": "1"}) is None
