@@ -234,7 +234,10 @@ async def test_a_join_evaluates_only_the_joining_nodes_part_of_a_running_daemon(
         seen.clear()
         await s.add_agent("node-2")
         await eventually(lambda: running_on(client, job_id, "node-2"), what="copy on node-2")
-        await asyncio.sleep(0.3)  # the evaluations its running report triggers
+        # Every evaluation its join and its running report triggered has run.
+        assert s.orchestrator is not None
+        broker = s.orchestrator.broker
+        await eventually(lambda: not broker.pending, what="no evaluation left to run")
         mine = [nodes for job, nodes in seen if job == job_id]
         assert mine, seen
         assert all(nodes == frozenset({"node-2"}) for nodes in mine), mine
@@ -256,7 +259,9 @@ async def test_a_copy_that_ends_is_restarted_by_evaluations_of_its_node_alone(
             return view.state == "Running" and not view.state_message and await attempts(1)
 
         await eventually(settled, what="a copy on each node, the job Running")
-        await asyncio.sleep(0.2)  # the whole evaluations already triggered
+        assert s.orchestrator is not None
+        broker = s.orchestrator.broker
+        await eventually(lambda: not broker.pending, what="the evaluations triggered so far")
         seen.clear()
         await eventually(lambda: attempts(3), timeout=15, what="3 attempts on each node")
         mine = [nodes for job, nodes in seen if job == job_id]
