@@ -98,7 +98,7 @@ class WasmEngine(Engine):
 
     Wasmtime's epoch counter belongs to the Engine, so a shared Engine would trap every running
     store on one timeout. Compiled code is still shared: modules are cached (by sha256 of their
-    bytes) in serialized form, which a fresh Engine with the same config loads in well under 1ms.
+    bytes) in serialized form, which a fresh Engine with the same config loads without compiling.
     `ImportModules` are instantiated first and linked under their file name without `.wasm`.
     """
 

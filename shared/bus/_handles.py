@@ -298,9 +298,10 @@ class KV:
                 # elected leaders, answered late) goes soon; a live watch's is re-created.
                 inactive_threshold=5,
                 # nats-py re-creates an ordered consumer after two missed heartbeats. With its
-                # default of 5 s a watch stayed 15-20 s behind when the server holding the
-                # consumer died (a failed re-create waits for the next check): the
-                # orchestrators' mirrors, and every answer read from them, fell that far behind.
+                # default of 5 s a watch stayed several heartbeats behind when the server
+                # holding the consumer died (a failed re-create waits for the next check): the
+                # orchestrators' mirrors, and every answer read from them, fell that far behind
+                # (docs/reliability.md).
                 idle_heartbeat=_WATCH_HEARTBEAT,
             )
         try:

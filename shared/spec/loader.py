@@ -62,7 +62,7 @@ def load_spec(
 
 
 # libyaml's parser where PyYAML was built with it (the wheels are): the pure-Python scanner
-# spends ~175 ms on one 40-line block scalar of the corpus. Construction stays in Python.
+# is slow on long block scalars (docs/benchmarks.md). Construction stays in Python.
 _SafeLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
@@ -251,8 +251,8 @@ def _is_nesting_limit(exc: yaml.MarkedYAMLError) -> bool:
 
 def spec_from_canonical(raw: bytes) -> JobSpec:
     """A spec Shoal itself stored or sent (already normalised by `dump()`): validated by
-    pydantic straight from JSON, about 5x cheaper than the full path, which it falls back
-    to for anything that is not in canonical form."""
+    pydantic straight from JSON, which skips the YAML and normalising passes of the full
+    path; it falls back to that for anything that is not in canonical form."""
     try:
         return JobSpec.model_validate_json(raw)
     except ValidationError:

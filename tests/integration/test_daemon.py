@@ -220,8 +220,8 @@ async def test_daemon_without_a_matching_node_keeps_running_and_says_why(
 async def test_a_join_evaluates_only_the_joining_nodes_part_of_a_running_daemon(
     nats_server: EmbeddedNats, tmp_path: Path
 ) -> None:
-    # At 10,000 nodes a whole evaluation of a daemon job takes 25-40 ms of the orchestrator's
-    # one core, and every join evaluated every daemon job whole.
+    # On a large fleet a whole evaluation of a daemon job is costly (docs/benchmarks.md), and
+    # every join used to evaluate every daemon job whole.
     async with long_stack(nats_server.url, tmp_path, agents=2) as s, await s.client() as client:
         seen = recorded_evaluations(s)
         job_id = await client.submit(forever("scoped-daemon", type="daemon"))
