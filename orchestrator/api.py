@@ -14,6 +14,7 @@ import msgspec
 
 from orchestrator.evals import enqueue
 from orchestrator.history import History
+from orchestrator.node_api import NodeApi
 from orchestrator.registry import NodeRegistry
 from orchestrator.state import StateMirror
 from shared import subjects, trace, wire
@@ -26,7 +27,6 @@ from shared.views import VIEW_EXECUTIONS, execution_view, job_view
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-NODE_PAGE = 1000  # ~400 bytes a node: a page stays well under the 1 MB max payload
 Handler = Callable[[bytes], Awaitable[Any]]
 
 
@@ -57,12 +57,7 @@ class Api:
             "job.history": self.job_history,
             "job.versions": self.versions,
             "job.rerun": self.rerun,
-            "node.list": self.node_list,
-            "node.describe": self.node_describe,
-            "node.approve": lambda data: self._node_flags(data, approval="APPROVED"),
-            "node.reject": lambda data: self._node_flags(data, approval="REJECTED"),
-            "node.drain": lambda data: self._node_flags(data, drain=True),
-            "node.undrain": lambda data: self._node_flags(data, drain=False),
+            **NodeApi(mirror, registry).handlers(),
         }
 
     async def start(self) -> None:
@@ -357,56 +352,6 @@ class Api:
             if len(events) >= limit:
                 return wire.History(events=events, next=sequence if pending else 0)
         return wire.History(events=events)
-
-    # ---- nodes -------------------------------------------------------------------------------
-
-    def node_view(self, record: wire.NodeRecord) -> wire.NodeView:
-        live = self._registry.liveness(record.info.id)
-        return wire.NodeView(
-            id=record.info.id,
-            labels=record.info.labels,
-            connection=record.connection,
-            approval=record.approval,
-            engines=record.info.engines,
-            capacity=record.info.capacity,
-            free=live.free if live else None,
-            drain=record.drain,
-            running=sorted(live.running) if live else [],
-            last_seen=live.last_seen if live else 0.0,
-            message=record.message,
-        )
-
-    def _node(self, ref: str) -> wire.NodeRecord:
-        known = self._mirror.nodes.get(ref)
-        if known is None:
-            matches = [v for k, v in self._mirror.nodes.items() if k.startswith(ref)]
-            if len(matches) != 1:
-                raise NotFound(
-                    f"no node {ref!r}" if not matches else f"{ref!r} matches {len(matches)} nodes"
-                )
-            known = matches[0]
-        return known.value
-
-    async def node_list(self, data: bytes) -> wire.NodeList:
-        """One page (a reply must fit NATS's max payload): `Limit` nodes after `After`."""
-        req = wire.decode(data, wire.ListRequest, what="node list request")
-        limit = min(max(req.limit, 1), NODE_PAGE)
-        ids = sorted(k for k in self._mirror.nodes if k > req.after)
-        page = [self._mirror.nodes[k].value for k in ids[:limit]]
-        more = ids[limit - 1] if len(ids) > limit else ""
-        return wire.NodeList(nodes=[self.node_view(n) for n in page], next=more)
-
-    async def node_describe(self, data: bytes) -> wire.NodeView:
-        ref = wire.decode(data, wire.NodeRef, what="node request")
-        return self.node_view(self._node(ref.node_id))
-
-    async def _node_flags(
-        self, data: bytes, *, approval: wire.Approval | None = None, drain: bool | None = None
-    ) -> wire.NodeView:
-        ref = wire.decode(data, wire.NodeRef, what="node request")
-        node = self._node(ref.node_id)
-        record = await self._registry.set_flags(node.info.id, approval=approval, drain=drain)
-        return self.node_view(record)
 
 
 def _current_version(job: wire.JobRecord) -> wire.JobVersion:
