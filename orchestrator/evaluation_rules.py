@@ -19,8 +19,8 @@ from typing import Any
 
 from orchestrator.evals import EvalBroker
 from orchestrator.planner import Planner, scoped
+from orchestrator.plans import Stop
 from orchestrator.registry import NodeRegistry
-from orchestrator.scheduler import Stop
 from orchestrator.state import StateMirror
 from shared import wire
 from shared.errors import ShoalError

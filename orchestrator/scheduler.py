@@ -7,65 +7,15 @@ placement rule unit-testable without a server and makes re-planning after a refu
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import TypeVar
 
-from orchestrator.selection import NodeState, Selection, listed, select
+from orchestrator.placing import place, queue_or_fail
+from orchestrator.plans import Context, Placement, Plan, Stop, backoff, grouped, ran, refusals
+from orchestrator.selection import quoted, select
 from shared import wire
-from shared.spec import JobSpec
 
-RETRY_BASE_DELAY = 1.0
-RETRY_MAX_DELAY = 60.0
+__all__ = ["Context", "Placement", "Plan", "Stop", "backoff", "ran", "schedule"]
+
 SERVICE_HEALTHY_AFTER = 60.0
-K = TypeVar("K")
-
-
-@dataclass(frozen=True, slots=True)
-class Placement:
-    partition: int
-    node_id: str
-    attempt: int
-
-
-@dataclass(frozen=True, slots=True)
-class Stop:
-    """End an execution: `state` is the compute state to record (lost, cancelled)."""
-
-    execution_id: str
-    state: wire.ComputeState
-    reason: str
-
-
-@dataclass(slots=True)
-class Plan:
-    place: list[Placement] = field(default_factory=list)
-    stop: list[Stop] = field(default_factory=list)
-    state: wire.JobState | None = None
-    message: str = ""
-    queued_since: float | None = None
-    evaluate_at: float | None = None  # re-evaluate then (backoff, queue or total timeout)
-
-    def wake(self, at: float) -> None:
-        self.evaluate_at = at if self.evaluate_at is None else min(self.evaluate_at, at)
-
-
-@dataclass(frozen=True, slots=True)
-class Context:
-    job: wire.JobRecord
-    spec: JobSpec
-    executions: list[wire.ExecutionRecord]
-    nodes: Mapping[str, NodeState]  # may be the registry's own table: read, never kept
-    now: float
-    refused: dict[int, frozenset[str]] = field(default_factory=dict)  # partition -> nodes
-    declined_busy: frozenset[str] = frozenset()  # of those, the ones that had no room then
-    # `nodes` and `executions` are only some nodes' and what runs there (a daemon job when
-    # nodes join or leave): decide for those, say nothing about the job as a whole.
-    scoped: bool = False
-
-
-def backoff(failures: int) -> float:
-    return float(min(RETRY_BASE_DELAY * 2.0 ** max(failures - 1, 0), RETRY_MAX_DELAY))
 
 
 def schedule(ctx: Context) -> Plan:
@@ -120,25 +70,9 @@ def _drop_lost(
     return live
 
 
-def _grouped(
-    executions: list[wire.ExecutionRecord], key: Callable[[wire.ExecutionRecord], K]
-) -> dict[K, list[wire.ExecutionRecord]]:
-    """Executions by `key`, in their order: one pass, where a scan per partition or per node
-    made an evaluation quadratic (a daemon on 10,000 nodes after a restart of them all)."""
-    out: dict[K, list[wire.ExecutionRecord]] = {}
-    for e in executions:
-        out.setdefault(key(e), []).append(e)
-    return out
-
-
 def _fail(plan: Plan, live: list[wire.ExecutionRecord], message: str) -> None:
     plan.state, plan.message = "Failed", message
     plan.stop.extend(Stop(e.id, "cancelled", message) for e in live)
-
-
-def ran(e: wire.ExecutionRecord) -> bool:
-    """Whether the task started: its node reported it running, or it ended with an exit code."""
-    return e.compute_state in ("running", "completed") or e.exit_code is not None
 
 
 def _placed_state(ctx: Context, started: bool) -> wire.JobState:
@@ -150,72 +84,6 @@ def _placed_state(ctx: Context, started: bool) -> wire.JobState:
     return "Pending" if ctx.job.state == "Queued" else ctx.job.state
 
 
-def _queue_or_fail(
-    ctx: Context, plan: Plan, selection: Selection, waiting: int, started: bool
-) -> None:
-    """No node fits now: wait up to QueueTimeout (batch only), else fail with the reason.
-
-    When every matching node is merely busy, a batch job waits for capacity even without a
-    QueueTimeout: that is a matter of time, not a job that can never run.
-    """
-    reason = selection.explain()
-    queue_timeout = ctx.spec.task.timeouts.queue_timeout
-    since = ctx.job.queued_since or ctx.now
-    what = f"not enough nodes to run job: {waiting} execution(s) could not be placed: {reason}"
-    if ctx.job.type == "batch" and (
-        (queue_timeout and ctx.now < since + queue_timeout)
-        or (not queue_timeout and selection.capacity_bound)
-    ):
-        plan.queued_since = since
-        if queue_timeout:
-            plan.wake(since + queue_timeout)
-        plan.state = "Running" if started else "Queued"
-        limit = f" (up to {queue_timeout:g}s)" if queue_timeout else ""
-        plan.message = f"waiting for a node{limit}: {reason}"
-        return
-    if queue_timeout and ctx.job.type == "batch":
-        what = f"QueueTimeout of {queue_timeout:g}s exceeded; {what}"
-    plan.state, plan.message = "Failed", what
-
-
-def _place(
-    ctx: Context,
-    plan: Plan,
-    wanted: list[tuple[int, int, frozenset[str]]],
-    spread: Counter[str],
-) -> Selection | None:
-    """Place (partition, attempt, avoid) items; returns the last failed selection, if any.
-
-    Neither copies nor walks the fleet in Python: nodes placed on in this plan are looked up
-    in `taken` (with what they took subtracted), and `select` samples a large fleet."""
-    taken: dict[str, NodeState] = {}
-    pool = listed(ctx.nodes)
-    failed: Selection | None = None
-    for partition, attempt, avoid in wanted:
-        refused = ctx.refused.get(partition, frozenset())
-        chosen = select(
-            pool,
-            ctx.spec,
-            spread=spread,
-            avoid=avoid,
-            sample=True,
-            skip=refused,
-            overlay=taken,
-        )
-        if not chosen.fit:
-            for node_id in refused:
-                # A node that declined for want of room is busy: the job waits for it.
-                busy = node_id in ctx.declined_busy
-                chosen.reasons[node_id] = "busy: declined the bid" if busy else "declined the bid"
-            failed = chosen
-            continue
-        node = chosen.fit[0]
-        plan.place.append(Placement(partition, node.id, attempt))
-        taken[node.id] = node.take(wire.Capacity.of(ctx.spec.task.resources))
-        spread[node.id] += 1
-    return failed
-
-
 def _batch(
     ctx: Context, current: list[wire.ExecutionRecord], live: list[wire.ExecutionRecord], plan: Plan
 ) -> None:
@@ -225,7 +93,7 @@ def _batch(
     spread: Counter[str] = Counter(e.node_id for e in live)
     lost_now = {s.execution_id for s in plan.stop}
     live_ids = {e.id for e in live}
-    of_partition = _grouped(current, lambda e: e.partition)
+    of_partition = grouped(current, lambda e: e.partition)
     for p in range(count):
         mine = of_partition.get(p, [])
         if any(e.compute_state == "completed" for e in mine):
@@ -251,11 +119,11 @@ def _batch(
     if done == count:
         plan.state, plan.message = "Completed", ""
         return
-    failed = _place(ctx, plan, wanted, spread)
+    failed = place(ctx, plan, wanted, spread)
     started = done > 0 or any(ran(e) for e in current)
     if failed is not None:
         waiting = len(wanted) - len(plan.place)
-        _queue_or_fail(ctx, plan, failed, waiting, started)
+        queue_or_fail(ctx, plan, failed, waiting, started)
         if plan.state == "Failed":
             plan.place.clear()
             plan.stop.extend(Stop(e.id, "cancelled", plan.message) for e in live)
@@ -270,7 +138,7 @@ def _ops(
     if not current:
         targets = select(ctx.nodes.values(), ctx.spec, ranked=False)
         if not targets.fit:
-            _queue_or_fail(ctx, plan, targets, 1, False)
+            queue_or_fail(ctx, plan, targets, 1, False)
             return
         plan.place.extend(Placement(0, n.id, 1) for n in targets.fit)
         plan.state, plan.message = _placed_state(ctx, False), ""
@@ -280,8 +148,8 @@ def _ops(
         return
     tried = [e for e in current if e.compute_state != "rejected"]
     if not tried:
-        reasons = "; ".join(f"{e.node_id}: {e.error}" for e in current)
-        plan.state, plan.message = "Failed", f"every node declined the job: {reasons}"
+        said = {node_id: text for (_, node_id), text in refusals(current).items()}
+        plan.state, plan.message = "Failed", f"every node declined the job: {quoted(said)}"
         return
     lost_now = {s.execution_id for s in plan.stop}
     bad = [e for e in tried if e.compute_state != "completed" or e.id in lost_now]
@@ -345,7 +213,7 @@ def _daemon(
     bare = [
         n for n in targets.fit if n.id not in new_on and n.id not in old_on and n.id not in refused
     ]
-    of_node = _grouped(current, lambda e: e.node_id) if bare else {}
+    of_node = grouped(current, lambda e: e.node_id) if bare else {}
     for node in bare:
         history = of_node.get(node.id, [])
         due = _restart_due(ctx, history)
@@ -393,7 +261,7 @@ def _service(
     spread: Counter[str] = Counter(e.node_id for e in live + old)
     wanted: list[tuple[int, int, frozenset[str]]] = []
     in_flight, rolling = 0, []
-    of_partition = _grouped(current, lambda e: e.partition)
+    of_partition = grouped(current, lambda e: e.partition)
     for p in range(count):
         new, previous = replica.get(p), old_of.get(p)
         if new is not None:
@@ -418,7 +286,7 @@ def _service(
         p = rolling[0]
         moving = replica[p] if p in replica else old_of[p]
         wanted.append((p, len(of_partition.get(p, [])) + 1, frozenset({moving.node_id})))
-    failed = _place(ctx, plan, wanted, spread)
+    failed = place(ctx, plan, wanted, spread)
     placed = {pl.partition for pl in plan.place}
     for p in rolling:  # a drained replica stops once its replacement was placed
         drained = replica.get(p)

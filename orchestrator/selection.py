@@ -147,31 +147,59 @@ def _amount(resource: str, of: wire.Capacity) -> str:
     return str(max(of.gpus, 0))
 
 
+# Node ids named per reason in a message; the others are counted ("and 3 more").
+SHOWN_NODES = 5
+
+
+def _nodes(ids: Sequence[str]) -> str:
+    shown = ", ".join(ids[:SHOWN_NODES])
+    return shown + (f" and {len(ids) - SHOWN_NODES} more" if len(ids) > SHOWN_NODES else "")
+
+
+def by_reason(reasons: Mapping[str, str]) -> list[tuple[str, list[str]]]:
+    """Each distinct reason with the nodes (sorted) that gave it, the commonest first."""
+    nodes_of: defaultdict[str, list[str]] = defaultdict(list)
+    for node_id, reason in sorted(reasons.items()):
+        nodes_of[reason].append(node_id)
+    return sorted(nodes_of.items(), key=lambda kv: (-len(kv[1]), kv[0]))
+
+
+def quoted(said: Mapping[str, str]) -> str:
+    """What nodes said, each distinct text once, quoted, with the nodes that said it:
+    `"image x:1 is not on this node" (node-0, node-1); "local path /x ..." (node-2)`."""
+    return "; ".join(
+        f'"{text or "no reason given"}" ({_nodes(ids)})' for text, ids in by_reason(said)
+    )
+
+
 @dataclass(slots=True)
 class Selection:
-    """The nodes that fit, best first, and why the others do not."""
+    """The nodes that fit, best first, why the others do not, and what those that declined
+    the bid said (the nodes' own words: an image they lack, a path they do not allow)."""
 
     fit: list[NodeState] = field(default_factory=list)
     reasons: dict[str, str] = field(default_factory=dict)
+    declined: dict[str, str] = field(default_factory=dict)
+    declined_busy: set[str] = field(default_factory=set)  # of those, the ones without room
 
     def explain(self) -> str:
-        if not self.reasons:
+        if not self.reasons and not self.declined:
             return "no compute nodes are registered"
-        by_reason: defaultdict[str, list[str]] = defaultdict(list)
-        for node_id, reason in sorted(self.reasons.items()):
-            by_reason[reason].append(node_id)
-        parts = []
-        for reason, ids in sorted(by_reason.items(), key=lambda kv: -len(kv[1])):
-            shown = ", ".join(ids[:5]) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
-            parts.append(f"{reason} ({len(ids)} node{'s' if len(ids) != 1 else ''}: {shown})")
+        parts = [
+            f"{reason} ({len(ids)} node{'s' if len(ids) != 1 else ''}: {_nodes(ids)})"
+            for reason, ids in by_reason(self.reasons)
+        ]
+        if self.declined:
+            n = len(self.declined)
+            parts.append(f"{n} node{'s' if n != 1 else ''} declined: {quoted(self.declined)}")
         return "; ".join(parts)
 
     @property
     def capacity_bound(self) -> bool:
         """No node has room, and some node that could run the task is merely busy: the job
         can wait for capacity rather than fail. Nodes that can never run it (another engine,
-        unmet constraints, too small) have no say in that."""
-        return any(r.startswith("busy") for r in self.reasons.values())
+        unmet constraints, too small, declined for good) have no say in that."""
+        return bool(self.declined_busy) or any(r.startswith("busy") for r in self.reasons.values())
 
 
 def select(
