@@ -18,6 +18,7 @@ from compute.engines.base import Engine, Mount, RunRequest, RunResult
 from compute.inputs import AllowedPath, prepare
 from compute.logs import LogShipper
 from compute.publishers import Publisher
+from compute.task_env import task_environment, without_reserved
 from shared import trace, wire
 from shared.errors import ExecutionFailed, ShoalError
 from shared.results import pack
@@ -94,7 +95,7 @@ async def run_execution(
             )
             try:
                 final = await _run(
-                    execution, engine, workdir, allowed, report, update, stdout, stderr
+                    execution, node_id, engine, workdir, allowed, report, update, stdout, stderr
                 )
             finally:
                 tails.cancel()
@@ -150,6 +151,7 @@ async def _publish(
 
 async def _run(
     execution: Execution,
+    node_id: str,
     engine: Engine,
     workdir: Path,
     allowed: tuple[AllowedPath, ...],
@@ -167,14 +169,15 @@ async def _run(
             mounts.append(Mount(out, result_path.path, read_only=False))
         params_model = ENGINE_PARAMS[task.engine.type]
         timeout = task.timeouts.execution_timeout if spec.type in ("batch", "ops") else 0
+        order = execution.order
         request = RunRequest(
-            execution_id=execution.order.execution_id,
-            job_id=execution.order.job_id,
-            params=params_model.model_validate(task.engine.params),
+            execution_id=order.execution_id,
+            job_id=order.job_id,
+            params=without_reserved(params_model.model_validate(task.engine.params), order),
             workdir=workdir,
             stdout_path=stdout,
             stderr_path=stderr,
-            env=dict(task.env),
+            env=task_environment(order, spec, node_id),
             mounts=tuple(mounts),
             memory_bytes=task.resources.memory_bytes or None,
             cpu_millis=task.resources.cpu_millis or None,

@@ -26,6 +26,11 @@ class RunRequest:
     The engine writes the task's output to `stdout_path` / `stderr_path` as it is produced:
     the executor tails those files into the log stream, so every engine gets live logs free.
     Cancellation is asyncio cancellation of `Engine.run`; the engine must stop the task then.
+
+    `env` is the task's whole environment: its `Env` with Shoal's own variables over it
+    (`compute/task_env.py`: partition, job, execution, node). An engine puts its params'
+    `EnvironmentVariables` over `env`; the executor has already taken out of them any entry
+    named like one of Shoal's variables, so the engine needs no rule of its own.
     """
 
     execution_id: str
