@@ -14,8 +14,10 @@ from compute.executor import Execution, run_execution
 from compute.logs import LogShipper
 from compute.task_env import RESERVED, system_env, task_environment, without_reserved
 from shared import wire
-from shared.spec import JobSpec
+from shared.spec import JobSpec, load_spec
 from shared.spec.params import DockerParams, NoopParams, WasmParams
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _spec(type: str = "batch", count: int | None = 3, **task: Any) -> JobSpec:
@@ -172,3 +174,24 @@ async def test_the_executor_hands_every_engine_the_variables(tmp_path: Path) -> 
     assert request.env["SHOAL_PARTITION_COUNT"] == "3"
     assert request.env["SHOAL_NODE_ID"] == "node-5"
     assert request.env["KEEP"] == "yes"
+
+
+def test_the_protocol_table_names_every_variable() -> None:
+    text = (REPO / "docs" / "protocol.md").read_text()
+    assert text.count("<!-- task-env -->") == 1
+    rows = []
+    for line in text.split("<!-- task-env -->")[1].lstrip("\n").splitlines()[2:]:
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip().strip("`") for c in line.strip("|").split("|")])
+    named = {r[0] for r in rows} | {r[1] for r in rows if r[1]}
+    assert named == RESERVED
+    assert all(r[1] == "BACALHAU_" + r[0].removeprefix("SHOAL_") for r in rows if r[1])
+
+
+def test_the_example_shares_its_work_out_by_partition() -> None:
+    spec = load_spec((REPO / "examples" / "partitions.yaml").read_text())
+    assert (spec.type, spec.count, spec.task.engine.type) == ("batch", 3, "docker")
+    script = spec.task.engine.params["Parameters"][0]
+    assert "$SHOAL_PARTITION_INDEX" in script
+    assert "SHOAL_PARTITION_COUNT" in script
