@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sys
+import textwrap
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, NoReturn
+from typing import Any, Literal, NoReturn
 
 import click
 import msgspec
@@ -41,11 +44,83 @@ def emit(value: Any, fmt: str, table: Callable[[Any], None] | None = None) -> No
         table(value)
 
 
-def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+# The least room the last column of a table is wrapped into beside the others; with less, a
+# long cell goes on lines of its own under its row, this far in.
+MIN_LAST_COLUMN = 30
+TABLE_INDENT = 4
+
+
+def terminal_width() -> int | None:
+    """The columns to fit output in: $COLUMNS, else the terminal's; None when stdout is not a
+    terminal (a pipe gets every line whole, however long)."""
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    if sys.stdout.isatty():
+        return shutil.get_terminal_size().columns
+    return None
+
+
+def wrap(text: str, width: int | None) -> list[str]:
+    """`text` as lines of at most `width` (None: as it is), its own line breaks kept: a
+    too-long line is broken at spaces (inside a word longer than `width`), except a line
+    after the first that starts indented, laid out by whoever wrote it (a compiler's source
+    excerpt with its caret), which is kept whole for the terminal to fold."""
+    out: list[str] = []
+    for i, line in enumerate(text.splitlines() or [""]):
+        line = line.rstrip()
+        if width is None or len(line) <= width or (i and line[:1].isspace()):
+            out.append(line)
+            continue
+        out.extend(textwrap.wrap(line, width, break_on_hyphens=False) or [""])
+    return out
+
+
+def cut(text: str, width: int | None) -> str:
+    """`text`'s first line, ending in "…" where anything was left out (more of the line, or
+    further lines)."""
+    lines = text.splitlines() or [""]
+    first = lines[0].rstrip()
+    more = len(lines) > 1
+    if width is not None and len(first) + more > width:
+        return first[: max(width - 1, 0)].rstrip() + "…"
+    return first + " …" if more else first
+
+
+def print_table(
+    headers: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    last: Literal["wrap", "cut"] = "wrap",
+    width: int | None = None,
+) -> None:
+    """Columns padded to their widest cell. The last column (a message, an error) gets the
+    room the terminal leaves: wrapped onto continuation lines under it, or with `last="cut"`
+    one line ending in "…"; never cut silently. Where the other columns leave it less than
+    MIN_LAST_COLUMN, a cell that does not fit goes on lines of its own under its row, indented
+    by TABLE_INDENT. `width`: the terminal's unless given."""
+    if width is None:
+        width = terminal_width()
     cells = [[str(h) for h in headers], *[["" if c is None else str(c) for c in r] for r in rows]]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    for row in cells:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    lead = [[" ".join(c.split("\n")) for c in row[:-1]] for row in cells]
+    widths = [max(len(row[i]) for row in lead) for i in range(len(headers) - 1)]
+    indent = sum(widths) + 2 * len(widths)
+    room = None if width is None else width - indent
+    narrow = room is not None and room < MIN_LAST_COLUMN
+    for row, first in zip(cells, lead, strict=True):
+        prefix = "".join(c.ljust(w) + "  " for c, w in zip(first, widths, strict=True))
+        text = row[-1]
+        if last == "cut":
+            click.echo((prefix + cut(text, room if not narrow else MIN_LAST_COLUMN)).rstrip())
+        elif narrow and width is not None and (len(text) > (room or 0) or "\n" in text):
+            click.echo(prefix.rstrip())
+            for line in wrap(text, width - TABLE_INDENT):
+                click.echo((" " * TABLE_INDENT + line).rstrip())
+        else:
+            lines = wrap(text, room)
+            click.echo((prefix + lines[0]).rstrip())
+            for line in lines[1:]:
+                click.echo((" " * indent + line).rstrip())
 
 
 def info(message: str) -> None:

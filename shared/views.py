@@ -131,3 +131,32 @@ class StoredJob:
         if any(e.live and e.job_version == job.version for e in self.executions.values()):
             return None
         return job_view(job, list(self.executions.values()), with_spec=True)
+
+
+def execution_counts(view: wire.JobView) -> dict[str, int]:
+    """Executions by state: all of them, or those shown (an orchestrator before
+    ExecutionCounts)."""
+    if view.execution_counts:
+        return view.execution_counts
+    counts: dict[str, int] = {}
+    for e in view.executions:
+        counts[e.compute_state] = counts.get(e.compute_state, 0) + 1
+    return counts
+
+
+def shown_state(view: wire.JobView) -> str:
+    """The job's state as a person reads it, derived and never stored: an unfinished service
+    with its current version's replicas running out of Count (`Running 0/2`), an unfinished
+    daemon with the nodes it runs on (`Running on 3 nodes`); any other job its bare state."""
+    if view.terminal or view.type not in ("service", "daemon"):
+        return view.state
+    running = execution_counts(view).get("running", 0)
+    if view.type == "service":
+        return f"{view.state} {running}/{view.count or 1}"
+    return f"{view.state} on {running} node{'' if running == 1 else 's'}"
+
+
+def state_line(view: wire.JobView) -> str:
+    """`shown_state` and the job's message: `Running 0/2: waiting for nodes: …`."""
+    shown = shown_state(view)
+    return f"{shown}: {view.state_message}" if view.state_message else shown

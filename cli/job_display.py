@@ -1,0 +1,118 @@
+"""How the CLI shows a job to a person: `describe`'s text, the executions and job tables, and
+the lines `job run --wait` prints while it waits and when it stops waiting.
+
+A job's state is shown as `shared.views.state_line` derives it (a service's replicas running
+out of Count, then the job's message: `Running 0/2: waiting for nodes: …`); long messages and
+errors are wrapped to the terminal, their own line breaks kept, never cut silently.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import click
+
+from cli.common import short
+from cli.output import cut, print_table, terminal_width, wrap
+from shared import wire
+from shared.views import execution_counts, shown_state, state_line
+
+LABEL = 11  # "Namespace: " and the other labels of describe, padded to one width
+
+
+def when(ts: float) -> str:
+    if not ts:
+        return ""
+    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _field(label: str, value: str, width: int | None) -> None:
+    """`Label:    value`, the value wrapped (and its own lines kept) under itself."""
+    room = None if width is None else max(width - LABEL, 20)
+    lines = wrap(value, room)
+    click.echo(f"{label + ':':<{LABEL}}{lines[0]}".rstrip())
+    for line in lines[1:]:
+        click.echo((" " * LABEL + line).rstrip())
+
+
+def print_job(view: wire.JobView, *, width: int | None = None) -> None:
+    """`shoal job describe`: the job, its state with why, and its executions."""
+    width = terminal_width() if width is None else width
+    _field("ID", view.id, width)
+    _field("Name", view.name, width)
+    _field("Namespace", view.namespace, width)
+    _field("Type", view.type, width)
+    _field("State", state_line(view), width)
+    _field("Version", str(view.version), width)
+    if view.executions:
+        click.echo("")
+        print_executions(view.executions, width=width)
+        if view.executions_total > len(view.executions):
+            click.echo(
+                f"(the newest {len(view.executions)} of {view.executions_total}: "
+                f"`shoal job executions {view.id} --offset N` pages through them all)"
+            )
+
+
+def print_executions(executions: list[wire.ExecutionView], *, width: int | None = None) -> None:
+    """One row per execution; its error, last, wrapped under it when long or multi-line."""
+    print_table(
+        ["EXECUTION", "NODE", "PARTITION", "ATTEMPT", "DESIRED", "STATE", "EXIT", "ERROR"],
+        [
+            [
+                short(e.id),
+                e.node_id,
+                e.partition,
+                e.attempt,
+                e.desired_state,
+                e.compute_state,
+                "" if e.exit_code is None else e.exit_code,
+                e.error,
+            ]
+            for e in executions
+        ],
+        width=width,
+    )
+
+
+def print_jobs(jobs: list[wire.JobView], *, width: int | None = None) -> None:
+    """`shoal job list`: one line a job, its message cut to the terminal with "…"
+    (`describe` shows it whole)."""
+    print_table(
+        ["ID", "NAME", "TYPE", "STATE", "VERSION", "CREATED", "MESSAGE"],
+        [
+            [
+                short(j.id),
+                cut(j.name, 40),
+                j.type,
+                shown_state(j),
+                j.version,
+                when(j.created_at),
+                j.state_message,
+            ]
+            for j in jobs
+        ],
+        last="cut",
+        width=width,
+    )
+
+
+def status(view: wire.JobView, elapsed: float, width: int) -> str:
+    """The one line `--wait` rewrites on a terminal: state, time, executions by state and why
+    it waits; cut with "…" to fit `width` (a line that wrapped could not be rewritten)."""
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(execution_counts(view).items()))
+    parts = [shown_state(view), f"{elapsed:.1f}s", counts, view.state_message]
+    return cut("  ".join(p for p in parts if p), max(width - 1, 20))
+
+
+def progress(view: wire.JobView) -> str:
+    """What `--wait` prints, once per change, where it cannot rewrite a line (not a terminal):
+    the job's state and why it is waiting."""
+    return f"Job {view.id}: {state_line(view)}"
+
+
+def still_waiting(job_id: str, seconds: float, view: wire.JobView | None) -> str:
+    """`--wait`'s message when it gives up: what the job is doing and why, and how to follow
+    it. `view`: the job as last seen (None if it could not be read)."""
+    now = f" ({state_line(view)})" if view is not None else ""
+    return f"Still not done after {seconds:g}s{now}; follow it with: shoal job describe {job_id}"
