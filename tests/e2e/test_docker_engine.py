@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import shutil
 import time
 import uuid
@@ -371,6 +372,26 @@ async def test_http_network_has_no_direct_route_out(
         await docker_cli("rm", "-f", peer)
 
 
+async def bridge_gateway() -> str:
+    """This host's address on docker's default bridge. Docker leaves `Gateway` out of the
+    bridge's IPAM config on some daemons (Debian's 20.10 among them); it is then the first
+    address of the subnet, which the daemon gives its bridge."""
+    config = await docker_cli(
+        "network",
+        "inspect",
+        "bridge",
+        "-f",
+        "{{range .IPAM.Config}}{{.Gateway}}|{{.Subnet}};{{end}}",
+    )
+    for entry in config.split(";"):
+        gateway, _, subnet = entry.strip().partition("|")
+        if gateway and ":" not in gateway:
+            return gateway
+        if subnet and ":" not in subnet:
+            return str(next(ipaddress.ip_network(subnet).hosts()))
+    raise AssertionError(f"docker's default bridge has no IPv4 address: {config!r}")
+
+
 async def test_http_network_cannot_reach_this_hosts_own_services(
     http_engine: DockerEngine, tmp_path: Path
 ) -> None:
@@ -386,9 +407,7 @@ async def test_http_network_cannot_reach_this_hosts_own_services(
     server = await asyncio.start_server(serve, "0.0.0.0", 0)
     port = int(server.sockets[0].getsockname()[1])
     try:
-        gateway = await docker_cli(
-            "network", "inspect", "bridge", "-f", "{{(index .IPAM.Config 0).Gateway}}"
-        )
+        gateway = await bridge_gateway()
         req = request(tmp_path / "full", f"nc -w 3 {gateway} {port}", network="Full")
         assert (await http_engine.run(req)).exit_code == 0, err(req)
         assert "host-secret" in out(req), "control: the host service must answer a Full task"
