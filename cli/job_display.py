@@ -8,12 +8,15 @@ errors are wrapped to the terminal, their own line breaks kept, never cut silent
 
 from __future__ import annotations
 
+import os
+import sys
+import time
 from datetime import UTC, datetime
 
 import click
 
 from cli.common import short
-from cli.output import cut, print_table, terminal_width, wrap
+from cli.output import cut, info, print_table, terminal_width, wrap
 from shared import wire
 from shared.views import execution_counts, shown_state, state_line
 
@@ -116,3 +119,47 @@ def still_waiting(job_id: str, seconds: float, view: wire.JobView | None) -> str
     it. `view`: the job as last seen (None if it could not be read)."""
     now = f" ({state_line(view)})" if view is not None else ""
     return f"Still not done after {seconds:g}s{now}; follow it with: shoal job describe {job_id}"
+
+
+class WaitDisplay:
+    """What `job run --wait` shows while it waits. On a terminal: one line on stderr,
+    rewritten at each change (`status`). Elsewhere (a CI log, a pipe): a line (`progress`)
+    each time the job states a new reason to wait, so a job that cannot start says why at
+    once rather than in silence. `last`: the job as last seen, for `still_waiting`."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.tty = enabled and sys.stderr.isatty()
+        self.last: wire.JobView | None = None
+        self._started = time.monotonic()
+        self._said = ""
+
+    def show(self, view: wire.JobView) -> None:
+        self.last = view
+        if not self.enabled:
+            return
+        if self.tty:
+            line = status(view, time.monotonic() - self._started, _stderr_columns())
+            sys.stderr.write(f"\r\x1b[K{line}")
+            sys.stderr.flush()
+        elif view.state_message and not view.terminal and progress(view) != self._said:
+            self._said = progress(view)
+            info(self._said)
+
+    def done(self) -> None:
+        """Clears the status line (before the outputs and the last word are printed)."""
+        if self.tty:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+
+
+def _stderr_columns() -> int:
+    """The width of the terminal stderr writes to: $COLUMNS, else its own, else 80 (a
+    terminal that says 0: a pseudo-terminal nobody sized)."""
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    try:
+        return os.get_terminal_size(sys.stderr.fileno()).columns or 80
+    except OSError:
+        return 80

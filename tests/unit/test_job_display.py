@@ -3,9 +3,19 @@ messages and errors wrapped (never cut silently), an error's own line breaks kep
 
 from __future__ import annotations
 
+import re
+import sys
+
 import pytest
 
-from cli.job_display import print_executions, print_job, print_jobs, status, still_waiting
+from cli.job_display import (
+    WaitDisplay,
+    print_executions,
+    print_job,
+    print_jobs,
+    status,
+    still_waiting,
+)
 from cli.output import print_table
 from shared import wire
 from shared.views import shown_state, state_line
@@ -165,3 +175,43 @@ def test_a_table_wraps_its_last_column_under_itself(capsys: pytest.CaptureFixtur
         "    one two three four five six seven",
         "    eight nine ten eleven twelve",
     ]
+
+
+def test_waiting_off_a_terminal_says_each_new_reason_once(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    shown = WaitDisplay()
+    other = 'waiting for nodes: 2 nodes declined: "image web:2 is not on this node" (a, b)'
+    views = [
+        job("service", "Pending", count=2),  # nothing to say yet
+        job("service", "Running", WAITING, count=2),
+        job("service", "Running", WAITING, count=2, counts={"rejected": 2}),  # same words
+        job("service", "Running", other, count=2),
+        job("service", "Stopped", "enough", count=2),  # the end: `job run` says it
+    ]
+    for view in views:
+        shown.show(view)
+    shown.done()
+    assert capsys.readouterr().err.splitlines() == [
+        f"Job j-0123456789: Running 0/2: {WAITING}",
+        f"Job j-0123456789: Running 0/2: {other}",
+    ]
+    assert shown.last is views[-1]
+    quiet = WaitDisplay(enabled=False)  # --id-only: nothing said, the last view still kept
+    quiet.show(views[1])
+    assert capsys.readouterr().err == "" and quiet.last is views[1]
+
+
+def test_waiting_on_a_terminal_rewrites_one_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    monkeypatch.setenv("COLUMNS", "50")
+    shown = WaitDisplay()
+    shown.show(job("service", "Running", WAITING, count=2))
+    shown.done()
+    err = capsys.readouterr().err
+    assert re.match(r"\r\x1b\[KRunning 0/2  \d+\.\ds  waiting for nodes", err), err
+    line = err.split("\r\x1b[K")[1]
+    assert len(line) == 49 and line.endswith("…"), line
+    assert err.endswith("\r\x1b[K")
