@@ -7,11 +7,11 @@ import contextlib
 import io
 import logging
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import aiodocker
-import aiohttp
 from aiodocker.containers import DockerContainer
 from aiodocker.exceptions import DockerError
 from aiodocker.stream import Stream
@@ -26,6 +26,14 @@ from compute.engines.docker_config import (
     proxy_env,
     task_env,
 )
+from compute.engines.docker_errors import map_docker_errors, words
+from compute.engines.docker_pull import ImagePuller
+from compute.engines.docker_registry import (
+    DEFAULT_PULL_POLICY,
+    DEFAULT_PULL_TIMEOUT,
+    PullPolicy,
+    RegistryCredentials,
+)
 from compute.engines.hostfence import HostFence
 from compute.netproxy import DomainProxy
 from shared.errors import ExecutionFailed, ShoalError, Unavailable
@@ -38,30 +46,6 @@ HTTP_NETWORK = "shoal-http"
 _PROBE_TIMEOUT = 3.0
 _KILL_TIMEOUT = 10.0
 _DRAIN_TIMEOUT = 10.0
-# Start failures that are the spec's fault (bad entrypoint, mount over a file...): no retry helps.
-_USER_ERRORS = ("executable file not found", "no such file or directory", "not a directory")
-
-
-@contextlib.contextmanager
-def _map_docker_errors(what: str) -> Iterator[None]:
-    """The one place aiodocker and aiohttp errors become Shoal's, with retryability decided."""
-    try:
-        yield
-    except DockerError as exc:
-        raise _translate(exc, what) from None
-    except (aiohttp.ClientError, OSError) as exc:
-        raise Unavailable(f"{what}: docker daemon unreachable: {exc}") from None
-
-
-def _translate(exc: DockerError, what: str) -> ShoalError:
-    message = f"{what}: {exc.message}"
-    if exc.status == 900:  # aiodocker's code for "cannot connect"
-        return Unavailable(f"{what}: docker daemon unreachable: {exc.message}")
-    if exc.status in (400, 404):  # bad parameters, no such image: the same on every attempt
-        return ExecutionFailed(message, retryable=False)
-    if exc.status == 500 and any(hint in exc.message.lower() for hint in _USER_ERRORS):
-        return ExecutionFailed(message, retryable=False)
-    return ExecutionFailed(message, retryable=True)  # 409 conflict, 5xx daemon trouble
 
 
 class DockerEngine(Engine):
@@ -72,6 +56,10 @@ class DockerEngine(Engine):
     container on an internal docker network (no route out) with a per-run `DomainProxy` on
     that network's gateway as its only way out (and a `HostFence` keeps it off this host's
     other services); `proxy_resolve` pins names for the proxy.
+
+    Images are pulled when a run needs them, as `image_pull` says (`missing`: only absent
+    ones, `always`: every run, `never`: none), within `pull_timeout` seconds each, with the
+    credentials of `registry_auth` (a docker config.json; default: docker's own).
     """
 
     name = "docker"
@@ -82,18 +70,20 @@ class DockerEngine(Engine):
         node_id: str = "",
         *,
         url: str | None = None,
-        pull_timeout: float = 120.0,
+        image_pull: PullPolicy = DEFAULT_PULL_POLICY,
+        pull_timeout: float = DEFAULT_PULL_TIMEOUT,
+        registry_auth: Path | None = None,
         proxy_resolve: Mapping[str, str] | None = None,
         http_network: str = HTTP_NETWORK,
         fence_host: bool | None = None,
     ) -> None:
         self.node_id = node_id
         self._url = url
-        self._pull_timeout = pull_timeout
+        self.image_pull = image_pull
+        self._puller = ImagePuller(pull_timeout, RegistryCredentials(registry_auth))
         self._proxy_resolve = dict(proxy_resolve or {})
         self._http_network = http_network
         self._docker: aiodocker.Docker | None = None
-        self._pulls: dict[str, asyncio.Lock] = {}
         self._network_lock = asyncio.Lock()
         # SHOAL_HTTP_FENCE=off where nothing on this host listens beyond loopback and the
         # agent may not change the firewall (a docker-in-docker pod, see deploy/k8s).
@@ -108,12 +98,18 @@ class DockerEngine(Engine):
         if self._docker is None:
             try:
                 self._docker = aiodocker.Docker(url=self._url)
-            # No DOCKER_HOST, context or socket here: aiodocker 0.27 says so with an assert.
-            except (ValueError, AssertionError) as exc:
-                raise Unavailable(f"no docker daemon found: {exc or 'no socket'}") from None
+            # No DOCKER_HOST, context or socket here: aiodocker 0.27 says so with a bare assert.
+            except AssertionError:
+                raise Unavailable(
+                    "no docker daemon found: DOCKER_HOST is not set, no docker context names "
+                    "one, and there is no docker socket (/var/run/docker.sock)"
+                ) from None
+            except (ValueError, DockerError) as exc:  # a bad DOCKER_HOST or docker context
+                raise Unavailable(f"no docker daemon found: {words(exc)}") from None
         return self._docker
 
     async def close(self) -> None:
+        await self._puller.close()
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         if self._docker is not None:
@@ -123,20 +119,24 @@ class DockerEngine(Engine):
     async def probe(self) -> bool:
         try:
             async with asyncio.timeout(_PROBE_TIMEOUT):
-                with _map_docker_errors("probe"):
+                with map_docker_errors("probe"):
                     await self._client().version()
-        except (ShoalError, TimeoutError) as exc:
-            log.info("docker engine unusable: %s", exc or "the daemon did not answer in time")
-            await self.close()  # an engine that is not advertised is never closed by anyone
-            return False
-        return True
+        except ShoalError as exc:
+            why = str(exc)
+        except TimeoutError:
+            why = f"the docker daemon did not answer within {_PROBE_TIMEOUT:g}s"
+        else:
+            return True
+        log.warning("docker engine not usable here: %s", why)
+        await self.close()  # an engine that is not advertised is never closed by anyone
+        return False
 
     # ---- images --------------------------------------------------------------------------------
 
     async def has_image(self, image: str) -> bool:
         """Whether `image` is already on this machine (no pull: bids must answer quickly)."""
         try:
-            with _map_docker_errors(f"inspect image {image}"):
+            with map_docker_errors(f"inspect image {image}"):
                 await self._client().images.inspect(image)
         except ExecutionFailed as exc:
             if not exc.retryable:  # 404
@@ -145,26 +145,16 @@ class DockerEngine(Engine):
         return True
 
     async def _ensure_image(self, image: str) -> None:
-        lock = self._pulls.setdefault(image, asyncio.Lock())
-        async with lock:  # concurrent runs of one missing image share a single pull
-            if await self.has_image(image):
-                return
-            try:
-                async with asyncio.timeout(self._pull_timeout):
-                    await self._client().images.pull(image)
-            except TimeoutError:
-                why = f"no answer within {self._pull_timeout:g}s"
-            except DockerError as exc:
-                why = exc.message
-            except (aiohttp.ClientError, OSError) as exc:
-                why = str(exc)
-            else:
-                if await self.has_image(image):
-                    return
-                why = "the pull reported success but the image is not there"
+        """The image is here once this returns, pulled as the node's policy says."""
+        if self.image_pull != "always" and await self.has_image(image):
+            return
+        if self.image_pull == "never":  # bids check, but it may have been removed since
             raise ExecutionFailed(
-                f"image {image} not found locally and pull failed: {why}", retryable=False
+                f"image {image} is not on this node, and this node does not pull images "
+                "(--image-pull never)",
+                retryable=True,  # another node may have it
             )
+        await self._puller.pull(self._client(), image)
 
     # ---- running -------------------------------------------------------------------------------
 
@@ -195,15 +185,15 @@ class DockerEngine(Engine):
     async def _create(self, config: dict[str, Any], name: str) -> DockerContainer:
         containers = self._client().containers
         try:
-            with _map_docker_errors("create container"):
+            with map_docker_errors("create container"):
                 return await containers.create(config, name=name)
         except ExecutionFailed as exc:
             if "is already in use" not in exc.message:
                 raise
         # A container left by an earlier attempt of this execution (an agent crash): replace it.
-        with _map_docker_errors("remove stale container"):
+        with map_docker_errors("remove stale container"):
             await containers.container(name).delete(force=True)
-        with _map_docker_errors("create container"):
+        with map_docker_errors("create container"):
             return await containers.create(config, name=name)
 
     async def _supervise(
@@ -222,18 +212,18 @@ class DockerEngine(Engine):
             # (Entered by hand: Stream's __aexit__ signature does not fit enter_async_context.)
             stream = container.attach(stdout=True, stderr=True, logs=False)
             stack.push_async_callback(stream.close)
-            with _map_docker_errors("attach to container"):
+            with map_docker_errors("attach to container"):
                 await stream.__aenter__()
             pump = asyncio.create_task(_pump(stream, out, err))
             try:
-                with _map_docker_errors("start container"):
+                with map_docker_errors("start container"):
                     await container.start()
                 if proxy is not None:
                     proxy.allow_clients(await _addresses_on(container, network_mode))
                 status: dict[str, Any] = {}
                 try:
                     async with asyncio.timeout(request.timeout):
-                        with _map_docker_errors("wait for container"):
+                        with map_docker_errors("wait for container"):
                             status = await container.wait()
                 except TimeoutError:
                     timed_out = True
@@ -251,7 +241,7 @@ class DockerEngine(Engine):
                 timed_out=True,
             )
         exit_code = int(status.get("StatusCode", -1))
-        with _map_docker_errors("inspect container"):
+        with map_docker_errors("inspect container"):
             state = (await container.show()).get("State", {})
         if state.get("OOMKilled") and exit_code != 0:
             limit = f"{request.memory_bytes} bytes" if request.memory_bytes else "none set"
@@ -261,11 +251,11 @@ class DockerEngine(Engine):
 
     async def _kill(self, container: DockerContainer) -> None:
         """SIGKILL and wait for the end, best effort: the final force-remove kills it anyway."""
-        with contextlib.suppress(ShoalError), _map_docker_errors("kill container"):
+        with contextlib.suppress(ShoalError), map_docker_errors("kill container"):
             await container.kill()  # 409 when it exited meanwhile: fine either way
         with contextlib.suppress(ShoalError, TimeoutError):
             async with asyncio.timeout(_KILL_TIMEOUT):
-                with _map_docker_errors("wait for killed container"):
+                with map_docker_errors("wait for killed container"):
                     await container.wait()
 
     async def _remove(self, container: DockerContainer) -> None:
@@ -277,7 +267,7 @@ class DockerEngine(Engine):
 
     async def _delete(self, container: DockerContainer) -> None:
         try:
-            with _map_docker_errors("remove container"):
+            with map_docker_errors("remove container"):
                 await container.delete(force=True, v=True)
         except ShoalError as exc:
             if "No such container" not in exc.message:
@@ -312,13 +302,13 @@ class DockerEngine(Engine):
         networks = self._client().networks
         async with self._network_lock:
             try:
-                with _map_docker_errors(f"inspect network {self._http_network}"):
+                with map_docker_errors(f"inspect network {self._http_network}"):
                     info = await (await networks.get(self._http_network)).show()
             except ExecutionFailed as exc:
                 if exc.retryable:
                     raise
                 try:
-                    with _map_docker_errors(f"create network {self._http_network}"):
+                    with map_docker_errors(f"create network {self._http_network}"):
                         created = await networks.create(
                             {
                                 "Name": self._http_network,
@@ -332,7 +322,7 @@ class DockerEngine(Engine):
                     if exc2.retryable:
                         raise
                     created = await networks.get(self._http_network)
-                with _map_docker_errors(f"inspect network {self._http_network}"):
+                with map_docker_errors(f"inspect network {self._http_network}"):
                     info = await created.show()
         if not info.get("Internal"):
             raise ExecutionFailed(
@@ -355,7 +345,7 @@ class DockerEngine(Engine):
         """This node's containers, running or not: `id`, `name`, `state`, `labels`."""
         if not self.node_id:
             return []
-        with _map_docker_errors("list containers"):
+        with map_docker_errors("list containers"):
             found = await self._client().containers.list(
                 all=True, filters={"label": [f"{LABEL_NODE}={self.node_id}"]}
             )
@@ -389,7 +379,7 @@ class DockerEngine(Engine):
 
 async def _addresses_on(container: DockerContainer, network: str) -> list[str]:
     """The container's address on `network`; none once it has exited (then nobody is served)."""
-    with _map_docker_errors("inspect container"):
+    with map_docker_errors("inspect container"):
         info = await container.show()
     networks = (info.get("NetworkSettings") or {}).get("Networks") or {}
     address = (networks.get(network) or {}).get("IPAddress", "")
@@ -399,7 +389,7 @@ async def _addresses_on(container: DockerContainer, network: str) -> list[str]:
 async def _pump(stream: Stream, out: io.RawIOBase, err: io.RawIOBase) -> None:
     """Copy the multiplexed attach stream into the two files until the container's stdio ends."""
     while True:
-        with _map_docker_errors("read container output"):
+        with map_docker_errors("read container output"):
             message = await stream.read_out()
         if message is None:
             return

@@ -258,15 +258,6 @@ async def test_cleanup_removes_stray_containers(engine: DockerEngine, tmp_path: 
     assert left["labels"]["shoal.execution"] == "e-keep"
 
 
-async def test_missing_image_is_not_retryable(engine: DockerEngine, tmp_path: Path) -> None:
-    image = f"shoal-test/no-such-image:{uuid.uuid4().hex[:8]}"
-    assert not await engine.has_image(image)
-    req = request(tmp_path, params={"Image": image})
-    with pytest.raises(ExecutionFailed, match="not found locally and pull failed") as caught:
-        await engine.run(req)
-    assert not caught.value.retryable
-
-
 async def test_bad_entrypoint_is_not_retryable(engine: DockerEngine, tmp_path: Path) -> None:
     req = request(tmp_path, params={"Image": IMAGE, "Entrypoint": ["/no/such/binary"]})
     with pytest.raises(ExecutionFailed, match="no such file") as caught:
