@@ -1,4 +1,4 @@
-"""`shoal node …`: list, describe, approve, reject, drain, undrain."""
+"""`shoal node …`: list, describe, approve, reject, drain, undrain, remove."""
 
 from __future__ import annotations
 
@@ -88,3 +88,21 @@ node.add_command(_action("approve", "Let a node run jobs."))
 node.add_command(_action("reject", "Refuse a node: it runs nothing."))
 node.add_command(_action("drain", "Stop new placements on a node and move service replicas off."))
 node.add_command(_action("undrain", "Let a drained node take new work again."))
+
+
+@node.command()
+@click.argument("node_id")
+@click.option("-o", "--output", "fmt", type=FORMATS, default="table", show_default=True)
+@click.pass_context
+def remove(ctx: click.Context, node_id: str, fmt: str) -> None:
+    """Forget a DISCONNECTED node (its full id): it leaves `node list` and the reasons jobs
+    give for not running. A connected node is refused: drain it, stop its agent, then remove
+    it. If its agent comes back, the node registers again. The orchestrator removes nodes
+    disconnected for longer than its --node-gc-after (24h) by itself."""
+    request = wire.NodeRef(node_id=node_id)
+    # ShoalClient.node_action knows no "remove" yet: the verb through its one request path.
+    view = with_client(ctx, lambda c: c._call("node.remove", request, wire.NodeView))
+    if fmt == "table":
+        click.echo(f"removed node {view.id}")
+    else:
+        emit(view, fmt)

@@ -1,11 +1,11 @@
-"""The API's node verbs: list, describe, approve, reject, drain and undrain."""
+"""The API's node verbs: list, describe, approve, reject, drain, undrain and remove."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from orchestrator.registry import NodeRegistry
+from orchestrator.registry import Liveness, NodeRegistry
 from orchestrator.state import StateMirror
 from shared import wire
 from shared.errors import NotFound
@@ -26,10 +26,12 @@ class NodeApi:
             "node.reject": lambda data: self._node_flags(data, approval="REJECTED"),
             "node.drain": lambda data: self._node_flags(data, drain=True),
             "node.undrain": lambda data: self._node_flags(data, drain=False),
+            "node.remove": self.node_remove,
         }
 
-    def node_view(self, record: wire.NodeRecord) -> wire.NodeView:
-        live = self._registry.liveness(record.info.id)
+    def node_view(self, record: wire.NodeRecord, live: Liveness | None = None) -> wire.NodeView:
+        """`live`: what heartbeats told (by default, as the registry holds it now)."""
+        live = live or self._registry.liveness(record.info.id)
         return wire.NodeView(
             id=record.info.id,
             labels=record.info.labels,
@@ -75,3 +77,15 @@ class NodeApi:
         node = self._node(ref.node_id)
         record = await self._registry.set_flags(node.info.id, approval=approval, drain=drain)
         return self.node_view(record)
+
+    async def node_remove(self, data: bytes) -> wire.NodeView:
+        """Forget a DISCONNECTED node (`conflict` for a connected one); the reply shows it as
+        it was. Only a full id: a retried remove must not take a node the prefix now names."""
+        ref = wire.decode(data, wire.NodeRef, what="node request")
+        known = self._mirror.nodes.get(ref.node_id)
+        if known is None:
+            near = sorted(k for k in self._mirror.nodes if k.startswith(ref.node_id))[:3]
+            hint = f" (node.remove takes a full node id: {', '.join(near)}?)" if near else ""
+            raise NotFound(f"no node {ref.node_id!r}{hint}")
+        live = self._registry.liveness(ref.node_id)  # gone with the node: last seen when
+        return self.node_view(await self._registry.remove(ref.node_id), live)

@@ -1,7 +1,8 @@
 """The node registry: hello and heartbeat handling, liveness in memory, KV on transitions.
 
 What a node's joining, change, loss or strays make the orchestrator evaluate is `NodeEvents`'
-business (`evaluation_rules.py`); the registry only says what happened.
+business (`evaluation_rules.py`); the registry only says what happened. The records' writes
+are `node_records.py`'s.
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ from typing import Protocol
 
 import msgspec
 
+from orchestrator.node_records import NodeRecords, collectable, why_kept
 from orchestrator.selection import NodeState, NodeTable
-from orchestrator.state import StateMirror, Versioned
+from orchestrator.state import StateMirror
 from shared import subjects, wire
 from shared.bus import Bus, Message, Subscription
-from shared.cas import retry_cas
-from shared.errors import Conflict, NotFound, ShoalError
+from shared.errors import Conflict, ShoalError
 
 log = logging.getLogger(__name__)
 
@@ -72,12 +73,16 @@ class NodeRegistry:
         disconnect_timeout: float,
         manual_approval: bool = False,
         leading: Callable[[], bool] = lambda: True,
+        gc_after: float = 0.0,
     ) -> None:
+        """`gc_after`: seconds a node may stay DISCONNECTED before the leader's sweep removes
+        it (0: never)."""
         self._bus = bus
         self._mirror = mirror
         self.heartbeat_interval = heartbeat_interval
         self.disconnect_timeout = disconnect_timeout
-        self.manual_approval = manual_approval
+        self.gc_after = gc_after
+        self._records = NodeRecords(mirror, manual_approval=manual_approval)
         self._live: dict[str, Liveness] = {}
         # Set by whoever wires the registry: what reacts to these events also needs the
         # planner, which needs this registry, so it cannot be had at construction.
@@ -107,8 +112,9 @@ class NodeRegistry:
             self._all_dirty = False
         for node_id in self._dirty:
             versioned = self._mirror.nodes.get(node_id)
-            if versioned is None:
+            if versioned is None:  # removed (here or by another orchestrator)
                 self._states.remove(node_id)
+                self._live.pop(node_id, None)
             else:
                 self._states.put(self._state_of(node_id, versioned.value))
         self._dirty.clear()
@@ -208,9 +214,7 @@ class NodeRegistry:
         async with self._lock:
             # Giving up raises: the hello is answered with the error (the node says hello
             # again), never as registered with a record that was not stored.
-            known, record, changed = await retry_cas(
-                lambda: self._store_hello(hello, now), what=f"node {node_id}"
-            )
+            known, record, changed = await self._records.hello(hello, now)
             restarted = known is not None and known.value.boot_id != hello.boot_id
         running = {r.id for r in hello.running}
         previous = self._live.get(node_id)
@@ -237,30 +241,6 @@ class NodeRegistry:
         return wire.HelloReply(
             approval=record.approval, heartbeat_interval=self.heartbeat_interval, cancel=cancel
         )
-
-    async def _store_hello(
-        self, hello: wire.Hello, now: float
-    ) -> tuple[Versioned[wire.NodeRecord] | None, wire.NodeRecord, bool]:
-        """The node's record as known, as it is now, and whether it had to be written."""
-        known = self._mirror.nodes.get(hello.node.id)
-        if known is None:
-            approval: wire.Approval = "PENDING" if self.manual_approval else "APPROVED"
-            record = wire.NodeRecord(
-                info=hello.node,
-                approval=approval,
-                boot_id=hello.boot_id,
-                first_seen=now,
-                last_transition=now,
-            )
-        else:
-            record = msgspec.structs.replace(
-                known.value, info=hello.node, connection="CONNECTED", boot_id=hello.boot_id
-            )
-        changed = known is None or known.value != record
-        if changed:  # KV only on a real change
-            record = msgspec.structs.replace(record, last_transition=now)
-            await self._mirror.put_node(record)
-        return known, record, changed
 
     def _unwanted(self, running: Iterable[str], node_id: str, now: float) -> list[str]:
         """What `node_id` runs that should not run there; an id the mirror has never shown
@@ -351,12 +331,17 @@ class NodeRegistry:
                 log.warning("liveness sweep: %s", exc)
 
     async def sweep(self, now: float) -> None:
+        """Mark nodes silent for the disconnect timeout DISCONNECTED, and remove those
+        DISCONNECTED for `gc_after`."""
         for node_id, versioned in list(self._mirror.nodes.items()):
-            if versioned.value.connection != "CONNECTED":
+            record = versioned.value
+            if record.connection != "CONNECTED":
+                if collectable(record, now, self.gc_after):
+                    await self._collect(node_id, now)
                 continue
             live = self._live.get(node_id)
             if live is None:
-                self._live[node_id] = Liveness(now, versioned.value.info.capacity)
+                self._live[node_id] = Liveness(now, record.info.capacity)
                 self._dirty.add(node_id)
                 continue
             if now - live.last_seen > self.disconnect_timeout:
@@ -372,38 +357,38 @@ class NodeRegistry:
                 self._dirty.add(node_id)
                 self.events.node_lost(node_id)
 
+    async def _collect(self, node_id: str, now: float) -> None:
+        def keep(record: wire.NodeRecord) -> str:
+            return "" if collectable(record, now, self.gc_after) else "it changed meanwhile"
+
+        try:
+            await self.remove(node_id, keep=keep)
+        except ShoalError as exc:  # back meanwhile, or removed by someone else
+            log.debug("node %s not collected: %s", node_id, exc)
+            return
+        log.info("node %s removed: disconnected for over %.0fs", node_id, self.gc_after)
+
     async def _transition(self, node_id: str, connection: wire.Connection, why: str) -> None:
-        """Store the node's new connection state; `Conflict` when it could not be stored, so
-        the caller acts on nothing that is not recorded (the next sweep or heartbeat retries)."""
-
-        async def store() -> None:
-            known = self._mirror.nodes.get(node_id)
-            if known is None or known.value.connection == connection:
-                return
-            record = msgspec.structs.replace(
-                known.value, connection=connection, last_transition=time.time(), message=why
-            )
-            await self._mirror.put_node(record)
-            log.info("node %s %s: %s", node_id, connection, why)
-
-        await retry_cas(store, what=f"node {node_id}")
+        await self._records.transition(node_id, connection, why)
 
     async def set_flags(
         self, node_id: str, *, approval: wire.Approval | None = None, drain: bool | None = None
     ) -> wire.NodeRecord:
-        async def store() -> wire.NodeRecord:
-            known = self._mirror.nodes.get(node_id)
-            if known is None:
-                raise NotFound(f"node {node_id!r} is not registered")
-            record = msgspec.structs.replace(
-                known.value,
-                approval=approval if approval is not None else known.value.approval,
-                drain=drain if drain is not None else known.value.drain,
-                last_transition=time.time(),
-            )
-            await self._mirror.put_node(record)
-            return record
-
-        record = await retry_cas(store, what=f"node {node_id}")
+        record = await self._records.set_flags(node_id, approval=approval, drain=drain)
         self.events.node_ready(node_id)
+        return record
+
+    async def remove(
+        self, node_id: str, *, keep: Callable[[wire.NodeRecord], str] | None = None
+    ) -> wire.NodeRecord:
+        """Forget a node: its KV record (CAS on the revision held) and its liveness. By
+        default only a DISCONNECTED node (`Conflict` for a connected one): a node whose agent
+        still runs would be back at its next hello, approved and undrained afresh. Jobs still
+        counting executions there are evaluated (those are lost; they were marked so when the
+        node was). A node that comes back registers anew at its next hello (within 30 s)."""
+        async with self._lock:  # not between a hello's read and write of this node's record
+            record = await self._records.remove(node_id, keep or why_kept)
+        self._live.pop(node_id, None)
+        self._dirty.add(node_id)
+        self.events.node_lost(node_id)
         return record

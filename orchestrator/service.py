@@ -46,6 +46,9 @@ class OrchestratorConfig:
     drain_timeout: float = 5.0
     name: str = ""
     events_max_age: float = 30 * 24 * 3600.0
+    # A node DISCONNECTED this long is removed by the leader's liveness sweep (0: never),
+    # as Nomad collects down nodes after 24 h; one that comes back registers again.
+    node_gc_after: float = 24 * 3600.0
 
 
 async def ensure_streams(bus: Bus, config: OrchestratorConfig) -> None:
@@ -87,6 +90,7 @@ class Orchestrator(Service):
             disconnect_timeout=self.config.disconnect_timeout,
             manual_approval=self.config.manual_approval,
             leading=lambda: self.leading,
+            gc_after=self.config.node_gc_after,
         )
         self.broker = EvalBroker(bus, self._evaluate, workers=self.config.workers)
         self.planner = Planner(

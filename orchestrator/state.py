@@ -303,6 +303,18 @@ class StateMirror:
         self.nodes[record.info.id] = Versioned(record, rev)
         self.on_node_change(record.info.id)
 
+    async def delete_node(self, node_id: str, revision: int) -> None:
+        """Delete the node's record if KV still holds it at `revision`; Conflict (after a
+        re-read) if it moved."""
+        assert self._nodes_kv is not None
+        try:
+            await self._nodes_kv.delete(node_id, revision)
+        except Conflict:
+            await self._reread(self._nodes_kv, node_id, self._apply_node)
+            raise
+        self.nodes.pop(node_id, None)
+        self.on_node_change(node_id)
+
     @staticmethod
     async def _reread(kv: KV, key: str, apply: Callable[[Entry], None]) -> None:
         entry = await kv.get(key)
