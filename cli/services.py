@@ -15,13 +15,20 @@ from cli.common import connection, run, tls_ca
 from cli.health_writer import compute_health, health_file_option, keep_fresh, orchestrator_health
 from cli.output import errors_to_exit, info
 from compute.agent import AgentConfig, ComputeAgent
+from compute.engine_setup import ALL_ENGINES
+from compute.engines.docker_registry import (
+    DEFAULT_PULL_POLICY,
+    PULL_POLICIES,
+    PullPolicy,
+    RegistryCredentials,
+)
 from compute.fleet import Fleet
 from compute.inputs import AllowedPath
 from orchestrator.service import Orchestrator, OrchestratorConfig
 from shared import subjects
 from shared.bus import Bus
 from shared.natsserver import EmbeddedNats
-from shared.units import parse_cpu, parse_size
+from shared.units import parse_cpu, parse_duration, parse_size
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -156,9 +163,38 @@ def orchestrator(
 @click.option("--gpus", type=int, default=0)
 @click.option(
     "--engines",
-    default="wasm,noop",
+    default=",".join(ALL_ENGINES),
     show_default=True,
-    help="Comma-separated; only those that work here are advertised.",
+    help="Comma-separated; only those that work here are advertised (docker when a docker "
+    "daemon answers; the log says why one is not).",
+)
+@click.option(
+    "--image-pull",
+    type=click.Choice(PULL_POLICIES),
+    default=DEFAULT_PULL_POLICY,
+    show_default=True,
+    envvar="SHOAL_IMAGE_PULL",
+    help="When the docker engine pulls a task's image: if missing here, always (every run), "
+    "or never (a node then declines tasks whose image it lacks). A pull is part of running "
+    "a task: a failed one fails its execution with the registry's reason.",
+)
+@click.option(
+    "--image-pull-timeout",
+    default="5m",
+    show_default=True,
+    envvar="SHOAL_IMAGE_PULL_TIMEOUT",
+    metavar="DURATION",
+    help="Longest one image pull may take (e.g. 90s, 10m); a pull that takes longer fails "
+    "its execution, which may then be retried.",
+)
+@click.option(
+    "--registry-auth",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    envvar="SHOAL_REGISTRY_AUTH",
+    help="Registry credentials for image pulls, in docker's config.json format "
+    '({"auths": {"<registry>": {"auth": "<base64 user:password>"}}}); read again at '
+    "every pull. Default: docker's own config.json ($DOCKER_CONFIG or ~/.docker).",
 )
 @click.option(
     "--allow-local-path",
@@ -194,6 +230,9 @@ def compute(
     memory: str | None,
     gpus: int,
     engines: str,
+    image_pull: PullPolicy,
+    image_pull_timeout: str,
+    registry_auth: Path | None,
     allow: tuple[str, ...],
     heartbeat_interval: float,
     max_executions: int,
@@ -213,11 +252,22 @@ def compute(
         raise click.BadParameter(str(exc), param_hint="--name") from None
     if node_id != name:
         log.info("node name %r becomes node id %r (label hostname=%s)", name, node_id, name)
+    try:
+        pull_timeout = parse_duration(image_pull_timeout)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--image-pull-timeout") from None
+    if pull_timeout <= 0:
+        raise click.BadParameter("must be more than 0", param_hint="--image-pull-timeout")
     with errors_to_exit():
+        if registry_auth is not None:
+            RegistryCredentials(registry_auth).check()
         config = AgentConfig(
             name=node_id,
             labels={"hostname": name, **_labels(labels)},
-            engines=tuple(e.strip() for e in engines.split(",") if e.strip()),
+            # Virtual nodes run noop only (compute/fleet.py): nothing else to probe per node.
+            engines=("noop",)
+            if virtual
+            else tuple(e.strip() for e in engines.split(",") if e.strip()),
             cpu_millis=parse_cpu(cpu) if cpu else 0,
             memory_bytes=parse_size(memory) if memory else 0,
             gpus=gpus,
@@ -226,6 +276,9 @@ def compute(
             heartbeat_interval=heartbeat_interval,
             state_dir=state_dir / node_id,
             network=not no_network,
+            image_pull=image_pull,
+            pull_timeout=pull_timeout,
+            registry_auth=registry_auth,
         )
 
     async def main() -> None:

@@ -15,6 +15,7 @@ from compute import capacity
 from compute.bidding import BUSY_RESOURCES, BUSY_SLOTS, image_refusal, refusal
 from compute.engine_setup import make_engines, usable_engines
 from compute.engines.base import Engine
+from compute.engines.docker_registry import DEFAULT_PULL_POLICY, DEFAULT_PULL_TIMEOUT, PullPolicy
 from compute.executor import Execution, run_execution
 from compute.identity import node_labels
 from compute.inputs import SUPPORTED_SOURCES, AllowedPath
@@ -46,6 +47,10 @@ class AgentConfig:
     state_dir: Path = Path(".shoal/compute")
     network: bool = True
     log_limit: int = 8 * 1024 * 1024
+    # Images (docker): pulled when missing, always, or never (then a bid needs the image here).
+    image_pull: PullPolicy = DEFAULT_PULL_POLICY
+    pull_timeout: float = DEFAULT_PULL_TIMEOUT
+    registry_auth: Path | None = None  # a docker config.json; None: docker's own
 
 
 @dataclass(slots=True)
@@ -99,9 +104,16 @@ class ComputeAgent(Service):
 
     async def start(self, *, subscribe: bool = True) -> None:
         """Probe engines, listen for bids/commands (unless a Fleet routes them), heartbeat."""
-        candidates = self._engines_given or make_engines(self.config.engines, self.node_id)
+        config = self.config
+        candidates = self._engines_given or make_engines(
+            config.engines,
+            self.node_id,
+            image_pull=config.image_pull,
+            pull_timeout=config.pull_timeout,
+            registry_auth=config.registry_auth,
+        )
         self.engines = await usable_engines(
-            candidates, self.config.engines, self.node_id, keep=set(self._running)
+            candidates, config.engines, self.node_id, keep=set(self._running)
         )
         api = ipfs.api_url()
         if await ipfs.probe(api):
@@ -249,7 +261,8 @@ class ComputeAgent(Service):
         if self._stopping and not known:
             reason = "this node is shutting down"
         if reason is None and not known:
-            reason = await image_refusal(spec, self.engines.get(spec.task.engine.type))
+            engine = self.engines.get(spec.task.engine.type)
+            reason = await image_refusal(spec, engine, pulls=self.config.image_pull != "never")
         if reason is None and not known:
             self._launch(order, spec)
             trace.mark("agent.launched", order.job_id)

@@ -51,15 +51,19 @@ def refusal(
     return None
 
 
-async def image_refusal(spec: JobSpec, engine: Engine | None) -> str | None:
-    """A task whose engine runs images needs its image here: no registry may be reachable to
-    pull it."""
-    if engine is None or not engine.runs_images:
+async def image_refusal(spec: JobSpec, engine: Engine | None, *, pulls: bool) -> str | None:
+    """A task whose engine runs images needs its image here when this node does not pull
+    (`--image-pull never`). A node that pulls takes the task at once: the pull is part of
+    running it, and a failed pull fails the execution with the registry's reason."""
+    if engine is None or not engine.runs_images or pulls:
         return None
     image = DockerParams.model_validate(spec.task.engine.params).image
     try:
         if not await engine.has_image(image):
-            return f"image {image} is not on this node (and this node does not pull)"
+            return (
+                f"image {image} is not on this node, and this node does not pull images "
+                "(--image-pull never)"
+            )
     except ShoalError as exc:
         return f"docker is not answering: {exc}"
     return None
