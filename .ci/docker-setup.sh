@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Make a docker daemon answer on this machine and give it the images the tests and the
 # compatibility corpus name, built locally from busybox-static (CI has no registry to pull from).
+# Also installs what the pull tests start themselves on loopback: Debian's docker-registry (the
+# CNCF distribution registry) and htpasswd (apache2-utils) for its basic auth.
 # Idempotent: installs, starts and imports only what is missing.
 set -euo pipefail
 
@@ -23,10 +25,13 @@ as_root() {
     fi
 }
 
-# 1. Packages: the daemon and a statically linked busybox to build the image from.
+# 1. Packages: the daemon, a statically linked busybox to build the image from, and a registry
+# with htpasswd for tests/e2e/test_image_pull.py (each test runs its own on a free port).
 need=()
 command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
 command -v docker >/dev/null 2>&1 || need+=(docker.io)
+command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry)
+command -v htpasswd >/dev/null 2>&1 || need+=(apache2-utils)
 busybox_bin=""
 for candidate in /bin/busybox /usr/bin/busybox; do
     # Only a static busybox runs in an image with no libc.
@@ -89,4 +94,5 @@ for tag in "${TAGS[@]}"; do
 done
 out=$(docker run --rm --network none "$IMAGE" sh -c 'echo ok') || die "test container did not run"
 [ "$out" = ok ] || die "test container printed '$out', not 'ok'"
-echo "docker-setup: dockerd ready; images: $IMAGE ${TAGS[*]}" >&2
+command -v docker-registry >/dev/null 2>&1 || die "docker-registry installed but not on PATH"
+echo "docker-setup: dockerd ready; images: $IMAGE ${TAGS[*]}; docker-registry and htpasswd" >&2
