@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from cli.job import submit_and_wait
-from cli.output import FORMATS, errors_to_exit
+from cli.output import FORMATS, errors_to_exit, info
 from shared.errors import InvalidSpec
 from shared.spec import spec_from_data
 
@@ -33,18 +33,45 @@ def _common(f: Any) -> Any:
             click.option("--wait/--no-wait", default=True, show_default=True),
             click.option("--wait-timeout", type=float, default=600.0, show_default=True),
             click.option("--id-only", is_flag=True),
-            click.option(
-                "--format",
-                "fmt",
-                type=FORMATS,
-                default="table",
-                show_default=True,
-                help="How to print the finished job.",
-            ),
+            # Before -o/--output, as every other command prints: kept for old scripts.
+            click.option("--format", "legacy_fmt", type=FORMATS, default=None, hidden=True),
         ]
     ):
         f = option(f)
     return f
+
+
+def _format(fmt: str, legacy: str | None) -> str:
+    if legacy is None:
+        return fmt
+    info(f"note: --format is deprecated; use -o {legacy}")
+    return legacy
+
+
+def _formats_or_results(
+    values: tuple[str, ...], legacy: str | None
+) -> tuple[str, list[dict[str, str]]]:
+    """`docker run -o`: an output format (table, json, yaml) like every command's `-o`, or a
+    result path NAME:PATH like Bacalhau's `docker run -o`; a format has no colon."""
+    formats = [v for v in values if v in FORMATS.choices]
+    if len(set(formats)) > 1:
+        raise InvalidSpec(f"-o {formats[0]} and -o {formats[-1]}: give one output format")
+    results = []
+    for item in values:
+        if item in FORMATS.choices:
+            continue
+        rname, sep, path = item.partition(":")
+        if not sep or not rname or not path:
+            raise InvalidSpec(
+                f"-o {item!r}: expected an output format (table, json or yaml) or a result "
+                "path NAME:PATH, e.g. outputs:/outputs"
+            )
+        results.append({"Name": rname, "Path": path})
+    return _format(formats[0] if formats else "table", legacy), results
+
+
+def _complete_formats(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
+    return [f for f in FORMATS.choices if f.startswith(incomplete)]
 
 
 def _pairs(items: tuple[str, ...], flag: str) -> dict[str, str]:
@@ -76,6 +103,15 @@ def wasm() -> None:
 @wasm.command("run", context_settings={"ignore_unknown_options": True})
 @click.argument("module", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.option(
+    "-o",
+    "--output",
+    "fmt",
+    type=FORMATS,
+    default="table",
+    show_default=True,
+    help="How to print the finished job.",
+)
 @_common
 @click.pass_context
 def wasm_run(
@@ -92,9 +128,14 @@ def wasm_run(
     wait_timeout: float,
     id_only: bool,
     fmt: str,
+    legacy_fmt: str | None,
 ) -> None:
-    """Run a local .wasm (or .wat) MODULE as a batch job; the module travels inline."""
+    """Run a local .wasm (or .wat) MODULE as a batch job; the module travels inline.
+
+    Arguments after MODULE go to the module; put them after `--` when one looks like an
+    option of this command (`shoal wasm run m.wasm -- -o x`)."""
     with errors_to_exit():
+        fmt = _format(fmt, legacy_fmt)
         data = module.read_bytes()
         if module.suffix == ".wat":
             from compute.engines.wasm import wat_to_wasm  # wasmtime only when needed
@@ -174,8 +215,10 @@ def docker() -> None:
     "--output",
     "outputs",
     multiple=True,
-    metavar="NAME:PATH",
-    help="Result path to publish (repeatable), e.g. outputs:/outputs.",
+    metavar="FORMAT|NAME:PATH",
+    shell_complete=_complete_formats,
+    help="table, json or yaml: how to print the finished job (default: table). NAME:PATH: "
+    "a result path to publish (repeatable), e.g. outputs:/outputs.",
 )
 @click.option(
     "-p",
@@ -214,16 +257,14 @@ def docker_run(
     wait: bool,
     wait_timeout: float,
     id_only: bool,
-    fmt: str,
+    legacy_fmt: str | None,
 ) -> None:
-    """Run IMAGE [COMMAND...] as a batch job (like `bacalhau docker run`)."""
+    """Run IMAGE [COMMAND...] as a batch job (like `bacalhau docker run`).
+
+    Put COMMAND after `--` when it has options of its own (`shoal docker run alpine -- ls
+    -l`): before it, this command's options (-l, -o, --nats...) are taken as Shoal's."""
     with errors_to_exit():
-        results = []
-        for item in outputs:
-            rname, sep, path = item.partition(":")
-            if not sep:
-                raise InvalidSpec(f"-o {item!r}: expected NAME:PATH, e.g. outputs:/outputs")
-            results.append({"Name": rname, "Path": path})
+        fmt, results = _formats_or_results(outputs, legacy_fmt)
         params: dict[str, Any] = {
             "Image": image,
             "Parameters": list(command),
