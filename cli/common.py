@@ -58,6 +58,19 @@ def with_client(ctx: click.Context, action: Callable[[ShoalClient], Awaitable[T]
     raise AssertionError("unreachable")
 
 
+def duration(ctx: click.Context, param: click.Parameter, value: str | float) -> float:
+    """A click callback for a duration option: seconds, or a Go duration (`24h`, `90m`,
+    `1h30m`, `45s`); the value in seconds."""
+    if isinstance(value, float | int):
+        return float(value)
+    from shared.units import parse_duration
+
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+
+
 def short(identifier: str) -> str:
     """Ids in tables: `j-` plus 8 characters is unique enough to type back as a prefix."""
     return identifier[:10]
