@@ -28,6 +28,8 @@ from tests.integration.stack import stack
 
 pytestmark = pytest.mark.docker
 
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "docker-pull.yaml"
+
 SOURCE = "busybox:latest"
 SETUP = "run .ci/docker-setup.sh to start dockerd and build the local busybox image"
 
@@ -322,3 +324,22 @@ async def test_never_declines_at_bid_time(
             "(--image-pull never)" in view.state_message
         ), view
         assert not await s.agents["node-0"].engines["docker"].has_image(image)
+
+
+async def test_the_example_pulls_and_runs(
+    nats_server: EmbeddedNats, tmp_path: Path, reg: Registry
+) -> None:
+    """examples/docker-pull.yaml as its header sets it up, on this test's registry port."""
+    text = EXAMPLE.read_text().replace("127.0.0.1:5000", reg.address)
+    image = reg.image("shoal/hello:1")
+    assert f"Image: {image}" in text
+    await push(image, source=SOURCE)
+    try:
+        async with docker_node(nats_server.url, tmp_path) as s, await s.client() as client:
+            job_id = await client.submit(text)
+            view = await client.wait(job_id, timeout=60)
+            assert view.state == "Completed", view
+            out = b"".join([line.data async for line in client.logs(job_id)])
+            assert out == b"pulled from the registry, then run\n"
+    finally:
+        await untag(image)
