@@ -63,7 +63,7 @@ def terminal_width() -> int | None:
 
 def wrap(text: str, width: int | None) -> list[str]:
     """`text` as lines of at most `width` (None: as it is), its own line breaks kept: a
-    too-long line is broken at spaces (inside a word longer than `width`), except a line
+    too-long line is broken at spaces (a word longer than `width` inside itself), except a line
     after the first that starts indented, laid out by whoever wrote it (a compiler's source
     excerpt with its caret), which is kept whole for the terminal to fold."""
     out: list[str] = []
@@ -102,7 +102,7 @@ def print_table(
     if width is None:
         width = terminal_width()
     cells = [[str(h) for h in headers], *[["" if c is None else str(c) for c in r] for r in rows]]
-    lead = [[" ".join(c.split("\n")) for c in row[:-1]] for row in cells]
+    lead = [[c.replace("\n", " ") for c in row[:-1]] for row in cells]
     widths = [max(len(row[i]) for row in lead) for i in range(len(headers) - 1)]
     indent = sum(widths) + 2 * len(widths)
     room = None if width is None else width - indent
