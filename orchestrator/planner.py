@@ -17,9 +17,8 @@ from typing import Literal, TypeVar, cast
 import msgspec
 
 from orchestrator.history import History
-from orchestrator.plans import Context, Placement, Plan, Stop, ran
 from orchestrator.registry import NodeRegistry
-from orchestrator.scheduler import schedule
+from orchestrator.scheduler import Context, Placement, Plan, Stop, ran, schedule
 from orchestrator.state import StateMirror
 from shared import subjects, trace, wire
 from shared.bus import Bus
