@@ -67,10 +67,12 @@ def _map_wasmtime_errors(what: str) -> Iterator[None]:
 
 
 def _describe(exc: Exception) -> str:
-    """Wasmtime's multi-line error chain (with backtrace) as one line, most specific cause last."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    """Wasmtime's error chain (with backtrace) as one line, most specific cause last; any other
+    message keeps its lines, so a compile error's caret still points at the source line."""
+    text = str(exc)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
     if "Caused by:" not in lines:
-        return "; ".join(lines)
+        return "\n".join(line.rstrip() for line in text.splitlines() if line.strip())
     at = lines.index("Caused by:")
     head = lines[0].removesuffix(":")
     causes = lines[at + 1 :]

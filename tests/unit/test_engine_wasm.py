@@ -332,3 +332,14 @@ def test_resolve_module_refuses_escapes(tmp_path: Path) -> None:
         resolve_module("/in/../secret.wasm", (Mount(inputs, "/in"),))
     with pytest.raises(ExecutionFailed, match="not found"):
         resolve_module("/in/link.wasm", (Mount(inputs, "/in"),))
+
+
+async def test_a_wat_module_that_does_not_parse_keeps_its_caret(tmp_path: Path) -> None:
+    (tmp_path / "main.wasm").write_text("(module (func $f (unknown)))")
+    with pytest.raises(ExecutionFailed) as info:
+        await WasmEngine().run(_request(tmp_path, {}))
+    lines = str(info.value).splitlines()
+    assert lines[0].endswith("is not a valid wasm module: unknown operator or unexpected token")
+    assert lines[-2] == "    1 | (module (func $f (unknown)))", lines
+    assert lines[-1].index("^") == lines[-2].index("unknown"), lines
+    assert not info.value.retryable
