@@ -185,10 +185,11 @@ async def test_always_pulls_over_the_local_image(
     one, `always` fetches the registry's first."""
     name = reg.image(f"shoal/test:{uuid.uuid4().hex[:8]}")
     container = await run("docker", "create", SOURCE)
+    made: list[str] = []
     try:
-        await run("docker", "commit", "--change", "ENV MARK=registry", container, name)
+        made.append(await run("docker", "commit", "--change", "ENV MARK=registry", container, name))
         await run("docker", "push", name)
-        await run("docker", "commit", "--change", "ENV MARK=local", container, name)
+        made.append(await run("docker", "commit", "--change", "ENV MARK=local", container, name))
     finally:
         await run("docker", "rm", container)
     try:
@@ -200,8 +201,7 @@ async def test_always_pulls_over_the_local_image(
         assert (await always.run(req)).exit_code == 0
         assert req.stdout_path.read_text() == "registry\n"
     finally:
-        await untag(name)
-        await run("docker", "image", "prune", "-f", "--filter", "label!=shoal.keep", check=False)
+        await untag(name, *made)  # the two images this test made, and no other
 
 
 # ---- credentials -----------------------------------------------------------------------------
