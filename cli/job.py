@@ -1,17 +1,17 @@
-"""`shoal job …`: validate, run, describe, list, logs, executions, history, stop."""
+"""`shoal job …`: validate, run, describe, list, executions, history, stop, versions, rerun
+(logs and get: cli/job_output.py)."""
 
 from __future__ import annotations
 
-import contextlib
 import sys
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
 from cli.common import short, with_client
+from cli.job_output import get, logs, print_outputs
 from cli.output import (
     EXIT_JOB_FAILED,
     EXIT_OK,
@@ -50,6 +50,10 @@ env_option = click.option(
 @click.group()
 def job() -> None:
     """Submit and inspect jobs."""
+
+
+job.add_command(logs)
+job.add_command(get)
 
 
 @job.command()
@@ -206,7 +210,7 @@ def submit_and_wait(
         elif fmt != "table":
             emit(view, fmt)
         else:
-            await _print_outputs(client, view)
+            await print_outputs(client, view)
             info(
                 f"Job {view.id} {view.state}"
                 + (f": {view.state_message}" if view.state_message else "")
@@ -214,13 +218,6 @@ def submit_and_wait(
         return EXIT_JOB_FAILED if view.state in ("Failed", "Stopped") else EXIT_OK
 
     raise SystemExit(with_client(ctx, action))
-
-
-async def _print_outputs(client: ShoalClient, view: wire.JobView) -> None:
-    async for line in client.logs(view.id):
-        stream = sys.stdout.buffer if line.stream == "stdout" else sys.stderr.buffer
-        stream.write(line.data)
-        stream.flush()
 
 
 class StatusLine:
@@ -274,24 +271,6 @@ def list_jobs(ctx: click.Context, namespace: str, limit: int, fmt: str) -> None:
         ["ID", "NAME", "TYPE", "STATE", "VERSION", "CREATED"],
         [[short(j.id), j.name[:40], j.type, j.state, j.version, _ago(j.created_at)] for j in jobs],
     )
-
-
-@job.command()
-@click.argument("job_id")
-@click.option("-f", "--follow", is_flag=True, help="Keep streaming new output.")
-@click.option("-e", "--execution", default="", help="Only this execution id.")
-@click.pass_context
-def logs(ctx: click.Context, job_id: str, follow: bool, execution: str) -> None:
-    """Print a job's output (stdout to stdout, stderr to stderr)."""
-
-    async def action(client: ShoalClient) -> None:
-        async for line in client.logs(job_id, follow=follow, execution_id=execution):
-            stream = sys.stdout.buffer if line.stream == "stdout" else sys.stderr.buffer
-            stream.write(line.data)
-            stream.flush()
-
-    with contextlib.suppress(KeyboardInterrupt):
-        with_client(ctx, action)
 
 
 @job.command()
@@ -380,26 +359,3 @@ def rerun(ctx: click.Context, job_id: str) -> None:
     reply = with_client(ctx, lambda c: c.rerun(job_id))
     info(f"Job {reply.job_id} is running again as version {reply.version}.")
     click.echo(reply.job_id)
-
-
-@job.command()
-@click.argument("job_id")
-@click.option(
-    "--output-dir",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Where to put the results (default: ./<job-id>).",
-)
-@click.pass_context
-def get(ctx: click.Context, job_id: str, output_dir: Path | None) -> None:
-    """Download every execution's results: stdout, stderr, exitCode, one folder per path."""
-
-    async def action(client: ShoalClient) -> list[Path]:
-        view = await client.describe(job_id)
-        return await client.results(view.id, output_dir or Path(view.id))
-
-    folders = with_client(ctx, action)
-    if not folders:
-        info("No published results (the job has not finished, or used the noop publisher).")
-    for folder in folders:
-        click.echo(str(folder))

@@ -14,7 +14,6 @@ import importlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -24,6 +23,7 @@ import msgspec
 from shared import subjects, trace, wire
 from shared.bus import Bus
 from shared.errors import Problem, ShoalError, Unavailable, error_from_code
+from shared.logs import JobLogs, LogLine
 from shared.results import ARCHIVE, unpack
 from shared.spec import JobSpec
 from shared.waiting import Waiter
@@ -37,14 +37,7 @@ RESULT_FETCHERS: dict[str, tuple[str, str]] = {
 
 T = TypeVar("T")
 
-
-@dataclass(frozen=True, slots=True)
-class LogLine:
-    """A chunk of output from one execution's stdout or stderr."""
-
-    execution_id: str
-    stream: str
-    data: bytes
+__all__ = ["LogLine", "ShoalClient", "new_job_id"]
 
 
 class ShoalClient:
@@ -244,22 +237,32 @@ class ShoalClient:
             await inbox.close()
 
     async def logs(
-        self, job_id: str, *, follow: bool = False, execution_id: str = ""
+        self,
+        job_id: str,
+        *,
+        follow: bool = False,
+        execution_id: str = "",
+        version: int = 0,
     ) -> AsyncIterator[LogLine]:
-        """Output of every execution (or one), in order; `follow` keeps streaming new output."""
-        view = await self.describe(job_id)
-        subject = (
-            subjects.logs(view.id, execution_id, "*")
-            if execution_id
-            else subjects.logs_of_job(view.id)
-        )
-        async for msg in self.bus.replay(subjects.LOGS_STREAM, subject, follow=follow):
-            parts = msg.subject.split(".")
-            yield LogLine(execution_id=parts[-2], stream=parts[-1], data=msg.data)
+        """Output of one version's executions (0: the current one), in stream order, or of
+        one execution (`execution_id`, any version).
 
-    async def results(self, job_id: str, dest: Path) -> list[Path]:
-        """Download and unpack every execution's results into `dest/<execution-id>/`."""
-        view = await self.describe(job_id)
+        `follow` goes on with new output (a replaced execution's successor too) and ends once
+        the version has ended and every execution's output has been read; following version
+        0 also follows the versions submitted meanwhile (`shared.logs.JobLogs`)."""
+        reader = JobLogs(
+            self.bus, self, job_id, version=version, follow=follow, execution_id=execution_id
+        ).lines()
+        try:
+            async for line in reader:
+                yield line
+        finally:
+            await reader.aclose()
+
+    async def results(self, job_id: str, dest: Path, version: int = 0) -> list[Path]:
+        """Download and unpack the results of every execution of a version (0: the current
+        one) into `dest/<execution-id>/`."""
+        view = await self.describe(job_id, version)
         folders = []
         for execution in view.executions:
             ref = execution.result

@@ -1,0 +1,73 @@
+"""`shoal job run/get` with versions: run shows its own version, `job get` takes one and says
+where it wrote."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from shared.natsserver import EmbeddedNats
+from tests.integration.helpers_jobs import noop_job, run_cli
+from tests.integration.stack import stack
+
+
+def _write(tmp_path: Path, name: str, spec: dict[str, Any]) -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+async def test_run_prints_only_the_version_it_submitted(
+    nats_server: EmbeddedNats, tmp_path: Path
+) -> None:
+    v1 = _write(tmp_path, "v1", noop_job("nightly", stdout="from v1\n"))
+    v2 = _write(tmp_path, "v2", noop_job("nightly", stdout="from v2\n"))
+    async with stack(nats_server.url, tmp_path):
+        first = await run_cli("job", "run", str(v1), url=nats_server.url)
+        assert first.code == 0 and first.stdout == "from v1\n", first
+        second = await run_cli("job", "run", str(v2), url=nats_server.url)
+        assert second.code == 0, second
+        assert second.stdout == "from v2\n", second
+        assert "(version 2)" in second.stderr, second
+
+
+async def test_get_takes_a_version(nats_server: EmbeddedNats, tmp_path: Path) -> None:
+    async with stack(nats_server.url, tmp_path) as s, await s.client() as client:
+        one = await client.run(noop_job("kept", stdout="from v1\n"), timeout=20)
+        two = await client.run(noop_job("kept", stdout="from v2\n"), timeout=20)
+        latest, first = await asyncio.gather(
+            run_cli("job", "get", "kept", "--output-dir", str(tmp_path / "a"), url=nats_server.url),
+            run_cli(
+                "job",
+                "get",
+                "kept",
+                "--version",
+                "1",
+                "--output-dir",
+                str(tmp_path / "b"),
+                url=nats_server.url,
+            ),
+        )
+        assert latest.code == 0 and first.code == 0, (latest, first)
+        (execution,) = two.executions
+        assert (tmp_path / "a" / execution.id / "stdout").read_text() == "from v2\n"
+        assert [p.name for p in (tmp_path / "a").iterdir()] == [execution.id]
+        (execution,) = one.executions
+        assert (tmp_path / "b" / execution.id / "stdout").read_text() == "from v1\n"
+        assert [p.name for p in (tmp_path / "b").iterdir()] == [execution.id]
+
+
+async def test_get_says_where_it_wrote(nats_server: EmbeddedNats, tmp_path: Path) -> None:
+    async with stack(nats_server.url, tmp_path) as s, await s.client() as client:
+        view = await client.run(noop_job("fetched", stdout="hi\n"), timeout=20)
+        here = tmp_path / "cwd"
+        here.mkdir()
+        done = await run_cli("job", "get", view.id, url=nats_server.url, cwd=here)
+        assert done.code == 0, done
+        where = here.resolve() / view.id
+        assert (where / view.executions[0].id / "stdout").read_text() == "hi\n"
+        assert f"to {where}/" in done.stderr, done
+        assert "version 1" in done.stderr, done
