@@ -186,10 +186,23 @@ def submit_and_wait(
             info(f"note: {warning}")
         if id_only:
             click.echo(reply.job_id)
-        else:
+        elif reply.changed:
             info(f"Job {reply.job_id} submitted (version {reply.version}).")
         if not wait:
             return EXIT_OK
+        if not reply.changed:  # nothing was submitted: say what the version did, not replay it
+            was = await client.describe(reply.job_id, reply.version)
+            if was.terminal:
+                said = f": {was.state_message}" if was.state_message else ""
+                info(
+                    f"Nothing ran: job {was.id} version {was.version} had already ended "
+                    f"{was.state}{said}. Its output: shoal job logs {was.id} --version "
+                    f"{was.version}"
+                )
+                if fmt != "table" and not id_only:
+                    emit(was, fmt)
+                return EXIT_JOB_FAILED if was.state in ("Failed", "Stopped") else EXIT_OK
+            info(f"Waiting for job {was.id} version {was.version}, which is {was.state}.")
         until = None if spec.type in ("batch", "ops") else _placed
         status = StatusLine(enabled=not id_only)
         try:

@@ -213,7 +213,11 @@ class Api:
                 job_id=job.id,
                 version=job.version,
                 changed=False,
-                warnings=["the spec is unchanged; nothing to do (use --force to run it again)"],
+                warnings=[
+                    f"the spec is unchanged from version {job.version} ({job.state}), so "
+                    f"nothing new was submitted; to run it again: shoal job rerun {job.id}, "
+                    "shoal job run --force, or Force: true in job.submit"
+                ],
             )
         if spec.type != job.type:
             raise Conflict(f"job {job.name!r} is a {job.type} job; it cannot become {spec.type}")

@@ -13,6 +13,7 @@ import builtins
 import importlib
 import json
 import uuid
+import warnings
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -37,7 +38,12 @@ RESULT_FETCHERS: dict[str, tuple[str, str]] = {
 
 T = TypeVar("T")
 
-__all__ = ["LogLine", "ShoalClient", "new_job_id"]
+__all__ = ["LogLine", "ShoalClient", "UnchangedSpecWarning", "new_job_id"]
+
+
+class UnchangedSpecWarning(UserWarning):
+    """`run()` was given a named job's spec unchanged: nothing new ran, and the view returned
+    is the existing version's (pass `force=True` to run it again)."""
 
 
 class ShoalClient:
@@ -126,8 +132,14 @@ class ShoalClient:
         variables: Mapping[str, str] | None = None,
         *,
         timeout: float | None = None,
+        force: bool = False,
     ) -> wire.JobView:
         """Submit and wait until the job ends; TimeoutError after `timeout` seconds.
+
+        A named job's spec that is unchanged from its current version submits nothing (a
+        job that is running is not started twice): the view is that version's, ended or
+        waited for, with an `UnchangedSpecWarning`. `force=True` runs it again as a new
+        version.
 
         The job's id is chosen here and its stored state (`shoal.v1.state.<job-id>.>`, see
         `wait`) listened to before the submit, so its records alone tell how it went: an
@@ -141,7 +153,7 @@ class ShoalClient:
         inbox = await self._waiter.listen(job_id)
         try:
             async with asyncio.timeout_at(deadline):
-                reply = await self.submit_full(spec, variables, job_id=job_id)
+                reply = await self.submit_full(spec, variables, force=force, job_id=job_id)
                 trace.mark("client.answered", job_id)
                 if reply.job_id == job_id:
                     view = await self._waiter.follow(job_id, inbox, from_creation=True)
@@ -151,6 +163,15 @@ class ShoalClient:
             await inbox.close()
         # A named job: its id follows from its name, and it may be a new version of a job
         # that exists already.
+        if not reply.changed:
+            said = "; ".join(reply.warnings) or "the spec is unchanged"
+            warnings.warn(
+                UnchangedSpecWarning(
+                    f"job {reply.job_id}: {said}. run() returns version {reply.version} as "
+                    "it is or ends; run(..., force=True) runs it again as a new version"
+                ),
+                stacklevel=2,
+            )
         left = None if deadline is None else max(deadline - loop.time(), 0.0)
         return await self.wait(reply.job_id, left, version=reply.version)
 

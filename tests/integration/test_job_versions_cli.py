@@ -1,5 +1,5 @@
-"""`shoal job run/get` with versions: run shows its own version, `job get` takes one and says
-where it wrote."""
+"""`shoal job run/get` with versions: run shows its own version, an unchanged resubmit says
+what it did, `job get` takes a version and says where it wrote."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
+from shared.client import UnchangedSpecWarning
 from shared.natsserver import EmbeddedNats
 from tests.integration.helpers_jobs import noop_job, run_cli
 from tests.integration.stack import stack
@@ -71,3 +73,53 @@ async def test_get_says_where_it_wrote(nats_server: EmbeddedNats, tmp_path: Path
         assert (where / view.executions[0].id / "stdout").read_text() == "hi\n"
         assert f"to {where}/" in done.stderr, done
         assert "version 1" in done.stderr, done
+
+
+async def test_unchanged_resubmit_of_a_failed_job_says_nothing_ran(
+    nats_server: EmbeddedNats, tmp_path: Path
+) -> None:
+    failing = noop_job("flaky", exit_code=3, stdout="old attempt\n")
+    spec = _write(tmp_path, "flaky", failing)
+    async with stack(nats_server.url, tmp_path) as s, await s.client() as client:
+        first = await run_cli("job", "run", str(spec), url=nats_server.url)
+        assert first.code == 3 and "old attempt" in first.stdout, first
+
+        again = await run_cli("job", "run", str(spec), url=nats_server.url)
+        assert again.code == 3, again  # the job, as specified, has failed
+        assert "old attempt" not in again.stdout, again  # the old run is not replayed
+        assert "unchanged from version 1 (Failed)" in again.stderr, again
+        assert "Nothing ran" in again.stderr, again
+        assert "shoal job rerun" in again.stderr and "--force" in again.stderr, again
+        assert (await client.describe("flaky")).version == 1
+
+        forced = await run_cli("job", "run", str(spec), "--force", url=nats_server.url)
+        assert "(version 2)" in forced.stderr and forced.stdout.count("old attempt") == 3, forced
+
+
+async def test_unchanged_resubmit_of_a_running_job_waits_for_it(
+    nats_server: EmbeddedNats, tmp_path: Path
+) -> None:
+    spec = _write(tmp_path, "slow", noop_job("slow", sleep=2, stdout="once\n"))
+    async with stack(nats_server.url, tmp_path) as s, await s.client() as client:
+        started = await run_cli("job", "run", str(spec), "--no-wait", url=nats_server.url)
+        assert started.code == 0, started
+        again = await run_cli("job", "run", str(spec), url=nats_server.url)
+        assert again.code == 0, again
+        assert again.stdout == "once\n", again
+        assert "version 1" in again.stderr and "Waiting for" in again.stderr, again
+        assert (await client.describe("slow")).version == 1
+
+
+async def test_client_run_of_an_unchanged_spec_warns_and_can_force(
+    nats_server: EmbeddedNats, tmp_path: Path
+) -> None:
+    spec = noop_job("flaky-py", exit_code=3)
+    async with stack(nats_server.url, tmp_path) as s, await s.client() as client:
+        first = await client.run(spec, timeout=30)
+        assert first.state == "Failed" and first.version == 1
+        with pytest.warns(UnchangedSpecWarning, match="force=True"):
+            again = await client.run(spec, timeout=30)
+        assert again.version == 1 and again.executions == first.executions
+        forced = await client.run(spec, timeout=30, force=True)
+        assert forced.version == 2 and forced.state == "Failed"
+        assert not {e.id for e in forced.executions} & {e.id for e in first.executions}
