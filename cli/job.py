@@ -55,6 +55,9 @@ def job() -> None:
 job.add_command(logs)
 job.add_command(get)
 
+# `job list --all`: job.list has no paging, so every job comes in one answer.
+EVERY_JOB = 1_000_000_000
+
 
 @job.command()
 @click.argument("file")
@@ -271,19 +274,37 @@ def describe(ctx: click.Context, job_id: str, version: int, fmt: str) -> None:
 
 @job.command("list")
 @click.option("-n", "--namespace", default="", help="Only this namespace.")
-@click.option("--limit", type=int, default=50, show_default=True)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=50,
+    show_default=True,
+    help="Show the newest this many.",
+)
+@click.option("--all", "every", is_flag=True, help="Show every job (no --limit).")
 @click.option("-o", "--output", "fmt", type=FORMATS, default="table", show_default=True)
 @click.pass_context
-def list_jobs(ctx: click.Context, namespace: str, limit: int, fmt: str) -> None:
+def list_jobs(ctx: click.Context, namespace: str, limit: int, every: bool, fmt: str) -> None:
     """List jobs, newest first."""
-    jobs = with_client(ctx, lambda c: c.jobs(namespace, limit))
+    # One more than shown tells whether the limit left some out.
+    jobs = with_client(ctx, lambda c: c.jobs(namespace, EVERY_JOB if every else limit + 1))
+    more = not every and len(jobs) > limit
+    jobs = jobs if every else jobs[:limit]
     if fmt != "table":
         emit(jobs, fmt)
-        return
-    print_table(
-        ["ID", "NAME", "TYPE", "STATE", "VERSION", "CREATED"],
-        [[short(j.id), j.name[:40], j.type, j.state, j.version, _ago(j.created_at)] for j in jobs],
-    )
+    else:
+        print_table(
+            ["ID", "NAME", "TYPE", "STATE", "VERSION", "CREATED"],
+            [
+                [short(j.id), j.name[:40], j.type, j.state, j.version, _ago(j.created_at)]
+                for j in jobs
+            ],
+        )
+    if more:
+        info(
+            f"The newest {limit} jobs are shown, and there are more: --limit {limit * 2} "
+            "shows more, --all shows every job."
+        )
 
 
 @job.command()

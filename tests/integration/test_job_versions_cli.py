@@ -1,5 +1,5 @@
-"""`shoal job run/get` with versions: run shows its own version, an unchanged resubmit says
-what it did, `job get` takes a version and says where it wrote."""
+"""`shoal job run/get/list` with versions: run shows its own version, an unchanged resubmit says
+what it did, `job get` says where it wrote, `job list` says what its limit left out."""
 
 from __future__ import annotations
 
@@ -123,3 +123,25 @@ async def test_client_run_of_an_unchanged_spec_warns_and_can_force(
         forced = await client.run(spec, timeout=30, force=True)
         assert forced.version == 2 and forced.state == "Failed"
         assert not {e.id for e in forced.executions} & {e.id for e in first.executions}
+
+
+async def test_list_says_when_its_limit_left_jobs_out(
+    nats_server: EmbeddedNats, tmp_path: Path
+) -> None:
+    async with stack(nats_server.url, tmp_path, agents=1) as s, await s.client() as client:
+        for i in range(3):
+            await client.submit(noop_job(f"listed-{i}"))
+        cut, whole, exact = await asyncio.gather(
+            run_cli("job", "list", "--limit", "2", url=nats_server.url),
+            run_cli("job", "list", "--all", url=nats_server.url),
+            run_cli("job", "list", "--limit", "3", url=nats_server.url),
+        )
+        for done in (cut, whole, exact):
+            assert done.code == 0, done
+        assert [line.split()[1] for line in cut.stdout.splitlines()[1:]] == [
+            "listed-2",
+            "listed-1",
+        ], cut
+        assert "there are more" in cut.stderr and "--all" in cut.stderr, cut
+        assert len(whole.stdout.splitlines()) == 4 and not whole.stderr, whole
+        assert len(exact.stdout.splitlines()) == 4 and not exact.stderr, exact
