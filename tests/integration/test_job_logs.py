@@ -16,7 +16,15 @@ import yaml
 from shared import subjects
 from shared.natsserver import EmbeddedNats
 from tests.conftest import eventually, terminate
-from tests.integration.helpers_jobs import REPO, SHOAL, crash_agent, noop_job, run_cli
+from tests.integration.helpers_jobs import (
+    REPO,
+    SHOAL,
+    agent_running,
+    consistently,
+    crash_agent,
+    noop_job,
+    run_cli,
+)
 from tests.integration.stack import Stack, stack
 
 # A label as `--prefix` writes it: partition and short execution id.
@@ -142,6 +150,37 @@ async def test_follow_ends_when_the_job_is_stopped(
             await client.stop(job_id)
             assert await follow.ended() == 0, follow.stderr
         assert follow.lines == [b"serving\n"], follow.lines
+
+
+async def test_follow_of_a_stopped_job_waits_until_its_node_lets_it_go(
+    nats_server: EmbeddedNats, tmp_path: Path
+) -> None:
+    """A cancelled execution's record is written before its node stops the task, which ships
+    its last output then: the follow ends only once the node no longer runs it."""
+    spec = noop_job("follow-slow-stop", sleep="forever", stdout="serving\n")
+    async with stack(nats_server.url, tmp_path, agents=1) as s, await s.client() as client:
+        agent = s.agents["node-0"]
+        cancel = agent._cancel
+
+        def late(execution_id: str, reason: str) -> None:  # a node slow to stop the task
+            asyncio.get_running_loop().call_later(2.0, cancel, execution_id, reason)
+
+        agent._cancel = late  # type: ignore[method-assign]
+        job_id = await client.submit(spec)
+        await eventually(lambda: _state_is(client, job_id, "Running"), what="the job running")
+        async with following(nats_server.url, job_id) as follow:
+            await eventually(lambda: follow.lines, what="the job's output followed")
+            await client.stop(job_id)
+            await eventually(
+                lambda: _state_is(client, job_id, "Stopped"), what="the job stored as Stopped"
+            )
+            await consistently(
+                lambda: follow.proc.returncode is None or not agent_running(agent),
+                duration=1.0,
+                what="following while the node still runs the execution",
+            )
+            assert await follow.ended() == 0, follow.stderr
+            assert not agent_running(agent)
 
 
 async def test_follow_of_a_service_shows_its_replacement(
