@@ -99,7 +99,7 @@ def logs(
     version: int,
     prefix: bool | None,
 ) -> None:
-    """Print a job's output (stdout to stdout, stderr to stderr)."""
+    """Print a job version's output (stdout to stdout, stderr to stderr)."""
 
     async def action(client: ShoalClient) -> None:
         view = await client.describe(job_id, version)
