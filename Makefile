@@ -63,7 +63,8 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-# dockerd (Debian's docker.io) plus local base images built with `docker import`.
+# dockerd (Debian's docker.io) plus local base images built with `docker import`, plus
+# docker-registry and htpasswd for the pull tests.
 docker-setup:
 	bash .ci/docker-setup.sh
 

@@ -69,8 +69,9 @@ class Engine(ABC):
     # False for an engine that makes the output files' directory itself if it writes any: the
     # executor then makes no working directory that nothing else needs.
     writes_files: ClassVar[bool] = True
-    # True for an engine whose tasks name an image: a bid then asks has_image(), as no
-    # registry may be reachable to pull one.
+    # True for an engine whose tasks name an image: a node that does not pull
+    # (--image-pull never) asks has_image() at bid time; one that pulls fetches the image as
+    # the first step of the run.
     runs_images: ClassVar[bool] = False
 
     @abstractmethod

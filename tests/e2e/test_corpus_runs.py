@@ -78,7 +78,13 @@ async def test_spec_runs_or_says_why(
         await probe.close()
     spec = load_spec(text, variables, source=name)
     async with (
-        stack(nats_server.url, tmp_path, agents=1, engines=("docker", "wasm", "noop")) as s,
+        stack(
+            nats_server.url,
+            tmp_path,
+            agents=1,
+            engines=("docker", "wasm", "noop"),
+            image_pull="never",  # the corpus names images of registries no test may reach
+        ) as s,
         await s.client() as client,
     ):
         try:
