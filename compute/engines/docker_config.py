@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from compute.engines.base import RunRequest
+from compute.task_env import RESERVED
 from shared.errors import ExecutionFailed
 from shared.spec.params import DockerParams
 
@@ -89,10 +90,11 @@ def container_config(
 
 
 def task_env(env: Mapping[str, str]) -> dict[str, str]:
-    """Task Env with `env:VAR` values taken from this agent's environment (secrets stay here)."""
+    """Task Env with `env:VAR` values taken from this agent's environment (secrets stay here).
+    Shoal's own variables are values, never references: a job named `env:HOME` is called that."""
     out: dict[str, str] = {}
     for key, value in env.items():
-        if value.startswith("env:"):
+        if value.startswith("env:") and key not in RESERVED:
             source = value.removeprefix("env:")
             if source not in os.environ:
                 raise ExecutionFailed(

@@ -3,6 +3,7 @@ task's own Env and its engine's EnvironmentVariables."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, cast
 
@@ -195,3 +196,11 @@ def test_the_example_shares_its_work_out_by_partition() -> None:
     script = spec.task.engine.params["Parameters"][0]
     assert "$SHOAL_PARTITION_INDEX" in script
     assert "SHOAL_PARTITION_COUNT" in script
+
+
+def test_shoal_variables_are_never_read_from_the_agents_environment() -> None:
+    from compute.engines.docker_config import task_env
+
+    env = task_env({"SHOAL_JOB_NAME": "env:HOME", "MINE": "env:HOME"})
+    assert env["SHOAL_JOB_NAME"] == "env:HOME"  # a job really named so
+    assert env["MINE"] == os.environ["HOME"]
