@@ -27,13 +27,16 @@ def _spec(tmp_path: Path, name: str, spec: dict[str, object]) -> str:
 
 async def test_every_exit_code(nats_server: EmbeddedNats, tmp_path: Path) -> None:
     """0 ok, 1 error, 2 bad input, 3 job failed (whatever the task's own exit code), 4 wait
-    timed out, 5 NATS unreachable."""
+    timed out, 5 NATS (or every orchestrator) unreachable."""
     ok = _spec(tmp_path, "ok", noop_job("exit-ok", stdout="fine\n"))
     exits_7 = _spec(tmp_path, "seven", noop_job("exit-seven", exit_code=7))
     slow = _spec(tmp_path, "slow", noop_job("exit-slow", sleep=30))
     bad = _spec(tmp_path, "bad", {"Type": "batchy", "Tasks": [{"Engine": {"Type": "noop"}}]})
     dead = f"nats://127.0.0.1:{free_port()}"
     url = nats_server.url
+    no_orchestrator = await run_cli("node", "list", url=url)
+    assert no_orchestrator.code == 5, no_orchestrator
+    assert "no orchestrator answered node.list" in no_orchestrator.stderr, no_orchestrator
     async with stack(url, tmp_path, agents=1):
         done = await asyncio.gather(
             run_cli("job", "run", ok, url=url),
