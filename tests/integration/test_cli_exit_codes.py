@@ -15,8 +15,10 @@ import yaml
 
 from shared.natsserver import EmbeddedNats
 from tests.conftest import eventually, terminate
-from tests.integration.helpers_jobs import SHOAL, free_port, noop_job, run_cli
+from tests.integration.helpers_jobs import EXAMPLES, SHOAL, free_port, noop_job, run_cli
 from tests.integration.stack import stack
+
+HELLO = EXAMPLES / "wasm" / "hello.wat"
 
 
 def _spec(tmp_path: Path, name: str, spec: dict[str, object]) -> str:
@@ -114,16 +116,18 @@ async def test_docker_run_output_and_the_task_s_own_options(
 ) -> None:
     """`docker run -o FORMAT` like every command (`--format` still works), `-o NAME:PATH` a
     result path as in Bacalhau; after `--`, `--nats x` is the task's. No node here runs docker,
-    so the job fails at once (exit 3) and prints its view."""
+    so the job fails at once (exit 3) and prints its view. `wasm run -o` too."""
     url = nats_server.url
     command = ("--", "sh", "-c", "echo", "--nats", "x")
     async with stack(url, tmp_path, agents=1):
-        as_json, as_yaml, two_formats = await asyncio.gather(
+        as_json, as_yaml, two_formats, wasm_json, wasm_args = await asyncio.gather(
             run_cli(
                 "docker", "run", "-o", "json", "-o", "out:/outputs", "alpine", *command, url=url
             ),
             run_cli("docker", "run", "--format", "yaml", "alpine", url=url),
             run_cli("docker", "run", "-o", "json", "-o", "yaml", "alpine", url=url),
+            run_cli("wasm", "run", "-o", "json", str(HELLO), "a", url=url),
+            run_cli("wasm", "run", str(HELLO), "--", "-o", "x", url=url),
         )
     assert as_json.code == 3, as_json
     view = json.loads(as_json.stdout)
@@ -134,6 +138,9 @@ async def test_docker_run_output_and_the_task_s_own_options(
     assert as_yaml.code == 3 and yaml.safe_load(as_yaml.stdout)["State"] == "Failed", as_yaml
     assert "--format is deprecated; use -o yaml" in as_yaml.stderr, as_yaml
     assert two_formats.code == 2 and "give one output format" in two_formats.stderr, two_formats
+    assert wasm_json.code == 0 and json.loads(wasm_json.stdout)["State"] == "Completed", wasm_json
+    assert wasm_args.code == 0, wasm_args
+    assert "Hello from Shoal on WebAssembly! -o x" in wasm_args.stdout, wasm_args
 
 
 async def _complete(words: str, shell: str = "bash") -> list[str]:
