@@ -99,9 +99,7 @@ def remove(ctx: click.Context, node_id: str, fmt: str) -> None:
     give for not running. A connected node is refused: drain it, stop its agent, then remove
     it. If its agent comes back, the node registers again. The orchestrator removes nodes
     disconnected for longer than its --node-gc-after (24h) by itself."""
-    request = wire.NodeRef(node_id=node_id)
-    # ShoalClient.node_action knows no "remove" yet: the verb through its one request path.
-    view = with_client(ctx, lambda c: c._call("node.remove", request, wire.NodeView))
+    view = with_client(ctx, lambda c: c.node_action("remove", node_id))
     if fmt == "table":
         click.echo(f"removed node {view.id}")
     else:

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import click
 
-from cli.common import connection, run, tls_ca
+from cli.common import connection, duration, run, tls_ca
 from cli.health_writer import compute_health, health_file_option, keep_fresh, orchestrator_health
 from cli.output import errors_to_exit, info
 from compute.agent import AgentConfig, ComputeAgent
@@ -79,6 +79,15 @@ orchestrator_options = [
     click.option(
         "--manual-approval", is_flag=True, help="New nodes stay PENDING until `shoal node approve`."
     ),
+    click.option(
+        "--node-gc-after",
+        default="24h",
+        show_default=True,
+        callback=duration,
+        metavar="DURATION",
+        help="Remove nodes DISCONNECTED this long (24h, 90m; 0: never); one that comes back "
+        "registers again.",
+    ),
 ]
 
 
@@ -116,6 +125,7 @@ def orchestrator(
     heartbeat_interval: float,
     disconnect_timeout: float,
     manual_approval: bool,
+    node_gc_after: float,
     replicas: int,
     orchestrator_name: str,
     health_file: Path | None,
@@ -129,6 +139,7 @@ def orchestrator(
         heartbeat_interval=heartbeat_interval,
         disconnect_timeout=disconnect_timeout,
         manual_approval=manual_approval,
+        node_gc_after=node_gc_after,
         name=orchestrator_name,
     )
 
@@ -342,6 +353,7 @@ def devstack(
     heartbeat_interval: float,
     disconnect_timeout: float,
     manual_approval: bool,
+    node_gc_after: float,
     verbose: bool,
 ) -> None:
     """NATS (embedded) + an orchestrator + N compute agents in one process."""
@@ -350,6 +362,7 @@ def devstack(
         heartbeat_interval=heartbeat_interval,
         disconnect_timeout=disconnect_timeout,
         manual_approval=manual_approval,
+        node_gc_after=node_gc_after,
     )
 
     async def main() -> None:

@@ -365,7 +365,7 @@ class ShoalClient:
         return await self._call("node.describe", wire.NodeRef(node_id=node_id), wire.NodeView)
 
     async def node_action(self, action: str, node_id: str) -> wire.NodeView:
-        if action not in ("approve", "reject", "drain", "undrain"):
+        if action not in ("approve", "reject", "drain", "undrain", "remove"):
             raise ShoalError(f"unknown node action {action!r}")
         return await self._call(f"node.{action}", wire.NodeRef(node_id=node_id), wire.NodeView)
 

@@ -53,6 +53,7 @@ API_VERBS = (
     "node.reject",
     "node.drain",
     "node.undrain",
+    "node.remove",
 )
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")

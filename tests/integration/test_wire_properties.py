@@ -449,6 +449,7 @@ REQUESTS: dict[str, tuple[Any, Any]] = {
     "node.reject": (wire.NodeRef, wire.NodeView),
     "node.drain": (wire.NodeRef, wire.NodeView),
     "node.undrain": (wire.NodeRef, wire.NodeView),
+    "node.remove": (wire.NodeRef, wire.NodeView),
 }
 assert set(REQUESTS) == set(subjects.API_VERBS), "a new API verb: add it to REQUESTS"
 MAX_PAYLOAD = 1024 * 1024
