@@ -3,14 +3,19 @@
 
 from __future__ import annotations
 
-import sys
-import time
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import click
 
 from cli.common import short, with_client
+from cli.job_display import (
+    WaitDisplay,
+    print_executions,
+    print_job,
+    print_jobs,
+    still_waiting,
+    when,
+)
 from cli.job_output import get, logs, print_outputs
 from cli.output import (
     EXIT_JOB_FAILED,
@@ -25,6 +30,7 @@ from cli.output import (
 from cli.specfile import load_spec_file
 from shared import wire
 from shared.spec import JobSpec
+from shared.views import execution_counts, state_line
 
 if TYPE_CHECKING:
     from shared.client import ShoalClient
@@ -73,63 +79,9 @@ def validate(file: str, variables: tuple[str, ...], env_regex: str | None, fmt: 
     raise SystemExit(EXIT_OK)
 
 
-def _ago(ts: float) -> str:
-    if not ts:
-        return ""
-    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _job_table(view: wire.JobView) -> None:
-    click.echo(f"ID:        {view.id}")
-    click.echo(f"Name:      {view.name}")
-    click.echo(f"Namespace: {view.namespace}")
-    click.echo(f"Type:      {view.type}")
-    click.echo(
-        f"State:     {view.state}" + (f" ({view.state_message})" if view.state_message else "")
-    )
-    click.echo(f"Version:   {view.version}")
-    if view.executions:
-        click.echo("")
-        _executions_table(view.executions)
-        if view.executions_total > len(view.executions):
-            click.echo(
-                f"(the newest {len(view.executions)} of {view.executions_total}: "
-                f"`shoal job executions {view.id} --offset N` pages through them all)"
-            )
-
-
-def _executions_table(executions: list[wire.ExecutionView]) -> None:
-    print_table(
-        ["EXECUTION", "NODE", "PARTITION", "ATTEMPT", "DESIRED", "STATE", "EXIT", "ERROR"],
-        [
-            [
-                short(e.id),
-                e.node_id,
-                e.partition,
-                e.attempt,
-                e.desired_state,
-                e.compute_state,
-                "" if e.exit_code is None else e.exit_code,
-                e.error[:80],
-            ]
-            for e in executions
-        ],
-    )
-
-
-def _counts(view: wire.JobView) -> dict[str, int]:
-    """Executions by state: all of them, or those shown (an orchestrator before ExecutionCounts)."""
-    if view.execution_counts:
-        return view.execution_counts
-    counts: dict[str, int] = {}
-    for e in view.executions:
-        counts[e.compute_state] = counts.get(e.compute_state, 0) + 1
-    return counts
-
-
 def _placed(view: wire.JobView) -> bool:
     """For daemon/service `--wait`: every placement is running."""
-    counts = _counts(view)
+    counts = execution_counts(view)
     running = counts.get("running", 0)
     pending = counts.get("offered", 0) + counts.get("accepted", 0)
     if view.type == "service":
@@ -196,29 +148,28 @@ def submit_and_wait(
         if not reply.changed:  # nothing was submitted: say what the version did, not replay it
             was = await client.describe(reply.job_id, reply.version)
             if was.terminal:
-                said = f": {was.state_message}" if was.state_message else ""
                 info(
                     f"Nothing ran: job {was.id} version {was.version} had already ended "
-                    f"{was.state}{said}. Its output: shoal job logs {was.id} --version "
+                    f"{state_line(was)}. Its output: shoal job logs {was.id} --version "
                     f"{was.version}"
                 )
                 if fmt != "table" and not id_only:
                     emit(was, fmt)
                 return EXIT_JOB_FAILED if was.state in ("Failed", "Stopped") else EXIT_OK
-            info(f"Waiting for job {was.id} version {was.version}, which is {was.state}.")
+            info(f"Waiting for job {was.id} version {was.version}, which is {state_line(was)}.")
         until = None if spec.type in ("batch", "ops") else _placed
-        status = StatusLine(enabled=not id_only)
-        try:
-            show = status.show if status.enabled else None  # a view per change costs a read
+        status = WaitDisplay(enabled=not id_only)
+        try:  # on_change always: it also keeps the last view, for the timeout's message
             view = await client.wait(
-                reply.job_id, wait_timeout, until=until, on_change=show, version=reply.version
+                reply.job_id,
+                wait_timeout,
+                until=until,
+                on_change=status.show,
+                version=reply.version,
             )
         except TimeoutError:
             status.done()
-            info(
-                f"Still not done after {wait_timeout:g}s; "
-                f"follow it with: shoal job describe {reply.job_id}"
-            )
+            info(still_waiting(reply.job_id, wait_timeout, status.last))
             return EXIT_WAIT_TIMEOUT
         status.done()
         if id_only:
@@ -227,35 +178,10 @@ def submit_and_wait(
             emit(view, fmt)
         else:
             await print_outputs(client, view)
-            info(
-                f"Job {view.id} {view.state}"
-                + (f": {view.state_message}" if view.state_message else "")
-            )
+            info(f"Job {view.id} {state_line(view)}")
         return EXIT_JOB_FAILED if view.state in ("Failed", "Stopped") else EXIT_OK
 
     raise SystemExit(with_client(ctx, action))
-
-
-class StatusLine:
-    """One rewritten line on stderr while waiting (only on a terminal)."""
-
-    def __init__(self, enabled: bool = True) -> None:
-        self.enabled = enabled and sys.stderr.isatty()
-        self._started = time.monotonic()
-
-    def show(self, view: wire.JobView) -> None:
-        if not self.enabled:
-            return
-        detail = ", ".join(f"{n} {s}" for s, n in sorted(_counts(view).items()))
-        elapsed = time.monotonic() - self._started
-        line = f"\r\x1b[K{view.state} {elapsed:5.1f}s  {detail}  {view.state_message[:60]}"
-        sys.stderr.write(line)
-        sys.stderr.flush()
-
-    def done(self) -> None:
-        if self.enabled:
-            sys.stderr.write("\r\x1b[K")
-            sys.stderr.flush()
 
 
 @job.command()
@@ -267,7 +193,7 @@ def describe(ctx: click.Context, job_id: str, version: int, fmt: str) -> None:
     """Show a job's state and executions."""
     view = with_client(ctx, lambda c: c.describe(job_id, version))
     if fmt == "table":
-        _job_table(view)
+        print_job(view)
     else:
         emit(view, fmt)
 
@@ -293,13 +219,7 @@ def list_jobs(ctx: click.Context, namespace: str, limit: int, every: bool, fmt: 
     if fmt != "table":
         emit(jobs, fmt)
     else:
-        print_table(
-            ["ID", "NAME", "TYPE", "STATE", "VERSION", "CREATED"],
-            [
-                [short(j.id), j.name[:40], j.type, j.state, j.version, _ago(j.created_at)]
-                for j in jobs
-            ],
-        )
+        print_jobs(jobs)
     if more:
         info(
             f"The newest {limit} jobs are shown, and there are more: --limit {limit * 2} "
@@ -323,7 +243,7 @@ def executions(ctx: click.Context, job_id: str, fmt: str, offset: int, limit: in
     """List every execution of a job, all versions and attempts, oldest first."""
     page = with_client(ctx, lambda c: c.execution_page(job_id, offset, limit))
     if fmt == "table":
-        _executions_table(page.executions)
+        print_executions(page.executions)
     else:
         emit(page.executions, fmt)
     if offset + len(page.executions) < page.total:
@@ -346,7 +266,7 @@ def history(ctx: click.Context, job_id: str, fmt: str) -> None:
         return
     print_table(
         ["TIME", "KIND", "EXECUTION", "STATE", "MESSAGE"],
-        [[_ago(e.at), e.kind, short(e.execution_id), e.state, e.message] for e in events],
+        [[when(e.at), e.kind, short(e.execution_id), e.state, e.message] for e in events],
     )
 
 
@@ -382,7 +302,7 @@ def versions(ctx: click.Context, job_id: str, fmt: str) -> None:
     if fmt != "table":
         emit(items, fmt)
         return
-    print_table(["VERSION", "SUBMITTED"], [[v.version, _ago(v.submitted_at)] for v in items])
+    print_table(["VERSION", "SUBMITTED"], [[v.version, when(v.submitted_at)] for v in items])
 
 
 @job.command()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import yaml
 
 from compute.inputs import AllowedPath
@@ -77,10 +76,6 @@ async def test_a_service_no_node_matches_says_why_with_its_replicas(
         assert state_line(view) == f"Running 0/2: {why}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli/job.py prints cli.job_display.still_waiting on a --wait timeout (pending there)",
-)
 async def test_a_wait_that_times_out_says_why_the_job_waits(
     nats_server: EmbeddedNats, tmp_path: Path
 ) -> None:
