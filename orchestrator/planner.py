@@ -22,12 +22,13 @@ from orchestrator.scheduler import Context, Placement, Plan, Stop, ran, schedule
 from orchestrator.state import StateMirror
 from shared import subjects, trace, wire
 from shared.bus import Bus
-from shared.errors import Conflict, ShoalError
+from shared.errors import Conflict, NoResponders, ShoalError
 from shared.spec import JobSpec, spec_from_canonical
 
 log = logging.getLogger(__name__)
 
 REFUSAL_MEMORY = 5.0
+NOBODY_LISTENING = "nobody took the bid"
 # Evaluate (job) again at (time), for (nodes) of it only, or all of it (None): EvalBroker.later
 Later = Callable[[str, float, int, frozenset[str] | None], None]
 PLAN_CONCURRENCY = 128  # a plan's offers (or stops) in flight at once
@@ -303,6 +304,12 @@ class Planner:
         known = self._mirror.executions.get(record.id)
         if known is not None and known.value.compute_state != "offered":
             return "taken"  # no answer, but the node already reported on it: it did take it
+        if reply.reason.startswith(NOBODY_LISTENING):
+            # Nobody refused anything: no record of a refusal. Not asked again until it
+            # says hello (an agent stopping, or gone while still counted CONNECTED).
+            self._registry.not_listening(placement.node_id)
+            await self._withdraw(record, None, "nobody took the bid")
+            return "declined"
         if known is not None:
             rejected = msgspec.structs.replace(
                 known.value,
@@ -346,6 +353,8 @@ class Planner:
                 subjects.compute_bid(node_id), wire.encode(order), timeout=self.bid_timeout
             )
             return wire.decode(raw, wire.BidReply, what="bid reply")
+        except NoResponders as exc:
+            return wire.BidReply(accepted=False, reason=f"{NOBODY_LISTENING} ({exc})", busy=True)
         except ShoalError as exc:
             return wire.BidReply(accepted=False, reason=f"no answer to the bid ({exc})", busy=True)
 

@@ -5,6 +5,7 @@ ShoalError                      root; `.retryable` says whether trying again can
 ├── NotFound                    a job, execution or node that does not exist
 ├── Conflict                    a lost compare-and-swap or a state that forbids the request
 ├── Unavailable                 NATS (or another dependency) cannot be reached; retryable
+│   └── NoResponders            a request no one subscribes to (a service not running)
 └── ExecutionFailed             a task could not run or failed; `.retryable` set by the engine
 """
 
@@ -77,6 +78,10 @@ class Unavailable(ShoalError):
 
     code = "unavailable"
     retryable = True
+
+
+class NoResponders(Unavailable):
+    """The server answered a request itself: nothing subscribes to its subject."""
 
 
 class ExecutionFailed(ShoalError):

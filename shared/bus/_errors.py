@@ -7,7 +7,7 @@ from typing import Literal
 import nats.errors
 import nats.js.errors as jserrors
 
-from shared.errors import Conflict, NotFound, ShoalError, Unavailable
+from shared.errors import Conflict, NoResponders, NotFound, ShoalError, Unavailable
 
 
 class map_nats_errors:  # lower case: read as a function, `with map_nats_errors(...)`
@@ -45,7 +45,7 @@ def _translate(what: str, exc: Exception) -> ShoalError | None:
             return Conflict(f"{what}: changed concurrently ({exc.description})")
         return ShoalError(f"{what}: NATS refused the request ({exc.description})")
     if isinstance(exc, nats.errors.NoRespondersError):
-        return Unavailable(f"{what}: nobody is listening (is the service running?)")
+        return NoResponders(f"{what}: nobody is listening (is the service running?)")
     if isinstance(exc, (TimeoutError, nats.errors.TimeoutError, jserrors.ServiceUnavailableError)):
         return Unavailable(f"{what}: timed out waiting for NATS")
     if isinstance(exc, (nats.errors.ConnectionClosedError, nats.errors.NoServersError, OSError)):

@@ -18,7 +18,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
 from shared.bus._errors import map_nats_errors
-from shared.errors import Conflict, NotFound, ShoalError, Unavailable
+from shared.errors import Conflict, NoResponders, NotFound, ShoalError, Unavailable
 
 _WRONG_LAST_SEQUENCE = (10071, 10164)  # JSStreamWrongLastSequenceErr(Constant)
 _NOBODY = "nobody is listening (is the service running?)"
@@ -37,10 +37,6 @@ class _PubAck(msgspec.Struct):
 
 
 _decode_ack = msgspec.json.Decoder(_PubAck).decode
-
-
-class _NoResponders(Unavailable):
-    """The server answered for the subject: nothing subscribes to it."""
 
 
 class Replies:
@@ -83,7 +79,7 @@ class Replies:
         finally:
             self._waiting.pop(inbox, None)
         if msg.headers and msg.headers.get("Status") == "503":
-            raise _NoResponders(f"{what}: {_NOBODY}")
+            raise NoResponders(f"{what}: {_NOBODY}")
         return msg
 
     async def store(
@@ -99,7 +95,7 @@ class Replies:
         expected-last-sequence header did not hold, Unavailable when no stream answers."""
         try:
             msg = await self.request(subject, data, headers, what=what, timeout=timeout)
-        except _NoResponders:
+        except NoResponders:
             raise Unavailable(f"{what}: no stream takes this subject") from None
         try:
             ack = _decode_ack(msg.data)
