@@ -61,9 +61,6 @@ def job() -> None:
 job.add_command(logs)
 job.add_command(get)
 
-# `job list --all`: job.list has no paging, so every job comes in one answer.
-EVERY_JOB = 1_000_000_000
-
 
 @job.command()
 @click.argument("file")
@@ -213,7 +210,7 @@ def describe(ctx: click.Context, job_id: str, version: int, fmt: str) -> None:
 def list_jobs(ctx: click.Context, namespace: str, limit: int, every: bool, fmt: str) -> None:
     """List jobs, newest first."""
     # One more than shown tells whether the limit left some out.
-    jobs = with_client(ctx, lambda c: c.jobs(namespace, EVERY_JOB if every else limit + 1))
+    jobs = with_client(ctx, lambda c: c.jobs(namespace, limit + 1, every=every))
     more = not every and len(jobs) > limit
     jobs = jobs if every else jobs[:limit]
     if fmt != "table":

@@ -25,6 +25,9 @@ from shared.spec import JobSpec, load_spec, spec_from_canonical, spec_from_data
 from shared.views import VIEW_EXECUTIONS, execution_view, job_view
 
 log = logging.getLogger(__name__)
+# job.list answers at most this many jobs a page (each view is at least a few hundred bytes, and
+# an answer must fit NATS's max payload); ask again with its Next for more.
+JOB_PAGE = 500
 
 T = TypeVar("T")
 Handler = Callable[[bytes], Awaitable[Any]]
@@ -304,8 +307,14 @@ class Api:
             if (not req.namespace or v.value.namespace == req.namespace)
             and (not req.states or v.value.state in req.states)
         ]
-        jobs.sort(key=lambda j: j.created_at, reverse=True)
-        return wire.JobList(jobs=[self.view(j) for j in jobs[: max(req.limit, 1)]])
+        jobs.sort(key=_newest_first)
+        if req.after:
+            after = _cursor(req.after)
+            jobs = [j for j in jobs if _newest_first(j) > after]
+        page = jobs[: min(max(req.limit, 1), JOB_PAGE)]
+        more = len(jobs) > len(page)
+        next_ = f"{page[-1].created_at!r}/{page[-1].id}" if more else ""
+        return wire.JobList(jobs=[self.view(j) for j in page], next=next_)
 
     async def stop(self, data: bytes) -> wire.JobView:
         req = wire.decode(data, wire.StopRequest, what="stop request")
@@ -385,6 +394,21 @@ def _resubmitted(job: wire.JobRecord, spec: JobSpec) -> wire.SubmitReply:
     )
 
 
+def _newest_first(job: wire.JobRecord) -> tuple[float, str]:
+    return (-job.created_at, job.id)
+
+
+def _cursor(after: str) -> tuple[float, str]:
+    """job.list's `After`: the `Next` of the page before (`<created at>/<job id>`)."""
+    created, _, job_id = after.partition("/")
+    try:
+        return (-float(created), job_id)
+    except ValueError:
+        raise InvalidSpec(
+            f"After {after!r} is not a job.list cursor: pass the Next of the page before"
+        ) from None
+
+
 def _fitting(result: object, limit: int) -> bytes:
     """`result` encoded; job views that would not fit in a NATS message (a list of daemons on
     large fleets, long errors on many executions) show fewer executions: the newest 100, then
@@ -402,7 +426,8 @@ def _fitting(result: object, limit: int) -> bytes:
 
 def _showing(result: wire.JobView | wire.JobList, keep: int) -> wire.JobView | wire.JobList:
     if isinstance(result, wire.JobList):
-        return wire.JobList(jobs=[_showing(j, keep) for j in result.jobs])  # type: ignore[misc]
+        jobs = [_showing(j, keep) for j in result.jobs]
+        return wire.JobList(jobs=jobs, next=result.next)  # type: ignore[arg-type]
     return msgspec.structs.replace(result, executions=result.executions[-keep:] if keep else [])
 
 

@@ -187,11 +187,21 @@ class ShoalClient:
     async def rerun(self, job_id: str) -> wire.SubmitReply:
         return await self._call("job.rerun", wire.JobRef(job_id=job_id), wire.SubmitReply)
 
-    async def jobs(self, namespace: str = "", limit: int = 100) -> list[wire.JobView]:
-        reply = await self._call(
-            "job.list", wire.ListRequest(namespace=namespace, limit=limit), wire.JobList
-        )
-        return reply.jobs
+    async def jobs(
+        self, namespace: str = "", limit: int = 100, *, every: bool = False
+    ) -> list[wire.JobView]:
+        """The newest `limit` jobs (`every`: all of them), newest first, page after page."""
+        out: list[wire.JobView] = []
+        after = ""
+        while every or len(out) < limit:
+            want = 1_000 if every else limit - len(out)
+            request = wire.ListRequest(namespace=namespace, limit=want, after=after)
+            page = await self._call("job.list", request, wire.JobList)
+            out.extend(page.jobs)
+            if not page.next:
+                break
+            after = page.next
+        return out
 
     async def stop(self, job_id: str, reason: str = "stopped by user") -> wire.JobView:
         return await self._call(

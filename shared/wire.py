@@ -375,7 +375,9 @@ class ListRequest(Wire):
     namespace: str = ""
     limit: int = 100
     states: list[str] = []
-    after: str = ""  # paging: ids greater than this
+    # paging: node.list, the ids greater than this; job.list, the jobs after the page whose
+    # `Next` this is (newest first)
+    after: str = ""
 
 
 class StopRequest(Wire):
@@ -427,6 +429,7 @@ class JobView(Wire, omit_defaults=False):
 
 class JobList(Wire):
     jobs: list[JobView]
+    next: str = ""  # more jobs follow: ask again with this as `After`
 
 
 class ExecutionsRequest(Wire):
