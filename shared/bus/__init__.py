@@ -35,7 +35,7 @@ from shared.bus._handles import (
 )
 from shared.bus._pullsource import _PullSource
 from shared.bus._replies import Replies
-from shared.errors import ShoalError, Unavailable
+from shared.errors import InvalidSpec, ShoalError, Unavailable
 from shared.pull import pull_forever
 
 __all__ = [
@@ -110,7 +110,11 @@ class Bus:
         ca_of_creds = options.pop("tls_ca", None)
         tls_ca = tls_ca or ca_of_creds
         if tls_ca:
-            options["tls"] = ssl.create_default_context(cafile=tls_ca)
+            try:
+                options["tls"] = ssl.create_default_context(cafile=tls_ca)
+            except (OSError, ssl.SSLError) as exc:
+                why = getattr(exc, "strerror", None) or exc
+                raise InvalidSpec(f"cannot read the TLS CA certificate {tls_ca}: {why}") from None
         nc = NatsClient()
         try:
             await nc.connect(**options)

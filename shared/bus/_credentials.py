@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from shared.errors import ShoalError
+from shared.errors import InvalidSpec
 
 
 def creds_options(path: str) -> dict[str, Any]:
@@ -17,15 +17,15 @@ def creds_options(path: str) -> dict[str, Any]:
     try:
         text = file.read_text()
     except OSError as exc:
-        raise ShoalError(f"cannot read credentials file {path}: {exc.strerror or exc}") from exc
+        raise InvalidSpec(f"cannot read credentials file {path}: {exc.strerror or exc}") from exc
     if "-----BEGIN NATS USER JWT-----" in text:
         return {"user_credentials": str(file)}
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ShoalError(f"credentials file {path} is not YAML: {exc}") from exc
+        raise InvalidSpec(f"credentials file {path} is not YAML: {exc}") from exc
     if not isinstance(data, dict) or not data.get("user") or "password" not in data:
-        raise ShoalError(
+        raise InvalidSpec(
             f"credentials file {path} needs `user:` and `password:` lines "
             "(as written by `shoal auth init`) or must be a NATS .creds file"
         )
