@@ -305,8 +305,8 @@ class Planner:
         if known is not None and known.value.compute_state != "offered":
             return "taken"  # no answer, but the node already reported on it: it did take it
         if reply.reason.startswith(NOBODY_LISTENING):
-            # Nobody refused anything: no record of a refusal. Not asked again until it
-            # says hello (an agent stopping, or gone while still counted CONNECTED).
+            # Nobody refused anything: no record of a refusal. Not asked again until it is
+            # heard again (an agent stopping, not started yet, or reconnecting).
             self._registry.not_listening(placement.node_id)
             await self._withdraw(record, None, "nobody took the bid")
             return "declined"

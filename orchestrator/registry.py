@@ -40,11 +40,8 @@ class Liveness:
     running: frozenset[str] = frozenset()
     boot_id: str = ""
     reserved: dict[str, tuple[wire.Capacity, float]] = field(default_factory=dict)
-    # False for a node CONNECTED in KV that this orchestrator has not heard yet (its first
-    # heartbeat makes it True), and offered no work meanwhile.
-    heard: bool = True
-    # Its last bid found nobody listening (an agent stopping, or gone): no work until it
-    # says hello again (a heartbeat alone does not do: a stopping agent still sends them).
+    # Its last bid found nobody listening (an agent stopping, not started yet, or reconnecting
+    # to another server): no work until it is heard again, by heartbeat or hello.
     deaf: bool = False
 
 
@@ -139,7 +136,7 @@ class NodeRegistry:
             free=free,
             approval=rec.approval,
             connected=rec.connection == "CONNECTED",
-            heard=live is not None and live.heard and not live.deaf,
+            listening=live is None or not live.deaf,
             drain=rec.drain,
             network=rec.info.network,
             running=len(live.running) + len(live.reserved) if live else 0,
@@ -184,7 +181,7 @@ class NodeRegistry:
         for node_id, versioned in self._mirror.nodes.items():
             if versioned.value.connection == "CONNECTED" and node_id not in self._live:
                 self._live[node_id] = Liveness(
-                    now, versioned.value.info.capacity, boot_id=versioned.value.boot_id, heard=False
+                    now, versioned.value.info.capacity, boot_id=versioned.value.boot_id
                 )
 
     async def start(self) -> None:
@@ -305,9 +302,11 @@ class NodeRegistry:
             self._dirty.add(node_id)
             roomier = beat.free.roomier_than(live.free) or bool(live.running - running)
         live.last_seen, live.free, live.running = now, beat.free, running
-        first = not live.heard
-        if first:  # this orchestrator hears it for the first time: it may get work now
-            live.heard = True
+        # Heard again after a bid found nobody listening: it may get work now. (A stopping
+        # agent still heartbeats: its next offer is then only taken back, never recorded.)
+        back = live.deaf
+        if back:
+            live.deaf = False
             self._dirty.add(node_id)
         for exec_id, (_, at) in list(live.reserved.items()):
             if exec_id in running or now - at > 2 * self.heartbeat_interval + 1:
@@ -320,7 +319,7 @@ class NodeRegistry:
                 log.warning("node %s not marked back yet: %s", node_id, exc)
                 return
             self.events.node_ready(node_id)
-        elif first and not live.deaf:
+        elif back:
             self.events.node_ready(node_id)
         if not self._leading():
             return
@@ -361,7 +360,7 @@ class NodeRegistry:
                 continue
             live = self._live.get(node_id)
             if live is None:
-                self._live[node_id] = Liveness(now, record.info.capacity, heard=False)
+                self._live[node_id] = Liveness(now, record.info.capacity)
                 self._dirty.add(node_id)
                 continue
             if now - live.last_seen > self.disconnect_timeout:

@@ -34,9 +34,9 @@ class NodeState:
     free: wire.Capacity
     approval: str = "APPROVED"
     connected: bool = True
-    # Heard from since this orchestrator started, and its last bid found someone listening:
-    # an offer to a node that is not would only record a refusal nobody made.
-    heard: bool = True
+    # Its last bid found someone listening: an offer to a node whose agent is not subscribed
+    # (stopping, not started yet, reconnecting) would only be taken back.
+    listening: bool = True
     drain: bool = False
     network: bool = True
     running: int = 0
@@ -113,8 +113,8 @@ def misfit(
         return f"node is {node.approval.lower()}"
     if not node.connected:
         return "node is disconnected"
-    if not node.heard:  # "busy": it may answer any moment; a job waits rather than fails
-        return "busy: not heard from yet"
+    if not node.listening:  # "busy": it may answer any moment; a job waits rather than fails
+        return "busy: its agent took no bid lately (stopping or reconnecting)"
     if node.drain:
         return "node is draining"
     if task.engine.type not in node.engines:
