@@ -3,45 +3,19 @@ where SHOAL_COMPAT_CORPUS names it) through orchestrator, agent, dockerd, logs a
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 
-from compute.engines.docker import DockerEngine
 from compute.inputs import AllowedPath
 from shared.natsserver import EmbeddedNats
 from shared.spec import load_spec
-from tests.conftest import require
 from tests.corpus import corpus_text, fixture_text
-from tests.integration.stack import Stack, stack
+from tests.e2e.docker_stack import IMAGE, docker_stack
 
 pytestmark = pytest.mark.docker
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-IMAGE = "busybox:1.37.0"
-SETUP = "run .ci/docker-setup.sh to start dockerd and build the local busybox image"
-
-
-@asynccontextmanager
-async def docker_stack(url: str, tmp: Path, **agent_kwargs: object) -> AsyncIterator[Stack]:
-    """One agent offering docker (and noop); skips, or fails under CI, without dockerd."""
-    probe = DockerEngine()
-    try:
-        require(await probe.probe(), f"needs a reachable docker daemon ({SETUP})")
-        require(await probe.has_image(IMAGE), f"needs the image {IMAGE} ({SETUP})")
-    finally:
-        await probe.close()
-    async with stack(url, tmp, agents=1, engines=("docker", "noop"), **agent_kwargs) as s:
-        try:
-            assert "docker" in s.agents["node-0"].engines
-            yield s
-        finally:
-            for agent in s.agents.values():  # the agent does not close its engines itself
-                engine = agent.engines.get("docker")
-                if isinstance(engine, DockerEngine):
-                    await engine.close()
 
 
 def spec_text(origin: str, name: str) -> str:

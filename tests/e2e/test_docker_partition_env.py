@@ -3,44 +3,19 @@ retried partition whose own Env and EnvironmentVariables try to say otherwise.""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from compute.engines.docker import DockerEngine
 from compute.inputs import AllowedPath
 from shared.client import ShoalClient
 from shared.natsserver import EmbeddedNats
-from tests.conftest import require
-from tests.integration.stack import Stack, stack
+from tests.e2e.docker_stack import IMAGE, docker_stack
 
 pytestmark = pytest.mark.docker
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "partitions.yaml"
-IMAGE = "busybox:1.37.0"
-SETUP = "run .ci/docker-setup.sh to start dockerd and build the local busybox image"
-
-
-@asynccontextmanager
-async def docker_nodes(url: str, tmp: Path, **agent_kwargs: object) -> AsyncIterator[Stack]:
-    """Two agents offering docker; skips, or fails under CI, without dockerd or the image."""
-    probe = DockerEngine()
-    try:
-        require(await probe.probe(), f"needs a reachable docker daemon ({SETUP})")
-        require(await probe.has_image(IMAGE), f"needs the image {IMAGE} ({SETUP})")
-    finally:
-        await probe.close()
-    async with stack(url, tmp, agents=2, engines=("docker",), **agent_kwargs) as s:
-        try:
-            yield s
-        finally:
-            for agent in s.agents.values():  # the agent does not close its engines itself
-                engine = agent.engines.get("docker")
-                if isinstance(engine, DockerEngine):
-                    await engine.close()
 
 
 async def stdout_of(client: ShoalClient, job_id: str, execution_id: str) -> str:
@@ -51,7 +26,10 @@ async def stdout_of(client: ShoalClient, job_id: str, execution_id: str) -> str:
 async def test_the_example_splits_its_items_by_partition(
     nats_server: EmbeddedNats, tmp_path: Path
 ) -> None:
-    async with docker_nodes(nats_server.url, tmp_path) as s, await s.client() as client:
+    async with (
+        docker_stack(nats_server.url, tmp_path, agents=2, engines=("docker",)) as s,
+        await s.client() as client,
+    ):
         job_id = await client.submit(EXAMPLE.read_text())
         view = await client.wait(job_id, timeout=90)
         assert view.state == "Completed", view
@@ -106,7 +84,9 @@ async def test_a_retried_partition_keeps_its_index_and_shoal_has_the_last_word(
     state.mkdir()
     allowed = (AllowedPath(state.resolve(), writable=True),)
     async with (
-        docker_nodes(nats_server.url, tmp_path, allow_local_paths=allowed) as s,
+        docker_stack(
+            nats_server.url, tmp_path, agents=2, engines=("docker",), allow_local_paths=allowed
+        ) as s,
         await s.client() as client,
     ):
         job_id = await client.submit(retried_job(state))
