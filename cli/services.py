@@ -24,6 +24,7 @@ from compute.engines.docker_registry import (
 )
 from compute.fleet import Fleet
 from compute.inputs import AllowedPath
+from orchestrator.api import MAX_COUNT
 from orchestrator.service import Orchestrator, OrchestratorConfig
 from shared import subjects
 from shared.bus import Bus
@@ -88,6 +89,14 @@ orchestrator_options = [
         help="Remove nodes DISCONNECTED this long (24h, 90m; 0: never); one that comes back "
         "registers again.",
     ),
+    click.option(
+        "--max-count",
+        type=click.IntRange(min=1),
+        default=MAX_COUNT,
+        show_default=True,
+        envvar="SHOAL_MAX_COUNT",
+        help="Refuse jobs whose Count (partitions or replicas) is above this, at submit.",
+    ),
 ]
 
 
@@ -126,6 +135,7 @@ def orchestrator(
     disconnect_timeout: float,
     manual_approval: bool,
     node_gc_after: float,
+    max_count: int,
     replicas: int,
     orchestrator_name: str,
     health_file: Path | None,
@@ -140,6 +150,7 @@ def orchestrator(
         disconnect_timeout=disconnect_timeout,
         manual_approval=manual_approval,
         node_gc_after=node_gc_after,
+        max_count=max_count,
         name=orchestrator_name,
     )
 
@@ -354,6 +365,7 @@ def devstack(
     disconnect_timeout: float,
     manual_approval: bool,
     node_gc_after: float,
+    max_count: int,
     verbose: bool,
 ) -> None:
     """NATS (embedded) + an orchestrator + N compute agents in one process."""
@@ -363,6 +375,7 @@ def devstack(
         disconnect_timeout=disconnect_timeout,
         manual_approval=manual_approval,
         node_gc_after=node_gc_after,
+        max_count=max_count,
     )
 
     async def main() -> None:

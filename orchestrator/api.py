@@ -20,7 +20,7 @@ from orchestrator.state import StateMirror
 from shared import subjects, trace, wire
 from shared.bus import Bus, Message, Subscription
 from shared.cas import retry_cas
-from shared.errors import Conflict, InvalidSpec, NotFound, ShoalError
+from shared.errors import Conflict, InvalidSpec, NotFound, Problem, ShoalError
 from shared.spec import JobSpec, load_spec, spec_from_canonical, spec_from_data
 from shared.views import VIEW_EXECUTIONS, execution_view, job_view
 
@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 # job.list answers at most this many jobs a page (each view is at least a few hundred bytes, and
 # an answer must fit NATS's max payload); ask again with its Next for more.
 JOB_PAGE = 500
+# The most partitions (replicas) a job may have unless the orchestrator is told otherwise: a
+# typo of three zeros must not flood the planner, the KV and the nodes with executions.
+MAX_COUNT = 100_000
 
 T = TypeVar("T")
 Handler = Callable[[bytes], Awaitable[Any]]
@@ -42,6 +45,7 @@ class Api:
         history: History,
         *,
         max_attempts: int = 3,
+        max_count: int = MAX_COUNT,
         submitted: Callable[[wire.JobRecord, JobSpec], bool] | None = None,
     ) -> None:
         self._submitted = submitted
@@ -51,6 +55,7 @@ class Api:
         self._registry = registry
         self._history = history
         self.max_attempts = max_attempts
+        self.max_count = max_count
         self._handlers: dict[str, Handler] = {
             "job.submit": self.submit,
             "job.describe": self.describe,
@@ -136,6 +141,7 @@ class Api:
             spec = load_spec(req.spec_text, req.variables)
         else:
             raise InvalidSpec("a submit request needs Spec (a JSON object) or SpecText (YAML)")
+        self._within_limits(spec)  # before anything is stored, for a new job or a new version
         # A named job's id follows from its name, so the KV create below is what keeps names
         # unique, even against a submit this orchestrator's mirror has not seen yet.
         if spec.name:
@@ -270,7 +276,23 @@ class Api:
         ref = wire.decode(data, wire.JobRef, what="rerun request")
         job = self.resolve(ref.job_id)
         spec = spec_from_canonical(bytes(job.spec))
+        self._within_limits(spec)  # a spec stored before the limit was lowered
         return await self._new_version(job, spec, True, time.time())
+
+    def _within_limits(self, spec: JobSpec) -> None:
+        """Refuse a spec this orchestrator will not make a job version of."""
+        if spec.count is not None and spec.count > self.max_count:
+            unit = "replicas" if spec.type == "service" else "partitions"
+            raise InvalidSpec(
+                [
+                    Problem(
+                        "Count",
+                        f"Count {spec.count} is more than this orchestrator's limit of "
+                        f"{self.max_count} {unit} (shoal orchestrator --max-count); split the "
+                        "work into several jobs",
+                    )
+                ]
+            )
 
     def resolve(self, ref: str) -> wire.JobRecord:
         """A job by id, unique id prefix, or name."""

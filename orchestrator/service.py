@@ -13,7 +13,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from orchestrator.api import Api
+from orchestrator.api import MAX_COUNT, Api
 from orchestrator.buckets import Buckets
 from orchestrator.evals import EvalBroker
 from orchestrator.evaluation_rules import EvaluationRules
@@ -37,6 +37,8 @@ class OrchestratorConfig:
     disconnect_timeout: float = 5.0
     manual_approval: bool = False
     max_attempts: int = 3
+    # A job's Count above this is refused at submit (job.submit's `invalid`, path Count).
+    max_count: int = MAX_COUNT
     bid_timeout: float = 5.0
     # Evaluations wait on the network (a bid's answer, a write's ack), not on this CPU, so
     # many more of them at once than cores keep the throughput up.
@@ -118,6 +120,7 @@ class Orchestrator(Service):
             self.registry,
             self.history,
             max_attempts=self.config.max_attempts,
+            max_count=self.config.max_count,
             submitted=self.rules.submitted,
         )
         self.updates = UpdateApplier(
