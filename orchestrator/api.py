@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from orchestrator.answers import fitting, job_cursor, newest_first
 from orchestrator.evals import enqueue
 from orchestrator.history import History
 from orchestrator.node_api import NodeApi
@@ -91,9 +92,7 @@ class Api:
             if handler is None:
                 raise NotFound(f"unknown API verb {verb!r}; known: {', '.join(self._handlers)}")
             result = await handler(msg.data)
-            reply = wire.ApiReply(
-                ok=True, data=msgspec.Raw(_fitting(result, self._bus.max_payload))
-            )
+            reply = wire.ApiReply(ok=True, data=msgspec.Raw(fitting(result, self._bus.max_payload)))
         except InvalidSpec as exc:
             error = wire.ApiError(
                 code=exc.code,
@@ -329,10 +328,10 @@ class Api:
             if (not req.namespace or v.value.namespace == req.namespace)
             and (not req.states or v.value.state in req.states)
         ]
-        jobs.sort(key=_newest_first)
+        jobs.sort(key=newest_first)
         if req.after:
-            after = _cursor(req.after)
-            jobs = [j for j in jobs if _newest_first(j) > after]
+            after = job_cursor(req.after)
+            jobs = [j for j in jobs if newest_first(j) > after]
         page = jobs[: min(max(req.limit, 1), JOB_PAGE)]
         more = len(jobs) > len(page)
         next_ = f"{page[-1].created_at!r}/{page[-1].id}" if more else ""
@@ -414,43 +413,6 @@ def _resubmitted(job: wire.JobRecord, spec: JobSpec) -> wire.SubmitReply:
     return wire.SubmitReply(
         job_id=job.id, version=1, changed=False, warnings=["already submitted with this JobID"]
     )
-
-
-def _newest_first(job: wire.JobRecord) -> tuple[float, str]:
-    return (-job.created_at, job.id)
-
-
-def _cursor(after: str) -> tuple[float, str]:
-    """job.list's `After`: the `Next` of the page before (`<created at>/<job id>`)."""
-    created, _, job_id = after.partition("/")
-    try:
-        return (-float(created), job_id)
-    except ValueError:
-        raise InvalidSpec(
-            f"After {after!r} is not a job.list cursor: pass the Next of the page before"
-        ) from None
-
-
-def _fitting(result: object, limit: int) -> bytes:
-    """`result` encoded; job views that would not fit in a NATS message (a list of daemons on
-    large fleets, long errors on many executions) show fewer executions: the newest 100, then
-    none (ExecutionCounts still counts them all). A stop that was done must not be answered
-    with an error."""
-    encoded = wire.encode(result)
-    if len(encoded) <= limit - 1024 or not isinstance(result, wire.JobView | wire.JobList):
-        return encoded
-    for keep in (100, 0):
-        encoded = wire.encode(_showing(result, keep))
-        if len(encoded) <= limit - 1024:
-            break
-    return encoded
-
-
-def _showing(result: wire.JobView | wire.JobList, keep: int) -> wire.JobView | wire.JobList:
-    if isinstance(result, wire.JobList):
-        jobs = [_showing(j, keep) for j in result.jobs]
-        return wire.JobList(jobs=jobs, next=result.next)  # type: ignore[arg-type]
-    return msgspec.structs.replace(result, executions=result.executions[-keep:] if keep else [])
 
 
 def _canonical(spec: JobSpec) -> bytes:
