@@ -95,7 +95,20 @@ class NodeRegistry:
         self._leading = leading
         self._lock = asyncio.Lock()
         self._subscriptions: list[Subscription] = []
+        # An offer counts as forgotten (lost: the node never got it, or no longer knows it)
+        # once it is this old and the node's heartbeat does not list it; only an offer whose
+        # bid this orchestrator did not see through (`_offered`), e.g. one made by an
+        # orchestrator that died mid-bid.
         self.forget_after = 15.0
+        # Offers made here and not over (their bid in flight, or taken): execution id -> when
+        # made. The node answered such a bid, or will within the bid timeout, so it is never
+        # taken for forgotten: a node that took it lists it while it runs and stores its end
+        # in the updates stream, which the applier may be far behind under load; only a
+        # restart (new BootID) or the disconnect timeout lose it. Its record's `created_at`
+        # is no offer time either: the planner stamps every offer of a plan with the plan's
+        # start, and a plan of 50,000 offers takes a minute to send.
+        self._offered: dict[str, float] = {}
+        self._offers_pruned_at = 0.0
         self._unknown: dict[str, float] = {}  # execution id -> when first reported, unknown
         # The scheduler's view of every node, rebuilt only for nodes that changed: rebuilt
         # whole, every evaluation would pay for the whole fleet.
@@ -162,12 +175,15 @@ class NodeRegistry:
     def reserve(self, node_id: str, execution_id: str, demand: wire.Capacity) -> None:
         """Count an offer against the node (from the moment it is made) until its heartbeat
         reports the execution running, or `release` (the offer was not taken, or it ended)."""
+        now = time.time()
+        self._offered[execution_id] = now
         live = self._live.get(node_id)
         if live is not None:
-            live.reserved[execution_id] = (demand, time.time())
+            live.reserved[execution_id] = (demand, now)
             self._dirty.add(node_id)
 
     def release(self, node_id: str, execution_id: str) -> None:
+        self._offered.pop(execution_id, None)
         live = self._live.get(node_id)
         if live is not None and live.reserved.pop(execution_id, None) is not None:
             self._dirty.add(node_id)
@@ -326,13 +342,14 @@ class NodeRegistry:
         if roomier:  # room a job may be waiting for, beyond what a report already freed
             self.events.room_freed(node_id)
         unwanted = self._unwanted(running, node_id, now)
-        # Offered long ago and still not running there: the offer (or the node's memory of
-        # it) was lost, e.g. when an orchestrator died mid-bid.
+        # Offered long ago, not by this orchestrator, and still not running there: the offer
+        # was lost, e.g. when an orchestrator died mid-bid (see `_offered`).
         forgotten = [
             e.id
             for e in self._mirror.live_on(node_id)
             if e.compute_state in ("offered", "accepted")
             and e.id not in running
+            and e.id not in self._offered
             and now - e.created_at > self.forget_after
         ]
         if unwanted or forgotten:
@@ -352,6 +369,7 @@ class NodeRegistry:
     async def sweep(self, now: float) -> None:
         """Mark nodes silent for the disconnect timeout DISCONNECTED, and remove those
         DISCONNECTED for `gc_after`."""
+        self._forget_settled_offers(now)
         for node_id, versioned in list(self._mirror.nodes.items()):
             record = versioned.value
             if record.connection != "CONNECTED":
@@ -375,6 +393,21 @@ class NodeRegistry:
                 live.reserved.clear()
                 self._dirty.add(node_id)
                 self.events.node_lost(node_id)
+
+    def _forget_settled_offers(self, now: float) -> None:
+        """Drop offers made here whose execution is over or gone without a `release` (ended
+        by another orchestrator's write, or deleted): only a live one needs remembering.
+        At most once every `forget_after`: a big plan keeps tens of thousands in flight."""
+        if now - self._offers_pruned_at < self.forget_after:
+            return
+        self._offers_pruned_at = now
+        executions = self._mirror.executions
+        for exec_id, at in list(self._offered.items()):
+            if now - at < self.forget_after:
+                continue
+            known = executions.get(exec_id)
+            if known is None or not known.value.live:
+                del self._offered[exec_id]
 
     async def _collect(self, node_id: str, now: float) -> None:
         def keep(record: wire.NodeRecord) -> str:
