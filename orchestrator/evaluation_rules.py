@@ -103,8 +103,8 @@ class EvaluationRules:
             if job is not None:
                 self._broker.trigger(job.id, job.priority)
 
-    def strays(self, node_id: str, execution_ids: list[str]) -> None:
-        """An execution the node should run and does not is marked lost, and its job
+    def strays(self, node_id: str, execution_ids: list[str], why: str) -> None:
+        """An execution the node should run and does not is marked lost (`why`), and its job
         evaluated; one it runs and should not is cancelled there."""
         for exec_id in execution_ids:
             known = self._mirror.executions.get(exec_id)
@@ -114,12 +114,12 @@ class EvaluationRules:
                 and known.value.node_id == node_id
                 and known.value.desired_state == "running"
             ):
-                self._spawn(self._mark_lost(known.value))
+                self._spawn(self._mark_lost(known.value, why))
             else:
                 self._spawn(self._planner.cancel_on_node(node_id, exec_id, "not wanted here"))
 
-    async def _mark_lost(self, record: wire.ExecutionRecord) -> None:
-        stop = Stop(record.id, "lost", f"node {record.node_id} restarted without it")
+    async def _mark_lost(self, record: wire.ExecutionRecord, why: str) -> None:
+        stop = Stop(record.id, "lost", why)
         try:
             await self._planner.stop_execution(stop, time.time())
         except ShoalError as exc:

@@ -54,7 +54,7 @@ class NodeEvents(Protocol):
     def node_ready(self, node_id: str) -> None: ...
     def node_lost(self, node_id: str) -> None: ...
     def room_freed(self, node_id: str) -> None: ...
-    def strays(self, node_id: str, execution_ids: list[str]) -> None: ...
+    def strays(self, node_id: str, execution_ids: list[str], why: str) -> None: ...
 
 
 class _Unheard:
@@ -63,7 +63,7 @@ class _Unheard:
     def node_ready(self, node_id: str) -> None: ...
     def node_lost(self, node_id: str) -> None: ...
     def room_freed(self, node_id: str) -> None: ...
-    def strays(self, node_id: str, execution_ids: list[str]) -> None: ...
+    def strays(self, node_id: str, execution_ids: list[str], why: str) -> None: ...
 
 
 class NodeRegistry:
@@ -258,7 +258,7 @@ class NodeRegistry:
             # Whatever the node ran before its restart and no longer reports is gone.
             gone = [e.id for e in self._mirror.live_on(node_id) if e.id not in running]
             if gone:
-                self.events.strays(node_id, gone)
+                self.events.strays(node_id, gone, f"node {node_id} restarted without it")
         if known is None or restarted:  # re-hellos every 30 s are routine: not worth a line
             log.info("node %s registered (%s)", node_id, record.approval)
         if changed or restarted:
@@ -353,7 +353,8 @@ class NodeRegistry:
             and now - e.created_at > self.forget_after
         ]
         if unwanted or forgotten:
-            self.events.strays(node_id, unwanted + forgotten)
+            why = f"node {node_id} never ran it: an offer no orchestrator saw through"
+            self.events.strays(node_id, unwanted + forgotten, why)
 
     # ---- liveness sweep ------------------------------------------------------------------------
 
