@@ -34,7 +34,7 @@ Spawn = Callable[[Coroutine[Any, Any, None]], object]
 class EvaluationRules:
     """Maps what happened (to the leader, a job, a node, an execution) to evaluations.
 
-    Meets `NodeEvents` (registry.py) and `ExecutionEvents` (updates.py); the API calls
+    Meets `NodeEvents` (liveness.py) and `ExecutionEvents` (updates.py); the API calls
     `submitted`, the orchestrator `became_leader` and `rescue`."""
 
     def __init__(

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from orchestrator.registry import Liveness, NodeRegistry
+from orchestrator.liveness import Liveness
+from orchestrator.registry import NodeRegistry
 from orchestrator.state import StateMirror
 from shared import wire
 from shared.errors import NotFound

@@ -11,11 +11,10 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Protocol
 
 import msgspec
 
+from orchestrator.liveness import Liveness, NodeEvents, Unheard
 from orchestrator.node_records import NodeRecords, collectable, why_kept
 from orchestrator.selection import NodeState, NodeTable
 from orchestrator.state import StateMirror
@@ -29,41 +28,6 @@ log = logging.getLogger(__name__)
 # stray: a leader's mirror can trail KV for seconds (a new leader's, or one whose watch was
 # re-created after its server died), and would cancel what the leader before it had placed.
 UNKNOWN_GRACE = 5.0
-
-
-@dataclass(slots=True)
-class Liveness:
-    """What heartbeats tell us; never written to KV."""
-
-    last_seen: float
-    free: wire.Capacity
-    running: frozenset[str] = frozenset()
-    boot_id: str = ""
-    reserved: dict[str, tuple[wire.Capacity, float]] = field(default_factory=dict)
-    # Its last bid found nobody listening (an agent stopping, not started yet, or reconnecting
-    # to another server): no work until it is heard again, by heartbeat or hello.
-    deaf: bool = False
-
-
-class NodeEvents(Protocol):
-    """What the registry tells the orchestrator (`EvaluationRules`) about nodes: one joined,
-    came back, restarted or changed (`node_ready`); went silent for the disconnect timeout
-    (`node_lost`); shows more room than its last heartbeat (`room_freed`); runs executions not
-    wanted there, or no longer runs ones live there (`strays`)."""
-
-    def node_ready(self, node_id: str) -> None: ...
-    def node_lost(self, node_id: str) -> None: ...
-    def room_freed(self, node_id: str) -> None: ...
-    def strays(self, node_id: str, execution_ids: list[str], why: str) -> None: ...
-
-
-class _Unheard:
-    """NodeEvents until the registry is wired: nothing reacts."""
-
-    def node_ready(self, node_id: str) -> None: ...
-    def node_lost(self, node_id: str) -> None: ...
-    def room_freed(self, node_id: str) -> None: ...
-    def strays(self, node_id: str, execution_ids: list[str], why: str) -> None: ...
 
 
 class NodeRegistry:
@@ -89,7 +53,7 @@ class NodeRegistry:
         self._live: dict[str, Liveness] = {}
         # Set by whoever wires the registry: what reacts to these events also needs the
         # planner, which needs this registry, so it cannot be had at construction.
-        self.events: NodeEvents = _Unheard()
+        self.events: NodeEvents = Unheard()
         # Only the leader reconciles what nodes run against state: a follower's mirror trails
         # the leader's writes, so it would take executions just placed for strays.
         self._leading = leading
