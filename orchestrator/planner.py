@@ -175,9 +175,9 @@ class Planner:
             await _bounded(plan.stop, lambda stop: self.stop_execution(stop, now))
         declined = False
         if len(plan.place) == 1:  # the common case: no task to wrap the one offer in
-            results = [await self._offer(job, spec, plan.place[0], now)]
+            results = [await self._offer(job, spec, plan.place[0])]
         elif plan.place:
-            results = await _bounded(plan.place, lambda p: self._offer(job, spec, p, now))
+            results = await _bounded(plan.place, lambda p: self._offer(job, spec, p))
         else:
             results = []
         for placement, outcome in zip(plan.place, results, strict=True):
@@ -217,13 +217,15 @@ class Planner:
         except ShoalError as exc:  # the node's next heartbeat reconciles it
             log.debug("cancel %s on %s: %s", execution_id, node_id, exc)
 
-    async def _offer(
-        self, job: wire.JobRecord, spec: JobSpec, placement: Placement, now: float
-    ) -> Offered:
+    async def _offer(self, job: wire.JobRecord, spec: JobSpec, placement: Placement) -> Offered:
         """Create the execution as offered and ask the node at the same time (one round trip
         instead of two). A node that reports before the record's write is acked is held back
         (`InFlight.wait_execution_create`); if the write fails, the node is told to cancel and
         the error re-plans."""
+        # Stamped when sent, not when planned: a plan's offers go out a bounded number at a
+        # time, and a large plan's last ones leave long after it began (a new leader judges
+        # an offer left behind by its age).
+        made = time.time()
         record = wire.ExecutionRecord(
             id=f"e-{uuid.uuid4()}",
             job_id=job.id,
@@ -232,8 +234,8 @@ class Planner:
             job_version=job.version,
             partition=placement.partition,
             attempt=placement.attempt,
-            created_at=now,
-            updated_at=now,
+            created_at=made,
+            updated_at=made,
         )
         order = wire.ExecutionOrder(
             execution_id=record.id,
