@@ -21,6 +21,7 @@ from typing import Protocol
 
 from shared import subjects, wire
 from shared.bus import Bus, Inbox, StreamMessage
+from shared.errors import NotFound
 from shared.views import StoredJob
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ class Api(Protocol):
 
     async def describe(self, job_id: str, version: int = 0) -> wire.JobView: ...
 
-    async def nodes(self) -> list[wire.NodeView]: ...
+    async def node(self, node_id: str) -> wire.NodeView: ...
 
     async def versions(self, job_id: str) -> list[wire.JobVersion]: ...
 
@@ -251,14 +252,18 @@ class JobLogs:
         ids = set(cancelled)
         deadline = time.monotonic() + SETTLE_LIMIT
         while waiting:
-            nodes = {n.id: n for n in await self._api.nodes()}
-            waiting = {
-                (node_id, at)
-                for node_id, at in waiting
-                if (node := nodes.get(node_id)) is not None
-                and node.connection == "CONNECTED"
-                and (node.last_seen <= at or ids & set(node.running))
-            }
+            # Only these nodes: the whole list is pages of a thousand on a large fleet.
+            still: set[tuple[str, float]] = set()
+            for node_id, at in waiting:
+                try:
+                    node = await self._api.node(node_id)
+                except NotFound:  # removed: it runs nothing any more
+                    continue
+                if node.connection == "CONNECTED" and (
+                    node.last_seen <= at or ids & set(node.running)
+                ):
+                    still.add((node_id, at))
+            waiting = still
             if not waiting or time.monotonic() > deadline:
                 break
             await asyncio.sleep(SETTLE_POLL)
@@ -303,6 +308,7 @@ class JobLogs:
             self._complete = view.executions_total <= len(view.executions)
 
     def _remember(self, e: wire.ExecutionView, version: int) -> None:
+        version = e.job_version or version  # what the view says, when it says it
         self._ran[e.id] = _Ran(version, e.partition, e.node_id, e.compute_state, e.updated_at)
         if self._accepts(version):
             self._foreign.discard(e.id)
@@ -344,7 +350,8 @@ class JobLogs:
 
     async def _versions_by_time(self) -> None:
         """A version with more executions than a view shows (a daemon on thousands of nodes):
-        the rest are placed by creation time between the versions' submissions."""
+        the rest come from `job.executions`, each with the version it ran; from an orchestrator
+        that does not say (JobVersion 0), by creation time between the versions' submissions."""
         self._by_time_done = True
         versions = sorted(await self._api.versions(self._job_id), key=lambda v: v.version)
         for e in await self._api.executions(self._job_id):
