@@ -44,6 +44,7 @@ def execution_view(e: wire.ExecutionRecord) -> wire.ExecutionView:
         result=e.result,
         created_at=e.created_at,
         updated_at=e.updated_at,
+        job_version=e.job_version,
     )
 
 

@@ -397,6 +397,7 @@ class ExecutionView(Wire, omit_defaults=False):
     result: ResultRef | None = None
     created_at: float = 0.0
     updated_at: float = 0.0
+    job_version: int = 0  # the job version it ran; 0 from an orchestrator that does not say
 
 
 class JobView(Wire, omit_defaults=False):
