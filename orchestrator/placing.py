@@ -9,6 +9,12 @@ from orchestrator.plans import Context, Placement, Plan, refusals
 from orchestrator.selection import NodeState, Selection, listed, select
 from shared import wire
 
+# A plan places at most this many executions; the job is evaluated again at once for the
+# rest. A job of 100,000 partitions placed in one plan kept its state unwritten (Pending) until
+# the last offer was answered, and a stop or a lost node waited behind all of it; between
+# batches its state, a stop and other jobs' evaluations get their turn.
+PLAN_BATCH = 2_000
+
 
 def queue_or_fail(
     ctx: Context, plan: Plan, selection: Selection, waiting: int, started: bool
@@ -47,12 +53,16 @@ def place(
     """Place (partition, attempt, avoid) items; returns the last failed selection, if any.
 
     Neither copies nor walks the fleet in Python: nodes placed on in this plan are looked up
-    in `taken` (with what they took subtracted), and `select` samples a large fleet."""
+    in `taken` (with what they took subtracted), and `select` samples a large fleet. At most
+    PLAN_BATCH are placed; the plan then wakes at once for the rest."""
     taken: dict[str, NodeState] = {}
     pool = listed(ctx.nodes)
     failed: Selection | None = None
     said: dict[tuple[int, str], str] | None = None
     for partition, attempt, avoid in wanted:
+        if len(plan.place) >= PLAN_BATCH:
+            plan.wake(ctx.now)
+            break
         refused = ctx.refused.get(partition, frozenset())
         chosen = select(
             pool,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from orchestrator.placing import place, queue_or_fail
+from orchestrator.placing import PLAN_BATCH, place, queue_or_fail
 from orchestrator.plans import Context, Placement, Plan, Stop, backoff, grouped, ran, refusals
 from orchestrator.selection import quoted, select
 from shared import wire
@@ -89,40 +89,56 @@ def _batch(
 ) -> None:
     count = ctx.spec.count or 1
     wanted: list[tuple[int, int, frozenset[str]]] = []
-    done = 0
     spread: Counter[str] = Counter(e.node_id for e in live)
     lost_now = {s.execution_id for s in plan.stop}
     live_ids = {e.id for e in live}
-    of_partition = grouped(current, lambda e: e.partition)
-    for p in range(count):
-        mine = of_partition.get(p, [])
-        if any(e.compute_state == "completed" for e in mine):
-            done += 1
+    # One pass over the executions, then only the partitions with something left to do: a
+    # job of 100,000 partitions is evaluated once per placed batch, mostly done or running.
+    completed: set[int] = set()
+    busy: set[int] = set()
+    failures: dict[int, list[wire.ExecutionRecord]] = {}
+    for e in current:
+        if e.compute_state == "completed":
+            completed.add(e.partition)
+        elif e.id in live_ids:
+            busy.add(e.partition)
+        elif e.compute_state in ("failed", "lost") or e.id in lost_now:
+            failures.setdefault(e.partition, []).append(e)
+    done = sum(1 for p in completed if p < count)
+    unplaced = 0  # wanted, beyond the batch this plan can place
+    for p in sorted(set(range(count)) - completed - busy):
+        tried = failures.get(p)
+        if tried is None:
+            if len(wanted) < PLAN_BATCH:
+                wanted.append((p, 1, frozenset()))
+            else:
+                unplaced += 1
             continue
-        if any(e.id in live_ids for e in mine):
-            continue
-        failures = [e for e in mine if e.compute_state in ("failed", "lost") or e.id in lost_now]
-        last = failures[-1] if failures else None
-        if last is not None and (len(failures) >= ctx.job.max_attempts or not last.retryable):
+        last = tried[-1]
+        if len(tried) >= ctx.job.max_attempts or not last.retryable:
             error = last.error or f"exit code {last.exit_code}"
             if last.id in lost_now:
                 error = f"node {last.node_id} was lost"
-            tries = f"after {len(failures)} attempt{'s' if len(failures) > 1 else ''}"
-            _fail(plan, live, f"partition {p} failed {tries}: {error}")
+            times = f"after {len(tried)} attempt{'s' if len(tried) > 1 else ''}"
+            _fail(plan, live, f"partition {p} failed {times}: {error}")
             return
-        if last is not None:
-            due = last.updated_at + backoff(len(failures))
-            if ctx.now < due and last.id not in lost_now:
-                plan.wake(due)
-                continue
-        wanted.append((p, len(failures) + 1, frozenset(e.node_id for e in failures)))
+        due = last.updated_at + backoff(len(tried))
+        if ctx.now < due and last.id not in lost_now:
+            plan.wake(due)
+            continue
+        if len(wanted) < PLAN_BATCH:
+            wanted.append((p, len(tried) + 1, frozenset(e.node_id for e in tried)))
+        else:
+            unplaced += 1
     if done == count:
         plan.state, plan.message = "Completed", ""
         return
+    if unplaced:
+        plan.wake(ctx.now)
     failed = place(ctx, plan, wanted, spread)
     started = done > 0 or any(ran(e) for e in current)
     if failed is not None:
-        waiting = len(wanted) - len(plan.place)
+        waiting = len(wanted) + unplaced - len(plan.place)
         queue_or_fail(ctx, plan, failed, waiting, started)
         if plan.state == "Failed":
             plan.place.clear()

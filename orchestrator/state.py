@@ -15,6 +15,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Generic, TypeVar
 
 from orchestrator.buckets import KV, Buckets
@@ -35,6 +36,9 @@ class Versioned(Generic[R]):
     revision: int
 
 
+_CREATED = attrgetter("created_at", "id")
+
+
 class StateMirror:
     """Jobs, executions and nodes as last seen in KV, kept current by watches."""
 
@@ -42,7 +46,12 @@ class StateMirror:
         self._buckets = buckets
         self.jobs: dict[str, Versioned[wire.JobRecord]] = {}
         self.executions: dict[str, Versioned[wire.ExecutionRecord]] = {}
-        self.by_job: dict[str, set[str]] = defaultdict(set)
+        # A job's execution ids in creation order (a dict keeps it), so that reading them in
+        # order needs no sort of a job's 100,000 executions on every evaluation and describe;
+        # `_unordered`: jobs one of whose executions was seen after a newer one.
+        self.by_job: dict[str, dict[str, None]] = defaultdict(dict)
+        self._newest: dict[str, tuple[float, str]] = {}
+        self._unordered: set[str] = set()
         self.by_node: dict[str, set[str]] = defaultdict(set)
         # Jobs a node that joins or frees room may take: every live daemon job, and the jobs
         # waiting for room (`waiting_for_room`, a subset).
@@ -159,14 +168,22 @@ class StateMirror:
 
     def _drop_execution(self, job_id: str, exec_id: str) -> None:
         gone = self.executions.pop(exec_id, None)
-        self.by_job[job_id].discard(exec_id)
+        self.by_job[job_id].pop(exec_id, None)
         if gone is not None:
             self.by_node[gone.value.node_id].discard(exec_id)
 
     def show_execution(self, record: wire.ExecutionRecord, revision: int) -> None:
         """Hold `record` as the execution at `revision` (0: not stored yet), in memory only."""
         self.executions[record.id] = Versioned(record, revision)
-        self.by_job[record.job_id].add(record.id)
+        ids = self.by_job[record.job_id]
+        if record.id not in ids:
+            ids[record.id] = None
+            key = (record.created_at, record.id)
+            newest = self._newest.get(record.job_id)
+            if newest is None or key > newest:
+                self._newest[record.job_id] = key
+            else:
+                self._unordered.add(record.job_id)
         if record.live:
             self.by_node[record.node_id].add(record.id)
         else:
@@ -183,12 +200,14 @@ class StateMirror:
         self, job_id: str, nodes: frozenset[str] | None = None
     ) -> list[wire.ExecutionRecord]:
         """The job's executions, oldest first; with `nodes`, only those placed on them."""
-        out = [
-            self.executions[i].value for i in self.by_job.get(job_id, ()) if i in self.executions
-        ]
+        ids = self.by_job.get(job_id, {})
+        out = [self.executions[i].value for i in ids if i in self.executions]
+        if job_id in self._unordered:
+            out.sort(key=_CREATED)
+            self.by_job[job_id] = {e.id: None for e in out} | ids
+            self._unordered.discard(job_id)
         if nodes is not None:
             out = [e for e in out if e.node_id in nodes]
-        out.sort(key=lambda e: (e.created_at, e.id))
         return out
 
     def job(self, job_id: str) -> wire.JobRecord | None:

@@ -7,6 +7,7 @@ from typing import Any
 
 import msgspec
 
+from orchestrator.placing import PLAN_BATCH
 from orchestrator.scheduler import Context, Plan, backoff, schedule
 from orchestrator.selection import NodeState, select
 from shared import wire
@@ -338,3 +339,34 @@ def test_selection_reasons_are_grouped() -> None:
     text = sel.explain()
     assert "does not support engine docker (2 nodes: a, b)" in text
     assert "node is pending (1 node: c)" in text
+
+
+def test_a_large_batch_is_placed_a_batch_at_a_time() -> None:
+    """Count above PLAN_BATCH: one plan places the first PLAN_BATCH partitions and wakes at
+    once for the rest; the next places the following ones, and says Running once one ran."""
+    s = spec(Count=2 * PLAN_BATCH + 5, task={"Resources": {"CPU": "1m", "Memory": "1Mb"}})
+    nodes = [node("a", cpu=10**6, mem=10**6 * GIB), node("b", cpu=10**6, mem=10**6 * GIB)]
+    first = plan_for(s, [], nodes)
+    assert [p.partition for p in first.place] == list(range(PLAN_BATCH))
+    assert first.evaluate_at == NOW and first.state == "Pending"
+    placed = [
+        execution(f"e{p.partition}", p.node_id, "completed" if p.partition < 3 else "running",
+                  partition=p.partition, exit_code=0 if p.partition < 3 else None)
+        for p in first.place
+    ]  # fmt: skip
+    second = plan_for(s, placed, nodes)
+    assert [p.partition for p in second.place] == list(range(PLAN_BATCH, 2 * PLAN_BATCH))
+    assert second.evaluate_at == NOW and second.state == "Running"
+
+
+def test_a_failed_partition_beyond_the_batch_still_fails_the_job() -> None:
+    """Partitions past the batch are still looked at: one out of attempts fails the job."""
+    s = spec(Count=PLAN_BATCH + 10)
+    last = PLAN_BATCH + 9
+    failed = [
+        execution(f"e{i}", "a", "failed", partition=last, exit_code=1, error="boom")
+        for i in range(3)
+    ]
+    plan = plan_for(s, failed, [node("a")])
+    assert plan.state == "Failed" and f"partition {last} failed after 3 attempts" in plan.message
+    assert not plan.place
