@@ -9,12 +9,13 @@ re-established, the records fell silent, or the job ended while an execution sti
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
 from shared import subjects, wire
 from shared.bus import Bus, Inbox
-from shared.views import StoredJob, job_view
+from shared.views import StoredJob
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,10 @@ UNHEARD = 0.5
 # The job ended and an execution still looks live: its last write is in flight (the two
 # records are stored by two streams), or the job was stopped under it. Ask the API this soon.
 SETTLING = 0.05
+# A waiter that shows progress (`on_change`, `until`) but cannot count from the records alone
+# asks the API at most this often: a describe of a job of 100,000 executions costs the
+# orchestrator tens of milliseconds, and one per burst of records kept it answering little else.
+PROGRESS_EVERY = 0.5
 
 Describe = Callable[[str], Awaitable[wire.JobView]]
 
@@ -66,6 +71,9 @@ class Waiter:
         every_record = until is not None or on_change is not None
         reconnects = self._bus.reconnects
         shown: tuple[object, ...] | None = None
+        loop = asyncio.get_running_loop()
+        shown_at = -PROGRESS_EVERY  # when a view was last made for progress
+        behind = False  # records arrived that the view does not reflect yet
         while True:
             if view is not None and view.version >= version:
                 if on_change is not None and _progress(view) != shown:
@@ -74,8 +82,15 @@ class Waiter:
                 if view.terminal or (until is not None and until(view)):
                     return view
             patience = self._patience(stored, view, from_creation, version)
+            if behind:
+                patience = min(patience, max(shown_at + PROGRESS_EVERY - loop.time(), 0.0))
             msg = await inbox.next(timeout=patience)
             if msg is None:
+                if behind and complete and stored.job is not None:
+                    behind, shown_at = False, loop.time()
+                    view = stored.view()
+                    continue
+                behind, shown_at = False, loop.time()
                 if from_creation and self.reaches is None:  # not one record yet
                     self.reaches = False
                     log.info("stored job state does not reach this client; asking the API")
@@ -87,14 +102,19 @@ class Waiter:
                 msg = await inbox.next(timeout=0)
             if self._bus.reconnects != reconnects:
                 complete = False  # core messages may have been lost meanwhile
-            if not complete:
-                if stored.job_ended or every_record:
-                    view = await self._describe(job_id)
-            elif stored.job is not None and (shown_end := stored.ended()) is not None:
+            if complete and (shown_end := stored.ended()) is not None:
                 view = shown_end
-            elif stored.job is not None and every_record and not stored.job_ended:
-                executions = list(stored.executions.values())
-                view = job_view(stored.job, executions, with_spec=True)
+            elif not complete and stored.job_ended:
+                behind, shown_at = False, loop.time()
+                view = await self._describe(job_id)
+            elif every_record and not stored.job_ended:
+                behind = True
+                if loop.time() >= shown_at + PROGRESS_EVERY:
+                    behind, shown_at = False, loop.time()
+                    if complete and stored.job is not None:
+                        view = stored.view()
+                    else:
+                        view = await self._describe(job_id)
 
     def _patience(
         self, stored: StoredJob, view: wire.JobView | None, from_creation: bool, version: int

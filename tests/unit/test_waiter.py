@@ -12,7 +12,7 @@ import pytest
 from shared import wire
 from shared.bus import Message
 from shared.views import job_view
-from shared.waiting import Waiter
+from shared.waiting import PROGRESS_EVERY, Waiter
 
 JOB = "j-1"
 SPEC = msgspec.Raw(json.dumps({"Type": "batch", "Count": 1}).encode())
@@ -129,7 +129,7 @@ async def test_an_older_version_shown_by_the_api_does_not_end_the_wait() -> None
 
 async def test_changes_are_shown_once_and_an_end_ends_any_until() -> None:
     inbox = FakeInbox([execution("running")], [execution("running")], [job("Stopped")])
-    api = Api(view("Running", "running"), view("Running", "running"), view("Stopped", "cancelled"))
+    api = Api(view("Running", "running"), view("Stopped", "cancelled"))
     shown: list[tuple[str, dict[str, int]]] = []
     ended = await follow(
         api,
@@ -138,7 +138,9 @@ async def test_changes_are_shown_once_and_an_end_ends_any_until() -> None:
         until=lambda v: False,
         on_change=lambda v: shown.append((v.state, v.execution_counts)),
     )
-    assert ended.state == "Stopped" and api.calls == 3
+    # The second burst came within PROGRESS_EVERY of the first ask: no ask of its own; the
+    # job's end is asked about at once.
+    assert ended.state == "Stopped" and api.calls == 2
     assert shown == [
         ("Running", {"offered": 1}),
         ("Running", {"running": 1}),
@@ -146,8 +148,37 @@ async def test_changes_are_shown_once_and_an_end_ends_any_until() -> None:
     ]
 
 
+async def test_progress_asks_the_api_at_most_once_per_interval() -> None:
+    """Records arriving in quick bursts (a job of 100,000 partitions) are shown from one
+    describe per PROGRESS_EVERY: the last burst's, once that much time has passed."""
+    inbox = FakeInbox(
+        [execution("running")], [execution("completed", "e-2")], None, [job("Completed")]
+    )
+    api = Api(
+        view("Running", "running"),
+        view("Running", "completed", "completed"),
+        view("Completed", "completed", "completed"),
+    )
+    shown: list[tuple[str, dict[str, int]]] = []
+    ended = await follow(
+        api,
+        inbox,
+        view=view("Running", "offered"),
+        on_change=lambda v: shown.append((v.state, v.execution_counts)),
+    )
+    assert ended.state == "Completed" and api.calls == 3
+    assert 0 < inbox.patience[2] <= PROGRESS_EVERY  # waiting only for the interval's end
+    assert shown == [
+        ("Running", {"offered": 1}),
+        ("Running", {"running": 1}),
+        ("Running", {"completed": 2}),
+        ("Completed", {"completed": 2}),
+    ]
+
+
 async def test_progress_of_a_job_followed_from_its_creation_comes_from_its_records() -> None:
-    inbox = FakeInbox([job()], [execution("running")], [job("Running")])
+    # The last two bursts come within PROGRESS_EVERY: shown when that much has passed (None).
+    inbox = FakeInbox([job()], [execution("running")], [job("Running")], None)
     api = Api()
     ended = await follow(
         api,
