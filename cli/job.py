@@ -7,10 +7,12 @@ from typing import TYPE_CHECKING
 
 import click
 
-from cli.common import short, with_client
+from cli.common import with_client
 from cli.job_display import (
+    HISTORY_PAGE,
     WaitDisplay,
     print_executions,
+    print_history,
     print_job,
     print_jobs,
     still_waiting,
@@ -254,17 +256,48 @@ def executions(ctx: click.Context, job_id: str, fmt: str, offset: int, limit: in
 @job.command()
 @click.argument("job_id")
 @click.option("-o", "--output", "fmt", type=FORMATS, default="table", show_default=True)
+@click.option(
+    "--after",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Only the events after this one (the number a limited listing ends with).",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    default=0,
+    help="Show at most this many events (default: all of them).",
+)
 @click.pass_context
-def history(ctx: click.Context, job_id: str, fmt: str) -> None:
-    """Every state change of a job and its executions, with time and reason."""
-    events = with_client(ctx, lambda c: c.history(job_id))
-    if fmt != "table":
-        emit(events, fmt)
-        return
-    print_table(
-        ["TIME", "KIND", "EXECUTION", "STATE", "MESSAGE"],
-        [[when(e.at), e.kind, short(e.execution_id), e.state, e.message] for e in events],
-    )
+def history(ctx: click.Context, job_id: str, fmt: str, after: int, limit: int) -> None:
+    """Every state change of a job and its executions, with time and reason, oldest first.
+
+    A table is printed page by page as the pages arrive: a job of 100,000 partitions has
+    some 300,000 events."""
+
+    async def action(client: ShoalClient) -> None:
+        collected: list[wire.JobEvent] = []
+        shown, cursor, first = 0, after, True
+        while not limit or shown < limit:
+            want = min(HISTORY_PAGE, limit - shown) if limit else HISTORY_PAGE
+            page = await client.history_page(job_id, cursor, want)
+            events = page.events
+            if fmt == "table":
+                print_history(events, header=first)
+            else:
+                collected.extend(events)
+            shown, first = shown + len(events), False
+            if not page.next or page.next <= cursor:
+                if fmt != "table":
+                    emit(collected, fmt)
+                return
+            cursor = page.next
+        if fmt != "table":
+            emit(collected, fmt)
+        info(f"{shown} events shown; the next ones: --after {cursor}")
+
+    with_client(ctx, action)
 
 
 @job.command()

@@ -12,6 +12,7 @@ import os
 import sys
 import time
 from datetime import UTC, datetime
+from typing import get_args
 
 import click
 
@@ -55,6 +56,27 @@ def print_job(view: wire.JobView, *, width: int | None = None) -> None:
                 f"(the newest {len(view.executions)} of {view.executions_total}: "
                 f"`shoal job executions {view.id} --offset N` pages through them all)"
             )
+
+
+# `job history` asks for its events this many at a time, and prints each page as it comes.
+HISTORY_PAGE = 2000
+# Its columns' widths, so that its pages line up: a time, "execution", a short id, a state.
+_HISTORY_WIDTHS = (
+    19,
+    9,
+    10,
+    max(len(s) for s in (*get_args(wire.JobState), *get_args(wire.ComputeState))),
+)
+
+
+def print_history(events: list[wire.JobEvent], *, header: bool = True) -> None:
+    """One row per event; `header=False` for the pages after the first."""
+    print_table(
+        ["TIME", "KIND", "EXECUTION", "STATE", "MESSAGE"],
+        [[when(e.at), e.kind, short(e.execution_id), e.state, e.message] for e in events],
+        header=header,
+        min_widths=_HISTORY_WIDTHS,
+    )
 
 
 def print_executions(executions: list[wire.ExecutionView], *, width: int | None = None) -> None:

@@ -93,17 +93,23 @@ def print_table(
     *,
     last: Literal["wrap", "cut"] = "wrap",
     width: int | None = None,
+    header: bool = True,
+    min_widths: Sequence[int] = (),
 ) -> None:
     """Columns padded to their widest cell. The last column (a message, an error) gets the
     room the terminal leaves: wrapped onto continuation lines under it, or with `last="cut"`
     one line ending in "…"; never cut silently. Where the other columns leave it less than
     MIN_LAST_COLUMN, a cell that does not fit goes on lines of its own under its row, indented
-    by TABLE_INDENT. `width`: the terminal's unless given."""
+    by TABLE_INDENT. `width`: the terminal's unless given. `header=False` and `min_widths`
+    print a table's later pages under its first."""
     if width is None:
         width = terminal_width()
     cells = [[str(h) for h in headers], *[["" if c is None else str(c) for c in r] for r in rows]]
     lead = [[c.replace("\n", " ") for c in row[:-1]] for row in cells]
     widths = [max(len(row[i]) for row in lead) for i in range(len(headers) - 1)]
+    widths = [max(w, m) for w, m in zip(widths, [*min_widths, *[0] * len(widths)], strict=False)]
+    if not header:
+        cells, lead = cells[1:], lead[1:]
     indent = sum(widths) + 2 * len(widths)
     room = None if width is None else width - indent
     narrow = room is not None and room < MIN_LAST_COLUMN

@@ -228,12 +228,17 @@ class ShoalClient:
         out: list[wire.JobEvent] = []
         after = 0
         while True:
-            request = wire.HistoryRequest(job_id=job_id, after=after)
-            reply = await self._call("job.history", request, wire.History)
+            reply = await self.history_page(job_id, after)
             out.extend(reply.events)
             if not reply.next or reply.next <= after:
                 return out
             after = reply.next
+
+    async def history_page(self, job_id: str, after: int = 0, limit: int = 2000) -> wire.History:
+        """The job's events after stream sequence `after`, at most `limit`; its `next` is the
+        `after` of the page that follows (0: none does)."""
+        request = wire.HistoryRequest(job_id=job_id, after=after, limit=limit)
+        return await self._call("job.history", request, wire.History)
 
     async def wait(
         self,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from pathlib import Path
 
 import yaml
@@ -89,6 +90,7 @@ async def test_cli_invalid_spec_and_unknown_job(nats_server: EmbeddedNats, tmp_p
 
 async def test_cli_describe_history_and_logs(nats_server: EmbeddedNats, tmp_path: Path) -> None:
     spec = _write(tmp_path, "two", noop_job("cli-two", count=2, stdout="line from noop\n"))
+    url = nats_server.url
     async with stack(nats_server.url, tmp_path):
         done = await run_cli("job", "run", str(spec), "--id-only", url=nats_server.url)
         assert done.code == 0, done
@@ -135,6 +137,16 @@ async def test_cli_describe_history_and_logs(nats_server: EmbeddedNats, tmp_path
         placed = [e for e in events if e["Kind"] == "execution" and "placed" in e["Message"]]
         assert len(placed) == 2, events
         assert history_table.code == 0 and "Completed" in history_table.stdout, history_table
+        # A limited listing says where the next one starts; that one holds the rest.
+        first = await run_cli("job", "history", job_id, "--limit", "3", "-o", "json", url=url)
+        assert first.code == 0, first
+        assert json.loads(first.stdout) == events[:3]
+        hint = re.search(r"3 events shown; the next ones: --after (\d+)", first.stderr)
+        assert hint is not None, first
+        rest = await run_cli("job", "history", job_id, "--after", hint[1], "-o", "json", url=url)
+        assert rest.code == 0, rest
+        assert json.loads(rest.stdout) == events[3:]
+        assert "shown" not in rest.stderr, rest
 
         assert logs.code == 0, logs
         assert logs.stdout.count("line from noop") == 2, logs

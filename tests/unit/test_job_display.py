@@ -11,6 +11,7 @@ import pytest
 from cli.job_display import (
     WaitDisplay,
     print_executions,
+    print_history,
     print_job,
     print_jobs,
     status,
@@ -215,3 +216,22 @@ def test_waiting_on_a_terminal_rewrites_one_line(
     line = err.split("\r\x1b[K")[1]
     assert len(line) == 49 and line.endswith("…"), line
     assert err.endswith("\r\x1b[K")
+
+
+def test_history_pages_line_up_under_the_first(capsys: pytest.CaptureFixture[str]) -> None:
+    """`job history` prints each page as it arrives: a later page, whose states are shorter
+    than the first page's, keeps the first page's columns."""
+
+    def event(state: str, message: str) -> wire.JobEvent:
+        return wire.JobEvent(
+            job_id="j-1", at=0.0, kind="execution", message=message, state=state,
+            execution_id="e-0123456789",
+        )  # fmt: skip
+
+    print_history([event("completed", "first page")])
+    print_history([event("offered", "second page")], header=False)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("TIME") and len(lines) == 3
+    assert (
+        lines[1].index("first page") == lines[2].index("second page") == lines[0].index("MESSAGE")
+    )
