@@ -12,11 +12,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import celery_bench, paired, scenarios
+from bench import bigjob, celery_bench, paired, scenarios
 from bench.report import Row, interval_verdict, machine, print_table, verdict, write_json
 from cli.common import run as run_async
 
-SCENARIOS = ("latency", "throughput", "fleet", "daemon", "celery", "paired", "paired-throughput")
+SCENARIOS = (
+    "latency",
+    "throughput",
+    "fleet",
+    "daemon",
+    "bigjob",
+    "celery",
+    "paired",
+    "paired-throughput",
+)
 DEFAULT_N = {"latency": 200, "throughput": 1000, "daemon": 10}
 FLEET_SIZES = (1000, 10_000)
 
@@ -103,6 +112,11 @@ def _parse() -> argparse.Namespace:
     parser.add_argument(
         "--daemon-jobs", type=int, default=1, help="daemon: daemon jobs (default 1)"
     )
+    parser.add_argument(
+        "--count",
+        default="10000",
+        help="bigjob: comma-separated partition counts, one job each (default 10000)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work directory and logs")
     return parser.parse_args()
 
@@ -160,6 +174,14 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         out["daemon"] = await scenarios.daemon_join(
             workdir / "daemon", n_for("daemon"), args.agents, args.daemon_fleet, args.daemon_jobs
         )
+
+    if "bigjob" in chosen:
+        note_load("bigjob")
+        runs = []
+        for count in (int(c) for c in args.count.split(",") if c):
+            _progress(f"bigjob: one job of {count} partitions on {args.agents} agents")
+            runs.append(await bigjob.bigjob(workdir / f"bigjob-{count}", count, args.agents))
+        out["bigjob"] = runs
 
     def celery_runs(name: str) -> bool:
         """Whether scenario `name`, which needs the Celery peer, runs (else it is skipped)."""
@@ -317,6 +339,7 @@ def _rows(results: dict[str, Any], compare: dict[str, Any]) -> list[Row]:
                     f"orchestrator {j.get('burst_cpu_ms_per_job', '?')} ms CPU/job)",
                 ),
             ]
+    rows += bigjob.rows(results.get("bigjob", []))
     if "daemon" in results:
         d = results["daemon"]["hello_to_running"]
         rows += [

@@ -168,3 +168,23 @@ def test_a_paired_verdict_needs_the_whole_interval_on_one_side() -> None:
     assert interval_verdict(6.1, 7.0, at_least=6.0) == "met"
     assert interval_verdict(5.5, 6.5, at_least=6.0) == "noise"
     assert interval_verdict(1.9, 2.4, at_least=6.0) == "MISSED"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_bigjob_scenario_runs(tmp_path: Path) -> None:
+    """`python -m bench bigjob`: a job of 300 partitions (more than one probe round), its
+    executions counted, the probes' answers timed; no timing asserted."""
+    out = tmp_path / "bench.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "bigjob", "--count", "300", "--agents", "2",
+         "--json", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=220, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    (run,) = json.loads(out.read_text())["results"]["bigjob"]
+    assert run["state"] == "Completed" and run["execution_states"] == {"completed": 300}, run
+    assert run["lost"] == 0 and run["history_events"] == 3 * 300 + 3, run
+    assert set(run["probes"]) >= {"describe", "failures"}, run["probes"]
+    assert run["orchestrator"]["rss_peak_mib"] > 0
+    assert "bigjob 300" in done.stdout and "lost executions" in done.stdout, done.stdout
