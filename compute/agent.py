@@ -335,6 +335,8 @@ class ComputeAgent(Service):
                     order.job_id,
                     order.execution_id,
                     stream,
+                    namespace=order.namespace,
+                    node_id=self.node_id,
                     limit=self.config.log_limit,
                 ),
             )

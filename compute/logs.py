@@ -28,13 +28,17 @@ class LogShipper:
         execution_id: str,
         stream: str,
         *,
+        namespace: str = "default",
+        node_id: str = "_",
         limit: int = 8 * 1024 * 1024,
         interval: float = 0.1,
         idle_interval: float = 1.0,
     ) -> None:
+        """`namespace` is the job's, `node_id` this node's: a node's identity may publish
+        only log subjects that name it."""
         self._bus = bus
         self._path = path
-        self._subject = subjects.logs(job_id, execution_id, stream)
+        self._subject = subjects.logs(namespace, job_id, node_id, execution_id, stream)
         self._stream = stream
         self._limit = limit
         self._interval = interval
