@@ -1,4 +1,5 @@
-"""The request-reply API on `shoal.v1.api.*`: validates, writes state, answers from the mirror."""
+"""The request-reply API (`shoal.v1.api.*`, `shoal.v1.ns.<ns>.api.*`): validates, writes state,
+answers from the mirror."""
 
 from __future__ import annotations
 
@@ -35,6 +36,9 @@ MAX_COUNT = 100_000
 
 T = TypeVar("T")
 Handler = Callable[[bytes], Awaitable[Any]]
+# A job verb's handler: the request, and the namespace whose subject it came on (None: the
+# cluster subject, every namespace; only admins may publish there).
+JobHandler = Callable[[bytes, str | None], Awaitable[Any]]
 
 
 class Api:
@@ -50,14 +54,14 @@ class Api:
         submitted: Callable[[wire.JobRecord, JobSpec], bool] | None = None,
     ) -> None:
         self._submitted = submitted
-        self._subscription: Subscription | None = None
+        self._subscriptions: list[Subscription] = []
         self._bus = bus
         self._mirror = mirror
         self._registry = registry
         self._history = history
         self.max_attempts = max_attempts
         self.max_count = max_count
-        self._handlers: dict[str, Handler] = {
+        self._job_handlers: dict[str, JobHandler] = {
             "job.submit": self.submit,
             "job.describe": self.describe,
             "job.list": self.list_jobs,
@@ -66,32 +70,50 @@ class Api:
             "job.history": self.job_history,
             "job.versions": self.versions,
             "job.rerun": self.rerun,
-            **NodeApi(mirror, registry).handlers(),
         }
+        self._node_handlers: dict[str, Handler] = NodeApi(mirror, registry).handlers()
 
     async def start(self) -> None:
         self._versions = await self._bus.kv(subjects.JOB_VERSIONS_BUCKET)
         # Requests are independent: handle many at once (each waits on NATS round trips).
-        self._subscription = await self._bus.subscribe(
-            f"{subjects.API_PREFIX}.>", self._dispatch, queue=subjects.API_QUEUE, concurrency=64
-        )
+        # Other verbs (secret.*) belong to other parts, in the same queue group: these
+        # subscriptions must not take their requests.
+        for subject in (
+            f"{subjects.API_PREFIX}.job.>",
+            f"{subjects.API_PREFIX}.node.>",
+            subjects.ns_api("*", "job.>"),
+        ):
+            self._subscriptions.append(
+                await self._bus.subscribe(
+                    subject, self._dispatch, queue=subjects.API_QUEUE, concurrency=64
+                )
+            )
 
     async def drain(self, timeout: float) -> None:
         """Stop taking requests (the queue group hands new ones to the other orchestrators)
         and answer the ones already taken: a submit cut off between its job's write and its
         history's first line would leave a job whose history does not say it was submitted.
         Idempotent."""
-        subscription, self._subscription = self._subscription, None
-        if subscription is not None and not await subscription.drain(timeout):
+        subscriptions, self._subscriptions = self._subscriptions, []
+        drained = await asyncio.gather(*(s.drain(timeout) for s in subscriptions))
+        if not all(drained):
             log.warning("API requests still unanswered after %.0fs of stopping", timeout)
 
+    async def _handle(self, subject: str, data: bytes) -> Any:
+        scope, verb = subjects.api_scope(subject)
+        job_handler = self._job_handlers.get(verb)
+        if job_handler is not None:
+            return await job_handler(data, scope)
+        node_handler = self._node_handlers.get(verb) if scope is None else None
+        if node_handler is not None:
+            return await node_handler(data)
+        known = [*self._job_handlers, *(self._node_handlers if scope is None else ())]
+        raise NotFound(f"unknown API verb {verb!r}; known: {', '.join(known)}")
+
     async def _dispatch(self, msg: Message) -> None:
-        verb = msg.subject[len(subjects.API_PREFIX) + 1 :]
-        handler = self._handlers.get(verb)
+        verb = msg.subject.rsplit(".api.", 1)[-1]
         try:
-            if handler is None:
-                raise NotFound(f"unknown API verb {verb!r}; known: {', '.join(self._handlers)}")
-            result = await handler(msg.data)
+            result = await self._handle(msg.subject, msg.data)
             reply = wire.ApiReply(ok=True, data=msgspec.Raw(fitting(result, self._bus.max_payload)))
         except InvalidSpec as exc:
             error = wire.ApiError(
@@ -125,7 +147,7 @@ class Api:
 
     # ---- jobs --------------------------------------------------------------------------------
 
-    async def submit(self, data: bytes) -> wire.SubmitReply:
+    async def submit(self, data: bytes, scope: str | None = None) -> wire.SubmitReply:
         req = wire.decode(data, wire.SubmitRequest, what="submit request")
         trace.mark("api.received", req.job_id)
         if bytes(req.spec) != b"null":
@@ -140,6 +162,7 @@ class Api:
             spec = load_spec(req.spec_text, req.variables)
         else:
             raise InvalidSpec("a submit request needs Spec (a JSON object) or SpecText (YAML)")
+        spec = _in_scope(spec, scope)
         self._within_limits(spec)  # before anything is stored, for a new job or a new version
         # A named job's id follows from its name, so the KV create below is what keeps names
         # unique, even against a submit this orchestrator's mirror has not seen yet.
@@ -259,9 +282,9 @@ class Api:
             raise NotFound(f"job {job.id} has no version {number} (it has 1..{job.version})")
         return wire.decode(entry.value, wire.JobVersion, what="job version")
 
-    async def versions(self, data: bytes) -> wire.VersionList:
+    async def versions(self, data: bytes, scope: str | None = None) -> wire.VersionList:
         ref = wire.decode(data, wire.JobRef, what="versions request")
-        job = self.resolve(ref.job_id)
+        job = self.resolve(ref.job_id, _namespace(scope, ref.namespace))
         found = []
         for number in range(1, job.version + 1):
             try:
@@ -270,10 +293,10 @@ class Api:
                 continue
         return wire.VersionList(versions=found)
 
-    async def rerun(self, data: bytes) -> wire.SubmitReply:
+    async def rerun(self, data: bytes, scope: str | None = None) -> wire.SubmitReply:
         """Run the current spec again as a new version."""
         ref = wire.decode(data, wire.JobRef, what="rerun request")
-        job = self.resolve(ref.job_id)
+        job = self.resolve(ref.job_id, _namespace(scope, ref.namespace))
         spec = spec_from_canonical(bytes(job.spec))
         self._within_limits(spec)  # a spec stored before the limit was lowered
         return await self._new_version(job, spec, True, time.time())
@@ -293,16 +316,23 @@ class Api:
                 ]
             )
 
-    def resolve(self, ref: str) -> wire.JobRecord:
-        """A job by id, unique id prefix, or name."""
+    def resolve(self, ref: str, namespace: str | None = None) -> wire.JobRecord:
+        """A job by id, unique id prefix, or name; with `namespace`, only that namespace's
+        (a job of another is not found, as if it did not exist)."""
         job = self._mirror.job(ref)
-        if job is not None:
+        if job is not None and namespace in (None, job.namespace):
             return job
-        matches = [v.value for k, v in self._mirror.jobs.items() if k.startswith(ref)]
+        jobs = [
+            v.value
+            for v in self._mirror.jobs.values()
+            if namespace is None or v.value.namespace == namespace
+        ]
+        matches = [j for j in jobs if j.id.startswith(ref)]
         if not matches:
-            matches = [v.value for v in self._mirror.jobs.values() if v.value.name == ref]
+            matches = [j for j in jobs if j.name == ref]
         if not matches:
-            raise NotFound(f"no job with id, id prefix or name {ref!r}")
+            where = "" if namespace is None else f" in namespace {namespace!r}"
+            raise NotFound(f"no job with id, id prefix or name {ref!r}{where}")
         if len(matches) > 1:
             ids = ", ".join(sorted(m.id for m in matches)[:5])
             raise Conflict(f"{ref!r} matches {len(matches)} jobs ({ids}); give more of the id")
@@ -311,21 +341,22 @@ class Api:
     def view(self, job: wire.JobRecord, *, with_spec: bool = False) -> wire.JobView:
         return job_view(job, self._mirror.executions_of(job.id), with_spec=with_spec)
 
-    async def describe(self, data: bytes) -> wire.JobView:
+    async def describe(self, data: bytes, scope: str | None = None) -> wire.JobView:
         ref = wire.decode(data, wire.JobRef, what="describe request")
-        job = self.resolve(ref.job_id)
+        job = self.resolve(ref.job_id, _namespace(scope, ref.namespace))
         if ref.version and ref.version != job.version:
             old = await self._version(job, ref.version)
             then = msgspec.structs.replace(job, version=ref.version, spec=old.spec)
             return job_view(then, self._mirror.executions_of(job.id), with_spec=True)
         return self.view(job, with_spec=True)
 
-    async def list_jobs(self, data: bytes) -> wire.JobList:
+    async def list_jobs(self, data: bytes, scope: str | None = None) -> wire.JobList:
         req = wire.decode(data, wire.ListRequest, what="list request")
+        namespace = _namespace(scope, req.namespace)
         jobs = [
             v.value
             for v in self._mirror.jobs.values()
-            if (not req.namespace or v.value.namespace == req.namespace)
+            if (namespace is None or v.value.namespace == namespace)
             and (not req.states or v.value.state in req.states)
         ]
         jobs.sort(key=newest_first)
@@ -337,11 +368,12 @@ class Api:
         next_ = f"{page[-1].created_at!r}/{page[-1].id}" if more else ""
         return wire.JobList(jobs=[self.view(j) for j in page], next=next_)
 
-    async def stop(self, data: bytes) -> wire.JobView:
+    async def stop(self, data: bytes, scope: str | None = None) -> wire.JobView:
         req = wire.decode(data, wire.StopRequest, what="stop request")
+        namespace = _namespace(scope, "")
 
         async def store() -> tuple[wire.JobRecord, wire.JobRecord | None]:
-            job = self.resolve(req.job_id)
+            job = self.resolve(req.job_id, namespace)
             if job.state in wire.TERMINAL_JOB_STATES:
                 return job, None
             record = msgspec.structs.replace(
@@ -357,22 +389,22 @@ class Api:
         await enqueue(self._bus, stopped, "stopped")
         return self.view(stopped)
 
-    async def executions(self, data: bytes) -> wire.ExecutionList:
+    async def executions(self, data: bytes, scope: str | None = None) -> wire.ExecutionList:
         req = wire.decode(data, wire.ExecutionsRequest, what="executions request")
-        job = self.resolve(req.job_id)
+        job = self.resolve(req.job_id, _namespace(scope, req.namespace))
         every = self._mirror.executions_of(job.id)
         start = max(req.offset, 0)
         page = every[start : start + min(max(req.limit, 1), VIEW_EXECUTIONS)]
         return wire.ExecutionList(executions=[execution_view(e) for e in page], total=len(every))
 
-    async def job_history(self, data: bytes) -> wire.History:
+    async def job_history(self, data: bytes, scope: str | None = None) -> wire.History:
         """A page of the job's events: at most `Limit`, and no more than half a NATS message
         (a daemon on 10,000 nodes has tens of thousands, and a final event carries a view)."""
         req = wire.decode(data, wire.HistoryRequest, what="history request")
-        job = self.resolve(req.job_id)
+        job = self.resolve(req.job_id, _namespace(scope, req.namespace))
         events: list[wire.JobEvent] = []
         room, limit = self._bus.max_payload // 2, max(req.limit, 1)
-        stream, subject = subjects.EVENTS_STREAM, subjects.events(job.id)
+        stream, subject = subjects.EVENTS_STREAM, subjects.events(job.namespace, job.id)
         last = 0  # the stream sequence of the last event in this page
         async for msg in self._bus.replay(stream, subject, after=max(req.after, 0)):
             if events and len(msg.data) > room:  # the next page starts with this one
@@ -386,6 +418,41 @@ class Api:
             if len(events) >= limit:
                 return wire.History(events=events, next=sequence if pending else 0)
         return wire.History(events=events)
+
+
+def _namespace(scope: str | None, asked: str) -> str | None:
+    """The namespace a request may see: its subject's; on the cluster subject, the one its
+    body names, or every namespace (None)."""
+    if scope is None:
+        return asked or None
+    if asked and asked != scope:
+        raise InvalidSpec(
+            [
+                Problem(
+                    "Namespace", f"asks about namespace {asked!r} on namespace {scope!r}'s subject"
+                )
+            ]
+        )
+    return scope
+
+
+def _in_scope(spec: JobSpec, scope: str | None) -> JobSpec:
+    """The spec in the namespace of the subject it was submitted on. A spec naming another
+    namespace is refused: its user may not be allowed there."""
+    if scope is None or spec.namespace == scope:
+        return spec
+    if "namespace" in spec.model_fields_set:
+        raise InvalidSpec(
+            [
+                Problem(
+                    "Namespace",
+                    f"Namespace {spec.namespace!r} is not {scope!r}, the namespace this submit "
+                    f"was sent to; submit it with --namespace {spec.namespace} (if you may), "
+                    "or leave Namespace out",
+                )
+            ]
+        )
+    return spec.model_copy(update={"namespace": scope})
 
 
 def _current_version(job: wire.JobRecord) -> wire.JobVersion:

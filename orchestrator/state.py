@@ -114,7 +114,7 @@ class StateMirror:
             self.show_job(record, entry.revision)
 
     def _apply_execution(self, entry: Entry) -> None:
-        job_id, _, exec_id = entry.key.partition(".")
+        _, job_id, exec_id = entry.key.split(".", 2)  # <namespace>.<job-id>.<execution-id>
         known = self.executions.get(exec_id)
         if known is not None and known.revision >= entry.revision:
             return
@@ -258,7 +258,7 @@ class StateMirror:
         """Create an execution record. The planner offers it to its node while this write is
         in flight, so the node's first reports wait for it (`InFlight.creating_execution`)."""
         assert self._execs_kv is not None
-        key = subjects.execution_key(record.job_id, record.id)
+        key = subjects.execution_key(record.namespace, record.job_id, record.id)
         with self.in_flight.creating_execution(record.id):
             rev = await self._execs_kv.create(key, wire.encode(record))
             known = self.executions.get(record.id)
@@ -269,11 +269,30 @@ class StateMirror:
         self, job_id: str, execution_id: str
     ) -> Versioned[wire.ExecutionRecord] | None:
         """The execution as KV holds it now: for a record the watch may not have shown yet
-        (a new leader's mirror can trail the writes of the one before)."""
+        (a new leader's mirror can trail the writes of the one before). Its key names the
+        job's namespace: that of the job as the mirror shows it, else of the execution."""
         assert self._execs_kv is not None
-        await self._reread(
-            self._execs_kv, subjects.execution_key(job_id, execution_id), self._apply_execution
-        )
+        job = self.job(job_id)
+        known = self.executions.get(execution_id)
+        if job is not None:
+            namespace = job.namespace
+        elif known is not None:
+            namespace = known.value.namespace
+        else:  # neither shown yet: its key, whatever its namespace, from what KV holds
+            pattern = subjects.execution_key("*", job_id, execution_id)
+            entries = self._execs_kv.watch(pattern)
+            try:
+                async for entry in entries:
+                    if entry is None:  # caught up
+                        break
+                    self._apply_execution(entry)
+            finally:
+                closing = getattr(entries, "aclose", None)
+                if closing is not None:
+                    await closing()
+            return self.executions.get(execution_id)
+        key = subjects.execution_key(namespace, job_id, execution_id)
+        await self._reread(self._execs_kv, key, self._apply_execution)
         return self.executions.get(execution_id)
 
     async def delete_execution(self, record: wire.ExecutionRecord) -> bool:
@@ -283,7 +302,7 @@ class StateMirror:
         known = self.executions.get(record.id)
         if known is None or known.value != record:
             return False
-        key = subjects.execution_key(record.job_id, record.id)
+        key = subjects.execution_key(record.namespace, record.job_id, record.id)
         try:
             await self._execs_kv.delete(key, known.revision)
         except Conflict:
@@ -298,7 +317,7 @@ class StateMirror:
         """CAS against `revision`, by default the mirror's; Conflict (after a re-read) if the
         key moved."""
         assert self._execs_kv is not None
-        key = subjects.execution_key(record.job_id, record.id)
+        key = subjects.execution_key(record.namespace, record.job_id, record.id)
         if revision is None:
             known = self.executions.get(record.id)
             revision = known.revision if known else 0

@@ -20,6 +20,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import msgspec
+import yaml
 
 from shared import subjects, trace, wire
 from shared.bus import Bus
@@ -41,15 +42,30 @@ T = TypeVar("T")
 __all__ = ["LogLine", "ShoalClient", "UnchangedSpecWarning", "new_job_id"]
 
 
+def creds_namespace(path: str) -> str:
+    """The `namespace:` of a Shoal credentials file (a user's first namespace), or "" (a NATS
+    .creds file, none given, or a file `Bus.connect` will refuse with its own message)."""
+    try:
+        data = yaml.safe_load(Path(path).expanduser().read_text())
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return ""
+    value = data.get("namespace") if isinstance(data, dict) else None
+    return value if isinstance(value, str) else ""
+
+
 class UnchangedSpecWarning(UserWarning):
     """`run()` was given a named job's spec unchanged: nothing new ran, and the view returned
     is the existing version's (pass `force=True` to run it again)."""
 
 
 class ShoalClient:
-    def __init__(self, bus: Bus, *, timeout: float = 10.0) -> None:
+    """Shoal's API for one namespace (a tenant): its jobs' verbs go to
+    `shoal.v1.ns.<namespace>.api.*`, the cluster's (nodes) to `shoal.v1.api.*`."""
+
+    def __init__(self, bus: Bus, *, timeout: float = 10.0, namespace: str = "default") -> None:
         self.bus = bus
         self.timeout = timeout
+        self.namespace = subjects.check_token(namespace, "namespace")
         self._waiter = Waiter(bus, self.describe)
 
     @classmethod
@@ -60,11 +76,16 @@ class ShoalClient:
         *,
         tls_ca: str | None = None,
         timeout: float = 10.0,
+        namespace: str = "",
     ) -> ShoalClient:
+        """`namespace`: by default the credentials file's `namespace:` (`shoal auth init`
+        writes a user's first), else "default"."""
+        namespace = namespace or (creds_namespace(creds) if creds else "") or "default"
+        subjects.check_token(namespace, "namespace")
         bus = await Bus.connect(
             url, creds=creds, name="shoal-client", fail_fast=True, tls_ca=tls_ca
         )
-        return cls(bus, timeout=timeout)
+        return cls(bus, timeout=timeout, namespace=namespace)
 
     async def close(self) -> None:
         await self.bus.close()
@@ -80,11 +101,15 @@ class ShoalClient:
     ) -> None:
         await self.close()
 
-    async def _call(self, verb: str, request: Any, kind: type[T]) -> T:
+    async def _call(self, verb: str, request: Any, kind: type[T], *, cluster: bool = False) -> T:
+        """A verb about this client's namespace, or (`cluster`, and every node verb) about
+        the whole cluster."""
+        if cluster or verb.startswith("node."):
+            subject = subjects.api(verb)
+        else:
+            subject = subjects.ns_api(self.namespace, verb)
         try:
-            raw = await self.bus.request(
-                subjects.api(verb), wire.encode(request), timeout=self.timeout
-            )
+            raw = await self.bus.request(subject, wire.encode(request), timeout=self.timeout)
         except Unavailable as exc:
             raise Unavailable(f"no orchestrator answered {verb} ({exc}); is one running?") from None
         reply = wire.decode(raw, wire.ApiReply, what=f"{verb} reply")
@@ -141,7 +166,7 @@ class ShoalClient:
         waited for, with an `UnchangedSpecWarning`. `force=True` runs it again as a new
         version.
 
-        The job's id is chosen here and its stored state (`shoal.v1.state.<job-id>.>`, see
+        The job's id is chosen here and its stored state (`shoal.v1.ns.<ns>.state.<job-id>.>`, see
         `wait`) listened to before the submit, so its records alone tell how it went: an
         unnamed job needs no read at all. The job's history (`history()`) is written just
         after its state, and may lag by a moment.
@@ -150,7 +175,7 @@ class ShoalClient:
         deadline = None if timeout is None else loop.time() + timeout
         job_id = new_job_id()
         trace.mark("client.run", job_id)
-        inbox = await self._waiter.listen(job_id)
+        inbox = await self._waiter.listen(self.namespace, job_id)
         try:
             async with asyncio.timeout_at(deadline):
                 reply = await self.submit_full(spec, variables, force=force, job_id=job_id)
@@ -188,15 +213,22 @@ class ShoalClient:
         return await self._call("job.rerun", wire.JobRef(job_id=job_id), wire.SubmitReply)
 
     async def jobs(
-        self, namespace: str = "", limit: int = 100, *, every: bool = False
+        self,
+        namespace: str = "",
+        limit: int = 100,
+        *,
+        every: bool = False,
+        all_namespaces: bool = False,
     ) -> list[wire.JobView]:
-        """The newest `limit` jobs (`every`: all of them), newest first, page after page."""
+        """The newest `limit` jobs (`every`: all of them), newest first, page after page: of
+        this client's namespace, or (an admin's) of `namespace` or of every namespace."""
         out: list[wire.JobView] = []
         after = ""
+        cluster = all_namespaces or bool(namespace and namespace != self.namespace)
         while every or len(out) < limit:
             want = 1_000 if every else limit - len(out)
             request = wire.ListRequest(namespace=namespace, limit=want, after=after)
-            page = await self._call("job.list", request, wire.JobList)
+            page = await self._call("job.list", request, wire.JobList, cluster=cluster)
             out.extend(page.jobs)
             if not page.next:
                 break
@@ -251,7 +283,7 @@ class ShoalClient:
     ) -> wire.JobView:
         """Until the job has ended, or `until(view)` holds; TimeoutError after `timeout` s.
 
-        Follows the job's stored state (`shoal.v1.state.<job-id>.>`, where the server
+        Follows the job's stored state (`shoal.v1.ns.<ns>.state.<job-id>.>`, where the server
         republishes every write it stores to the job's and its executions' records) and
         asks `job.describe` when a record says the job ended, when the records fall silent
         for 2 s, and, for `until` and `on_change`, after each change. `on_change(view)` is
@@ -262,7 +294,7 @@ class ShoalClient:
         if not job_id.startswith("j-"):  # a name: resolve it before listening
             job_id = (await self.describe(job_id)).id
         # Subscribed before the first read: the server sees the SUB first, so nothing is missed.
-        inbox = await self._waiter.listen(job_id)
+        inbox = await self._waiter.listen(self.namespace, job_id)
         try:
             async with asyncio.timeout(timeout):
                 view = await self.describe(job_id)
@@ -279,15 +311,24 @@ class ShoalClient:
         follow: bool = False,
         execution_id: str = "",
         version: int = 0,
+        node_id: str = "",
     ) -> AsyncIterator[LogLine]:
         """Output of one version's executions (0: the current one), in stream order, or of
         one execution (`execution_id`, any version).
 
+        `node_id`: the node `execution_id` was placed on, if known (only its lines are read).
         `follow` goes on with new output (a replaced execution's successor too) and ends once
         the version has ended and every execution's output has been read; following version
         0 also follows the versions submitted meanwhile (`shared.logs.JobLogs`)."""
         reader = JobLogs(
-            self.bus, self, job_id, version=version, follow=follow, execution_id=execution_id
+            self.bus,
+            self,
+            job_id,
+            version=version,
+            follow=follow,
+            execution_id=execution_id,
+            namespace=self.namespace,
+            node_id=node_id,
         ).lines()
         try:
             async for line in reader:
@@ -321,7 +362,7 @@ class ShoalClient:
     async def _from_logs(self, job_id: str, execution: wire.ExecutionView, target: Path) -> Path:
         target.mkdir(parents=True, exist_ok=True)
         streams = {"stdout": bytearray(), "stderr": bytearray()}
-        async for line in self.logs(job_id, execution_id=execution.id):
+        async for line in self.logs(job_id, execution_id=execution.id, node_id=execution.node_id):
             streams.setdefault(line.stream, bytearray()).extend(line.data)
         for name, data in streams.items():
             (target / name).write_bytes(bytes(data))

@@ -1,10 +1,12 @@
 """Reading a job's output from SHOAL_LOGS: one version's executions, and, when following, until
 that version has ended and every execution's output has been read.
 
-The log stream holds every version's output under `shoal.v1.logs.<job-id>.>`, and a log
-subject names the execution, not its version: which version an execution ran is told by the
-API's view of that version (`job.describe`) and by the execution records the server
-republishes on `shoal.v1.state.<job-id>.>`. When the logs are complete is docs/protocol.md's
+The log stream holds every version's output under `shoal.v1.ns.<ns>.logs.<job-id>.>`, and a
+log subject names the node and the execution, not its version: which version an execution ran
+is told by the API's view of that version (`job.describe`) and by the execution records the
+server republishes on `shoal.v1.ns.<ns>.state.<job-id>.>`. A line is an execution's only when
+its subject names the node the execution was placed on: any node may publish under its own
+name, never under another's. When the logs are complete is docs/protocol.md's
 rule: an execution that ended by itself shipped all its output before its end was stored; a
 cancelled one ships its last chunks after, before its node stops listing it as running.
 """
@@ -92,10 +94,15 @@ class JobLogs:
         version: int = 0,
         follow: bool = False,
         execution_id: str = "",
+        namespace: str = "default",
+        node_id: str = "",
     ) -> None:
+        """`node_id`: the node `execution_id` was placed on, when the caller knows it."""
         self._bus = bus
         self._api = api
         self._job_id = job_id
+        self._namespace = namespace
+        self._node_id = node_id
         self._explicit = version
         self._target = version
         self._follow = follow
@@ -111,16 +118,17 @@ class JobLogs:
     async def lines(self) -> AsyncGenerator[LogLine, None]:
         if self._execution_id and not self._follow and _FULL_ID.match(self._job_id):
             # One execution's stored output (`job get` asks for each): no view needed.
-            subject = subjects.logs(self._job_id, self._execution_id, "*")
+            node = self._node_id or "*"
+            subject = subjects.logs(self._namespace, self._job_id, node, self._execution_id, "*")
             async for msg in self._bus.replay(subjects.LOGS_STREAM, subject):
                 yield self._make(msg, None)
             return
         current = await self._api.describe(self._job_id)
-        self._job_id = current.id
+        self._job_id, self._namespace = current.id, current.namespace
         subject = (
-            subjects.logs(current.id, self._execution_id, "*")
+            subjects.logs(current.namespace, current.id, "*", self._execution_id, "*")
             if self._execution_id
-            else subjects.logs_of_job(current.id)
+            else subjects.logs_of_job(current.namespace, current.id)
         )
         if not self._follow:
             self._target = self._explicit or current.version
@@ -129,7 +137,7 @@ class JobLogs:
                 if (line := await self._line(msg, time.monotonic())) is not None:
                     yield line
             return
-        inbox = await self._bus.subscription(subjects.state_of_job(current.id))
+        inbox = await self._bus.subscription(subjects.state_of_job(current.namespace, current.id))
         try:
             current = await self._api.describe(current.id)  # once listening: nothing unseen
             self._target = self._explicit or current.version
@@ -323,13 +331,19 @@ class JobLogs:
         )
 
     async def _line(self, msg: StreamMessage, arrived: float) -> LogLine | None:
-        """The message as a line, or None when it is another version's output."""
-        execution_id = msg.subject.rsplit(".", 2)[-2]
+        """The message as a line, or None when it is another version's output, or was
+        published by a node the execution was not placed on."""
+        parts = subjects.log_parts(msg.subject)
+        if parts is None:
+            return None
+        node_id, execution_id, _ = parts
         ran = self._ran.get(execution_id)
+        if ran is None and execution_id not in self._foreign and not self._execution_id:
+            ran = await self._identify(execution_id, arrived)
+        if ran is not None and ran.node_id and ran.node_id != node_id:
+            return None
         if self._execution_id:
             return self._make(msg, ran)
-        if ran is None and execution_id not in self._foreign:
-            ran = await self._identify(execution_id, arrived)
         if ran is None or not self._accepts(ran.version):
             return None
         return self._make(msg, ran)
@@ -364,7 +378,7 @@ class JobLogs:
             self._remember(e, number)
 
     def _make(self, msg: StreamMessage, ran: _Ran | None) -> LogLine:
-        _, execution_id, stream = msg.subject.rsplit(".", 2)
+        _, execution_id, stream = subjects.log_parts(msg.subject) or ("", "", "")
         if ran is None:
             return LogLine(execution_id, stream, msg.data)
         return LogLine(execution_id, stream, msg.data, ran.partition, ran.node_id, ran.version)

@@ -104,21 +104,22 @@ class StoredJob:
     def add(self, msg: Message) -> None:
         """Take one republished record; anything else on the subject (a record of another
         job or execution than its subject names, or one that does not decode) is ignored."""
-        tokens = msg.subject.split(".")
-        if len(tokens) < 5 or tokens[3] != self.job_id:
+        # shoal.v1.ns.<namespace>.state.<job-id>.job | .execution.<execution-id>
+        tokens = msg.subject.split(".")[5:]
+        if len(tokens) < 2 or tokens[0] != self.job_id:
             return
         deleted = (msg.headers or {}).get(_KV_OPERATION) in ("DEL", "PURGE")
         try:
-            if tokens[4] == "job" and len(tokens) == 5 and not deleted:
+            if tokens[1] == "job" and len(tokens) == 2 and not deleted:
                 job = wire.decode(msg.data, wire.JobRecord, what="job record")
                 if job.id == self.job_id:
                     self.job = job
-            elif tokens[4] == "execution" and len(tokens) == 6:
+            elif tokens[1] == "execution" and len(tokens) == 3:
                 if deleted:
-                    self._count(self.executions.pop(tokens[5], None), -1)
+                    self._count(self.executions.pop(tokens[2], None), -1)
                     return
                 record = wire.decode(msg.data, wire.ExecutionRecord, what="execution")
-                if record.job_id == self.job_id and record.id == tokens[5]:
+                if record.job_id == self.job_id and record.id == tokens[2]:
                     self._count(self.executions.get(record.id), -1)
                     self.executions[record.id] = record
                     self._count(record, 1)

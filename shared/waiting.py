@@ -1,10 +1,10 @@
 """Waiting for a job: its stored state, as the server republishes it, read until it ends.
 
 nats-server republishes every write it stores to a job's record and its executions' records on
-`shoal.v1.state.<job-id>.>`. A waiter subscribes there before it reads or submits the job, so
-no write made after that moment goes unseen, and it asks the API (`job.describe`) only where
-the records alone cannot tell: the wait began after the job was created, the connection was
-re-established, the records fell silent, or the job ended while an execution still looks live.
+`shoal.v1.ns.<namespace>.state.<job-id>.>`. A waiter subscribes there before it reads or submits
+the job, so no write made after that moment goes unseen, and it asks the API (`job.describe`)
+only where the records alone cannot tell: the wait began after the job was created, the
+connection was re-established, the records fell silent, or the job ended while an execution still looks live.
 """
 
 from __future__ import annotations
@@ -46,9 +46,9 @@ class Waiter:
         # Unknown until a wait from a job's creation hears (or does not hear) its records.
         self.reaches: bool | None = None
 
-    async def listen(self, job_id: str) -> Inbox:
+    async def listen(self, namespace: str, job_id: str) -> Inbox:
         """Subscribe to the job's stored state; the caller closes the inbox."""
-        return await self._bus.subscription(subjects.state_of_job(job_id))
+        return await self._bus.subscription(subjects.state_of_job(namespace, job_id))
 
     async def follow(
         self,

@@ -89,7 +89,7 @@ async def test_a_js_client_written_from_the_protocol_doc(
     # A batch job with the nats publisher, followed on its stored state.
     batch = out["batch"]
     assert batch["submitted"] == {"JobID": batch["id"], "Version": 1}  # Changed: true, left out
-    assert batch["sawEndOnState"], "the end should be seen on shoal.v1.state.<job-id>.>"
+    assert batch["sawEndOnState"], "the end should be seen on shoal.v1.ns.<ns>.state.<job-id>.>"
     assert batch["storedState"] == batch["state"] == batch["kvState"] == "Completed"
     assert batch["kvVersion"] == 1
     assert batch["exitCode"] == 0

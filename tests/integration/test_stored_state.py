@@ -1,4 +1,4 @@
-"""The stored-state subjects (`shoal.v1.state.<job-id>.>`) and `run()` ending on them."""
+"""The stored-state subjects (`shoal.v1.ns.default.state.<job-id>.>`) and `run()` ending on them."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ async def test_run_asks_the_api_when_an_execution_still_looks_live(
             id="e-stray", job_id=job.id, namespace="default", node_id="node-9",
             compute_state="running",
         )  # fmt: skip
-        await bus.publish(f"shoal.v1.state.{job.id}.execution.e-stray", wire.encode(stray))
+        await bus.publish(f"shoal.v1.ns.default.state.{job.id}.execution.e-stray", wire.encode(stray))
         await bus.flush()
         assert s.agents["node-0"].running_count == 1  # published before the job could end
         view = await run
@@ -81,7 +81,7 @@ async def test_state_subjects_carry_stored_writes_and_never_a_refused_cas(
 ) -> None:
     async with stack(nats_server.url, tmp_path) as s, await s.client() as client:
         job_id = new_job_id()
-        inbox = await bus.subscription(subjects.state_of_job(job_id))
+        inbox = await bus.subscription(subjects.state_of_job("default", job_id))
         try:
             await client.submit_full(NOOP, job_id=job_id)
             # The leader evaluates a job while its create is in flight, so the first execution
@@ -92,7 +92,7 @@ async def test_state_subjects_carry_stored_writes_and_never_a_refused_cas(
             ):
                 seen.append(first.subject)
             assert first is not None
-            assert first.subject == f"shoal.v1.state.{job_id}.job"
+            assert first.subject == f"shoal.v1.ns.default.state.{job_id}.job"
             record = wire.decode(first.data, wire.JobRecord)
             assert record.id == job_id
             view = await client.wait(job_id, timeout=20)
@@ -101,7 +101,7 @@ async def test_state_subjects_carry_stored_writes_and_never_a_refused_cas(
                 seen.append(msg.subject)
             executions = [x for x in seen if ".execution." in x]
             assert {x.rsplit(".", 1)[1] for x in executions} == {e.id for e in view.executions}
-            assert seen.count(f"shoal.v1.state.{job_id}.job") >= 1
+            assert seen.count(f"shoal.v1.ns.default.state.{job_id}.job") >= 1
 
             # A CAS on a stale revision is refused, and nothing is republished for it.
             kv = await bus.kv(subjects.JOBS_BUCKET)
@@ -131,18 +131,18 @@ async def test_buckets_made_before_republishing_get_it_added(
     jobs = await bus.kv(subjects.JOBS_BUCKET)
     execs = await bus.kv(subjects.EXECUTIONS_BUCKET)
     job_id = new_job_id()
-    inbox = await bus.subscription(subjects.state_of_job(job_id))
+    inbox = await bus.subscription(subjects.state_of_job("default", job_id))
     try:
         await jobs.put(subjects.job_key("default", "j-before"), b"{}")
         assert await inbox.next(timeout=0.3) is None
         async with stack(nats_server.url, tmp_path, agents=0):
-            await execs.create(subjects.execution_key(job_id, "e-1"), b"{}")
+            await execs.create(subjects.execution_key("default", job_id, "e-1"), b"{}")
             msg = await inbox.next(timeout=10)
             assert msg is not None
-            assert msg.subject == f"shoal.v1.state.{job_id}.execution.e-1"
+            assert msg.subject == f"shoal.v1.ns.default.state.{job_id}.execution.e-1"
             await jobs.create(subjects.job_key("default", job_id), b"{}")
             msg = await inbox.next(timeout=10)
-            assert msg is not None and msg.subject == f"shoal.v1.state.{job_id}.job"
+            assert msg is not None and msg.subject == f"shoal.v1.ns.default.state.{job_id}.job"
     finally:
         await inbox.close()
 
@@ -151,7 +151,7 @@ async def test_run_asks_the_api_where_the_stored_state_does_not_arrive(
     nats_server: EmbeddedNats, tmp_path: Path
 ) -> None:
     """Orchestrators that have not added the republish (or a user whose permissions predate
-    `shoal.v1.state.>`): run() notices nothing arrives and asks the API every 0.5 s, and so
+    `shoal.v1.ns.default.state.>`): run() notices nothing arrives and asks the API every 0.5 s, and so
     does every later wait of that client."""
     async with stack(nats_server.url, tmp_path) as s, await s.client() as client:
         nc = await nats.connect(nats_server.url)

@@ -112,7 +112,7 @@ async def test_a_short_job_still_records_that_it_ran(
 def test_a_job_id_on_the_wire_is_spelled_jobid() -> None:
     raw = msgspec.json.decode(wire.encode(wire.SubmitRequest(job_id="j-x")))
     assert raw == {"JobID": "j-x"}
-    assert subjects.events("j-x").endswith(".j-x")
+    assert subjects.events("default", "j-x").endswith(".j-x")
 
 
 @pytest.mark.slow

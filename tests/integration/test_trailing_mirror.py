@@ -51,7 +51,7 @@ async def test_a_report_on_a_record_the_watch_has_not_shown_is_applied(bus: Bus)
         assert [r.compute_state for r in applied] == ["completed"], applied
         assert trailing.job("j-1") == JOB  # read too: the evaluation this update asks for needs it
         kv = await bus.kv(subjects.EXECUTIONS_BUCKET)
-        stored = await kv.get(subjects.execution_key("j-1", "e-1"))
+        stored = await kv.get(subjects.execution_key("default", "j-1", "e-1"))
         assert stored is not None and stored.value is not None
         record = wire.decode(stored.value, wire.ExecutionRecord, what="stored record")
         assert (record.compute_state, record.desired_state) == ("completed", "stopped"), record

@@ -1,5 +1,5 @@
 """One way to wait for a job: `ShoalClient.wait`, `ShoalClient.run` and `shoal job run` all end
-on the job's stored state (`shoal.v1.state.<job-id>.>`), never on its history events."""
+on the job's stored state (`shoal.v1.ns.<ns>.state.<job-id>.>`), never on its history events."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def refuse_events(client: ShoalClient) -> None:
     subscribe = client.bus.subscription
 
     async def subscription(subject: str) -> Inbox:
-        if subject.startswith(subjects.events("")):
+        if subject.startswith(subjects.events("default", "")):
             raise AssertionError(f"subscribed to {subject}")
         return await subscribe(subject)
 

@@ -657,7 +657,7 @@ class Live:
         assert jobs, "no jobs at all: the baseline job is gone"
         execs = await self._records(subjects.EXECUTIONS_BUCKET, wire.ExecutionRecord)
         for key, e in execs.items():
-            assert key == subjects.execution_key(e.job_id, e.id), (key, e)
+            assert key == subjects.execution_key(e.namespace, e.job_id, e.id), (key, e)
             assert e.job_id in jobs, f"execution {e.id} of a job that does not exist: {e}"
             assert e.job_version <= jobs[e.job_id].version, e
             if e.id in w.terminal:

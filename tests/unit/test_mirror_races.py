@@ -51,7 +51,7 @@ async def test_a_create_ack_still_lands_when_nothing_came_first(
     mirror: StateMirror, executions: MemoryKV
 ) -> None:
     await mirror.create_execution(OFFERED)
-    stored = await executions.get(subjects.execution_key("j-1", "e-1"))
+    stored = await executions.get(subjects.execution_key("default", "j-1", "e-1"))
     assert stored is not None
     assert mirror.executions["e-1"].revision == stored.revision
     assert not mirror.in_flight.is_creating_execution("e-1")

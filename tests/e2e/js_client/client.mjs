@@ -26,9 +26,13 @@ const text = new TextDecoder();
 
 // ---- helpers ----------------------------------------------------------------------------------
 
-/** A request on shoal.v1.api.<verb>; the whole ApiReply ({Ok, Error, Data}). */
+const NS = "default"; // the namespace this client's jobs are in
+
+/** A request on shoal.v1.ns.<ns>.api.<verb> (job verbs) or shoal.v1.api.<verb> (node verbs);
+ * the whole ApiReply ({Ok, Error, Data}). */
 async function api(nc, verb, body) {
-  const msg = await nc.request(`shoal.v1.api.${verb}`, JSON.stringify(body), { timeout: 10_000 });
+  const subject = verb.startsWith("node.") ? `shoal.v1.api.${verb}` : `shoal.v1.ns.${NS}.api.${verb}`;
+  const msg = await nc.request(subject, JSON.stringify(body), { timeout: 10_000 });
   return msg.json();
 }
 
@@ -83,7 +87,7 @@ function executionRecord(raw) {
 }
 
 /**
- * Follows `shoal.v1.state.<job-id>.>` (section 2, "Waiting on the stored state, step by step")
+ * Follows `shoal.v1.ns.<ns>.state.<job-id>.>` (section 2, "Waiting on the stored state, step by step")
  * until `done(job, executions)`, keeping the newest record of the job and of each execution in
  * `seen` (pass the same one to follow a job further); asks job.describe after 2 s of silence.
  */
@@ -97,13 +101,13 @@ async function followState(nc, jobId, inbox, done, seen = { job: null, execution
       continue;
     }
     seen.messages += 1;
-    const tokens = m.subject.split(".");
+    const tokens = m.subject.split(".").slice(5); // shoal.v1.ns.<ns>.state.<job-id>.…
     const op = m.headers?.get("KV-Operation") ?? "";
-    if (tokens[4] === "job") {
+    if (tokens[1] === "job") {
       seen.job = jobRecord(m.json());
-    } else if (tokens[4] === "execution") {
-      if (op === "DEL" || op === "PURGE") seen.executions.delete(tokens[5]);
-      else seen.executions.set(tokens[5], executionRecord(m.json()));
+    } else if (tokens[1] === "execution") {
+      if (op === "DEL" || op === "PURGE") seen.executions.delete(tokens[2]);
+      else seen.executions.set(tokens[2], executionRecord(m.json()));
     }
     if (seen.job !== null) {
       const version = seen.job.Version;
@@ -117,18 +121,26 @@ async function followState(nc, jobId, inbox, done, seen = { job: null, execution
 const ended = (job, executions) =>
   TERMINAL_JOB.has(job.State) && !executions.some((e) => LIVE_EXECUTION.has(e.ComputeState));
 
-/** Every log chunk of the job, by "<execution>.<stream>" (section 2, "Reading a job's logs"). */
+/** Every log chunk of the job, by "<execution>.<stream>" (section 2, "Reading a job's logs"):
+ * only the chunks whose subject names the node the execution was placed on. */
 async function readLogs(nc, jobId) {
+  const placed = new Map();
+  for (const e of (await call(nc, "job.describe", { JobID: jobId })).Executions ?? []) {
+    placed.set(e.ID, e.NodeID);
+  }
   const consumer = await jetstream(nc).consumers.get("SHOAL_LOGS", {
-    filter_subjects: [`shoal.v1.logs.${jobId}.>`],
+    filter_subjects: [`shoal.v1.ns.${NS}.logs.${jobId}.>`],
   });
   const chunks = new Map();
   if ((await consumer.info()).num_pending === 0) return chunks;
   const messages = await consumer.consume();
   for await (const m of messages) {
-    const [execution, stream] = m.subject.split(".").slice(-2);
-    const key = `${execution}.${stream}`;
-    chunks.set(key, [...(chunks.get(key) ?? []), m.data]);
+    // shoal.v1.ns.<ns>.logs.<job-id>.<node-id>.<execution-id>.<stream>
+    const [node, execution, stream] = m.subject.split(".").slice(-3);
+    if (placed.get(execution) === node) {
+      const key = `${execution}.${stream}`;
+      chunks.set(key, [...(chunks.get(key) ?? []), m.data]);
+    }
     if (m.info.pending === 0) break;
   }
   await messages.close();
@@ -189,7 +201,7 @@ async function main() {
     // 1. A batch job with the nats publisher: waited for on its stored state, then described,
     //    its record read from KV, its logs from SHOAL_LOGS and its archive from shoal-results.
     const jobId = `j-${randomUUID()}`;
-    const inbox = new Inbox(nc.subscribe(`shoal.v1.state.${jobId}.>`));
+    const inbox = new Inbox(nc.subscribe(`shoal.v1.ns.${NS}.state.${jobId}.>`));
     const submitted = await call(nc, "job.submit", {
       JobID: jobId,
       SpecText: [
@@ -229,9 +241,9 @@ async function main() {
     };
 
     // 2. The document's inline wasm example, a named job: its id computed here, its end read
-    //    from the closing event's View on shoal.v1.events.<job-id>.
+    //    from the closing event's View on shoal.v1.ns.<ns>.events.<job-id>.
     const wasmId = `j-${uuid5(`shoal:default/${examples.wasm.Name}`)}`;
-    const events = new Inbox(nc.subscribe(`shoal.v1.events.${wasmId}`));
+    const events = new Inbox(nc.subscribe(`shoal.v1.ns.${NS}.events.${wasmId}`));
     const wasmReply = await call(nc, "job.submit", { Spec: examples.wasm });
     let closing = null;
     for (const deadline = Date.now() + WAIT; closing === null && Date.now() < deadline; ) {
@@ -262,7 +274,7 @@ async function main() {
     // 3. A service that runs until stopped: wait until it runs, stop it, wait until its
     //    execution is no longer live, then read its history a page of two events at a time.
     const serviceId = `j-${randomUUID()}`;
-    const state = new Inbox(nc.subscribe(`shoal.v1.state.${serviceId}.>`));
+    const state = new Inbox(nc.subscribe(`shoal.v1.ns.${NS}.state.${serviceId}.>`));
     await call(nc, "job.submit", {
       JobID: serviceId,
       Spec: {
