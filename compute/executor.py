@@ -9,7 +9,7 @@ import logging
 import shutil
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgspec
@@ -40,6 +40,9 @@ class Execution:
     order: wire.ExecutionOrder
     spec: JobSpec
     cancel_reason: str = ""
+    # The opened secrets of the task's Env, by variable (compute/task_env.open_secrets): never
+    # shown, not even in a repr in a traceback.
+    secrets: dict[str, str] = field(default_factory=dict, repr=False)
 
 
 async def run_execution(
@@ -177,7 +180,7 @@ async def _run(
             workdir=workdir,
             stdout_path=stdout,
             stderr_path=stderr,
-            env=task_environment(order, spec, node_id),
+            env=task_environment(order, spec, node_id, execution.secrets),
             mounts=tuple(mounts),
             memory_bytes=task.resources.memory_bytes or None,
             cpu_millis=task.resources.cpu_millis or None,

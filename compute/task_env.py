@@ -5,13 +5,22 @@ same five under its own prefix and under Bacalhau's, so a Bacalhau task runs unc
 four under its own prefix alone. These win over the task's `Env` and over the engine's
 `EnvironmentVariables`, as in Bacalhau, where system variables take precedence over the
 task's: a task cannot make itself another partition by accident.
+
+An `Env` value `secret:<name>` is replaced by the secret's value, opened from the box the
+orchestrator sealed for this node in the order (`open_secrets`); the value goes into the
+task's environment and nowhere else (no log line, report or error carries it).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from shared import wire
+from shared.errors import ExecutionFailed
+from shared.sealing import SealingError, open_sealed, sealing_context, secret_refs
 from shared.spec import JobSpec
 from shared.spec.params import DockerParams, Params, WasmParams
 
@@ -52,11 +61,58 @@ def system_env(order: wire.ExecutionOrder, spec: JobSpec, node_id: str) -> dict[
     return env
 
 
-def task_environment(order: wire.ExecutionOrder, spec: JobSpec, node_id: str) -> dict[str, str]:
-    """The task's `Env` with Shoal's variables over it."""
-    env = spec.task.env
+def task_environment(
+    order: wire.ExecutionOrder,
+    spec: JobSpec,
+    node_id: str,
+    secrets: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The task's `Env`, its secret references replaced by `secrets` (from `open_secrets`;
+    a reference without a value is left out, never passed on as its text), with Shoal's
+    variables over it."""
+    env = dict(spec.task.env)
+    for name, _ in secret_refs(env):
+        if secrets is not None and name in secrets:
+            env[name] = secrets[name]
+        else:
+            del env[name]
     _note_ignored(order, "Env", [k for k in env if k in RESERVED])
     return {**env, **system_env(order, spec, node_id)}
+
+
+def open_secrets(
+    order: wire.ExecutionOrder, spec: JobSpec, key: X25519PrivateKey, node_id: str
+) -> dict[str, str]:
+    """The value of each secret the task's `Env` refers to, by variable, opened from the
+    order's sealed boxes with this node's key. ExecutionFailed (not retryable here) when one
+    is missing or does not open; its message names the variable and the secret, never a
+    value."""
+    wanted = secret_refs(spec.task.env)
+    if not wanted:
+        return {}
+    boxes = {s.name: s for s in order.secrets}
+    opened: dict[str, str] = {}
+    for name, secret in wanted:
+        box = boxes.get(name)
+        if box is None or box.secret != secret:
+            raise ExecutionFailed(
+                f"Env {name} refers to secret {secret!r}, and the order carries no value "
+                "for it (sent by an orchestrator without secrets support?)",
+                retryable=False,
+            )
+        context = sealing_context(order.execution_id, node_id, name)
+        try:
+            opened[name] = open_sealed(box.sealed, key, context).decode()
+        except SealingError as exc:
+            raise ExecutionFailed(
+                f"Env {name}: secret {secret!r} does not open on {node_id}: {exc}",
+                retryable=False,
+            ) from None
+        except UnicodeDecodeError:
+            raise ExecutionFailed(
+                f"Env {name}: secret {secret!r} is not UTF-8 text", retryable=False
+            ) from None
+    return opened
 
 
 def without_reserved(params: Params, order: wire.ExecutionOrder) -> Params:

@@ -136,6 +136,9 @@ class Hello(Wire):
     node: NodeInfo
     running: list[RunningExecution] = []
     boot_id: str = ""  # changes every process start: tells a restart from a reconnect
+    # The node's X25519 public key (32 bytes; base64 in JSON), that secrets are sealed for;
+    # omitted by agents older than secrets, which are then given no work that needs one.
+    public_key: bytes = b""
 
 
 class HelloReply(Wire):
@@ -164,6 +167,7 @@ class NodeRecord(Wire):
     first_seen: float = 0.0
     last_transition: float = 0.0
     message: str = ""
+    public_key: bytes = b""  # from its last hello (Hello.PublicKey)
 
 
 # ---- executions ----------------------------------------------------------------------------
@@ -173,6 +177,15 @@ class ResultRef(Wire):
     publisher: str  # nats | local | s3 | ipfs | noop
     location: str = ""  # object name, path, s3 URL or CID
     size: int = 0
+
+
+class SealedEnv(Wire):
+    """A secret the task's `Env` refers to (`Name: "secret:<Secret>"`), sealed for the node
+    the order is sent to (shared/sealing.py: bound to the execution, the node and `Name`)."""
+
+    name: str  # the environment variable
+    secret: str  # the secret's name in the job's namespace
+    sealed: bytes  # base64 in JSON
 
 
 class ExecutionOrder(Wire):
@@ -186,6 +199,7 @@ class ExecutionOrder(Wire):
     partition: int = 0
     attempt: int = 1
     spec: msgspec.Raw = msgspec.Raw(b"{}")  # the canonical JobSpec JSON
+    secrets: list[SealedEnv] = []  # one per `secret:` reference of the task's Env
 
 
 class ResultChunkRequest(Wire):
@@ -483,6 +497,56 @@ class NodeView(Wire, omit_defaults=False):
 class NodeList(Wire):
     nodes: list[NodeView]
     next: str = ""  # pass as ListRequest.After for the next page; empty when done
+
+
+# ---- secrets -------------------------------------------------------------------------------
+
+
+class SecretCreateRequest(Wire):
+    """`secret.create`: `Update` replaces the value of an existing secret (else Conflict)."""
+
+    name: str
+    value: str
+    namespace: str = ""
+    update: bool = False
+
+
+class SecretRef(Wire):
+    """`secret.delete`."""
+
+    name: str
+    namespace: str = ""
+
+
+class SecretListRequest(Wire):
+    """`secret.list` (on the cluster subject, an empty Namespace lists every namespace)."""
+
+    namespace: str = ""
+
+
+class SecretView(Wire, omit_defaults=False):
+    """A secret as the API shows it: never its value."""
+
+    name: str
+    namespace: str
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+
+class SecretList(Wire):
+    secrets: list[SecretView]
+
+
+class StoredSecret(Wire):
+    """The `shoal-secrets` KV value (`<namespace>.<name>`): the value AES-GCM encrypted under
+    the orchestrators' master key (`KeyID` names which), bound to the key it is stored under."""
+
+    name: str
+    namespace: str
+    key_id: str
+    ciphertext: bytes
+    created_at: float = 0.0
+    updated_at: float = 0.0
 
 
 # ---- codec ---------------------------------------------------------------------------------
