@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 from typing import Protocol
 
-from shared import subjects, wire
+from shared import results, subjects, wire
 from shared.bus import Bus, ObjectStore
 from shared.spec import JobSpec
 
@@ -20,19 +20,25 @@ class Publisher(Protocol):
 
 
 class NatsPublisher:
-    """The default: the JetStream object store `shoal-results`, readable from anywhere."""
+    """The default: this node's own object store bucket `shoal-results-node-<node-id>`, from
+    which the orchestrator copies the archive into its job's namespace bucket (the one users
+    read) when it applies the execution's final report."""
 
     name = "nats"
 
-    def __init__(self, bus: Bus) -> None:
+    def __init__(self, bus: Bus, node_id: str = "") -> None:
         self._bus = bus
+        # Without the node id (an agent wired before issue 20) the shared bucket of old, which
+        # the orchestrator still copies from while nodes are upgraded.
+        self.bucket = results.node_bucket(node_id) if node_id else results.LEGACY_BUCKET
         self._store: ObjectStore | None = None
 
     async def publish(
         self, archive: Path, order: wire.ExecutionOrder, spec: JobSpec
     ) -> wire.ResultRef:
         if self._store is None:  # opening costs a round trip; the bucket does not move
-            self._store = await self._bus.object_store(subjects.RESULTS_STORE)
+            # Created on first use, with the storage settings of every Shoal object store.
+            self._store = await self._bus.object_store(self.bucket)
         store = self._store
         name = f"{order.job_id}/{order.execution_id}/{archive.name}"
         size = await store.put_file(name, str(archive))
