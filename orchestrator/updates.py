@@ -1,7 +1,9 @@
 """Applies compute-side execution updates from the durable SHOAL_UPDATES stream to KV.
 
 An update is acked only once applied (or found to be stale), so a killed orchestrator loses
-none. Applying is idempotent: states only move forward, and a terminal record never changes.
+none. A final report whose archive is in the node's bucket is applied once the archive has been
+copied to the namespace's bucket (`results_handoff.py`); it is redelivered until then.
+Applying is idempotent: states only move forward, and a terminal record never changes.
 What an applied update makes the orchestrator evaluate is `ExecutionEvents`' business
 (`evaluation_rules.py`).
 """
@@ -17,6 +19,7 @@ from typing import Protocol
 import msgspec
 
 from orchestrator.history import History
+from orchestrator.results_handoff import QUICK, CopyPending, ResultsHandoff
 from orchestrator.state import StateMirror
 from shared import subjects, trace, wire
 from shared.bus import Bus, StreamMessage
@@ -52,6 +55,7 @@ class UpdateApplier:
         self._history = history
         self._events = events
         self._cancel = cancel
+        self._results = ResultsHandoff(bus)
 
     async def run(self) -> None:
         # A short ack wait: messages handed to a leader that just died come back in seconds
@@ -93,6 +97,9 @@ class UpdateApplier:
         except Conflict:
             await msg.nak(delay=0.5)  # kept losing the CAS: try again shortly, never drop it
             return
+        except CopyPending:
+            await msg.nak(delay=QUICK)  # its results are still being copied: apply it later
+            return
         except ShoalError as exc:
             log.warning("applying update for %s: %s; will retry", update.execution_id, exc)
             await msg.nak(delay=1.0)
@@ -125,6 +132,10 @@ class UpdateApplier:
             return
         if update.state in _ORDER and _ORDER[update.state] <= _ORDER[record.compute_state]:
             return
+        if update.state in wire.TERMINAL_COMPUTE_STATES:
+            # Results count only once copied from the node's bucket into the namespace's:
+            # CopyPending (the report comes back) while a large archive is copied.
+            update = await self._results.settle(record, update)
         changed = msgspec.structs.replace(
             record,
             compute_state=update.state,
