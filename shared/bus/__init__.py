@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
+import secrets
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -21,7 +23,7 @@ import nats.js.errors as jserrors
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
-from shared.bus._credentials import creds_options
+from shared.bus._credentials import creds_namespace, creds_options
 from shared.bus._errors import _Refused, map_nats_errors
 from shared.bus._handles import (
     KV,
@@ -48,6 +50,7 @@ __all__ = [
     "ObjectStore",
     "StreamMessage",
     "Subscription",
+    "creds_namespace",
     "creds_options",
     "map_nats_errors",
 ]
@@ -55,6 +58,34 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MSG_ID = "Nats-Msg-Id"
+
+
+def _consumer_name() -> str:
+    return f"shoal-read-{secrets.token_hex(8)}"
+
+
+def _rename_on_reset(js: Any, sub: Any, stream: str, name: str) -> None:
+    """Shoal names its ordered consumers, so that creating one carries its filter in the
+    subject (`$JS.API.CONSUMER.CREATE.<stream>.<name>.<filter>`) and NATS permissions can
+    allow a user only its namespaces' logs. nats-py recreates an ordered consumer after a
+    gap or missed heartbeats with the config it was made with; the same name would clash
+    with the old consumer (alive until its inactivity threshold), so each recreation gets a
+    new name and deletes the old consumer."""
+    jsi = getattr(getattr(sub, "_sub", None), "_jsi", None)
+    recreate = getattr(jsi, "recreate_consumer", None)
+    if jsi is None or recreate is None:
+        return
+    count = itertools.count(1)
+
+    async def renamed() -> None:
+        old = getattr(sub, "_consumer", None)
+        jsi._ccreq.name = f"{name}-{next(count)}"
+        await recreate()
+        if old:
+            with contextlib.suppress(Exception):
+                await js.delete_consumer(stream, old)
+
+    jsi.recreate_consumer = renamed
 
 
 class Bus:
@@ -348,6 +379,7 @@ class Bus:
                         pending = 0
                     if pending == 0 and not follow:
                         return
+                    name = _consumer_name()
                     sub = await self._js.subscribe(
                         subject,
                         stream=stream,
@@ -355,8 +387,11 @@ class Bus:
                         deliver_policy=jsapi.DeliverPolicy.BY_START_SEQUENCE
                         if after
                         else jsapi.DeliverPolicy.ALL,
-                        config=jsapi.ConsumerConfig(opt_start_seq=after + 1) if after else None,
+                        config=jsapi.ConsumerConfig(
+                            name=name, opt_start_seq=after + 1 if after else None
+                        ),
                     )
+                    _rename_on_reset(self._js, sub, stream, name)
                     nothing_after = False
                     if after and not follow:
                         # How many lie past `after` is told by each message (its pending);
@@ -387,10 +422,10 @@ class Bus:
             # The ephemeral consumer would outlive the subscription by its inactivity threshold
             # (5 s), and the server refuses a stream's 1001st: a burst of history or log reads
             # (a dashboard, a script over many jobs) failed. Delete it now.
-            name = getattr(sub, "_consumer", None)
-            if name:
+            made = getattr(sub, "_consumer", None)
+            if made:
                 with contextlib.suppress(Exception):
-                    await self._js.delete_consumer(stream, name)
+                    await self._js.delete_consumer(stream, made)
 
     async def object_store(self, bucket: str) -> ObjectStore:
         """Open (creating if needed) an object store bucket."""
