@@ -1,175 +1,67 @@
-"""`shoal auth init`: a nats-server config with per-role users and permissions, creds and TLS."""
+"""`shoal auth`: a nats-server config with per-role users and permissions, creds and TLS; and
+adding one user or node to it later without regenerating the others."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
-import secrets
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 
 import click
 import yaml
 
+from cli import auth_roles as roles
+from cli.auth_roles import (
+    BUCKETS,
+    Identity,
+    Permissions,
+    admin_permissions,
+    compute_permissions,
+    orchestrator_permissions,
+    user_permissions,
+    users_conf,
+)
 from cli.tls import default_hosts, tls_material
 from shared import subjects
 
-P = subjects.PREFIX
-OBJ = f"OBJ_{subjects.RESULTS_STORE}"  # the stream behind the results object store
-RESULTS = f"$O.{subjects.RESULTS_STORE}.>"
-BUCKETS = (
-    subjects.JOBS_BUCKET,
-    subjects.JOB_VERSIONS_BUCKET,
-    subjects.EXECUTIONS_BUCKET,
-    subjects.NODES_BUCKET,
-    subjects.LEADER_BUCKET,
-)
+__all__ = [
+    "BUCKETS",
+    "Identity",
+    "Permissions",
+    "admin_permissions",
+    "auth",
+    "compute_permissions",
+    "generate",
+    "orchestrator_permissions",
+    "user_permissions",
+    "users_conf",
+]
+
+K8S_ETC = "/etc/nats"  # where deploy/k8s/base/nats.yaml projects the shoal-nats-auth Secret
+ROUTE_FILES = ("route-ca.pem", "route.pem", "route-key.pem")
 
 
-# Read-only JetStream API calls on one stream: its info, message gets, and the ephemeral
-# ordered consumers nats-py creates to read it (with their flow-control replies).
-def _read_stream(stream: str) -> list[str]:
-    return [
-        f"$JS.API.STREAM.INFO.{stream}",
-        f"$JS.API.STREAM.MSG.GET.{stream}",
-        f"$JS.API.DIRECT.GET.{stream}.>",
-        f"$JS.API.CONSUMER.CREATE.{stream}",
-        f"$JS.API.CONSUMER.DELETE.{stream}.*",
-        f"$JS.FC.{stream}.>",
-    ]
-
-
-@dataclass(frozen=True, slots=True)
-class Permissions:
-    """What one identity may publish and subscribe to (everything else is denied)."""
-
-    publish: tuple[str, ...]
-    subscribe: tuple[str, ...]
-    allow_responses: bool = False
-
-
-def orchestrator_permissions() -> Permissions:
-    """All of Shoal's subjects, the JetStream API, its KV buckets and the results store."""
-    return Permissions(
-        publish=(
-            f"{P}.>",
-            "$JS.API.>",
-            *(f"$KV.{b}.>" for b in BUCKETS),
-            RESULTS,
-            "$JS.ACK.>",
-            "$JS.FC.>",
-            "_INBOX.>",
-        ),
-        subscribe=(f"{P}.>", "_INBOX.>"),
-    )
-
-
-def compute_permissions(node: str) -> Permissions:
-    """Its own node subjects, logs, result uploads; replies only to requests it was sent.
-
-    `node` is the node id (`subjects.node_id_from` of the node's name)."""
-    subjects.check_token(node, "node id")
-    return Permissions(
-        publish=(
-            f"{P}.node.{node}.>",
-            # Log subjects are `<job>.<execution>.<stream>`: not scoped by node, so a node can
-            # write into any job's log stream (never into state).
-            subjects.LOGS_SUBJECTS,
-            # Putting a result object: look the store up, check whether the name exists,
-            # then publish chunks and metadata under $O.shoal-results.
-            f"$JS.API.STREAM.INFO.{OBJ}",
-            f"$JS.API.STREAM.MSG.GET.{OBJ}",
-            f"$JS.API.DIRECT.GET.{OBJ}.>",
-            RESULTS,
-        ),
-        subscribe=(f"{P}.compute.{node}.>", "_INBOX.>"),
-        allow_responses=True,
-    )
-
-
-def user_permissions() -> Permissions:
-    """The API, job events and stored state, logs and results: reads and requests, never a
-    write to state."""
-    return Permissions(
-        publish=(
-            f"{subjects.API_PREFIX}.>",
-            f"{P}.compute.*.results",  # fetch results kept by a node's `local` publisher
-            # nats-py finds the stream of an object's chunks by subject
-            "$JS.API.STREAM.NAMES",
-            *_read_stream(subjects.LOGS_STREAM),
-            *_read_stream(OBJ),
-        ),
-        subscribe=(subjects.EVENTS_SUBJECTS, subjects.STATE_SUBJECTS, "_INBOX.>"),
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class Identity:
-    """A NATS user: its name, role, password and permissions.
-
-    A compute identity is named after the node as given (`ip-10-0-0-1.ec2.internal`, so the
-    DaemonSet finds `$(NODE_NAME).creds`); its permissions use the node id derived from it.
-    """
-
-    name: str
-    role: str
-    password: str
-    permissions: Permissions = field(repr=False)
-    node_id: str = ""  # compute only
-
-
-def identities(nodes: Sequence[str], orchestrators: int, users: Sequence[str]) -> list[Identity]:
-    out = [
-        Identity(f"orchestrator-{i}", "orchestrator", _password(), orchestrator_permissions())
-        for i in range(1, orchestrators + 1)
-    ]
-    for name in nodes:
-        node_id = subjects.node_id_from(name)
-        out.append(
-            Identity(name, "compute", _password(), compute_permissions(node_id), node_id=node_id)
-        )
-    out += [Identity(u, "user", _password(), user_permissions()) for u in users]
+def identities(
+    nodes: Sequence[str],
+    orchestrators: int,
+    users: Sequence[str],
+    admins: Sequence[str] = (),
+) -> list[Identity]:
+    """Orchestrators orchestrator-1..N, one identity per node, user (`name[:ns[+ns]]`), admin."""
+    out = [roles.orchestrator(f"orchestrator-{i}") for i in range(1, orchestrators + 1)]
+    out += [roles.compute(name) for name in nodes]
+    for spec in users:
+        name, namespaces = roles.parse_user(spec)
+        out.append(roles.user(name, namespaces))
+    out += [roles.admin(name) for name in admins]
     return out
-
-
-def _password() -> str:
-    return secrets.token_urlsafe(32)
 
 
 def _q(value: str) -> str:
     """A quoted nats-server config string (JSON escaping is a subset it reads)."""
     return json.dumps(value)
-
-
-def _list(items: Iterable[str]) -> str:
-    return "[" + ", ".join(_q(i) for i in items) + "]"
-
-
-def users_conf(ids: Sequence[Identity]) -> str:
-    """The `authorization { users = [...] }` block, for `include` from a server config."""
-    lines = [
-        "# Shoal users and per-role permissions, generated by `shoal auth init`. Keep secret.",
-        "authorization {",
-        "  users = [",
-    ]
-    for ident in ids:
-        perms = ident.permissions
-        role = ident.role
-        if ident.node_id and ident.node_id != ident.name:
-            role += f" (node id {ident.node_id})"
-        lines += [
-            f"    # {role}",
-            f"    {{user: {_q(ident.name)}, password: {_q(ident.password)}, permissions: {{",
-            f"      publish: {{allow: {_list(perms.publish)}}}",
-            f"      subscribe: {{allow: {_list(perms.subscribe)}}}",
-        ]
-        if perms.allow_responses:
-            lines.append("      allow_responses: true")
-        lines.append("    }}")
-    lines += ["  ]", "}", ""]
-    return "\n".join(lines)
 
 
 def server_conf(out: Path, port: int, tls: bool) -> str:
@@ -198,30 +90,39 @@ def server_conf(out: Path, port: int, tls: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
+def routes_tls_conf(directory: str) -> str:
+    """The `tls {}` of a cluster's routes, included inside `cluster {}` by
+    deploy/nats/nats-cluster.conf: mutual TLS with the routes' own CA, so only a member
+    holding a route certificate joins, and routes are encrypted."""
+    return "\n".join(
+        [
+            "# TLS on cluster routes (from `shoal auth init`), included by nats-cluster.conf.",
+            "tls {",
+            f"  cert_file: {_q(f'{directory}/route.pem')}",
+            f"  key_file: {_q(f'{directory}/route-key.pem')}",
+            f"  ca_file: {_q(f'{directory}/route-ca.pem')}",
+            "  verify: true",
+            "  timeout: 5",
+            "}",
+            "",
+        ]
+    )
+
+
 def creds_text(ident: Identity, tls_ca: str | None) -> str:
-    """The credentials file Shoal's `--creds` reads: YAML with user, password, tls_ca."""
-    data: dict[str, str] = {"user": ident.name, "password": ident.password}
+    """The credentials file Shoal's `--creds` reads: YAML with user, password, the identity's
+    private inbox prefix, a user's first namespace and tls_ca."""
+    data: dict[str, str] = {
+        "user": ident.name,
+        "password": ident.password,
+        "inbox_prefix": ident.inbox_prefix,
+    }
+    if ident.namespaces:
+        data["namespace"] = ident.namespaces[0]
     if tls_ca:
         data["tls_ca"] = tls_ca  # relative paths are relative to this file
     head = f"# Shoal NATS credentials for {ident.name} (role: {ident.role}). Keep secret.\n"
     return head + yaml.safe_dump(data, sort_keys=False)
-
-
-def k8s_secrets(
-    ids: Sequence[Identity], users: str, namespace: str, tls_files: dict[str, str]
-) -> str:
-    """Kubernetes Secrets for deploy/k8s: the server's users (and TLS), every identity's creds."""
-    nats_data = {"users.conf": users, **tls_files}
-    creds: dict[str, str] = {}
-    for ident in ids:
-        creds[f"{ident.name}.creds"] = creds_text(ident, "ca.pem" if tls_files else None)
-    if tls_files:
-        creds["ca.pem"] = tls_files["ca.pem"]
-    docs = [
-        _secret("shoal-nats-auth", namespace, nats_data),
-        _secret("shoal-creds", namespace, creds),
-    ]
-    return "---\n".join(yaml.safe_dump(d, sort_keys=False) for d in docs)
 
 
 def _secret(name: str, namespace: str, data: dict[str, str]) -> dict[str, object]:
@@ -238,6 +139,39 @@ def _secret(name: str, namespace: str, data: dict[str, str]) -> dict[str, object
     }
 
 
+def k8s_secrets(out: Path, namespace: str) -> str:
+    """Kubernetes Secrets for deploy/k8s, from what is in `out`: the server's users, route TLS
+    (and client TLS); the compute nodes' creds (`shoal-creds`, which the DaemonSet mounts) and
+    the orchestrators' (`shoal-orchestrator-creds`), apart so a compute pod never holds an
+    orchestrator's. Users' and admins' creds stay out of the cluster."""
+    users_text = (out / "users.conf").read_text()
+    nats_data = {"users.conf": users_text, "routes-tls.conf": routes_tls_conf(K8S_ETC)}
+    for name in ROUTE_FILES:
+        nats_data[name] = (out / "tls" / "routes" / name).read_text()
+    tls = (out / "tls" / "ca.pem").exists()
+    if tls:
+        for name in ("ca.pem", "server.pem", "server-key.pem"):
+            nats_data[name] = (out / "tls" / name).read_text()
+    by_role: dict[str, dict[str, str]] = {"compute": {}, "orchestrator": {}}
+    for ident in roles.known(users_text):
+        if ident.role not in by_role:
+            continue
+        data = yaml.safe_load((out / "creds" / f"{ident.name}.creds").read_text())
+        if tls:
+            data["tls_ca"] = "ca.pem"
+        head = f"# Shoal NATS credentials for {ident.name} (role: {ident.role}). Keep secret.\n"
+        by_role[ident.role][f"{ident.name}.creds"] = head + yaml.safe_dump(data, sort_keys=False)
+    if tls:
+        for data in by_role.values():
+            data["ca.pem"] = nats_data["ca.pem"]
+    docs = [
+        _secret("shoal-nats-auth", namespace, nats_data),
+        _secret("shoal-creds", namespace, by_role["compute"]),
+        _secret("shoal-orchestrator-creds", namespace, by_role["orchestrator"]),
+    ]
+    return "---\n".join(yaml.safe_dump(d, sort_keys=False) for d in docs)
+
+
 def _write(path: Path, text: str | bytes, *, secret: bool) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     data = text.encode() if isinstance(text, str) else text
@@ -246,14 +180,28 @@ def _write(path: Path, text: str | bytes, *, secret: bool) -> None:
         f.write(data)
 
 
+def _split(value: str) -> list[str]:
+    return [n.strip() for n in value.split(",") if n.strip()]
+
+
 def _names(value: str, what: str) -> list[str]:
-    names = [n.strip() for n in value.split(",") if n.strip()]
+    names = _split(value)
     for n in names:
         try:
             subjects.check_token(n, what)
         except ValueError as exc:
             raise click.BadParameter(str(exc)) from None
     return names
+
+
+def _user_specs(value: str) -> list[str]:
+    specs = _split(value)
+    for spec in specs:
+        try:
+            roles.parse_user(spec)
+        except ValueError as exc:
+            raise click.BadParameter(f"{exc} (in {spec!r})") from None
+    return specs
 
 
 # A node name becomes a file name (`<name>.creds`) and a Secret key: DNS-name characters.
@@ -279,42 +227,94 @@ def check_node_names(names: Sequence[str]) -> None:
         by_id[node_id] = n
 
 
+def _check_distinct(names: Sequence[str]) -> None:
+    try:
+        roles.check_distinct(names)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _route_hosts(hosts: Sequence[str], namespace: str) -> list[str]:
+    # The Helm chart's routes name members `nats-0.nats-headless` (no namespace).
+    return [*(hosts or default_hosts(namespace)), "*.nats-headless"]
+
+
 def generate(
     out: Path,
     *,
     nodes: Sequence[str],
     orchestrators: int = 1,
     users: Sequence[str] = (),
+    admins: Sequence[str] = (),
     tls: bool = False,
     hosts: Sequence[str] = (),
     port: int = 4222,
     namespace: str = "shoal",
 ) -> list[Identity]:
-    """Write everything `shoal auth init` writes into `out`; returns the identities."""
+    """Write everything `shoal auth init` writes into `out`; returns the identities.
+
+    `users` are `name`, `name:namespace` or `name:ns1+ns2` (no namespace: `default`)."""
     out = out.resolve()
     check_node_names(nodes)
-    ids = identities(nodes, orchestrators, users)
-    seen: set[str] = set()
-    for ident in ids:
-        if ident.name in seen:
-            raise click.BadParameter(f"{ident.name!r} is named twice (each identity is a user)")
-        seen.add(ident.name)
-    users_text = users_conf(ids)
-    _write(out / "users.conf", users_text, secret=True)
+    ids = identities(nodes, orchestrators, users, admins)
+    _check_distinct([i.name for i in ids])
+    _write(out / "users.conf", users_conf(ids), secret=True)
     _write(out / "nats-server.conf", server_conf(out, port, tls), secret=False)
-    tls_files: dict[str, str] = {}
     if tls:
         material = tls_material(list(hosts) or default_hosts(namespace))
         for name, pem in material.items():
             _write(out / "tls" / name, pem, secret=name.endswith("key.pem"))
-        tls_files = {n: material[n].decode() for n in ("ca.pem", "server.pem", "server-key.pem")}
+    routes = tls_material(_route_hosts(hosts, namespace))
+    for name, pem in zip(
+        ("route-ca.pem", "route-ca-key.pem", "route.pem", "route-key.pem"),
+        (routes["ca.pem"], routes["ca-key.pem"], routes["server.pem"], routes["server-key.pem"]),
+        strict=True,
+    ):
+        _write(out / "tls" / "routes" / name, pem, secret=name.endswith("key.pem"))
+    _write(out / "routes-tls.conf", routes_tls_conf(str(out / "tls" / "routes")), secret=False)
     for ident in ids:
-        ca = str(Path("..") / "tls" / "ca.pem") if tls else None
-        _write(out / "creds" / f"{ident.name}.creds", creds_text(ident, ca), secret=True)
-    _write(
-        out / "k8s-secrets.yaml", k8s_secrets(ids, users_text, namespace, tls_files), secret=True
-    )
+        _write_creds(out, ident)
+    _write(out / "k8s-secrets.yaml", k8s_secrets(out, namespace), secret=True)
     return ids
+
+
+def _write_creds(out: Path, ident: Identity) -> Path:
+    ca = str(Path("..") / "tls" / "ca.pem") if (out / "tls" / "ca.pem").exists() else None
+    path = out / "creds" / f"{ident.name}.creds"
+    _write(path, creds_text(ident, ca), secret=True)
+    return path
+
+
+def add(out: Path, ident: Identity, *, replace: bool = False) -> Path:
+    """Add one identity to the users.conf in `out` (the others keep their passwords), write its
+    creds and refresh k8s-secrets.yaml; returns the creds file. nats-server reads the new
+    users.conf on `nats-server --signal reload` (or SIGHUP)."""
+    out = out.resolve()
+    conf_path = out / "users.conf"
+    try:
+        conf = conf_path.read_text()
+    except OSError as exc:
+        raise click.UsageError(
+            f"cannot read {conf_path} ({exc.strerror or exc}): run `shoal auth init` first"
+        ) from None
+    others = [k.name for k in roles.known(conf) if k.name != ident.name]
+    _check_distinct([*others, ident.name])
+    try:
+        conf = roles.add_block(conf, ident, replace=replace)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    _write(conf_path, conf, secret=True)
+    creds = _write_creds(out, ident)
+    _write(out / "k8s-secrets.yaml", k8s_secrets(out, _k8s_namespace(out)), secret=True)
+    return creds
+
+
+def _k8s_namespace(out: Path) -> str:
+    try:
+        docs = list(yaml.safe_load_all((out / "k8s-secrets.yaml").read_text()))
+        return str(docs[0]["metadata"]["namespace"])
+    except (OSError, yaml.YAMLError, LookupError, TypeError):
+        return "shoal"
 
 
 @click.group()
@@ -322,14 +322,17 @@ def auth() -> None:
     """Credentials and permissions for a secured NATS deployment."""
 
 
-@auth.command("init")
-@click.option(
+_OUT = click.option(
     "--out",
     "out",
     required=True,
     type=click.Path(file_okay=False, path_type=Path),
-    help="Directory to write into (created if needed).",
+    help="The directory `shoal auth init` writes (created if needed).",
 )
+
+
+@auth.command("init")
+@_OUT
 @click.option(
     "--nodes",
     default="",
@@ -337,13 +340,20 @@ def auth() -> None:
     "comma-separated; one user and one NAME.creds each.",
 )
 @click.option("--orchestrators", type=click.IntRange(0), default=1, show_default=True)
-@click.option("--users", default="", help="CLI user names, comma-separated.")
-@click.option("--tls", is_flag=True, help="Also make a CA and a server certificate.")
+@click.option(
+    "--users",
+    default="",
+    help="CLI users, comma-separated, each NAME or NAME:NAMESPACE[+NAMESPACE...] "
+    "(alice:team-a,carol:team-a+team-b); no namespace means `default`.",
+)
+@click.option("--admins", default="", help="Admins (every namespace, node verbs), comma-separated.")
+@click.option("--tls", is_flag=True, help="Also make a CA and a server certificate for clients.")
 @click.option(
     "--host",
     "hosts",
     multiple=True,
-    help="Server certificate name or IP (repeatable); default: localhost and the k8s names.",
+    help="Server certificate name or IP (repeatable), for clients and cluster routes; "
+    "default: localhost and the k8s names.",
 )
 @click.option("--port", type=int, default=4222, show_default=True, help="Client port.")
 @click.option("--namespace", default="shoal", show_default=True, help="For k8s-secrets.yaml.")
@@ -353,20 +363,23 @@ def init(
     nodes: str,
     orchestrators: int,
     users: str,
+    admins: str,
     tls: bool,
     hosts: tuple[str, ...],
     port: int,
     namespace: str,
     force: bool,
 ) -> None:
-    """Generate nats-server.conf, users.conf, one creds file per identity (and TLS)."""
+    """Generate nats-server.conf, users.conf, one creds file per identity, route TLS (and
+    client TLS)."""
     if (out / "users.conf").exists() and not force:
         raise click.UsageError(f"{out / 'users.conf'} exists; pass --force to replace it")
     ids = generate(
         out,
-        nodes=[n.strip() for n in nodes.split(",") if n.strip()],
+        nodes=_split(nodes),
         orchestrators=orchestrators,
-        users=_names(users, "user name"),
+        users=_user_specs(users),
+        admins=_names(admins, "admin name"),
         tls=tls,
         hosts=hosts,
         port=port,
@@ -376,11 +389,58 @@ def init(
         f"wrote {out / 'nats-server.conf'} "
         f"(start: nats-server -c {out / 'nats-server.conf'} -sd {out / 'data'})"
     )
-    click.echo(f"wrote {out / 'users.conf'} and {out / 'k8s-secrets.yaml'}")
+    click.echo(f"wrote {out / 'users.conf'}, {out / 'routes-tls.conf'} and k8s-secrets.yaml")
     for ident in ids:
-        line = f"  {ident.role:<12} --creds {out / 'creds' / (ident.name + '.creds')}"
-        if ident.node_id and ident.node_id != ident.name:
-            line += f"  (node id {ident.node_id})"
-        click.echo(line)
+        click.echo(_line(out, ident))
     if tls:
         click.echo(f"wrote a CA and server certificate in {out / 'tls'}")
+
+
+def _line(out: Path, ident: Identity) -> str:
+    line = f"  {ident.role:<12} --creds {out / 'creds' / (ident.name + '.creds')}"
+    if ident.node_id and ident.node_id != ident.name:
+        line += f"  (node id {ident.node_id})"
+    if ident.namespaces:
+        line += f"  (namespaces {', '.join(ident.namespaces)})"
+    return line
+
+
+_RELOAD = "then reload the server: nats-server --signal reload (or kill -HUP its pid)"
+
+
+@auth.command("add-user")
+@_OUT
+@click.argument("name")
+@click.option(
+    "--namespaces",
+    default="",
+    help="Comma-separated namespaces the user may use (first: the CLI's default); none: `default`.",
+)
+@click.option("--admin", "is_admin", is_flag=True, help="An admin: every namespace, node verbs.")
+@click.option("--force", is_flag=True, help="Replace the user if it exists (a new password).")
+def add_user(out: Path, name: str, namespaces: str, is_admin: bool, force: bool) -> None:
+    """Add a user (or admin) to an existing users.conf and write its creds only."""
+    spaces = _names(namespaces, "namespace") or [roles.DEFAULT_NAMESPACE]
+    try:
+        subjects.check_token(name, "user name")
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    if is_admin and namespaces:
+        raise click.UsageError("an admin has every namespace: drop --namespaces")
+    ident = roles.admin(name) if is_admin else roles.user(name, spaces)
+    add(out, ident, replace=force)
+    click.echo(_line(out.resolve(), ident))
+    click.echo(f"added {name} to {out / 'users.conf'} and k8s-secrets.yaml; {_RELOAD}")
+
+
+@auth.command("add-node")
+@_OUT
+@click.argument("name")
+@click.option("--force", is_flag=True, help="Replace the node if it exists (a new password).")
+def add_node(out: Path, name: str, force: bool) -> None:
+    """Add a compute node to an existing users.conf and write its creds only."""
+    check_node_names([name])
+    ident = roles.compute(name)
+    add(out, ident, replace=force)
+    click.echo(_line(out.resolve(), ident))
+    click.echo(f"added {name} to {out / 'users.conf'} and k8s-secrets.yaml; {_RELOAD}")

@@ -20,7 +20,14 @@ from click.testing import CliRunner
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
-from cli.auth import BUCKETS, auth, compute_permissions, generate, user_permissions
+from cli.auth import (
+    BUCKETS,
+    admin_permissions,
+    auth,
+    compute_permissions,
+    generate,
+    user_permissions,
+)
 from compute.agent import AgentConfig, ComputeAgent
 from orchestrator.service import Orchestrator, OrchestratorConfig
 from shared import subjects
@@ -167,8 +174,8 @@ async def listen(conn: Raw, subject: str) -> asyncio.Queue[str]:
 
 def test_auth_init_writes_private_files(tmp_path: Path) -> None:
     out = tmp_path / "auth"
-    args = ["init", "--out", str(out), "--nodes", "node-1,node-2", "--users", "alice,bob"]
-    result = CliRunner().invoke(auth, [*args, "--orchestrators", "2"])
+    args = ["init", "--out", str(out), "--nodes", "node-1,node-2", "--users", "alice,bob:team-b"]
+    result = CliRunner().invoke(auth, [*args, "--orchestrators", "2", "--admins", "root"])
     assert result.exit_code == 0, result.output
     names = sorted(p.name for p in (out / "creds").iterdir())
     assert names == [
@@ -178,13 +185,24 @@ def test_auth_init_writes_private_files(tmp_path: Path) -> None:
         "node-2.creds",
         "orchestrator-1.creds",
         "orchestrator-2.creds",
+        "root.creds",
     ]
-    for secret in [out / "users.conf", out / "k8s-secrets.yaml", *(out / "creds").iterdir()]:
+    keys = [p for p in (out / "tls").rglob("*key.pem")]
+    assert len(keys) == 2  # the routes' CA and certificate keys
+    for secret in [out / "users.conf", out / "k8s-secrets.yaml", *(out / "creds").iterdir(), *keys]:
         assert stat.S_IMODE(secret.stat().st_mode) == 0o600, secret
     creds = yaml.safe_load((out / "creds" / "node-1.creds").read_text())
     assert creds["user"] == "node-1" and len(creds["password"]) >= 32
+    assert creds["inbox_prefix"] == "_INBOX.node-1" and "namespace" not in creds
+    bob = yaml.safe_load((out / "creds" / "bob.creds").read_text())
+    assert (bob["inbox_prefix"], bob["namespace"]) == ("_INBOX.bob", "team-b")
+    assert yaml.safe_load((out / "creds" / "alice.creds").read_text())["namespace"] == "default"
     secrets_docs = list(yaml.safe_load_all((out / "k8s-secrets.yaml").read_text()))
-    assert {d["metadata"]["name"] for d in secrets_docs} == {"shoal-nats-auth", "shoal-creds"}
+    assert {d["metadata"]["name"] for d in secrets_docs} == {
+        "shoal-nats-auth",
+        "shoal-creds",
+        "shoal-orchestrator-creds",
+    }
     again = CliRunner().invoke(auth, args)
     assert again.exit_code != 0 and "--force" in again.output
     bad = CliRunner().invoke(auth, ["init", "--out", str(tmp_path / "x"), "--nodes", "a/b"])
@@ -192,12 +210,20 @@ def test_auth_init_writes_private_files(tmp_path: Path) -> None:
 
 
 def test_permissions_never_let_compute_or_users_write_state() -> None:
-    for perms in (compute_permissions("node-1"), user_permissions()):
+    for perms in (
+        compute_permissions("node-1"),
+        user_permissions("alice", ["team-a", "team-b"]),
+        admin_permissions("root"),
+    ):
         for subject in perms.publish:
             assert not subject.startswith("$KV."), subject
             for verb in ("CREATE", "UPDATE", "DELETE", "PURGE"):
-                assert not subject.startswith(f"$JS.API.STREAM.{verb}"), subject
+                # a node manages its own results bucket, and no other stream
+                own = subject.endswith(".OBJ_shoal-results-node-node-1")
+                assert own or not subject.startswith(f"$JS.API.STREAM.{verb}"), subject
             assert subject not in ("$JS.API.>", ">", "$JS.>")
+        # Each identity listens only on its own inbox.
+        assert not [s for s in perms.subscribe if s.startswith("_INBOX.") and s.count(".") < 2]
     # Every KV bucket the protocol names is one the orchestrator may write.
     declared = {v for k, v in vars(subjects).items() if k.endswith("_BUCKET")}
     assert declared == set(BUCKETS)
@@ -213,17 +239,17 @@ async def test_job_runs_end_to_end_with_per_role_users(secured: Secured, tmp_pat
     ):
         job_id = new_job_id()
         # Users may follow a job's stored state (what `run()` ends on).
-        state = await alice.bus.subscription(subjects.state_of_job(job_id))
+        state = await alice.bus.subscription(subjects.state_of_job("default", job_id))
         unnamed = {k: v for k, v in NOOP.items() if k != "Name"}  # a name would choose the id
         await alice.submit_full(unnamed, job_id=job_id)
         # The job's and its executions' records live in two streams: either may come first.
         seen = []
         while (msg := await state.next(timeout=10)) is not None:
             seen.append(msg.subject)
-            if msg.subject == f"shoal.v1.state.{job_id}.job":
+            if msg.subject == f"shoal.v1.ns.default.state.{job_id}.job":
                 break
         await state.close()
-        assert f"shoal.v1.state.{job_id}.job" in seen, seen
+        assert f"shoal.v1.ns.default.state.{job_id}.job" in seen, seen
         view = await alice.wait(job_id, timeout=30)
         assert view.state == "Completed", view
         assert {e.node_id for e in view.executions} == {"node-1", "node-2"}
@@ -303,8 +329,10 @@ async def test_cli_user_reads_but_cannot_write(secured: Secured, tmp_path: Path)
             f"$JS.API.STREAM.DELETE.{subjects.LOGS_STREAM}",
             f"$JS.API.STREAM.PURGE.{subjects.LOGS_STREAM}",
             subjects.node_heartbeat("node-1"),
-            subjects.logs("j-x", "e-x", "stdout"),
-            subjects.events("j-x"),
+            f"{subjects.PREFIX}.ns.default.logs.j-x.node-1.e-x.stdout",
+            f"{subjects.PREFIX}.ns.default.events.j-x",
+            f"{subjects.PREFIX}.api.node.approve",  # cluster verbs: admins only
+            f"{subjects.PREFIX}.api.job.list",  # every namespace's jobs: admins only
             subjects.evaluation("j-x"),
             subjects.compute_cmd("node-1"),
         ):
@@ -331,7 +359,7 @@ async def test_a_refused_request_fails_at_once_not_at_its_timeout(secured: Secur
     assert await jobs.get("default.x") is None
     # and the connection keeps working for what the identity may do
     with pytest.raises(Unavailable, match="nobody is listening"):
-        await alice.request(f"{subjects.API_PREFIX}.job.describe", b"{}", timeout=20)
+        await alice.request(f"{subjects.PREFIX}.ns.default.api.job.describe", b"{}", timeout=20)
 
 
 async def test_wrong_password_is_refused_clearly(secured: Secured, tmp_path: Path) -> None:
