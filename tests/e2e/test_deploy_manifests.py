@@ -90,7 +90,6 @@ def test_overlay_validates_against_the_kubernetes_schema(overlay: str) -> None:
         "ConfigMap",
         "Service",
         "StatefulSet",
-        "Deployment",
         "DaemonSet",
         "PodDisruptionBudget",
     }
@@ -143,12 +142,13 @@ def test_overlay_follows_the_conventions(overlay: str) -> None:
     assert nats["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "data"
     server = container(nats, "nats")
     assert {"readinessProbe", "livenessProbe", "startupProbe"} <= server.keys()
-    orch = find(docs, "Deployment", "shoal-orchestrator")
+    orch = find(docs, "StatefulSet", "orchestrator")
     assert orch["spec"]["replicas"] == 2
     orch_c = container(orch, "orchestrator")
     _check_health_probes(orch_c)
     # Production state has a replica on every NATS member.
     assert _env(orch_c, pod_name="x")["SHOAL_REPLICAS"] == str(nats["spec"]["replicas"])
+    _check_orchestrator_identities(docs, orch)
     compute = container(find(docs, "DaemonSet", "shoal-compute"), "compute")
     _check_health_probes(compute)
     node_name = next(e for e in compute["env"] if e["name"] == "NODE_NAME")
@@ -162,6 +162,54 @@ def test_overlay_follows_the_conventions(overlay: str) -> None:
         assert dind["securityContext"]["privileged"] is True
         work = {m["name"]: m["mountPath"] for m in compute["volumeMounts"]}["work"]
         assert {m["name"]: m["mountPath"] for m in dind["volumeMounts"]}["work"] == work
+
+
+def _pod_names(statefulset: Doc) -> list[str]:
+    start = statefulset["spec"].get("ordinals", {}).get("start", 0)
+    name = statefulset["metadata"]["name"]
+    return [f"{name}-{start + i}" for i in range(statefulset["spec"]["replicas"])]
+
+
+def _secret_volume(doc: Doc, mount: str) -> str:
+    """The Secret a workload's container mounts at `mount`."""
+    spec = doc["spec"]["template"]["spec"]
+    mounts = {m["mountPath"]: m["name"] for c in spec["containers"] for m in c["volumeMounts"]}
+    volume = next(v for v in spec["volumes"] if v["name"] == mounts[mount])
+    return str(volume["secret"]["secretName"])
+
+
+def _check_orchestrator_identities(docs: list[Doc], orch: Doc) -> None:
+    """Each replica reads its own creds, one `shoal auth init --orchestrators N` makes
+    (orchestrator-1..N), from a Secret the compute pods do not mount."""
+    c = container(orch, "orchestrator")
+    pods = _pod_names(orch)
+    creds = [_env(c, pod_name=p)["SHOAL_CREDS"] for p in pods]
+    assert creds == [f"/etc/shoal/creds/orchestrator-{i}.creds" for i in range(1, len(pods) + 1)]
+    assert len(set(creds)) == len(pods)
+    assert {_env(c, pod_name=p)["SHOAL_ORCHESTRATOR_NAME"] for p in pods} == set(pods)
+    assert _secret_volume(orch, "/etc/shoal/creds") == "shoal-orchestrator-creds"
+    placeholder = find(docs, "Secret", "shoal-orchestrator-creds")["stringData"]
+    assert {f"{p}.creds" for p in pods} <= placeholder.keys()
+    compute = find(docs, "DaemonSet", "shoal-compute")
+    assert _secret_volume(compute, "/etc/shoal/creds") == "shoal-creds"
+
+
+def test_generated_secrets_split_orchestrators_from_nodes(tmp_path: Path) -> None:
+    generate(tmp_path, nodes=[NODE], orchestrators=2, users=["alice:team-a"], admins=["root"])
+    docs = {
+        d["metadata"]["name"]: d
+        for d in yaml.safe_load_all((tmp_path / "k8s-secrets.yaml").read_text())
+    }
+    assert set(docs["shoal-orchestrator-creds"]["stringData"]) == {
+        "orchestrator-1.creds",
+        "orchestrator-2.creds",
+    }
+    assert set(docs["shoal-creds"]["stringData"]) == {f"{NODE}.creds"}  # no users' or admins'
+    nats_data = docs["shoal-nats-auth"]["stringData"]
+    assert {"users.conf", "routes-tls.conf", "route.pem", "route-key.pem", "route-ca.pem"} <= set(
+        nats_data
+    )
+    assert "verify: true" in nats_data["routes-tls.conf"]
 
 
 def _check_health_probes(c: Doc) -> None:
@@ -197,15 +245,19 @@ def test_nats_config_is_the_deploy_one_and_nats_server_accepts_it(tmp_path: Path
     assert "sync_interval: always" in conf
     statefulset = find(docs, "StatefulSet", "nats")
     server = container(statefulset, "nats")
-    # The pod's /etc/nats: the ConfigMap and the placeholder users.conf, then generated ones.
-    placeholder = find(docs, "Secret", "shoal-nats-auth")["stringData"]["users.conf"]
+    assert "include ./routes-tls.conf" in conf
+    # The pod's /etc/nats: the ConfigMap and the placeholder Secret, then the generated one
+    # (users.conf, routes-tls.conf and the route certificates it names under /etc/nats).
+    placeholder = find(docs, "Secret", "shoal-nats-auth")["stringData"]
     generate(tmp_path / "auth", nodes=[NODE], users=["alice"])
-    generated = (tmp_path / "auth" / "users.conf").read_text()
-    for users in (placeholder, generated):
-        etc = tmp_path / "etc-nats"
-        etc.mkdir(exist_ok=True)
+    secrets = yaml.safe_load_all((tmp_path / "auth" / "k8s-secrets.yaml").read_text())
+    generated = next(d for d in secrets if d["metadata"]["name"] == "shoal-nats-auth")
+    for i, files in enumerate((placeholder, generated["stringData"])):
+        etc = tmp_path / f"etc-nats-{i}"
+        etc.mkdir()
         (etc / "nats.conf").write_text(conf)
-        (etc / "users.conf").write_text(users)
+        for name, text in files.items():
+            (etc / name).write_text(text.replace("/etc/nats/", f"{etc}/"))
         args = [
             _local(a, {"/etc/nats": str(etc), "/data": str(tmp_path / "data")})
             for a in server["args"]
@@ -231,6 +283,12 @@ def test_helm_values_keep_the_production_settings() -> None:
     volumes = [p["value"] for p in values["podTemplate"]["patch"]]
     assert mounts[0]["name"] == volumes[0]["name"]
     assert volumes[0]["secret"]["secretName"] == "shoal-nats-auth"
+    # Mutual TLS on the routes, with the files `shoal auth init` puts in that Secret.
+    tls = values["config"]["cluster"]["merge"]["tls"]
+    assert tls["verify"] is True
+    for key, name in (("cert_file", "route.pem"), ("key_file", "route-key.pem")):
+        assert tls[key] == f"{mounts[0]['mountPath']}/{name}"
+    assert tls["ca_file"] == f"{mounts[0]['mountPath']}/route-ca.pem"
 
 
 def test_dockerfile_builds_the_shoal_entrypoint() -> None:
@@ -350,11 +408,11 @@ async def test_rendered_containers_run_and_register(overlay: str, tmp_path: Path
             "/var/lib/shoal/compute": str(tmp_path / "work"),
             "/run/dind": str(tmp_path / "dind"),
         }
-        orch_c = container(find(docs, "Deployment", "shoal-orchestrator"), "orchestrator")
+        orch_c = container(find(docs, "StatefulSet", "orchestrator"), "orchestrator")
         compute_c = container(find(docs, "DaemonSet", "shoal-compute"), "compute")
         orch = Pod(
             orch_c,
-            "shoal-orchestrator-abc",
+            "orchestrator-1",
             {**paths, "/tmp": str(tmp_path / "orchestrator-tmp")},  # each pod has its own /tmp
             tmp_path / "orchestrator.log",
         )
