@@ -42,15 +42,41 @@ def tls_ca(ctx: click.Context) -> str | None:
     return str(value) if value else None
 
 
+def _store_namespace(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value:
+        ctx.find_root().ensure_object(dict)["namespace"] = value
+
+
+def namespace_option() -> click.Option:
+    """`-n/--namespace`, for every command about a namespace's jobs (or secrets)."""
+    return click.Option(
+        ["-n", "--namespace", "namespace_"],
+        expose_value=False,
+        envvar="SHOAL_NAMESPACE",
+        callback=_store_namespace,
+        metavar="NAMESPACE",
+        help="The namespace (tenant) whose jobs these are [env var: SHOAL_NAMESPACE; default: "
+        "the --creds file's namespace, else default].",
+    )
+
+
+def with_namespace(group: click.Group, *, skip: tuple[str, ...] = ()) -> None:
+    """Give every command of `group` (but `skip`) the `-n/--namespace` option."""
+    for name, command in group.commands.items():
+        if name not in skip and "namespace_" not in {p.name for p in command.params}:
+            command.params.append(namespace_option())
+
+
 def with_client(ctx: click.Context, action: Callable[[ShoalClient], Awaitable[T]]) -> T:
     """Connect (failing fast when NATS is unreachable), run `action`, map errors to exits."""
     url, creds = connection(ctx)
     ca = tls_ca(ctx)
+    namespace = str((ctx.find_root().obj or {}).get("namespace") or "")
 
     from shared.client import ShoalClient
 
     async def main() -> T:
-        async with await ShoalClient.connect(url, creds, tls_ca=ca) as client:
+        async with await ShoalClient.connect(url, creds, tls_ca=ca, namespace=namespace) as client:
             return await action(client)
 
     with errors_to_exit():

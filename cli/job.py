@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from cli.common import with_client
+from cli.common import with_client, with_namespace
 from cli.job_display import (
     HISTORY_PAGE,
     WaitDisplay,
@@ -134,6 +134,10 @@ def submit_and_wait(
 ) -> None:
     """Submit, then (by default) wait with a status line and print the output; exits."""
 
+    root = ctx.find_root().ensure_object(dict)
+    if "namespace" in spec.model_fields_set and not root.get("namespace"):
+        root["namespace"] = spec.namespace  # the spec says where it goes; -n would say too
+
     async def action(client: ShoalClient) -> int:
         reply = await client.submit_full(spec, force=force)
         for warning in reply.warnings:
@@ -198,7 +202,13 @@ def describe(ctx: click.Context, job_id: str, version: int, fmt: str) -> None:
 
 
 @job.command("list")
-@click.option("-n", "--namespace", default="", help="Only this namespace.")
+@click.option(
+    "-A",
+    "--all-namespaces",
+    "every_namespace",
+    is_flag=True,
+    help="Jobs of every namespace (an admin's credentials).",
+)
 @click.option(
     "--limit",
     type=click.IntRange(min=1),
@@ -209,10 +219,12 @@ def describe(ctx: click.Context, job_id: str, version: int, fmt: str) -> None:
 @click.option("--all", "every", is_flag=True, help="Show every job (no --limit).")
 @click.option("-o", "--output", "fmt", type=FORMATS, default="table", show_default=True)
 @click.pass_context
-def list_jobs(ctx: click.Context, namespace: str, limit: int, every: bool, fmt: str) -> None:
-    """List jobs, newest first."""
+def list_jobs(ctx: click.Context, every_namespace: bool, limit: int, every: bool, fmt: str) -> None:
+    """List a namespace's jobs (-A: every namespace's), newest first."""
     # One more than shown tells whether the limit left some out.
-    jobs = with_client(ctx, lambda c: c.jobs(namespace, limit + 1, every=every))
+    jobs = with_client(
+        ctx, lambda c: c.jobs(limit=limit + 1, every=every, all_namespaces=every_namespace)
+    )
     more = not every and len(jobs) > limit
     jobs = jobs if every else jobs[:limit]
     if fmt != "table":
@@ -343,3 +355,6 @@ def rerun(ctx: click.Context, job_id: str) -> None:
     reply = with_client(ctx, lambda c: c.rerun(job_id))
     info(f"Job {reply.job_id} is running again as version {reply.version}.")
     click.echo(reply.job_id)
+
+
+with_namespace(job, skip=("validate",))

@@ -39,6 +39,14 @@ class Versioned(Generic[R]):
 _CREATED = attrgetter("created_at", "id")
 
 
+def _is_token(value: str) -> bool:
+    try:
+        subjects.check_token(value)
+    except ValueError:
+        return False
+    return True
+
+
 class StateMirror:
     """Jobs, executions and nodes as last seen in KV, kept current by watches."""
 
@@ -278,6 +286,8 @@ class StateMirror:
             namespace = job.namespace
         elif known is not None:
             namespace = known.value.namespace
+        elif not (_is_token(job_id) and _is_token(execution_id)):
+            return None  # no key is named so: a forged or garbled report
         else:  # neither shown yet: its key, whatever its namespace, from what KV holds
             pattern = subjects.execution_key("*", job_id, execution_id)
             entries = self._execs_kv.watch(pattern)

@@ -53,6 +53,17 @@ def creds_namespace(path: str) -> str:
     return value if isinstance(value, str) else ""
 
 
+def _named_namespace(spec: str | Mapping[str, Any] | JobSpec) -> str:
+    """The namespace a spec names itself, submitted to that namespace's subject; "" for YAML
+    text (the client's namespace; the orchestrator refuses one that names another)."""
+    if isinstance(spec, JobSpec):
+        return spec.namespace if "namespace" in spec.model_fields_set else ""
+    if isinstance(spec, Mapping):
+        value = spec.get("Namespace", spec.get("namespace", ""))
+        return value if isinstance(value, str) else ""
+    return ""
+
+
 class UnchangedSpecWarning(UserWarning):
     """`run()` was given a named job's spec unchanged: nothing new ran, and the view returned
     is the existing version's (pass `force=True` to run it again)."""
@@ -101,13 +112,15 @@ class ShoalClient:
     ) -> None:
         await self.close()
 
-    async def _call(self, verb: str, request: Any, kind: type[T], *, cluster: bool = False) -> T:
-        """A verb about this client's namespace, or (`cluster`, and every node verb) about
-        the whole cluster."""
+    async def _call(
+        self, verb: str, request: Any, kind: type[T], *, cluster: bool = False, namespace: str = ""
+    ) -> T:
+        """A verb about `namespace` (by default this client's), or (`cluster`, and every node
+        verb) about the whole cluster."""
         if cluster or verb.startswith("node."):
             subject = subjects.api(verb)
         else:
-            subject = subjects.ns_api(self.namespace, verb)
+            subject = subjects.ns_api(namespace or self.namespace, verb)
         try:
             raw = await self.bus.request(subject, wire.encode(request), timeout=self.timeout)
         except Unavailable as exc:
@@ -140,6 +153,7 @@ class ShoalClient:
         """Submit; an unnamed job gets `job_id` (default: a new `j-<uuid>`), so resending the
         same request after a lost reply finds the job instead of creating a second one."""
         job_id = job_id or new_job_id()
+        namespace = _named_namespace(spec)
         if isinstance(spec, str):
             request = wire.SubmitRequest(
                 spec_text=spec, variables=dict(variables or {}), force=force, job_id=job_id
@@ -149,7 +163,7 @@ class ShoalClient:
             request = wire.SubmitRequest(
                 spec=msgspec.Raw(json.dumps(data).encode()), force=force, job_id=job_id
             )
-        return await self._call("job.submit", request, wire.SubmitReply)
+        return await self._call("job.submit", request, wire.SubmitReply, namespace=namespace)
 
     async def run(
         self,
@@ -166,11 +180,16 @@ class ShoalClient:
         waited for, with an `UnchangedSpecWarning`. `force=True` runs it again as a new
         version.
 
-        The job's id is chosen here and its stored state (`shoal.v1.ns.<ns>.state.<job-id>.>`, see
-        `wait`) listened to before the submit, so its records alone tell how it went: an
+        The job's id is chosen here and its stored state (`shoal.v1.ns.<ns>.state.<job-id>.>`,
+        see `wait`) listened to before the submit, so its records alone tell how it went: an
         unnamed job needs no read at all. The job's history (`history()`) is written just
-        after its state, and may lag by a moment.
+        after its state, and may lag by a moment. A spec naming another namespace than this
+        client's runs and is waited for there.
         """
+        named = _named_namespace(spec)
+        if named and named != self.namespace:
+            there = ShoalClient(self.bus, timeout=self.timeout, namespace=named)
+            return await there.run(spec, variables, timeout=timeout, force=force)
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         job_id = new_job_id()

@@ -31,7 +31,7 @@ def no_events(monkeypatch: pytest.MonkeyPatch) -> None:
     """The orchestrators publish no history event: only the stored state says what happens.
     (A client waiting on events would wait out the 2 s after which it asks the API.)"""
 
-    async def dropped(self: History, event: wire.JobEvent) -> None:
+    async def dropped(self: History, namespace: str, event: wire.JobEvent) -> None:
         return None
 
     monkeypatch.setattr(History, "_append", dropped)
