@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from shared import wire
 from shared.errors import ExecutionFailed
-from shared.sealing import SealingError, open_sealed, sealing_context, secret_refs
+from shared.sealing import SealingError, open_sealed, sealing_context, secret_refs, unb64
 from shared.spec import JobSpec
 from shared.spec.params import DockerParams, Params, WasmParams
 
@@ -102,7 +102,7 @@ def open_secrets(
             )
         context = sealing_context(order.execution_id, node_id, name)
         try:
-            opened[name] = open_sealed(box.sealed, key, context).decode()
+            opened[name] = open_sealed(unb64(box.sealed, "the box"), key, context).decode()
         except SealingError as exc:
             raise ExecutionFailed(
                 f"Env {name}: secret {secret!r} does not open on {node_id}: {exc}",

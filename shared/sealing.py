@@ -33,6 +33,18 @@ class SealingError(ShoalError):
     """A box or ciphertext that does not open: wrong key, wrong context, or tampered with."""
 
 
+def b64(data: bytes) -> str:
+    """Keys, boxes and ciphertexts travel as standard base64 text."""
+    return base64.b64encode(data).decode()
+
+
+def unb64(text: str, what: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except ValueError:
+        raise SealingError(f"{what} is not base64") from None
+
+
 # ---- at rest: the master key ---------------------------------------------------------------
 
 

@@ -136,9 +136,9 @@ class Hello(Wire):
     node: NodeInfo
     running: list[RunningExecution] = []
     boot_id: str = ""  # changes every process start: tells a restart from a reconnect
-    # The node's X25519 public key (32 bytes; base64 in JSON), that secrets are sealed for;
-    # omitted by agents older than secrets, which are then given no work that needs one.
-    public_key: bytes = b""
+    # The node's X25519 public key (32 bytes, base64), that secrets are sealed for; omitted
+    # by agents older than secrets, which are then given no work that needs one.
+    public_key: str = ""
 
 
 class HelloReply(Wire):
@@ -167,7 +167,7 @@ class NodeRecord(Wire):
     first_seen: float = 0.0
     last_transition: float = 0.0
     message: str = ""
-    public_key: bytes = b""  # from its last hello (Hello.PublicKey)
+    public_key: str = ""  # from its last hello (Hello.PublicKey)
 
 
 # ---- executions ----------------------------------------------------------------------------
@@ -185,7 +185,7 @@ class SealedEnv(Wire):
 
     name: str  # the environment variable
     secret: str  # the secret's name in the job's namespace
-    sealed: bytes  # base64 in JSON
+    sealed: str  # the sealed box, base64
 
 
 class ExecutionOrder(Wire):
@@ -524,7 +524,7 @@ class SecretListRequest(Wire):
     namespace: str = ""
 
 
-class SecretView(Wire, omit_defaults=False):
+class SecretView(Wire):
     """A secret as the API shows it: never its value."""
 
     name: str
@@ -544,7 +544,7 @@ class StoredSecret(Wire):
     name: str
     namespace: str
     key_id: str
-    ciphertext: bytes
+    ciphertext: str  # base64
     created_at: float = 0.0
     updated_at: float = 0.0
 
