@@ -26,9 +26,9 @@ from shared.results import StoredObject
 
 log = logging.getLogger(__name__)
 
-COPIES_IN_FLIGHT = 4  # copies at once; the rest wait their turn (each holds one chunk)
+COPIES_IN_FLIGHT = 8  # copies at once; the rest wait their turn (each holds one chunk)
 QUICK = 0.5  # how long the applier waits on a copy before asking again later
-_KEEP_DONE = 120.0  # seconds an outcome is remembered for a redelivered report
+_KEEP_DONE = 120.0  # seconds an outcome nobody asked for again is kept (leadership moved)
 
 
 class CopyPending(Exception):
@@ -173,7 +173,11 @@ class ResultsHandoff:
         except ShoalError as exc:
             if exc.retryable:
                 raise  # NATS trouble: the applier asks again shortly, and the copy runs again
+            self._copies.pop(key, None)
             return _failed(update, f"copying its results {name} failed: {exc}")
+        # Settled: asked again (a lost CAS, a second delivery before the record's write), the
+        # copy finds the object already there and does nothing but look.
+        self._copies.pop(key, None)
         if stored is None:
             where = results.node_bucket(record.node_id)
             why = f"its results {name} are not in {where} (lost before they were copied)"

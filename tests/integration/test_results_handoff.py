@@ -9,9 +9,11 @@ import os
 from pathlib import Path
 
 import msgspec
+import pytest
 
 from compute.agent import ComputeAgent
 from compute.publishers import NatsPublisher
+from orchestrator import results_handoff
 from orchestrator.results_handoff import QUICK, CopyPending, ResultsHandoff, copy_result
 from shared import results, subjects, wire
 from shared.bus import Bus
@@ -108,6 +110,36 @@ async def test_a_jobs_results_land_in_its_namespace_bucket(
         # The node's copy is gone (staging), and nothing went to the shared bucket of old.
         assert await results.object_info(bus, results.node_bucket("node-0"), name) is None
         assert await results.object_info(bus, results.LEGACY_BUCKET, name) is None
+
+
+async def test_a_report_whose_copy_is_under_way_is_applied_when_redelivered(
+    nats_server: EmbeddedNats, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The applier does not wait for a copy: it asks for the report again (here at once)."""
+    monkeypatch.setattr(results_handoff, "QUICK", 0.0)
+    pending = 0
+    settle = ResultsHandoff.settle
+
+    async def counting(
+        self: ResultsHandoff, record: wire.ExecutionRecord, update: wire.ExecutionUpdate
+    ) -> wire.ExecutionUpdate:
+        nonlocal pending
+        try:
+            return await settle(self, record, update)
+        except CopyPending:
+            pending += 1
+            raise
+
+    monkeypatch.setattr(ResultsHandoff, "settle", counting)
+    async with stack(nats_server.url, tmp_path, agents=1) as s, await s.client() as client:
+        _own_bucket(s.agents["node-0"])
+        job_id = await client.submit(NATS_JOB)
+        view = await client.wait(job_id, timeout=20)
+        assert view.state == "Completed", view
+        (execution,) = view.executions
+        name = results.archive_name(job_id, execution.id)
+        assert await results.object_info(client.bus, results.namespace_bucket("default"), name)
+        assert pending >= 1  # applied on a redelivery, not while the copy ran
 
 
 async def test_a_redelivered_completed_report_copies_once(
@@ -282,6 +314,7 @@ async def test_a_large_archive_is_copied_in_bounded_memory(
         after = _rss()
         assert applied.state == "completed" and applied.result is not None
         assert applied.result.size == size
+        assert not handoff._copies  # nothing kept once settled
         print(f"RSS before {before >> 10} KiB, peak {peak >> 10} KiB, after {after >> 10} KiB")
         assert peak - before < size // 5, (before, peak, after)
         assert after - before < size // 5, (before, peak, after)
