@@ -17,6 +17,7 @@ from orchestrator import results_handoff
 from orchestrator.results_handoff import QUICK, CopyPending, ResultsHandoff, copy_result
 from shared import results, subjects, wire
 from shared.bus import Bus
+from shared.errors import Unavailable
 from shared.natsserver import EmbeddedNats
 from shared.spec import spec_from_data
 from tests.conftest import eventually
@@ -267,6 +268,34 @@ async def test_a_damaged_archive_fails_the_execution_saying_so(
         assert applied.state == "failed" and applied.result is None
         assert "damaged" in applied.error, applied.error
         assert await results.object_info(bus, results.namespace_bucket("default"), name) is None
+    finally:
+        await handoff.close()
+        await bus.close()
+
+
+async def test_a_copy_failed_by_nats_is_tried_again(
+    nats_server: EmbeddedNats, tmp_path: Path
+) -> None:
+    bus = await Bus.connect(nats_server.url)
+    handoff = ResultsHandoff(bus)
+    try:
+        await _put(bus, tmp_path, "node-a", "j1", "e1", b"archive")
+        record, update = _record("j1", "e1", "node-a"), _completed("j1", "e1", "node-a")
+        await nats_server.stop()
+
+        async def settled() -> wire.ExecutionUpdate | None:
+            try:
+                return await handoff.settle(record, update)
+            except CopyPending:
+                return None
+
+        with pytest.raises(Unavailable):  # the applier naks the report: it comes back
+            await eventually(settled, what="the copy failing")
+        await nats_server.start()  # the same port and store
+        applied = await eventually(settled, what="the copy tried again")
+        assert applied.state == "completed" and applied.result is not None
+        name = results.archive_name("j1", "e1")
+        assert await results.object_info(bus, results.namespace_bucket("default"), name)
     finally:
         await handoff.close()
         await bus.close()
