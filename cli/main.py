@@ -14,6 +14,7 @@ import click
 COMMANDS: dict[str, tuple[str, str]] = {
     "job": ("cli.job", "job"),
     "node": ("cli.node", "node"),
+    "secret": ("cli.secret", "secret"),
     "orchestrator": ("cli.services", "orchestrator"),
     "compute": ("cli.services", "compute"),
     "devstack": ("cli.services", "devstack"),

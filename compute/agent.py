@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgspec
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from compute import capacity
 from compute.bidding import BUSY_RESOURCES, BUSY_SLOTS, image_refusal, refusal
@@ -17,13 +18,14 @@ from compute.engine_setup import make_engines, usable_engines
 from compute.engines.base import Engine
 from compute.engines.docker_registry import DEFAULT_PULL_POLICY, DEFAULT_PULL_TIMEOUT, PullPolicy
 from compute.executor import Execution, run_execution
-from compute.identity import node_labels
+from compute.identity import node_key, node_labels
 from compute.inputs import SUPPORTED_SOURCES, AllowedPath
 from compute.logs import LogShipper
 from compute.publish_remote import IPFSPublisher, S3Publisher
 from compute.publishers import LocalPublisher, NatsPublisher, NoopPublisher, Publisher
 from compute.reporting import store_update
-from shared import ipfs, subjects, trace, wire
+from compute.task_env import open_secrets
+from shared import ipfs, sealing, subjects, trace, wire
 from shared.bus import Bus, Message, Subscription
 from shared.errors import InvalidSpec, ShoalError
 from shared.lifecycle import Service, Supervisor
@@ -99,12 +101,17 @@ class ComputeAgent(Service):
         self.heartbeat_interval = config.heartbeat_interval  # the orchestrator may override
         self._stopping = False
         self._subs: list[Subscription] = []
+        self._key: X25519PrivateKey | None = None  # read (or made) in start()
+        self.public_key = ""  # base64, as the hello carries it
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
     async def start(self, *, subscribe: bool = True) -> None:
         """Probe engines, listen for bids/commands (unless a Fleet routes them), heartbeat."""
         config = self.config
+        if self._key is None:
+            self._key = node_key(config.state_dir)
+            self.public_key = sealing.b64(sealing.public_bytes(self._key))
         candidates = self._engines_given or make_engines(
             config.engines,
             self.node_id,
@@ -176,6 +183,7 @@ class ComputeAgent(Service):
         hello = wire.Hello(
             node=self.info(),
             boot_id=self.boot_id,
+            public_key=self.public_key,
             running=[
                 wire.RunningExecution(id=i, job_id=r.execution.order.job_id)
                 for i, r in self._running.items()
@@ -263,8 +271,14 @@ class ComputeAgent(Service):
         if reason is None and not known:
             engine = self.engines.get(spec.task.engine.type)
             reason = await image_refusal(spec, engine, pulls=self.config.image_pull != "never")
+        secrets: dict[str, str] = {}
         if reason is None and not known:
-            self._launch(order, spec)
+            try:
+                secrets = self._open(order, spec)
+            except ShoalError as exc:  # names the variable and the secret, never a value
+                reason = str(exc)
+        if reason is None and not known:
+            self._launch(order, spec, secrets)
             trace.mark("agent.launched", order.job_id)
         busy = reason in (BUSY_RESOURCES, BUSY_SLOTS)
         reply = wire.BidReply(accepted=reason is None, reason=reason or "", busy=busy)
@@ -289,13 +303,14 @@ class ComputeAgent(Service):
         else:
             try:
                 spec = self._spec(command.order)
+                secrets = self._open(command.order, spec)
             except ShoalError as exc:
                 await self.bus.respond(
                     msg, wire.encode(wire.CommandAck(ok=False, message=str(exc)))
                 )
                 return
             if command.order.execution_id not in self._running:
-                self._launch(command.order, spec)
+                self._launch(command.order, spec, secrets)
         await self.bus.respond(msg, wire.encode(wire.CommandAck(ok=True)))
 
     def _cancel(self, execution_id: str, reason: str) -> None:
@@ -304,11 +319,19 @@ class ComputeAgent(Service):
             running.execution.cancel_reason = reason
             running.task.cancel()
 
-    def _launch(self, order: wire.ExecutionOrder, spec: JobSpec) -> None:
+    def _open(self, order: wire.ExecutionOrder, spec: JobSpec) -> dict[str, str]:
+        """The secrets of the task's Env, opened from the order's boxes sealed for this node."""
+        if self._key is None:
+            raise ShoalError(f"{self.node_id} has no key to open secrets with (not started)")
+        return open_secrets(order, spec, self._key, self.node_id)
+
+    def _launch(
+        self, order: wire.ExecutionOrder, spec: JobSpec, secrets: dict[str, str] | None = None
+    ) -> None:
         if order.execution_id in self._finished:
             return  # a resent offer for something that already ran here
         demand = wire.Capacity.of(spec.task.resources)
-        execution = Execution(order, spec)
+        execution = Execution(order, spec, secrets=secrets or {})
         task = self._children.spawn(self._execute(execution), name=order.execution_id)
         self._running[order.execution_id] = _Running(execution, task, demand)
         self._used = self._used.plus(demand)

@@ -43,10 +43,17 @@ class NodeRecords:
                 boot_id=hello.boot_id,
                 first_seen=now,
                 last_transition=now,
+                public_key=hello.public_key,
             )
         else:
+            # The key as the node says it now: an agent older than secrets (none) is given
+            # no secret, whatever an earlier agent of that name said.
             record = msgspec.structs.replace(
-                known.value, info=hello.node, connection="CONNECTED", boot_id=hello.boot_id
+                known.value,
+                info=hello.node,
+                connection="CONNECTED",
+                boot_id=hello.boot_id,
+                public_key=hello.public_key,
             )
         changed = known is None or known.value != record
         if changed:  # KV only on a real change

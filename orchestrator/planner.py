@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Literal, TypeVar, cast
 
 import msgspec
@@ -19,10 +19,12 @@ import msgspec
 from orchestrator.history import History
 from orchestrator.registry import NodeRegistry
 from orchestrator.scheduler import Context, Placement, Plan, Stop, ran, schedule
+from orchestrator.secrets import NO_PUBLIC_KEY, Secrets, seal_env, secrets_for
 from orchestrator.state import StateMirror
 from shared import subjects, trace, wire
 from shared.bus import Bus
 from shared.errors import Conflict, NoResponders, ShoalError
+from shared.sealing import secret_refs
 from shared.spec import JobSpec, spec_from_canonical
 
 log = logging.getLogger(__name__)
@@ -87,6 +89,7 @@ class Planner:
         later: Later,
         bid_timeout: float = 5.0,
         final_view: Callable[[wire.JobRecord], bytes] = lambda job: b"",
+        secrets: Secrets | None = None,
     ) -> None:
         self._bus = bus
         self._mirror = mirror
@@ -95,6 +98,7 @@ class Planner:
         self._later = later
         self.bid_timeout = bid_timeout
         self._final_view = final_view
+        self._secrets = secrets
         self._specs: dict[tuple[str, int], tuple[bytes, JobSpec]] = {}
 
     def remember(self, job: wire.JobRecord, spec: JobSpec) -> None:
@@ -174,10 +178,11 @@ class Planner:
         elif plan.stop:
             await _bounded(plan.stop, lambda stop: self.stop_execution(stop, now))
         declined = False
+        values = await secrets_for(self._secrets, job.namespace, spec) if plan.place else {}
         if len(plan.place) == 1:  # the common case: no task to wrap the one offer in
-            results = [await self._offer(job, spec, plan.place[0])]
+            results = [await self._offer(job, spec, plan.place[0], values)]
         elif plan.place:
-            results = await _bounded(plan.place, lambda p: self._offer(job, spec, p))
+            results = await _bounded(plan.place, lambda p: self._offer(job, spec, p, values))
         else:
             results = []
         for placement, outcome in zip(plan.place, results, strict=True):
@@ -217,11 +222,18 @@ class Planner:
         except ShoalError as exc:  # the node's next heartbeat reconciles it
             log.debug("cancel %s on %s: %s", execution_id, node_id, exc)
 
-    async def _offer(self, job: wire.JobRecord, spec: JobSpec, placement: Placement) -> Offered:
+    async def _offer(
+        self,
+        job: wire.JobRecord,
+        spec: JobSpec,
+        placement: Placement,
+        values: Mapping[str, str] | str,
+    ) -> Offered:
         """Create the execution as offered and ask the node at the same time (one round trip
         instead of two). A node that reports before the record's write is acked is held back
         (`InFlight.wait_execution_create`); if the write fails, the node is told to cancel and
-        the error re-plans."""
+        the error re-plans. `values`: the secrets to seal for the node, or why there are
+        none (the execution is then created failed)."""
         # Stamped when sent, not when planned: a plan's offers go out a bounded number at a
         # time, and a large plan's last ones leave long after it began (a new leader judges
         # an offer left behind by its age).
@@ -237,6 +249,17 @@ class Planner:
             created_at=made,
             updated_at=made,
         )
+        if isinstance(values, str):
+            return await self._unplaceable(job, record, values)
+        sealed: list[wire.SealedEnv] = []
+        refusal: wire.BidReply | None = None
+        if values:
+            public_key = self._registry.public_key(placement.node_id)
+            if public_key:
+                refs = secret_refs(spec.task.env)
+                sealed = seal_env(values, refs, public_key, record.id, placement.node_id)
+            else:  # declined for it, as its agent would (not asked: it cannot open them)
+                refusal = wire.BidReply(accepted=False, reason=NO_PUBLIC_KEY)
         order = wire.ExecutionOrder(
             execution_id=record.id,
             job_id=job.id,
@@ -246,6 +269,7 @@ class Planner:
             partition=placement.partition,
             attempt=placement.attempt,
             spec=job.spec,
+            secrets=sealed,
         )
         trace.mark("planner.offering", job.id)
         # The node's room is held from the offer on, not from its acceptance: evaluations of
@@ -253,7 +277,7 @@ class Planner:
         # than all offering it to the same node, which would decline all but one.
         self._registry.reserve(placement.node_id, record.id, wire.Capacity.of(spec.task.resources))
         try:
-            outcome = await self._offer_reserved(job, spec, placement, record, order)
+            outcome = await self._offer_reserved(job, spec, placement, record, order, refusal)
         except BaseException:
             self._registry.release(placement.node_id, record.id)
             raise
@@ -268,13 +292,14 @@ class Planner:
         placement: Placement,
         record: wire.ExecutionRecord,
         order: wire.ExecutionOrder,
+        refusal: wire.BidReply | None = None,
     ) -> Offered:
         # The create in a task of its own, the bid in this one: the create registers itself
         # (`InFlight.creating_execution`) before the bid's bytes leave, so no report can
         # overtake it.
         creating = asyncio.ensure_future(self._mirror.create_execution(record))
         try:
-            reply = await self._bid(placement.node_id, order)
+            reply = refusal or await self._bid(placement.node_id, order)
         except BaseException:
             creating.cancel()
             raise
@@ -327,6 +352,19 @@ class Planner:
                 return "taken"  # the node already reported on it: it did take the job
             await self._history.execution(rejected, f"{placement.node_id} declined: {reply.reason}")
         return "declined"
+
+    async def _unplaceable(
+        self, job: wire.JobRecord, record: wire.ExecutionRecord, error: str
+    ) -> Offered:
+        """The execution, created failed (not retryable) with `error`, without asking its
+        node; the job is evaluated again at once, and fails or retries by its policy."""
+        failed = msgspec.structs.replace(
+            record, compute_state="failed", desired_state="stopped", error=error, retryable=False
+        )
+        await self._mirror.create_execution(failed)
+        await self._history.execution(failed, f"failed: {error}")
+        self._later(job.id, time.time(), 0, None)
+        return "taken"
 
     async def _withdraw(
         self,

@@ -122,6 +122,12 @@ class NodeRegistry:
     def liveness(self, node_id: str) -> Liveness | None:
         return self._live.get(node_id)
 
+    def public_key(self, node_id: str) -> str:
+        """The X25519 key (base64) the node said hello with, that its secrets are sealed
+        for; empty for an agent older than secrets (or a node not registered)."""
+        versioned = self._mirror.nodes.get(node_id)
+        return versioned.value.public_key if versioned is not None else ""
+
     def not_listening(self, node_id: str) -> None:
         """Nobody took the node's bid: offer it no more work until it says hello again."""
         live = self._live.get(node_id)

@@ -12,6 +12,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 from orchestrator.api import MAX_COUNT, Api
 from orchestrator.buckets import Buckets
@@ -21,6 +22,7 @@ from orchestrator.history import History
 from orchestrator.leader import Lease
 from orchestrator.planner import Planner
 from orchestrator.registry import NodeRegistry
+from orchestrator.secrets import Secrets
 from orchestrator.state import StateMirror
 from orchestrator.updates import UpdateApplier
 from shared import subjects, wire
@@ -51,6 +53,9 @@ class OrchestratorConfig:
     # A node DISCONNECTED this long is removed by the leader's liveness sweep (0: never),
     # as Nomad collects down nodes after 24 h; one that comes back registers again.
     node_gc_after: float = 24 * 3600.0
+    # The master key secrets are encrypted under (32 random bytes, base64), made (mode 0600)
+    # if missing; the same file on every orchestrator. None: secrets cannot be created.
+    secrets_key: Path | None = None
 
 
 async def ensure_streams(bus: Bus, config: OrchestratorConfig) -> None:
@@ -95,6 +100,7 @@ class Orchestrator(Service):
             gc_after=self.config.node_gc_after,
         )
         self.broker = EvalBroker(bus, self._evaluate, workers=self.config.workers)
+        self.secrets = Secrets(bus, self.config.secrets_key)
         self.planner = Planner(
             bus,
             self.mirror,
@@ -103,6 +109,7 @@ class Orchestrator(Service):
             later=self.broker.later,
             bid_timeout=self.config.bid_timeout,
             final_view=lambda job: wire.encode(self.api.view(job, with_spec=True)),
+            secrets=self.secrets,
         )
         self._children = Supervisor("orchestrator")
         self.rules = EvaluationRules(
@@ -149,6 +156,7 @@ class Orchestrator(Service):
         await self.mirror.start()
         await self._children.start()
         await self.registry.start()
+        await self.secrets.start()
         await self.api.start()
         first = asyncio.Event()
 
@@ -197,6 +205,7 @@ class Orchestrator(Service):
         """Idempotent; safe before start. Answers the API requests and node hellos it has
         taken (and takes no more), then hands the lease over rather than letting it expire."""
         await self.api.drain(self.config.drain_timeout)
+        await self.secrets.stop(self.config.drain_timeout)
         await self.registry.drain(self.config.drain_timeout)
         await self._leading.stop()
         await self._children.stop()
