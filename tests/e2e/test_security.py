@@ -84,6 +84,26 @@ async def secured(tmp_path: Path) -> AsyncIterator[Secured]:
         await server.stop()
 
 
+@pytest.fixture
+async def tenants(tmp_path: Path) -> AsyncIterator[Secured]:
+    """The attacker tests' site: alice in team-a, bob in team-b, carol in both, admin root."""
+    auth_dir = tmp_path / "auth"
+    generate(
+        auth_dir,
+        nodes=["node-1", "node-2"],
+        orchestrators=1,
+        users=["alice:team-a", "bob:team-b", "carol:team-a+team-b"],
+        admins=["root"],
+    )
+    async with EmbeddedNats(tmp_path / "nats", config=auth_dir / "nats-server.conf") as server:
+        env = Secured(server, auth_dir)
+        try:
+            yield env
+        finally:
+            for bus in env.buses:
+                await bus.close()
+
+
 @contextlib.asynccontextmanager
 async def running(env: Secured, tmp: Path, *nodes: str) -> AsyncIterator[Orchestrator]:
     """The orchestrator and agents, each on its own identity."""
@@ -120,7 +140,11 @@ class Raw:
             errors.append(str(exc))
 
         nc = await nats.connect(
-            url, user=data["user"], password=data["password"], error_cb=on_error
+            url,
+            user=data["user"],
+            password=data["password"],
+            inbox_prefix=data.get("inbox_prefix", "_INBOX"),
+            error_cb=on_error,
         )
         return cls(nc, errors)
 
