@@ -139,6 +139,7 @@ class ResultsHandoff:
         self._slots = asyncio.Semaphore(COPIES_IN_FLIGHT)
         self._copies: dict[tuple[str, str], _Copy] = {}
         self._opened: set[str] = set()
+        self._discarding: set[asyncio.Task[None]] = set()
 
     async def settle(
         self, record: wire.ExecutionRecord, update: wire.ExecutionUpdate
@@ -186,6 +187,27 @@ class ResultsHandoff:
             update, result=wire.ResultRef(publisher="nats", location=name, size=stored.size)
         )
 
+    def discard(self, record: wire.ExecutionRecord, update: wire.ExecutionUpdate) -> None:
+        """Delete, in the background, what the node staged for an execution whose final
+        report is not applied (it was stopped or replaced meanwhile, or is already final):
+        nobody will copy it, and the node's bucket is only a staging area."""
+        ref = update.result
+        if ref is None or ref.publisher != "nats":
+            return
+        name = results.archive_name(record.job_id, record.id)
+        task = asyncio.get_running_loop().create_task(self._discard(record.node_id, name))
+        self._discarding.add(task)
+        task.add_done_callback(self._discarding.discard)
+
+    async def _discard(self, node_id: str, name: str) -> None:
+        async with self._slots:
+            try:
+                obj = await results.object_info(self._bus, results.node_bucket(node_id), name)
+                if obj is not None:
+                    await _delete(self._bus, obj)
+            except ShoalError as exc:
+                log.warning("deleting %s from node %s's bucket: %s", name, node_id, exc)
+
     async def _copy(self, node_id: str, namespace: str, name: str) -> StoredObject | None:
         async with self._slots:
             try:
@@ -204,6 +226,8 @@ class ResultsHandoff:
     async def close(self) -> None:
         for copy in self._copies.values():
             copy.task.cancel()
+        for task in self._discarding:
+            task.cancel()
         self._copies.clear()
 
 

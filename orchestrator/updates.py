@@ -129,6 +129,8 @@ class UpdateApplier:
                 await self._cancel(
                     update.node_id, record.id, f"execution is {record.compute_state}"
                 )
+            elif update.state in wire.TERMINAL_COMPUTE_STATES:
+                self._results.discard(record, update)  # results nobody will copy
             return
         if update.state in _ORDER and _ORDER[update.state] <= _ORDER[record.compute_state]:
             return

@@ -273,6 +273,30 @@ async def test_a_damaged_archive_fails_the_execution_saying_so(
         await bus.close()
 
 
+async def test_results_of_a_report_not_applied_are_deleted_from_the_node_bucket(
+    nats_server: EmbeddedNats, tmp_path: Path
+) -> None:
+    """A report on an execution stopped meanwhile: nobody copies its archive."""
+    bus = await Bus.connect(nats_server.url)
+    handoff = ResultsHandoff(bus)
+    try:
+        await _put(bus, tmp_path, "node-a", "j1", "e1", b"archive")
+        await _put(bus, tmp_path, "node-a", "j1", "e2", b"another")
+        handoff.discard(_record("j1", "e1", "node-a"), _completed("j1", "e1", "node-a"))
+        bucket = results.node_bucket("node-a")
+
+        async def gone() -> bool:
+            name = results.archive_name("j1", "e1")
+            return await results.object_info(bus, bucket, name) is None
+
+        await eventually(gone, what="the staged archive deleted")
+        assert await results.object_info(bus, bucket, results.archive_name("j1", "e2"))
+        assert await _stream_messages(bus, bucket) == 2  # e2's chunk and metadata
+    finally:
+        await handoff.close()
+        await bus.close()
+
+
 async def test_a_copy_failed_by_nats_is_tried_again(
     nats_server: EmbeddedNats, tmp_path: Path
 ) -> None:
