@@ -6,9 +6,10 @@ import asyncio
 import contextlib
 import os
 import re
+import signal
 import stat
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -450,3 +451,70 @@ async def test_tls_with_the_generated_ca(tmp_path: Path) -> None:
                     server.url, creds=str(plain), tls_ca=str(auth_dir / "tls/server.pem")
                 )
     assert os.access(auth_dir / "tls/ca-key.pem", os.R_OK)
+
+
+async def test_added_user_works_after_a_reload_and_nobody_else_changes(tenants: Secured) -> None:
+    result = CliRunner().invoke(
+        auth, ["add-user", "--out", str(tenants.auth), "erin", "--namespaces", "team-e"]
+    )
+    assert result.exit_code == 0, result.output
+    assert tenants.server.pid is not None
+    os.kill(tenants.server.pid, signal.SIGHUP)  # nats-server --signal reload
+
+    async def erin_connects() -> bool:
+        try:
+            bus = await Bus.connect(tenants.url, creds=tenants.creds("erin"), fail_fast=True)
+        except Unavailable:
+            return False
+        await bus.close()
+        return True
+
+    await eventually(erin_connects, what="erin admitted after the reload")
+    async with raw(tenants, "erin") as erin, raw(tenants, "alice") as alice:
+        await listen(erin, f"{subjects.PREFIX}.ns.team-e.state.>")
+        assert not erin.errors
+        subject = f"{subjects.PREFIX}.ns.team-a.state.>"
+        await erin.nc.subscribe(subject)
+        assert await erin.refused("Subscription", subject), erin.errors
+        await listen(alice, subject)  # alice's password and permissions are as they were
+        assert not alice.errors
+
+
+async def test_a_log_read_survives_its_consumer_being_recreated(tenants: Secured) -> None:
+    """nats-py recreates an ordered consumer (after a gap or missed heartbeats) with the
+    config it was made with; Shoal's named ones get a new name each time, or the server
+    would refuse the second consumer of the same name."""
+    from nats.js.api import ConsumerConfig
+
+    from shared.bus import _consumer_name, _rename_on_reset
+
+    ns = f"{subjects.PREFIX}.ns.team-a.logs"
+    async with raw(tenants, "orchestrator-1") as orch, raw(tenants, "alice") as alice:
+        ojs = orch.nc.jetstream()
+        await ojs.add_stream(name=subjects.LOGS_STREAM, subjects=[f"{subjects.PREFIX}.ns.*.logs.>"])
+        await ojs.publish(f"{ns}.j.node-1.e.stdout", b"one\n")
+        js = alice.nc.jetstream()
+        name = _consumer_name()
+        sub = await js.subscribe(
+            f"{ns}.>",
+            stream=subjects.LOGS_STREAM,
+            ordered_consumer=True,
+            config=ConsumerConfig(name=name),
+        )
+        _rename_on_reset(js, sub, subjects.LOGS_STREAM, name)
+        assert (await sub.next_msg(timeout=5)).data == b"one\n"
+        jsi = sub._sub._jsi  # type: ignore[attr-defined]
+        await jsi.reset_ordered_consumer(2)
+        await ojs.publish(f"{ns}.j.node-1.e.stdout", b"two\n")
+        assert (await sub.next_msg(timeout=5)).data == b"two\n"
+
+        async def names() -> set[str]:
+            return {c.name for c in await ojs.consumers_info(subjects.LOGS_STREAM)}
+
+        await eventually(lambda: names_are(names, {f"{name}-1"}), what="the old one deleted")
+        assert not alice.errors, alice.errors
+        await sub.unsubscribe()
+
+
+async def names_are(names: Callable[[], Awaitable[set[str]]], wanted: set[str]) -> bool:
+    return await names() == wanted
