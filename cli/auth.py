@@ -3,9 +3,11 @@ adding one user or node to it later without regenerating the others."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
+import secrets
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -41,6 +43,9 @@ __all__ = [
 
 K8S_ETC = "/etc/nats"  # where deploy/k8s/base/nats.yaml projects the shoal-nats-auth Secret
 ROUTE_FILES = ("route-ca.pem", "route.pem", "route-key.pem")
+# The orchestrators' master key for stored secrets (`shoal orchestrator --secrets-key FILE`):
+# 32 random bytes, base64; every replica needs the same one.
+SECRETS_KEY = "secrets.key"
 
 
 def identities(
@@ -164,6 +169,8 @@ def k8s_secrets(out: Path, namespace: str) -> str:
     if tls:
         for data in by_role.values():
             data["ca.pem"] = nats_data["ca.pem"]
+    if (out / SECRETS_KEY).exists():  # every orchestrator replica needs the same one
+        by_role["orchestrator"][SECRETS_KEY] = (out / SECRETS_KEY).read_text()
     docs = [
         _secret("shoal-nats-auth", namespace, nats_data),
         _secret("shoal-creds", namespace, by_role["compute"]),
@@ -274,6 +281,9 @@ def generate(
     _write(out / "routes-tls.conf", routes_tls_conf(str(out / "tls" / "routes")), secret=False)
     for ident in ids:
         _write_creds(out, ident)
+    if not (out / SECRETS_KEY).exists():  # kept by --force: it decrypts the stored secrets
+        key = base64.b64encode(secrets.token_bytes(32)).decode()
+        _write(out / SECRETS_KEY, key + "\n", secret=True)
     _write(out / "k8s-secrets.yaml", k8s_secrets(out, namespace), secret=True)
     return ids
 

@@ -203,6 +203,7 @@ def test_generated_secrets_split_orchestrators_from_nodes(tmp_path: Path) -> Non
     assert set(docs["shoal-orchestrator-creds"]["stringData"]) == {
         "orchestrator-1.creds",
         "orchestrator-2.creds",
+        "secrets.key",  # the stored secrets' master key, the same for every replica
     }
     assert set(docs["shoal-creds"]["stringData"]) == {f"{NODE}.creds"}  # no users' or admins'
     nats_data = docs["shoal-nats-auth"]["stringData"]

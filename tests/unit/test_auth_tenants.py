@@ -12,6 +12,7 @@ from cli.auth import auth, generate
 from cli.auth_roles import known, parse_user
 from shared.bus import creds_namespace, creds_options
 from shared.natsserver import nats_server_binary
+from shared.sealing import load_or_create_key
 
 
 def creds(out: Path, name: str) -> dict[str, str]:
@@ -135,5 +136,10 @@ def test_add_user_and_node_keep_everyone_else(tmp_path: Path) -> None:
     # An identity whose inbox another already has is refused.
     clash = runner.invoke(auth, ["add-node", "--out", str(out), "ip-10-0-0-2-ec2-internal"])
     assert clash.exit_code == 2 and "both become" in clash.output
+    # The secrets' master key survives a forced init: it decrypts the stored secrets.
+    key = load_or_create_key(out / "secrets.key")
+    assert len(key) == 32
+    assert runner.invoke(auth, [*init, "--force"]).exit_code == 0
+    assert load_or_create_key(out / "secrets.key") == key
     missing = runner.invoke(auth, ["add-user", "--out", str(tmp_path / "none"), "x"])
     assert missing.exit_code != 0 and "shoal auth init" in missing.output
