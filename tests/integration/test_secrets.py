@@ -109,10 +109,11 @@ def forms(plain: str) -> list[bytes]:
     return found
 
 
-async def every_stored_message(url: str) -> list[tuple[str, bytes]]:
+async def every_stored_message(url: str, **login: Any) -> list[tuple[str, bytes]]:
     """(stream/subject, data and headers) of every message in every stream on the server:
-    KV buckets, object stores, SHOAL_EVENTS, SHOAL_LOGS and the rest."""
-    nc = await nats.connect(url)
+    KV buckets, object stores, SHOAL_EVENTS, SHOAL_LOGS and the rest (`login`: user and
+    password, on a server that wants them)."""
+    nc = await nats.connect(url, **login)
     js = nc.jetstream()
     out: list[tuple[str, bytes]] = []
     try:
