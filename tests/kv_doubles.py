@@ -135,13 +135,19 @@ class HookedCreates(StandIn):
 
 
 class Trailing(StandIn):
-    """A watch that shows each change `lag` seconds late (math.inf: never), and says it has
-    caught up at once: a watch fallen behind, as for the seconds after its server died."""
+    """A watch of the whole bucket (the mirror's) that shows each change `lag` seconds late
+    (math.inf: never), and says it has caught up at once: a watch fallen behind, as for the
+    seconds after its server died. A watch of some keys started later (a lookup) is a new
+    consumer, which reads what the stream holds now: it is not held back."""
 
     def __init__(self, lag: float) -> None:
         self.lag = lag
 
     async def watch(self, pattern: str = ">") -> AsyncIterator[Entry | None]:
+        if pattern != ">":
+            async for entry in self.inner.watch(pattern):
+                yield entry
+            return
         shown: asyncio.Queue[Entry | None] = asyncio.Queue()
         loop = asyncio.get_running_loop()
 
