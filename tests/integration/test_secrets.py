@@ -20,7 +20,7 @@ from cli.secret import call
 from compute.agent import AgentConfig, ComputeAgent
 from compute.engines.base import RunRequest, RunResult
 from compute.engines.noop import NoopEngine
-from orchestrator.secrets import SECRETS_BUCKET, missing_secrets
+from orchestrator.secrets import SECRETS_BUCKET, missing_secrets, refuse_missing_secrets
 from orchestrator.service import OrchestratorConfig
 from shared import sealing, wire
 from shared.bus import Bus
@@ -194,7 +194,7 @@ async def test_a_secret_reaches_only_the_task_env(
             assert form not in data, f"the plaintext went over the wire on {subject}"
 
 
-async def test_a_secret_deleted_after_submit_fails_the_execution(
+async def test_missing_secrets_for_the_submit_path(
     nats_server: EmbeddedNats, tmp_path: Path
 ) -> None:
     async with secret_stack(nats_server.url, tmp_path) as (s, _):
@@ -215,23 +215,46 @@ async def test_a_secret_deleted_after_submit_fails_the_execution(
             assert deleted.name == "db-password"
             missing = await missing_secrets(bus, spec, "default")
             assert len(missing) == 1 and "DB_PASSWORD" in missing[0]
-            # Placed anyway (a submit path that did not check, or a delete just after it):
-            # the execution fails, saying which variable and secret, not retried.
-            done = await _submit_unchecked(client, secret_job("later"))
-            assert done.state == "Failed"
-            assert "Env DB_PASSWORD refers to secret 'db-password'" in done.state_message
-            assert "does not exist in namespace 'default'" in done.state_message
-            assert len(done.executions) == 1
+            with pytest.raises(InvalidSpec) as refused:
+                await refuse_missing_secrets(bus, spec, "default")
+            [problem] = refused.value.problems
+            assert problem.path == "Tasks[0].Env.DB_PASSWORD"
+            assert problem.message.startswith("secret 'db-password' does not exist")
+            odd = spec_from_data(secret_job("odd", env={"X": "secret:a.b"}))
+            assert await missing_secrets(bus, odd, "default") == [
+                "Tasks[0].Env.X: secret name 'a.b' must be 1-128 characters of letters, digits, "
+                "'_' or '-'"
+            ]
+            plain = spec_from_data(secret_job("plain", env={"X": "y"}))
+            assert await missing_secrets(bus, plain, "default") == []
         finally:
             await client.close()
 
 
-async def _submit_unchecked(client: ShoalClient, spec: dict[str, Any]) -> wire.JobView:
-    try:
-        return await client.run(spec, timeout=30)
-    except InvalidSpec as exc:  # the submit path checks (orchestrator/api.py): as it should
-        assert "Tasks[0].Env.DB_PASSWORD" in str(exc)
-        pytest.skip("the submit path refuses it first; placement's check is not reached")
+async def test_a_secret_deleted_while_its_job_waits_fails_the_execution(
+    nats_server: EmbeddedNats, tmp_path: Path
+) -> None:
+    async with secret_stack(nats_server.url, tmp_path) as (s, _):
+        client = await s.client()
+        try:
+            await create(client, "db-password", PLAINTEXT)
+            spec = secret_job("waits", "late-node")
+            spec["Tasks"][0]["Timeouts"] = {"QueueTimeout": 60}
+            job_id = await client.submit(spec)  # its secret exists: taken
+            await client.wait(job_id, timeout=15, until=lambda v: v.state == "Queued")
+            await call(
+                client, "default", "delete", wire.SecretRef(name="db-password"), wire.SecretView
+            )
+            await _agent(s, "late-node")  # now it can be placed: its secret is gone
+            done = await client.wait(job_id, timeout=30)
+            # The execution fails, saying which variable and secret, and is not retried.
+            assert done.state == "Failed"
+            assert "Env DB_PASSWORD refers to secret 'db-password'" in done.state_message
+            assert "does not exist in namespace 'default'" in done.state_message
+            [failed] = done.executions
+            assert (failed.node_id, failed.compute_state) == ("late-node", "failed")
+        finally:
+            await client.close()
 
 
 async def test_a_node_without_a_key_gets_no_secret(
