@@ -15,12 +15,14 @@ NS = f"{P}.ns"  # what belongs to one namespace: shoal.v1.ns.<namespace>.{api,st
 DEFAULT_NAMESPACE = "default"
 NODE_RESULTS = "shoal-results-node-"  # + node id: the object store a node writes its results to
 NS_RESULTS = "shoal-results-ns-"  # + namespace: where the orchestrator copies them, users read
+SECRETS_BUCKET = "shoal-secrets"  # orchestrator/secrets.py's: values encrypted, orchestrators only
 BUCKETS = (
     subjects.JOBS_BUCKET,
     subjects.JOB_VERSIONS_BUCKET,
     subjects.EXECUTIONS_BUCKET,
     subjects.NODES_BUCKET,
     subjects.LEADER_BUCKET,
+    SECRETS_BUCKET,
 )
 ROLES = ("orchestrator", "compute", "user", "admin")
 

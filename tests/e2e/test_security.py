@@ -30,6 +30,7 @@ from cli.auth import (
     user_permissions,
 )
 from compute.agent import AgentConfig, ComputeAgent
+from orchestrator.secrets import SECRETS_BUCKET
 from orchestrator.service import Orchestrator, OrchestratorConfig
 from shared import subjects
 from shared.bus import Bus
@@ -251,7 +252,7 @@ def test_permissions_never_let_compute_or_users_write_state() -> None:
         assert not [s for s in perms.subscribe if s.startswith("_INBOX.") and s.count(".") < 2]
     # Every KV bucket the protocol names is one the orchestrator may write.
     declared = {v for k, v in vars(subjects).items() if k.endswith("_BUCKET")}
-    assert declared == set(BUCKETS)
+    assert declared | {SECRETS_BUCKET} == set(BUCKETS)
 
 
 # ---- a secured deployment, end to end ------------------------------------------------------------
