@@ -519,3 +519,41 @@ async def test_a_log_read_survives_its_consumer_being_recreated(tenants: Secured
 
 async def names_are(names: Callable[[], Awaitable[set[str]]], wanted: set[str]) -> bool:
     return await names() == wanted
+
+
+async def test_results_reach_only_their_namespace(tenants: Secured, tmp_path: Path) -> None:
+    """A node puts its archive into its own bucket, the orchestrator copies it into the
+    namespace's, alice (team-a) downloads it; bob (team-b) cannot read that bucket."""
+    from compute.publishers import NatsPublisher
+
+    spec = {
+        "Type": "batch",
+        "Tasks": [
+            {
+                "Name": "main",
+                "Engine": {"Type": "noop", "Params": {"Stdout": "hello results\n"}},
+                "Publisher": {"Type": "nats"},
+            }
+        ],
+    }
+    orch = Orchestrator(await tenants.bus("orchestrator-1"), FAST)
+    config = AgentConfig(name="node-1", heartbeat_interval=0.2, state_dir=tmp_path / "node-1")
+    agent = ComputeAgent(await tenants.bus("node-1"), config)
+    # What compute/agent.py is to do with its node id (NatsPublisher(bus, node_id)).
+    agent.publishers["nats"] = NatsPublisher(agent.bus, agent.node_id)
+    async with (
+        orch,
+        agent,
+        await ShoalClient.connect(tenants.url, tenants.creds("alice")) as alice,
+        raw(tenants, "bob") as bob,
+    ):
+        await agent.wait_registered(10)
+        job_id = await alice.submit(spec)
+        view = await alice.wait(job_id, timeout=30)
+        assert view.state == "Completed", view
+        folders = await alice.results(job_id, tmp_path / "results")
+        assert len(folders) == 1
+        assert b"hello results" in (folders[0] / "stdout").read_bytes()
+        subject = "$JS.API.STREAM.MSG.GET.OBJ_shoal-results-ns-team-a"
+        await bob.nc.publish(subject, b'{"seq": 1}')
+        assert await bob.refused("Publish", subject), bob.errors
