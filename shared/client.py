@@ -26,7 +26,7 @@ from shared import subjects, trace, wire
 from shared.bus import Bus
 from shared.errors import Problem, ShoalError, Unavailable, error_from_code
 from shared.logs import JobLogs, LogLine
-from shared.results import ARCHIVE, unpack
+from shared.results import ARCHIVE, fetch_result, unpack
 from shared.spec import JobSpec
 from shared.waiting import Waiter
 
@@ -372,7 +372,7 @@ class ShoalClient:
             target = dest / execution.id
             target.mkdir(parents=True, exist_ok=True)
             archive = target / ARCHIVE
-            await self._fetch(ref, execution, archive)
+            await self._fetch(ref, execution, archive, view.namespace)
             unpack(archive, target)
             archive.unlink()
             folders.append(target)
@@ -390,11 +390,11 @@ class ShoalClient:
         return target
 
     async def _fetch(
-        self, ref: wire.ResultRef, execution: wire.ExecutionView, archive: Path
+        self, ref: wire.ResultRef, execution: wire.ExecutionView, archive: Path, namespace: str
     ) -> None:
         if ref.publisher == "nats":
-            store = await self.bus.object_store(subjects.RESULTS_STORE)
-            await store.get_into(ref.location, str(archive))
+            # Copied from the node's bucket into the namespace's before the record named it.
+            await fetch_result(self.bus, namespace, ref.location, archive)
         elif ref.publisher == "local":
             with archive.open("wb") as out:
                 offset = 0

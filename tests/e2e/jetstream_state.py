@@ -19,7 +19,6 @@ STATE = (
     f"KV_{subjects.JOB_VERSIONS_BUCKET}",
     f"KV_{subjects.EXECUTIONS_BUCKET}",
     f"KV_{subjects.NODES_BUCKET}",
-    f"OBJ_{subjects.RESULTS_STORE}",
 )
 LEASE = f"KV_{subjects.LEADER_BUCKET}"
 CONSUMERS = (

@@ -199,7 +199,7 @@ async function main() {
     out.nodes = nodes.Nodes.map((n) => ({ id: n.ID, engines: n.Engines, connection: n.Connection }));
 
     // 1. A batch job with the nats publisher: waited for on its stored state, then described,
-    //    its record read from KV, its logs from SHOAL_LOGS and its archive from shoal-results.
+    //    its record read from KV, its logs from SHOAL_LOGS and its archive from shoal-results-ns-<ns>.
     const jobId = `j-${randomUUID()}`;
     const inbox = new Inbox(nc.subscribe(`shoal.v1.ns.${NS}.state.${jobId}.>`));
     const submitted = await call(nc, "job.submit", {
@@ -223,7 +223,7 @@ async function main() {
     const kv = await new Kvm(nc).open("shoal-jobs");
     const stored = jobRecord((await kv.get(`default.${jobId}`)).json());
     const logs = await readLogs(nc, jobId);
-    const store = await new Objm(nc).open("shoal-results");
+    const store = await new Objm(nc).open(`shoal-results-ns-${NS}`);
     const archive = untar(await store.getBlob(execution.Result.Location));
     out.batch = {
       id: jobId,
