@@ -241,6 +241,15 @@ def orchestrator(
     default=Path(".shoal/compute"),
     show_default=True,
 )
+@click.option(
+    "--replicas",
+    type=click.IntRange(1, 5),
+    default=1,
+    show_default=True,
+    envvar="SHOAL_REPLICAS",
+    help="Replicas of the node's own result bucket (3 on a 3-member JetStream cluster, as the "
+    "orchestrator's).",
+)
 @health_file_option
 @click.option("-v", "--verbose", is_flag=True)
 @click.pass_context
@@ -261,6 +270,7 @@ def compute(
     no_network: bool,
     virtual: int,
     state_dir: Path,
+    replicas: int,
     health_file: Path | None,
     verbose: bool,
 ) -> None:
@@ -304,7 +314,9 @@ def compute(
         )
 
     async def main() -> None:
-        bus = await Bus.connect(url, creds=creds, name=f"shoal-compute-{node_id}", tls_ca=ca)
+        bus = await Bus.connect(
+            url, creds=creds, name=f"shoal-compute-{node_id}", replicas=replicas, tls_ca=ca
+        )
         try:
             if virtual:
                 async with (

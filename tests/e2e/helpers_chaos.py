@@ -209,6 +209,7 @@ class ChaosCluster:
         if proc is None:
             args = ["--nats", self.url, "--creds", self.creds(name), "compute", "--name", name]
             args += ["--engines", "noop,wasm", "--heartbeat-interval", str(HEARTBEAT)]
+            args += ["--replicas", "3"]  # its result bucket survives a server, as the state does
             args += ["--state-dir", str(self.tmp / "agents")]
             proc = self.agents[name] = ShoalProcess(name, args, self.tmp / "logs")
         await proc.start()
