@@ -188,6 +188,10 @@ def _check_orchestrator_identities(docs: list[Doc], orch: Doc) -> None:
     assert len(set(creds)) == len(pods)
     assert {_env(c, pod_name=p)["SHOAL_ORCHESTRATOR_NAME"] for p in pods} == set(pods)
     assert _secret_volume(orch, "/etc/shoal/creds") == "shoal-orchestrator-creds"
+    # Every replica reads the same master key of the stored secrets, from that Secret.
+    assert {_env(c, pod_name=p)["SHOAL_SECRETS_KEY"] for p in pods} == {
+        "/etc/shoal/creds/secrets.key"
+    }
     placeholder = find(docs, "Secret", "shoal-orchestrator-creds")["stringData"]
     assert {f"{p}.creds" for p in pods} <= placeholder.keys()
     compute = find(docs, "DaemonSet", "shoal-compute")
