@@ -78,11 +78,6 @@ def login(env: Secured, identity: str) -> dict[str, Any]:
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the generated orchestrator permissions do not include $KV.shoal-secrets.> yet "
-    "(cli/auth_roles.py BUCKETS); remove this marker when they do",
-)
 async def test_only_the_executing_node_gets_a_secret(tenants: Secured, tmp_path: Path) -> None:
     key = f"$KV.{SECRETS_BUCKET}.team-a.db-password"
     async with (
