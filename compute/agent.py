@@ -90,7 +90,7 @@ class ComputeAgent(Service):
         self._children = Supervisor(f"agent-{config.name}")
         self.local_results = LocalPublisher(config.state_dir / "results")
         self.publishers: dict[str, Publisher] = {
-            "nats": NatsPublisher(bus),
+            "nats": NatsPublisher(bus, self.node_id),  # its own bucket (results hand-off)
             "local": self.local_results,
             "noop": NoopPublisher(),
             "s3": S3Publisher(config.name),  # credentials are checked when it publishes

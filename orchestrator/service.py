@@ -71,7 +71,6 @@ async def ensure_streams(bus: Bus, config: OrchestratorConfig) -> None:
     )
     await bus.ensure_stream(subjects.UPDATES_STREAM, [subjects.UPDATES_SUBJECTS], work_queue=True)
     await bus.ensure_stream(subjects.EVALS_STREAM, [subjects.EVALS_SUBJECTS], work_queue=True)
-    await bus.object_store(subjects.RESULTS_STORE)
 
 
 class Orchestrator(Service):
