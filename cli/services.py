@@ -126,6 +126,16 @@ def _with(options: list[Callable[[F], F]]) -> Callable[[F], F]:
     envvar="SHOAL_ORCHESTRATOR_NAME",
     help="This orchestrator's name in the leader lease (default: a random one).",
 )
+@click.option(
+    "--secrets-key",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    envvar="SHOAL_SECRETS_KEY",
+    metavar="FILE",
+    help="The master key secrets are encrypted under (32 random bytes, base64), made with "
+    "mode 0600 if missing; the same file on every orchestrator. Without it, `shoal secret "
+    "create` is refused.",
+)
 @health_file_option
 @click.option("-v", "--verbose", is_flag=True)
 @click.pass_context
@@ -138,6 +148,7 @@ def orchestrator(
     max_count: int,
     replicas: int,
     orchestrator_name: str,
+    secrets_key: Path | None,
     health_file: Path | None,
     verbose: bool,
 ) -> None:
@@ -152,6 +163,7 @@ def orchestrator(
         node_gc_after=node_gc_after,
         max_count=max_count,
         name=orchestrator_name,
+        secrets_key=secrets_key,
     )
 
     async def main() -> None:
@@ -388,6 +400,7 @@ def devstack(
         manual_approval=manual_approval,
         node_gc_after=node_gc_after,
         max_count=max_count,
+        secrets_key=state_dir / "secrets.key",  # made on the first start, kept across restarts
     )
 
     async def main() -> None:

@@ -18,6 +18,7 @@ from orchestrator.evals import enqueue
 from orchestrator.history import History
 from orchestrator.node_api import NodeApi
 from orchestrator.registry import NodeRegistry
+from orchestrator.secrets import refuse_missing_secrets
 from orchestrator.state import StateMirror
 from shared import subjects, trace, wire
 from shared.bus import Bus, Message, Subscription
@@ -164,6 +165,8 @@ class Api:
             raise InvalidSpec("a submit request needs Spec (a JSON object) or SpecText (YAML)")
         spec = _in_scope(spec, scope)
         self._within_limits(spec)  # before anything is stored, for a new job or a new version
+        # Every secret its Env refers to (`secret:<name>`) must exist in its namespace.
+        await refuse_missing_secrets(self._bus, spec, spec.namespace)
         # A named job's id follows from its name, so the KV create below is what keeps names
         # unique, even against a submit this orchestrator's mirror has not seen yet.
         if spec.name:
@@ -299,6 +302,7 @@ class Api:
         job = self.resolve(ref.job_id, _namespace(scope, ref.namespace))
         spec = spec_from_canonical(bytes(job.spec))
         self._within_limits(spec)  # a spec stored before the limit was lowered
+        await refuse_missing_secrets(self._bus, spec, job.namespace)  # deleted since
         return await self._new_version(job, spec, True, time.time())
 
     def _within_limits(self, spec: JobSpec) -> None:

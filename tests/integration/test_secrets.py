@@ -393,3 +393,31 @@ async def test_the_secret_command(nats_server: EmbeddedNats, tmp_path: Path) -> 
         assert (
             missing.code == 1 and "no secret 'db-password' in namespace 'default'" in missing.stderr
         )
+
+
+async def test_a_submit_naming_a_missing_secret_is_refused(
+    nats_server: EmbeddedNats, tmp_path: Path
+) -> None:
+    async with secret_stack(nats_server.url, tmp_path) as (s, _):
+        client = await s.client()
+        try:
+            with pytest.raises(InvalidSpec) as refused:
+                await client.submit(secret_job("needs-it"))
+            [problem] = refused.value.problems
+            assert problem.path == "Tasks[0].Env.DB_PASSWORD"
+            assert "secret 'db-password' does not exist in namespace 'default'" in problem.message
+            assert not (await client.jobs())  # nothing was stored
+            await create(client, "db-password", PLAINTEXT)
+            done = await client.run(secret_job("needs-it"), timeout=30)
+            assert done.state == "Completed", done.state_message
+            await call(
+                client, "default", "delete", wire.SecretRef(name="db-password"), wire.SecretView
+            )
+            with pytest.raises(
+                InvalidSpec, match=r"Tasks\[0\]\.Env\.DB_PASSWORD: secret 'db-password'"
+            ):
+                await client.submit(secret_job("needs-it-again"))
+            with pytest.raises(InvalidSpec, match="does not exist"):
+                await client.rerun(done.id)
+        finally:
+            await client.close()
