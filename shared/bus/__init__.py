@@ -60,6 +60,27 @@ log = logging.getLogger(__name__)
 MSG_ID = "Nats-Msg-Id"
 
 
+INBOX_PREFIX = "_INBOX."
+# Headers JetStream puts on what it hands out itself (direct gets, republished records).
+_JETSTREAM_HEADERS = ("Nats-Stream", "Nats-Sequence")
+_JETSTREAM_ANSWER = b'{"type":"io.nats.jetstream.api.'  # how every JetStream API answer starts
+
+
+def _from_jetstream(msg: Msg) -> bool:
+    """A message JetStream sent, not a client: a push consumer's delivery (reply
+    `$JS.ACK.…`), a direct get's answer (`Nats-Stream` headers), an API answer.
+
+    Whoever may create a consumer or ask for a stored message chooses where it goes (a
+    consumer's deliver subject, a request's reply subject), and NATS checks no permission
+    there (nats-io/nats-server#8274): a user could have the server deliver their own log
+    lines, whose content their job chose, to a node's command subject or another
+    namespace's API. Shoal's core subscriptions never expect JetStream's messages."""
+    if msg.reply.startswith("$JS.") or msg.data.startswith(_JETSTREAM_ANSWER):
+        return True
+    headers = msg.headers or {}
+    return any(h in headers for h in _JETSTREAM_HEADERS)
+
+
 def _consumer_name() -> str:
     return f"shoal-read-{secrets.token_hex(8)}"
 
@@ -208,9 +229,23 @@ class Bus:
         return bytes(msg.data)
 
     async def respond(self, message: Message, data: bytes) -> None:
-        if message.reply:
-            with map_nats_errors(f"reply on {message.subject}"):
-                await self._nc.publish(message.reply, data)
+        """Answer a request, on its reply subject if that is an inbox (`_INBOX.…`).
+
+        A requester chooses the reply subject, and NATS checks no permission on it: an
+        answer to `shoal.v1.compute.<node>.cmd` would be published with the responder's
+        permissions (the orchestrator's reach everything). Every Shoal client asks from an
+        inbox, so any other reply subject is an attempt to use the responder as a deputy."""
+        if not message.reply:
+            return
+        if not message.reply.startswith(INBOX_PREFIX):
+            log.warning(
+                "not answering %s on %s: a reply subject must be an inbox (_INBOX.…)",
+                message.subject,
+                message.reply,
+            )
+            return
+        with map_nats_errors(f"reply on {message.subject}"):
+            await self._nc.publish(message.reply, data)
 
     async def subscribe(
         self, subject: str, handler: Handler, queue: str = "", *, concurrency: int = 1
@@ -233,6 +268,14 @@ class Bus:
                 slots.release()
 
         async def callback(msg: Msg) -> None:
+            if _from_jetstream(msg):
+                log.warning(
+                    "dropped a message JetStream delivered to %s (reply %r): core "
+                    "subscriptions take only what a client published",
+                    subject,
+                    msg.reply,
+                )
+                return
             headers = dict(msg.headers) if msg.headers else None
             message = Message(msg.subject, msg.data, msg.reply, headers)
             if concurrency == 1:
