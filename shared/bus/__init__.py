@@ -300,10 +300,17 @@ class Bus:
     async def subscription(self, subject: str) -> Inbox:
         """A subscription read with `await inbox.next(timeout)`; live once this returns."""
         inbox = Inbox(subject, lambda: bool(self._nc.is_closed))
+
+        async def arrived(msg: Msg) -> None:
+            # Republished records come from JetStream too (Nats-Stream headers, no reply);
+            # a consumer's delivery or an API answer sent here by someone's choice does not.
+            if msg.reply.startswith("$JS.") or msg.data.startswith(_JETSTREAM_ANSWER):
+                log.warning("dropped a message JetStream delivered to %s", subject)
+                return
+            await inbox._arrived(msg)
+
         with map_nats_errors(f"subscribe {subject}"):
-            inbox._sub = await self._nc.subscribe(
-                subject, cb=inbox._arrived, pending_msgs_limit=1_000_000
-            )
+            inbox._sub = await self._nc.subscribe(subject, cb=arrived, pending_msgs_limit=1_000_000)
         return inbox
 
     # ---- JetStream -------------------------------------------------------------------------------

@@ -120,3 +120,22 @@ async def test_the_orchestrator_answers_only_inboxes(tenants: Secured, tmp_path:
         # Asked from her inbox, the same request is answered.
         assert (await alice.nc.request(subject, request, timeout=5)).data
         assert await nothing_arrives(heard, within=0.5)
+
+
+async def test_logs_delivered_to_another_namespaces_state_are_not_records(
+    tenants: Secured,
+) -> None:
+    bob = await tenants.bus("bob")
+    async with raw(tenants, "orchestrator-1") as witness, raw(tenants, "alice") as alice:
+        js = witness.nc.jetstream()
+        await js.add_stream(name=LOGS, subjects=[f"{NS}.*.logs.>"])
+        await js.publish(f"{NS}.team-a.logs.j-a.node-1.e-a.stdout", b'{"State": "Completed"}')
+        target = f"{NS}.team-b.state.j-bob.job"
+        following = await bob.subscription(f"{NS}.team-b.state.j-bob.>")
+        heard = await listen(witness, target)
+        await deliver_alices_lines_to(alice, target, "to-team-b-state")
+        async with asyncio.timeout(5):
+            assert await heard.get()  # delivered to the subject bob follows ...
+        await witness.nc.publish(target, b"a record")  # (the control, after it)
+        msg = await following.next(timeout=5)
+        assert msg is not None and msg.data == b"a record"  # ... never handed to bob
