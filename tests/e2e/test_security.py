@@ -524,8 +524,6 @@ async def names_are(names: Callable[[], Awaitable[set[str]]], wanted: set[str]) 
 async def test_results_reach_only_their_namespace(tenants: Secured, tmp_path: Path) -> None:
     """A node puts its archive into its own bucket, the orchestrator copies it into the
     namespace's, alice (team-a) downloads it; bob (team-b) cannot read that bucket."""
-    from compute.publishers import NatsPublisher
-
     spec = {
         "Type": "batch",
         "Tasks": [
@@ -539,8 +537,6 @@ async def test_results_reach_only_their_namespace(tenants: Secured, tmp_path: Pa
     orch = Orchestrator(await tenants.bus("orchestrator-1"), FAST)
     config = AgentConfig(name="node-1", heartbeat_interval=0.2, state_dir=tmp_path / "node-1")
     agent = ComputeAgent(await tenants.bus("node-1"), config)
-    # What compute/agent.py is to do with its node id (NatsPublisher(bus, node_id)).
-    agent.publishers["nats"] = NatsPublisher(agent.bus, agent.node_id)
     async with (
         orch,
         agent,
