@@ -20,10 +20,9 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import msgspec
-import yaml
 
 from shared import subjects, trace, wire
-from shared.bus import Bus
+from shared.bus import Bus, creds_namespace
 from shared.errors import Problem, ShoalError, Unavailable, error_from_code
 from shared.logs import JobLogs, LogLine
 from shared.results import ARCHIVE, fetch_result, unpack
@@ -40,17 +39,6 @@ RESULT_FETCHERS: dict[str, tuple[str, str]] = {
 T = TypeVar("T")
 
 __all__ = ["LogLine", "ShoalClient", "UnchangedSpecWarning", "new_job_id"]
-
-
-def creds_namespace(path: str) -> str:
-    """The `namespace:` of a Shoal credentials file (a user's first namespace), or "" (a NATS
-    .creds file, none given, or a file `Bus.connect` will refuse with its own message)."""
-    try:
-        data = yaml.safe_load(Path(path).expanduser().read_text())
-    except (OSError, yaml.YAMLError, UnicodeDecodeError):
-        return ""
-    value = data.get("namespace") if isinstance(data, dict) else None
-    return value if isinstance(value, str) else ""
 
 
 def _named_namespace(spec: str | Mapping[str, Any] | JobSpec) -> str:
@@ -91,7 +79,7 @@ class ShoalClient:
     ) -> ShoalClient:
         """`namespace`: by default the credentials file's `namespace:` (`shoal auth init`
         writes a user's first), else "default"."""
-        namespace = namespace or (creds_namespace(creds) if creds else "") or "default"
+        namespace = namespace or (creds_namespace(creds) if creds else None) or "default"
         subjects.check_token(namespace, "namespace")
         bus = await Bus.connect(
             url, creds=creds, name="shoal-client", fail_fast=True, tls_ca=tls_ca
@@ -258,6 +246,11 @@ class ShoalClient:
         return await self._call(
             "job.stop", wire.StopRequest(job_id=job_id, reason=reason), wire.JobView
         )
+
+    async def purge(self, job_id: str) -> wire.JobView:
+        """Remove a job that has ended, with its executions, versions, history, logs and
+        results; the job as it was. Conflict if it has not ended."""
+        return await self._call("job.purge", wire.JobRef(job_id=job_id), wire.JobView)
 
     async def executions(self, job_id: str) -> builtins.list[wire.ExecutionView]:
         """Every version's executions, oldest first: page after page (`execution_page`)."""

@@ -4,7 +4,8 @@ nats-server republishes every write it stores to a job's record and its executio
 `shoal.v1.ns.<namespace>.state.<job-id>.>`. A waiter subscribes there before it reads or submits
 the job, so no write made after that moment goes unseen, and it asks the API (`job.describe`)
 only where the records alone cannot tell: the wait began after the job was created, the
-connection was re-established, the records fell silent, or the job ended while an execution still looks live.
+connection was re-established, the records fell silent, or the job ended while an execution
+still looks live.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 tests/e2e/js_client/client.mjs is written from the document, with the official NATS JavaScript
 packages (3.x): it submits a job and waits for it on the republished stored state, reads its
-record from KV, its logs from SHOAL_LOGS and its archive from the `shoal-results-ns-<ns>` object store;
+record from KV, its logs from SHOAL_LOGS and its archive from the `shoal-results-ns-<ns>` object
+store;
 runs the document's inline wasm example (a named job, its id computed by the client) and waits
 for its closing event; stops a running service and pages through its history; and submits the
 document's invalid spec. Here it runs against a real stack (nats-server, orchestrator, two

@@ -56,7 +56,9 @@ async def test_run_asks_the_api_when_an_execution_still_looks_live(
             id="e-stray", job_id=job.id, namespace="default", node_id="node-9",
             compute_state="running",
         )  # fmt: skip
-        await bus.publish(f"shoal.v1.ns.default.state.{job.id}.execution.e-stray", wire.encode(stray))
+        await bus.publish(
+            f"shoal.v1.ns.default.state.{job.id}.execution.e-stray", wire.encode(stray)
+        )
         await bus.flush()
         assert s.agents["node-0"].running_count == 1  # published before the job could end
         view = await run
@@ -151,7 +153,8 @@ async def test_run_asks_the_api_where_the_stored_state_does_not_arrive(
     nats_server: EmbeddedNats, tmp_path: Path
 ) -> None:
     """Orchestrators that have not added the republish (or a user whose permissions predate
-    `shoal.v1.ns.default.state.>`): run() notices nothing arrives and asks the API every 0.5 s, and so
+    `shoal.v1.ns.default.state.>`): run() notices nothing arrives and asks the API every 0.5 s,
+    and so
     does every later wait of that client."""
     async with stack(nats_server.url, tmp_path) as s, await s.client() as client:
         nc = await nats.connect(nats_server.url)

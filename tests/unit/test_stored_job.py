@@ -27,7 +27,9 @@ def execution(eid: str, state: str, version: int = 1, created: float = 1.0) -> M
         id=eid, job_id=JOB, namespace="default", node_id="n", compute_state=state,
         job_version=version, created_at=created,
     )  # fmt: skip
-    return Message(f"shoal.v1.ns.default.state.{JOB}.execution.{eid}", wire.encode(record), "", None)
+    return Message(
+        f"shoal.v1.ns.default.state.{JOB}.execution.{eid}", wire.encode(record), "", None
+    )
 
 
 def test_not_ended_until_the_job_record_says_so() -> None:
@@ -58,7 +60,9 @@ def test_an_ended_job_waits_for_its_executions_records() -> None:
 def test_a_deleted_execution_is_forgotten() -> None:
     stored = StoredJob(JOB)
     stored.add(execution("e-1", "offered"))
-    deleted = Message(f"shoal.v1.ns.default.state.{JOB}.execution.e-1", b"", "", {"KV-Operation": "DEL"})
+    deleted = Message(
+        f"shoal.v1.ns.default.state.{JOB}.execution.e-1", b"", "", {"KV-Operation": "DEL"}
+    )
     stored.add(deleted)
     stored.add(job("Failed"))
     view = stored.ended()
@@ -101,7 +105,9 @@ def test_a_record_of_another_job_or_execution_than_its_subject_names_is_ignored(
     misnamed = execution("e-1", "completed")
     stored.add(Message(f"shoal.v1.ns.default.state.{JOB}.execution.e-9", misnamed.data, "", None))
     foreign = wire.ExecutionRecord(id="e-3", job_id="j-2", namespace="default", node_id="n")
-    stored.add(Message(f"shoal.v1.ns.default.state.{JOB}.execution.e-3", wire.encode(foreign), "", None))
+    stored.add(
+        Message(f"shoal.v1.ns.default.state.{JOB}.execution.e-3", wire.encode(foreign), "", None)
+    )
     assert stored.job is not None and stored.job.state == "Pending"
     assert stored.executions == {}
 

@@ -33,7 +33,9 @@ def exec_record(state: str, eid: str = "e-1") -> wire.ExecutionRecord:
 
 
 def job(state: str = "Pending", version: int = 1) -> Message:
-    return Message(f"shoal.v1.ns.default.state.{JOB}.job", wire.encode(job_record(state, version)), "", None)
+    return Message(
+        f"shoal.v1.ns.default.state.{JOB}.job", wire.encode(job_record(state, version)), "", None
+    )
 
 
 def execution(state: str, eid: str = "e-1") -> Message:
