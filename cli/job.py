@@ -1,5 +1,5 @@
-"""`shoal job …`: validate, run, describe, list, executions, history, stop, versions, rerun
-(logs and get: cli/job_output.py)."""
+"""`shoal job …`: validate, run, describe, list, executions, history, stop, versions, rerun,
+purge (logs and get: cli/job_output.py)."""
 
 from __future__ import annotations
 
@@ -355,6 +355,21 @@ def rerun(ctx: click.Context, job_id: str) -> None:
     reply = with_client(ctx, lambda c: c.rerun(job_id))
     info(f"Job {reply.job_id} is running again as version {reply.version}.")
     click.echo(reply.job_id)
+
+
+@job.command()
+@click.argument("job_ids", nargs=-1, required=True, metavar="ID...")
+@click.pass_context
+def purge(ctx: click.Context, job_ids: tuple[str, ...]) -> None:
+    """Remove jobs that have ended, with their executions, versions, history, logs and
+    results, now rather than after the orchestrator's --job-retention."""
+
+    async def action(client: ShoalClient) -> None:
+        for job_id in job_ids:
+            gone = await client.purge(job_id)
+            info(f"Job {gone.id} ({gone.state}) purged.")
+
+    with_client(ctx, action)
 
 
 with_namespace(job, skip=("validate",))

@@ -18,6 +18,7 @@ from orchestrator.evals import enqueue
 from orchestrator.history import History
 from orchestrator.node_api import NodeApi
 from orchestrator.registry import NodeRegistry
+from orchestrator.retention import PURGING
 from orchestrator.secrets import refuse_missing_secrets
 from orchestrator.state import StateMirror
 from shared import subjects, trace, wire
@@ -53,8 +54,10 @@ class Api:
         max_attempts: int = 3,
         max_count: int = MAX_COUNT,
         submitted: Callable[[wire.JobRecord, JobSpec], bool] | None = None,
+        purge: Callable[[str], Awaitable[wire.JobRecord | None]] | None = None,
     ) -> None:
         self._submitted = submitted
+        self._purge = purge
         self._subscriptions: list[Subscription] = []
         self._bus = bus
         self._mirror = mirror
@@ -71,6 +74,7 @@ class Api:
             "job.history": self.job_history,
             "job.versions": self.versions,
             "job.rerun": self.rerun,
+            "job.purge": self.purge,
         }
         self._node_handlers: dict[str, Handler] = NodeApi(mirror, registry).handlers()
 
@@ -255,6 +259,8 @@ class Api:
             )
         if spec.type != job.type:
             raise Conflict(f"job {job.name!r} is a {job.type} job; it cannot become {spec.type}")
+        if job.state_message.startswith(PURGING):
+            raise Conflict(f"job {job.name!r} is being purged; submit it again once it is gone")
         record = msgspec.structs.replace(
             job,
             spec=msgspec.Raw(encoded),
@@ -320,16 +326,24 @@ class Api:
                 ]
             )
 
-    def resolve(self, ref: str, namespace: str | None = None) -> wire.JobRecord:
+    def resolve(
+        self, ref: str, namespace: str | None = None, *, purging: bool = False
+    ) -> wire.JobRecord:
         """A job by id, unique id prefix, or name; with `namespace`, only that namespace's
-        (a job of another is not found, as if it did not exist)."""
+        (a job of another is not found, as if it did not exist). A job being purged is not
+        found unless `purging`."""
         job = self._mirror.job(ref)
-        if job is not None and namespace in (None, job.namespace):
+        if (
+            job is not None
+            and namespace in (None, job.namespace)
+            and (purging or not job.state_message.startswith(PURGING))
+        ):
             return job
         jobs = [
             v.value
             for v in self._mirror.jobs.values()
-            if namespace is None or v.value.namespace == namespace
+            if (namespace is None or v.value.namespace == namespace)
+            and (purging or not v.value.state_message.startswith(PURGING))
         ]
         matches = [j for j in jobs if j.id.startswith(ref)]
         if not matches:
@@ -362,6 +376,7 @@ class Api:
             for v in self._mirror.jobs.values()
             if (namespace is None or v.value.namespace == namespace)
             and (not req.states or v.value.state in req.states)
+            and not v.value.state_message.startswith(PURGING)
         ]
         jobs.sort(key=newest_first)
         if req.after:
@@ -392,6 +407,22 @@ class Api:
         await self._history.job(stopped, job.state)
         await enqueue(self._bus, stopped, "stopped")
         return self.view(stopped)
+
+    async def purge(self, data: bytes, scope: str | None = None) -> wire.JobView:
+        """Remove a job that has ended and everything of it (orchestrator/retention.py); the
+        job as it was. Conflict for a job that has not ended."""
+        ref = wire.decode(data, wire.JobRef, what="purge request")
+        job = self.resolve(ref.job_id, _namespace(scope, ref.namespace), purging=True)
+        if job.state not in wire.TERMINAL_JOB_STATES:
+            raise Conflict(
+                f"job {job.id} is {job.state}: only a job that has ended (Completed, Failed, "
+                f"Stopped) can be purged; stop it first (shoal job stop {job.id})"
+            )
+        view = self.view(job)
+        if self._purge is None:
+            raise ShoalError("this orchestrator cannot purge jobs")
+        await self._purge(job.id)
+        return msgspec.structs.replace(view, state_message="purged")
 
     async def executions(self, data: bytes, scope: str | None = None) -> wire.ExecutionList:
         req = wire.decode(data, wire.ExecutionsRequest, what="executions request")

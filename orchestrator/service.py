@@ -22,6 +22,7 @@ from orchestrator.history import History
 from orchestrator.leader import Lease
 from orchestrator.planner import Planner
 from orchestrator.registry import NodeRegistry
+from orchestrator.retention import Retention
 from orchestrator.secrets import Secrets
 from orchestrator.state import StateMirror
 from orchestrator.updates import UpdateApplier
@@ -56,6 +57,11 @@ class OrchestratorConfig:
     # The master key secrets are encrypted under (32 random bytes, base64), made (mode 0600)
     # if missing; the same file on every orchestrator. None: secrets cannot be created.
     secrets_key: Path | None = None
+    # A job that ended (Completed, Failed, Stopped; not a daemon or service job) is purged with
+    # its executions, versions, history, logs and results this long after (0: kept forever),
+    # at most `purge_batch` jobs a sweep (orchestrator/retention.py).
+    job_retention: float = 7 * 24 * 3600.0
+    purge_batch: int = 100
 
 
 async def ensure_streams(bus: Bus, config: OrchestratorConfig) -> None:
@@ -120,6 +126,9 @@ class Orchestrator(Service):
             spawn=self._children.spawn,
         )
         self.registry.events = self.rules
+        self.retention = Retention(
+            bus, self.mirror, retention=self.config.job_retention, batch=self.config.purge_batch
+        )
         self.api = Api(
             bus,
             self.mirror,
@@ -128,6 +137,7 @@ class Orchestrator(Service):
             max_attempts=self.config.max_attempts,
             max_count=self.config.max_count,
             submitted=self.rules.submitted,
+            purge=self.retention.purge,
         )
         self.updates = UpdateApplier(
             bus,
@@ -157,6 +167,7 @@ class Orchestrator(Service):
         await self.registry.start()
         await self.secrets.start()
         await self.api.start()
+        self._children.spawn(self.retention.clean_forever(), name="purged-markers")
         first = asyncio.Event()
 
         async def lead() -> None:
@@ -193,6 +204,7 @@ class Orchestrator(Service):
             self._leading.spawn(self.broker.run_worker(), name=f"eval-worker-{i}")
         self._leading.spawn(self.updates.run(), name="updates")
         self._leading.spawn(self._rescue_forever(), name="rescue")
+        self._leading.spawn(self.retention.sweep_forever(), name="retention")
         self.rules.became_leader()
 
     async def _rescue_forever(self, every: float = 10.0) -> None:

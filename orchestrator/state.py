@@ -172,11 +172,28 @@ class StateMirror:
         self.seeking_nodes.discard(job_id)
         self.waiting_for_room.discard(job_id)
         if gone is not None:
-            self.by_name.pop((gone.value.namespace, gone.value.name), None)
+            key = (gone.value.namespace, gone.value.name)
+            if self.by_name.get(key) == job_id:
+                self.by_name.pop(key, None)
+
+    def forget_executions(self, job_id: str) -> None:
+        """Hold none of a (purged) job's executions, in memory only."""
+        for exec_id in list(self.by_job.pop(job_id, {})):
+            gone = self.executions.pop(exec_id, None)
+            if gone is not None:
+                self.by_node[gone.value.node_id].discard(exec_id)
+        self._newest.pop(job_id, None)
+        self._unordered.discard(job_id)
 
     def _drop_execution(self, job_id: str, exec_id: str) -> None:
         gone = self.executions.pop(exec_id, None)
-        self.by_job[job_id].pop(exec_id, None)
+        ids = self.by_job.get(job_id)
+        if ids is not None:
+            ids.pop(exec_id, None)
+            if not ids:
+                del self.by_job[job_id]
+                self._newest.pop(job_id, None)
+                self._unordered.discard(job_id)
         if gone is not None:
             self.by_node[gone.value.node_id].discard(exec_id)
 

@@ -1,0 +1,249 @@
+"""Removes finished jobs and everything that belongs to them: after a retention period, or at once.
+
+A purge marks the job record first (a CAS of its state message to `purging: …`), then removes
+its parts — result objects, logs, history events, kept versions, execution records — and the
+job record last. Every step is idempotent and the mark is stored, so a purge cut short (a
+kill -9 between two steps) is finished by the next leader's sweep, which takes marked jobs
+first. KV records are deleted (a delete marker, which every orchestrator's mirror watch applies)
+and their markers purged from the bucket's stream a little later, so JetStream ends up holding
+nothing of the job. Running, queued, daemon and service jobs are never swept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from orchestrator.state import StateMirror
+from shared import results, subjects, wire
+from shared.bus import KV, Bus
+from shared.cas import retry_cas
+from shared.errors import Conflict, NotFound, ShoalError
+
+log = logging.getLogger(__name__)
+
+PURGING = "purging: "  # how a marked job's state message starts
+# Job types retention never sweeps (they run until stopped; `job purge` of one that has
+# ended is the user's call).
+KEPT_TYPES = frozenset({"daemon", "service"})
+_MARKER_GRACE = 5.0  # seconds a delete marker stays for the mirrors' watches to apply it
+
+
+def is_purging(job: wire.JobRecord) -> bool:
+    return job.state_message.startswith(PURGING)
+
+
+class _PurgeReply(msgspec.Struct):
+    success: bool = False
+    purged: int = 0
+    error: dict[str, Any] | None = None
+
+
+async def purge_subject(bus: Bus, stream: str, subject: str) -> int:
+    """Remove every message of `stream` on `subject` (wildcards allowed); how many went. A
+    stream that does not exist holds nothing."""
+    raw = await bus.request(
+        f"$JS.API.STREAM.PURGE.{stream}", msgspec.json.encode({"filter": subject})
+    )
+    try:
+        reply = msgspec.json.decode(raw, type=_PurgeReply)
+    except msgspec.DecodeError as exc:
+        raise ShoalError(f"purge {stream} {subject}: unreadable answer {raw[:200]!r}") from exc
+    if not reply.success:
+        error = reply.error or {}
+        if error.get("err_code") == 10059:  # JSStreamNotFoundErr
+            return 0
+        raise ShoalError(f"purge {stream} {subject}: {error.get('description', error)}")
+    return reply.purged
+
+
+class Retention:
+    """`purge(job)` for the API; `sweep_forever()` for the leader; `clean_forever()` for all."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        mirror: StateMirror,
+        *,
+        retention: float,
+        batch: int = 100,
+        purged: Callable[[wire.JobRecord], None] = lambda job: None,
+    ) -> None:
+        self._bus = bus
+        self._mirror = mirror
+        self.retention = retention
+        self.batch = batch
+        self._purged = purged  # told of each job removed (the metric)
+        self._execs: KV | None = None
+        self._jobs: KV | None = None
+        self._markers: list[tuple[float, str, str]] = []  # (due, stream, subject)
+        self._running: dict[str, asyncio.Future[wire.JobRecord | None]] = {}
+
+    async def _kv(self) -> tuple[KV, KV]:
+        if self._execs is None or self._jobs is None:
+            self._execs = await self._bus.kv(subjects.EXECUTIONS_BUCKET)
+            self._jobs = await self._bus.kv(subjects.JOBS_BUCKET)
+        return self._execs, self._jobs
+
+    # ---- one job ---------------------------------------------------------------------------
+
+    async def purge(self, job_id: str) -> wire.JobRecord | None:
+        """Remove a finished job and all its parts; the job as it was, None if it is gone
+        already. Conflict if it has not ended."""
+        running = self._running.get(job_id)
+        if running is not None:  # another request is purging it: that one's outcome
+            return await asyncio.shield(running)
+        task = asyncio.ensure_future(self._purge(job_id))
+        self._running[job_id] = task
+        task.add_done_callback(lambda _: self._running.pop(job_id, None))
+        return await asyncio.shield(task)
+
+    async def _purge(self, job_id: str) -> wire.JobRecord | None:
+        job = await retry_cas(lambda: self._mark(job_id), what=f"job {job_id}")
+        if job is None:
+            return None
+        await self._remove_parts(job)
+        return job
+
+    async def _mark(self, job_id: str) -> wire.JobRecord | None:
+        job = self._mirror.job(job_id)
+        if job is None:
+            return None
+        if job.state not in wire.TERMINAL_JOB_STATES:
+            raise Conflict(
+                f"job {job_id} is {job.state}: only a job that has ended (Completed, Failed, "
+                f"Stopped) can be purged; stop it first (shoal job stop {job_id})"
+            )
+        if is_purging(job):
+            return job
+        marked = msgspec.structs.replace(job, state_message=PURGING + job.state_message)
+        await self._mirror.update_job(marked)
+        return marked
+
+    async def _remove_parts(self, job: wire.JobRecord) -> None:
+        execs_kv, jobs_kv = await self._kv()
+        ns, jid = job.namespace, job.id
+        prefix = subjects.execution_key(ns, jid, "")
+        keys = await execs_kv.keys(f"{prefix}*")
+        exec_ids = {k[len(prefix) :] for k in keys}
+        exec_ids.update(e.id for e in self._mirror.executions_of(jid))
+        await self._remove_results(ns, jid, exec_ids)
+        await purge_subject(self._bus, subjects.LOGS_STREAM, subjects.logs_of_job(ns, jid))
+        await purge_subject(self._bus, subjects.EVENTS_STREAM, subjects.events(ns, jid))
+        versions = f"KV_{subjects.JOB_VERSIONS_BUCKET}"
+        await purge_subject(self._bus, versions, f"$KV.{subjects.JOB_VERSIONS_BUCKET}.{jid}.*")
+        for key in keys:
+            await execs_kv.delete(key)
+        await jobs_kv.delete(subjects.job_key(ns, jid))
+        due = time.monotonic() + _MARKER_GRACE
+        self._markers.append(
+            (due, f"KV_{subjects.EXECUTIONS_BUCKET}", f"$KV.{subjects.EXECUTIONS_BUCKET}.{prefix}*")
+        )
+        self._markers.append(
+            (due, f"KV_{subjects.JOBS_BUCKET}", f"$KV.{subjects.JOBS_BUCKET}.{ns}.{jid}")
+        )
+        # Answer once this orchestrator's mirror shows the job gone (its watch applies the
+        # delete marker), so a describe right after is NotFound.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(5.0):
+                while self._mirror.job(jid) is not None:  # noqa: ASYNC110 (a watch, no event)
+                    await asyncio.sleep(0.02)
+        self._mirror.forget_executions(jid)
+        self._purged(job)
+        log.info("purged job %s (%s, %d executions)", jid, job.state, len(exec_ids))
+
+    async def _remove_results(self, namespace: str, job_id: str, exec_ids: set[str]) -> None:
+        bucket = results.namespace_bucket(namespace)
+        stream = f"OBJ_{bucket}"
+        for exec_id in sorted(exec_ids):
+            name = results.archive_name(job_id, exec_id)
+            try:
+                obj = await results.object_info(self._bus, bucket, name)
+            except NotFound:
+                obj = None
+            if obj is not None:  # chunks first: metadata never points to nothing
+                await purge_subject(self._bus, stream, results.chunk_subject(bucket, obj.nuid))
+            await purge_subject(self._bus, stream, results.meta_subject(bucket, name))
+
+    # ---- the leader's sweep -------------------------------------------------------------------
+
+    def due(self, now: float) -> list[str]:
+        """Jobs to purge now, marked ones first, at most a batch."""
+        marked: list[str] = []
+        expired: list[tuple[float, str]] = []
+        for v in list(self._mirror.jobs.values()):
+            job = v.value
+            if job.state not in wire.TERMINAL_JOB_STATES or v.revision == 0:
+                continue
+            if is_purging(job):
+                marked.append(job.id)
+            elif (
+                self.retention > 0
+                and job.type not in KEPT_TYPES
+                and job.updated_at + self.retention <= now
+            ):
+                expired.append((job.updated_at, job.id))
+        expired.sort()
+        return (marked + [j for _, j in expired])[: self.batch]
+
+    async def sweep_once(self, now: float | None = None, *, concurrency: int = 8) -> int:
+        """Purge one batch of due jobs; how many were purged."""
+        due = self.due(time.time() if now is None else now)
+        if not due:
+            return 0
+        slots = asyncio.Semaphore(concurrency)
+        done = 0
+
+        async def one(job_id: str) -> None:
+            nonlocal done
+            async with slots:
+                try:
+                    if await self.purge(job_id) is not None:
+                        done += 1
+                except Conflict as exc:  # re-run, or rerun meanwhile: not ended any more
+                    log.info("not purging %s: %s", job_id, exc)
+                except ShoalError as exc:  # the mark stays: the next sweep finishes it
+                    log.warning("purging %s: %s; trying again later", job_id, exc)
+
+        await asyncio.gather(*(one(j) for j in due))
+        return done
+
+    def sweep_every(self) -> float:
+        if self.retention <= 0:
+            return 10.0  # still finishes purges a `job purge` left marked
+        return min(max(self.retention / 4, 0.2), 60.0)
+
+    async def sweep_forever(self) -> None:
+        while True:
+            try:
+                purged = await self.sweep_once()
+            except ShoalError as exc:
+                log.warning("retention sweep: %s", exc)
+                purged = 0
+            if purged < self.batch:  # a full batch: more are due, go on at once
+                await asyncio.sleep(self.sweep_every())
+            else:
+                await asyncio.sleep(0)
+
+    async def clean_forever(self, every: float = 1.0) -> None:
+        """Purge the delete markers of purged jobs from the buckets' streams once the mirrors
+        have had time to apply them."""
+        while True:
+            await asyncio.sleep(every)
+            await self.clean_markers()
+
+    async def clean_markers(self, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        ready = [m for m in self._markers if m[0] <= now]
+        self._markers = [m for m in self._markers if m[0] > now]
+        for _, stream, subject in ready:
+            try:
+                await purge_subject(self._bus, stream, subject)
+            except ShoalError as exc:
+                log.warning("purging the delete markers %s: %s", subject, exc)
