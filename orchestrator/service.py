@@ -22,7 +22,7 @@ from orchestrator.history import History
 from orchestrator.leader import Lease
 from orchestrator.planner import Planner
 from orchestrator.registry import NodeRegistry
-from orchestrator.retention import Retention
+from orchestrator.retention import Retention, limit_result_stores_forever
 from orchestrator.secrets import Secrets
 from orchestrator.state import StateMirror
 from orchestrator.updates import UpdateApplier
@@ -62,6 +62,13 @@ class OrchestratorConfig:
     # at most `purge_batch` jobs a sweep (orchestrator/retention.py).
     job_retention: float = 7 * 24 * 3600.0
     purge_batch: int = 100
+    # Storage that fills up: past these sizes the oldest go first, never a refused write. The
+    # logs stream (SHOAL_LOGS: oldest lines), and each namespace's results object store
+    # (`shoal-results-ns-<ns>`: oldest archives; checked every `storage_check_every` s by the
+    # leader, as results create a namespace's bucket). None: no limit.
+    logs_max_bytes: int | None = 1 << 30
+    results_max_bytes: int | None = 1 << 30
+    storage_check_every: float = 5.0
 
 
 async def ensure_streams(bus: Bus, config: OrchestratorConfig) -> None:
@@ -72,7 +79,7 @@ async def ensure_streams(bus: Bus, config: OrchestratorConfig) -> None:
     await bus.ensure_stream(
         subjects.LOGS_STREAM,
         [subjects.LOGS_SUBJECTS],
-        max_bytes=None,
+        max_bytes=config.logs_max_bytes,
         max_age=config.events_max_age,
     )
     await bus.ensure_stream(subjects.UPDATES_STREAM, [subjects.UPDATES_SUBJECTS], work_queue=True)
@@ -205,6 +212,12 @@ class Orchestrator(Service):
         self._leading.spawn(self.updates.run(), name="updates")
         self._leading.spawn(self._rescue_forever(), name="rescue")
         self._leading.spawn(self.retention.sweep_forever(), name="retention")
+        self._leading.spawn(
+            limit_result_stores_forever(
+                self.bus, self.config.results_max_bytes, self.config.storage_check_every
+            ),
+            name="results-limits",
+        )
         self.rules.became_leader()
 
     async def _rescue_forever(self, every: float = 10.0) -> None:
