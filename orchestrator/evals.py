@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 
+from orchestrator import metrics
 from shared import subjects, wire
 from shared.bus import Bus, StreamMessage
 from shared.errors import ShoalError
@@ -56,6 +57,9 @@ class EvalBroker:
         self._seq = itertools.count()
         self._wakeup = asyncio.Event()
         self._timer_wakeup = asyncio.Event()
+        # Told of each evaluation taken from the durable queue (the rules count the
+        # submissions and stops that reach the leader this way).
+        self.on_queued: Callable[[wire.Evaluation], None] = lambda ev: None
 
     def trigger(self, job_id: str, priority: int = 0, nodes: Iterable[str] | None = None) -> None:
         """Evaluate soon; repeated triggers while queued collapse into one evaluation.
@@ -103,6 +107,7 @@ class EvalBroker:
             self._queued.discard(job_id)
             self._busy.add(job_id)
             scope = self._scope.pop(job_id, None)
+            began = time.monotonic()
             try:
                 await self._evaluate(job_id, None if scope is None else frozenset(scope))
             except ShoalError as exc:
@@ -112,6 +117,7 @@ class EvalBroker:
                 log.exception("evaluating %s crashed; retrying in 5s", job_id)
                 self.later(job_id, time.time() + 5.0)
             finally:
+                metrics.EVALUATION_DURATION.observe(time.monotonic() - began)
                 self._busy.discard(job_id)
                 acks = self._acks.pop(job_id, [])
             for msg in acks:
@@ -154,5 +160,6 @@ class EvalBroker:
                 log.warning("dropping malformed evaluation: %s", exc)
                 await msg.term()
                 continue
+            self.on_queued(ev)
             self._acks.setdefault(ev.job_id, []).append(msg)
             self.trigger(ev.job_id, ev.priority)

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from orchestrator import metrics
 from orchestrator.evals import EvalBroker
 from orchestrator.planner import Planner, scoped
 from orchestrator.plans import Stop
@@ -53,6 +54,7 @@ class EvaluationRules:
         self._registry = registry
         self._leading = leading
         self._spawn = spawn  # for the writes a stray needs, which outlive the heartbeat
+        broker.on_queued = self.queued
 
     # ---- the leader and the API ----------------------------------------------------------------
 
@@ -77,9 +79,24 @@ class EvaluationRules:
         """Evaluate in-process when leading; False: the API queues it for the leader."""
         if not self._leading():
             return False
+        metrics.submitted(job)
         self._planner.remember(job, spec)
         self._broker.trigger(job.id, job.priority)
         return True
+
+    def queued(self, ev: wire.Evaluation) -> None:
+        """An evaluation from the durable queue: a submission served by another orchestrator
+        (or before this one led), a new version, or a stop (any orchestrator's API stops a job
+        this way). Counted here, by the leader, so that each is counted once in the cluster."""
+        if ev.trigger in ("submitted", "updated", "stopped"):
+            job = self._mirror.job(ev.job_id)
+            kind = job.type if job is not None else "other"
+            if ev.trigger == "stopped" and job is not None:
+                metrics.ended(job, "Stopped")
+            elif ev.trigger == "stopped":
+                metrics.JOBS_STOPPED.labels(type="other").inc()
+            else:
+                metrics.submitted_type(kind)
 
     # ---- nodes (NodeEvents) --------------------------------------------------------------------
 

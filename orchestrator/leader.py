@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
+from orchestrator import metrics
 from shared import subjects
 from shared.bus import KV, Bus
 from shared.errors import Conflict, ShoalError
@@ -83,6 +84,7 @@ class Lease:
                 await asyncio.sleep(interval)
                 continue
             log.info("%s is now the scheduling leader", self.holder)
+            metrics.LEASE_CHANGES.inc()
             await lead()
             last_ok = time.monotonic()
             while True:
@@ -98,4 +100,5 @@ class Lease:
                     log.warning("%s lost the scheduling lease; stepping down", self.holder)
                     break
             self.leading = False
+            metrics.LEASE_CHANGES.inc()
             await follow()

@@ -16,6 +16,7 @@ from typing import Literal, TypeVar, cast
 
 import msgspec
 
+from orchestrator import metrics
 from orchestrator.history import History
 from orchestrator.registry import NodeRegistry
 from orchestrator.scheduler import Context, Placement, Plan, Stop, ran, schedule
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 
 REFUSAL_MEMORY = 5.0
 NOBODY_LISTENING = "nobody took the bid"
+NO_ANSWER = "no answer to the bid"
 # Evaluate (job) again at (time), for (nodes) of it only, or all of it (None): EvalBroker.later
 Later = Callable[[str, float, int, frozenset[str] | None], None]
 PLAN_CONCURRENCY = 128  # a plan's offers (or stops) in flight at once
@@ -69,6 +71,15 @@ async def _bounded(items: Sequence[T], work: Callable[[T], Awaitable[R]]) -> lis
         if isinstance(result, BaseException):
             raise result
     return cast(list[R], results)
+
+
+def _refusal(reply: wire.BidReply) -> metrics.PlacementFailure:
+    """The bounded reason a bid was not taken, for shoal_placement_failures_total."""
+    if reply.reason.startswith(NOBODY_LISTENING):
+        return "not_listening"
+    if reply.reason.startswith(NO_ANSWER):
+        return "no_answer"
+    return "busy" if reply.busy else "declined"
 
 
 def scoped(job: wire.JobRecord) -> bool:
@@ -151,6 +162,10 @@ class Planner:
                     scoped=only is not None,
                 )
                 plan = schedule(ctx)
+                if plan.message.startswith("waiting for a node") or (
+                    plan.state == "Failed" and "could not be placed" in plan.message
+                ):
+                    metrics.placement_failed("no_node_fits")
                 stopped_scoped = stopped_scoped or (only is not None and bool(plan.stop))
                 try:
                     declined = await self._apply(job, ctx.spec, plan, refused, only)
@@ -331,6 +346,7 @@ class Planner:
         known = self._mirror.executions.get(record.id)
         if known is not None and known.value.compute_state != "offered":
             return "taken"  # no answer, but the node already reported on it: it did take it
+        metrics.placement_failed(_refusal(reply))
         if reply.reason.startswith(NOBODY_LISTENING):
             # Nobody refused anything: no record of a refusal. Not asked again until it is
             # heard again (an agent stopping, not started yet, or reconnecting).
@@ -358,6 +374,7 @@ class Planner:
     ) -> Offered:
         """The execution, created failed (not retryable) with `error`, without asking its
         node; the job is evaluated again at once, and fails or retries by its policy."""
+        metrics.placement_failed("unplaceable")
         failed = msgspec.structs.replace(
             record, compute_state="failed", desired_state="stopped", error=error, retryable=False
         )
@@ -396,7 +413,7 @@ class Planner:
         except NoResponders as exc:
             return wire.BidReply(accepted=False, reason=f"{NOBODY_LISTENING} ({exc})", busy=True)
         except ShoalError as exc:
-            return wire.BidReply(accepted=False, reason=f"no answer to the bid ({exc})", busy=True)
+            return wire.BidReply(accepted=False, reason=f"{NO_ANSWER} ({exc})", busy=True)
 
     async def _set_job_state(self, job: wire.JobRecord, plan: Plan, now: float) -> None:
         known = self._mirror.job(job.id)
@@ -432,6 +449,10 @@ class Planner:
         if state == known.state:
             return
         ended = state in wire.TERMINAL_JOB_STATES
+        if known.state in ("Pending", "Queued") and (state == "Running" or self._ran(job.id)):
+            metrics.started(record, now)
+        if ended:
+            metrics.ended(record, state, now)
         if ended:  # its executions' last events first
             await self._mirror.in_flight.wait_shown_executions(job.id)
         previous = known.state

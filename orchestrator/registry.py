@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 import msgspec
 
+from orchestrator import metrics
 from orchestrator.liveness import Liveness, NodeEvents, Unheard
 from orchestrator.node_records import NodeRecords, collectable, why_kept
 from orchestrator.selection import NodeState, NodeTable
@@ -273,6 +274,7 @@ class NodeRegistry:
         except ShoalError as exc:
             log.warning("dropping heartbeat on %s: %s", msg.subject, exc)
             return
+        metrics.HEARTBEATS.inc()
         node_id = subjects.node_of(msg.subject)
         record = self._mirror.nodes.get(node_id)
         if record is None or beat.node_id != node_id:

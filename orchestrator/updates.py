@@ -18,6 +18,7 @@ from typing import Protocol
 
 import msgspec
 
+from orchestrator import metrics
 from orchestrator.history import History
 from orchestrator.results_handoff import QUICK, CopyPending, ResultsHandoff
 from orchestrator.state import StateMirror
@@ -104,6 +105,7 @@ class UpdateApplier:
             log.warning("applying update for %s: %s; will retry", update.execution_id, exc)
             await msg.nak(delay=1.0)
             return
+        metrics.UPDATES_APPLIED.labels(state=update.state).inc()
         await msg.ack()
 
     async def apply(self, update: wire.ExecutionUpdate) -> None:
