@@ -6,13 +6,14 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgspec
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from compute import capacity
+from compute import capacity, metrics
 from compute.bidding import BUSY_RESOURCES, BUSY_SLOTS, image_refusal, refusal
 from compute.engine_setup import make_engines, usable_engines
 from compute.engines.base import Engine
@@ -103,6 +104,7 @@ class ComputeAgent(Service):
         self._subs: list[Subscription] = []
         self._key: X25519PrivateKey | None = None  # read (or made) in start()
         self.public_key = ""  # base64, as the hello carries it
+        self._unobserve: Callable[[], None] | None = None  # its part in the metrics' gauges
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
@@ -134,12 +136,17 @@ class ComputeAgent(Service):
                 await self.bus.subscribe(subjects.compute_results(self.node_id), self.on_results),
             ]
         self._children.spawn(self._heartbeats(), name=f"{self.node_id}-heartbeat")
+        if self._unobserve is None:
+            self._unobserve = metrics.observe(self)
 
     async def stop(self, grace: float = 5.0) -> None:
         """Cancel every execution (each reports its end), then stop; bounded by `grace`
         so a dead NATS connection cannot hold the process: the orchestrator recovers
         unreported executions from the next hello (boot id) or the disconnect timeout."""
         self._stopping = True
+        if self._unobserve is not None:
+            self._unobserve()
+            self._unobserve = None
         for sub in self._subs:
             await self.bus.unsubscribe(sub)
         self._subs = []

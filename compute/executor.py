@@ -14,6 +14,7 @@ from pathlib import Path
 
 import msgspec
 
+from compute import metrics
 from compute.engines.base import Engine, Mount, RunRequest, RunResult
 from compute.inputs import AllowedPath, prepare
 from compute.logs import LogShipper
@@ -58,6 +59,8 @@ async def run_execution(
     keep_workdir: bool = False,
 ) -> None:
     order = execution.order
+    began = time.monotonic()
+    engine_type = execution.spec.task.engine.type
 
     def update(
         state: wire.ComputeState,
@@ -117,6 +120,7 @@ async def run_execution(
         for s in shippers:
             with contextlib.suppress(ShoalError, OSError):
                 await asyncio.shield(s.ship())
+        metrics.execution_ended(engine_type, "cancelled", time.monotonic() - began)
         why = execution.cancel_reason or "the compute agent stopped"
         state: wire.ComputeState = "cancelled"  # not the task's fault: never an attempt
         await asyncio.shield(report(update(state, error=why, retryable=True)))
@@ -124,6 +128,7 @@ async def run_execution(
     finally:
         if not finished and not keep_workdir:
             shutil.rmtree(workdir, ignore_errors=True)
+    metrics.execution_ended(engine_type, final.state, time.monotonic() - began)
     try:
         await report(final)  # first: the orchestrator waits for this, not for the clean-up
     finally:
@@ -136,8 +141,9 @@ async def _publish(
 ) -> wire.ExecutionUpdate:
     names = [r.name for r in execution.spec.task.result_paths]
     try:
-        archive = pack(workdir, names, final.exit_code)
-        ref = await publisher.publish(archive, execution.order, execution.spec)
+        with metrics.timed(metrics.PUBLISH, publisher.name):
+            archive = pack(workdir, names, final.exit_code)
+            ref = await publisher.publish(archive, execution.order, execution.spec)
     except ShoalError as exc:
         return msgspec.structs.replace(
             final,
