@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,11 +25,13 @@ from compute.engines.docker_registry import (
 )
 from compute.fleet import Fleet
 from compute.inputs import AllowedPath
+from orchestrator import metrics as orchestrator_metrics
 from orchestrator.api import MAX_COUNT
 from orchestrator.service import Orchestrator, OrchestratorConfig
 from shared import subjects
 from shared.bus import Bus
 from shared.natsserver import EmbeddedNats
+from shared.probes import Probes
 from shared.units import parse_cpu, parse_duration, parse_size
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -100,6 +103,63 @@ orchestrator_options = [
 ]
 
 
+metrics_options = [
+    click.option(
+        "--metrics-port",
+        type=click.IntRange(0, 65535),
+        default=0,
+        show_default=True,
+        envvar="SHOAL_METRICS_PORT",
+        metavar="PORT",
+        help="Serve Prometheus metrics at /metrics and the probes /healthz and /readyz on this "
+        "HTTP port (0: off).",
+    ),
+    click.option(
+        "--metrics-host",
+        default="0.0.0.0",
+        show_default=True,
+        envvar="SHOAL_METRICS_HOST",
+        metavar="HOST",
+        help="The address --metrics-port listens on (127.0.0.1: this host only).",
+    ),
+]
+
+
+class _Ready:
+    """What /readyz asks: False until the process says otherwise (`check`)."""
+
+    def __init__(self) -> None:
+        self.check: Callable[[], bool] = lambda: False
+
+    def __call__(self) -> bool:
+        return self.check()
+
+
+@contextlib.asynccontextmanager
+async def _probes(
+    port: int, host: str, buses: Sequence[Bus], ready: Callable[[], bool]
+) -> AsyncIterator[None]:
+    """/metrics, /healthz and /readyz on `host`:`port` while the block runs (port 0: none)."""
+    if not port:
+        yield
+        return
+    async with Probes(host=host, port=port, buses=buses, ready=ready) as probes:
+        info(f"metrics and probes on {probes.url}/metrics, /healthz, /readyz")
+        yield
+
+
+@contextlib.asynccontextmanager
+async def _serving(orch: Orchestrator, ready: _Ready) -> AsyncIterator[None]:
+    """The started orchestrator's gauges served and /readyz 200 while the block runs."""
+    forget = orchestrator_metrics.observe(orch)
+    ready.check = lambda: True
+    try:
+        yield
+    finally:
+        ready.check = lambda: False
+        forget()
+
+
 def _with(options: list[Callable[[F], F]]) -> Callable[[F], F]:
     def apply(f: F) -> F:
         for option in reversed(options):
@@ -137,6 +197,7 @@ def _with(options: list[Callable[[F], F]]) -> Callable[[F], F]:
     "create` is refused.",
 )
 @health_file_option
+@_with(metrics_options)
 @click.option("-v", "--verbose", is_flag=True)
 @click.pass_context
 def orchestrator(
@@ -150,6 +211,8 @@ def orchestrator(
     orchestrator_name: str,
     secrets_key: Path | None,
     health_file: Path | None,
+    metrics_port: int,
+    metrics_host: str,
     verbose: bool,
 ) -> None:
     """Run an orchestrator against a NATS server (--nats)."""
@@ -170,9 +233,12 @@ def orchestrator(
         bus = await Bus.connect(
             url, creds=creds, name="shoal-orchestrator", replicas=replicas, tls_ca=ca
         )
+        ready = _Ready()
         try:
             async with (
+                _probes(metrics_port, metrics_host, [bus], ready),
                 Orchestrator(bus, config) as orch,
+                _serving(orch, ready),
                 keep_fresh(health_file, lambda: orchestrator_health(orch, bus)),
             ):
                 info(f"orchestrator running against {url}")
@@ -263,6 +329,7 @@ def orchestrator(
     "orchestrator's).",
 )
 @health_file_option
+@_with(metrics_options)
 @click.option("-v", "--verbose", is_flag=True)
 @click.pass_context
 def compute(
@@ -284,6 +351,8 @@ def compute(
     state_dir: Path,
     replicas: int,
     health_file: Path | None,
+    metrics_port: int,
+    metrics_host: str,
     verbose: bool,
 ) -> None:
     """Run a compute agent against a NATS server (--nats)."""
@@ -329,15 +398,18 @@ def compute(
         bus = await Bus.connect(
             url, creds=creds, name=f"shoal-compute-{node_id}", replicas=replicas, tls_ca=ca
         )
+        ready = _Ready()
         try:
             if virtual:
                 async with (
+                    _probes(metrics_port, metrics_host, [bus], ready),
                     Fleet(bus, config, virtual) as fleet,
                     keep_fresh(
                         health_file,
                         lambda: compute_health(name, list(fleet.agents.values()), bus),
                     ),
                 ):
+                    ready.check = lambda: all(a.registered for a in fleet.agents.values())
                     info(
                         f"{virtual} virtual nodes {node_id}-0..{node_id}-{virtual - 1} "
                         f"running against {url}"
@@ -345,9 +417,11 @@ def compute(
                     await _until_signalled()
                 return
             async with (
+                _probes(metrics_port, metrics_host, [bus], ready),
                 ComputeAgent(bus, config) as agent,
                 keep_fresh(health_file, lambda: compute_health(name, [agent], bus)),
             ):
+                ready.check = lambda: agent.registered
                 info(
                     f"compute node {node_id} running against {url} "
                     f"(engines: {', '.join(sorted(agent.engines))})"
@@ -378,6 +452,7 @@ def compute(
 @click.option("--engines", default="wasm,noop,docker", show_default=True)
 @click.option("--allow-local-path", "allow", multiple=True, metavar="DIR[:rw]")
 @_with(orchestrator_options)
+@_with(metrics_options)
 @click.option("-v", "--verbose", is_flag=True)
 def devstack(
     computes: int,
@@ -390,6 +465,8 @@ def devstack(
     manual_approval: bool,
     node_gc_after: float,
     max_count: int,
+    metrics_port: int,
+    metrics_host: str,
     verbose: bool,
 ) -> None:
     """NATS (embedded) + an orchestrator + N compute agents in one process."""
@@ -411,7 +488,13 @@ def devstack(
         try:
             bus = await Bus.connect(server.url, name="shoal-orchestrator")
             buses.append(bus)
-            async with Orchestrator(bus, config):
+            ready = _Ready()
+            async with (
+                _probes(metrics_port, metrics_host, buses, ready),
+                Orchestrator(bus, config) as orch,
+                _serving(orch, ready),
+            ):
+                ready.check = lambda: False  # until every agent below is registered
                 for i in range(computes):
                     agent_bus = await Bus.connect(server.url, name=f"shoal-compute-node-{i}")
                     buses.append(agent_bus)
@@ -427,6 +510,7 @@ def devstack(
                     )
                     await agent.start()
                     agents.append(agent)
+                ready.check = lambda: all(a.registered for a in agents)
                 info(f"Shoal devstack is up: {computes} compute node(s).")
                 info(f"  NATS: {server.url}")
                 info(f"  export SHOAL_NATS_URL={server.url}")
