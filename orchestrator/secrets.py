@@ -17,6 +17,7 @@ from pathlib import Path
 
 import msgspec
 
+from orchestrator.replies import error_reply
 from shared import subjects, wire
 from shared.bus import KV, Bus, Message, Subscription
 from shared.errors import Conflict, InvalidSpec, NotFound, Problem, ShoalError, Unavailable
@@ -194,16 +195,8 @@ class Secrets(Service):
                 raise NotFound(f"unknown API verb {verb!r}; known: {', '.join(self._handlers)}")
             result = await handler(msg.data, namespace)
             reply = wire.ApiReply(ok=True, data=msgspec.Raw(wire.encode(result)))
-        except InvalidSpec as exc:
-            error = wire.ApiError(
-                code=exc.code,
-                message=str(exc),
-                problems=[str(p) for p in exc.problems],
-                details=[wire.ApiProblem(path=p.path, message=p.message) for p in exc.problems],
-            )
-            reply = wire.ApiReply(ok=False, error=error)
         except ShoalError as exc:
-            reply = wire.ApiReply(ok=False, error=wire.ApiError(code=exc.code, message=str(exc)))
+            reply = error_reply(exc)
         except Exception:  # a bug must still answer; its text might hold what was sent
             log.exception("API %s crashed", msg.subject)
             error = wire.ApiError(code="error", message="internal error (see the orchestrator log)")
