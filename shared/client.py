@@ -86,6 +86,13 @@ class ShoalClient:
         )
         return cls(bus, timeout=timeout, namespace=namespace)
 
+    def in_namespace(self, namespace: str) -> ShoalClient:
+        """A client of `namespace` on this one's connection (closing either closes both): for
+        the jobs of a spec that names its namespace, which `submit` sends there."""
+        if namespace == self.namespace:
+            return self
+        return ShoalClient(self.bus, timeout=self.timeout, namespace=namespace)
+
     async def close(self) -> None:
         await self.bus.close()
 
@@ -176,8 +183,7 @@ class ShoalClient:
         """
         named = _named_namespace(spec)
         if named and named != self.namespace:
-            there = ShoalClient(self.bus, timeout=self.timeout, namespace=named)
-            return await there.run(spec, variables, timeout=timeout, force=force)
+            return await self.in_namespace(named).run(spec, variables, timeout=timeout, force=force)
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         job_id = new_job_id()

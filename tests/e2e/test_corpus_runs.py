@@ -89,7 +89,8 @@ async def test_spec_runs_or_says_why(
     ):
         try:
             reply = await client.submit_full(spec)
-            view = await client.wait(reply.job_id, timeout=60, until=_settled)
+            there = client.in_namespace(spec.namespace)  # a spec may name its own
+            view = await there.wait(reply.job_id, timeout=60, until=_settled)
             if view.state == "Completed" or any(
                 e.compute_state == "running" for e in view.executions
             ):
