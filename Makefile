@@ -10,7 +10,7 @@ LOCK := requirements.lock
 LATEST_VENV := .venv-latest
 # What building Shoal itself needs (pyproject's build-system), locked with the rest so the
 # editable install builds offline of any index, without build isolation.
-BUILD_REQUIRES := setuptools>=68 wheel
+BUILD_REQUIRES := 'setuptools>=68' wheel
 
 .PHONY: install run test test-unit test-integration test-e2e test-latest lint lock bench \
 	docker-setup clean

@@ -9,6 +9,8 @@ import re
 import shutil
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from functools import cache
 from pathlib import Path
@@ -18,12 +20,12 @@ import pytest
 import yaml
 
 from cli.auth import generate
-from cli.health import DEFAULT_MAX_AGE
 from shared import subjects
 from shared.client import ShoalClient
 from shared.errors import ShoalError, Unavailable
 from shared.natsserver import EmbeddedNats, nats_server_binary
 from tests.conftest import eventually, require, terminate
+from tests.integration.helpers_jobs import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -218,28 +220,40 @@ def test_generated_secrets_split_orchestrators_from_nodes(tmp_path: Path) -> Non
 
 
 def _check_health_probes(c: Doc) -> None:
-    """The container writes a health file on a writable volume, and every probe checks that
-    file with `shoal health`; liveness is the more patient one."""
-    args = c["args"]
-    assert "--health-file" in args, (c["name"], args)
-    path = args[args.index("--health-file") + 1]
-    mounts = [m["mountPath"] for m in c["volumeMounts"] if not m.get("readOnly")]
-    assert any(path.startswith(m.rstrip("/") + "/") for m in mounts), (path, mounts)
-    commands = {}
+    """The container serves its probes over HTTP on SHOAL_METRICS_PORT, the port named
+    `metrics`: startup and liveness /healthz, readiness /readyz; liveness is the more patient
+    one (five minutes, as `shoal health --max-disconnected 300` was). --health-file stays, for
+    `shoal health` by hand."""
+    assert "--health-file" in c["args"], (c["name"], c["args"])
+    env = {e["name"]: e.get("value") for e in c.get("env", [])}
+    port = int(env["SHOAL_METRICS_PORT"])
+    assert {"name": "metrics", "containerPort": port} in c["ports"], c["ports"]
+    paths = {}
     for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert kind in c, (c["name"], kind)
-        command = c[kind]["exec"]["command"]
-        assert command[:3] == ["shoal", "health", path], (kind, command)
-        commands[kind] = command
+        get = c[kind]["httpGet"]
+        assert get["port"] == "metrics", (kind, get)
+        paths[kind] = get["path"]
+    assert paths == {
+        "startupProbe": "/healthz",
+        "readinessProbe": "/readyz",
+        "livenessProbe": "/healthz",
+    }
 
-    def max_age(command: list[str]) -> float:
-        if "--max-age" not in command:
-            return DEFAULT_MAX_AGE
-        return float(command[command.index("--max-age") + 1])
+    def patience(probe: Doc) -> int:
+        return int(probe["periodSeconds"]) * int(probe["failureThreshold"])
 
-    assert max_age(commands["readinessProbe"]) == DEFAULT_MAX_AGE
-    assert max_age(commands["livenessProbe"]) > max_age(commands["readinessProbe"])
-    assert "--max-disconnected" in commands["livenessProbe"]
+    assert patience(c["livenessProbe"]) >= 300 > patience(c["readinessProbe"])
+
+
+def _http_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return 0
 
 
 def test_nats_config_is_the_deploy_one_and_nats_server_accepts_it(tmp_path: Path) -> None:
@@ -349,10 +363,11 @@ class Pod:
             self.env["SHOAL_REPLICAS"] = "1"
         self.argv = [str(SHOAL), *(_local(_expand(a, env), paths) for a in c["args"])]
         self.probes = [
-            [_local(a, paths) for a in c[p]["exec"]["command"]]
+            c[p]["httpGet"]["path"]
             for p in ("startupProbe", "readinessProbe", "livenessProbe")
-            if "exec" in c.get(p, {})
+            if "httpGet" in c.get(p, {})
         ]
+        self.env["SHOAL_METRICS_PORT"] = str(free_port())  # the pods share this host
         self.log = log
         self.proc: asyncio.subprocess.Process | None = None
 
@@ -363,18 +378,11 @@ class Pod:
             )
 
     async def probe(self) -> bool:
-        """Every exec probe passes (an AssertionError says which did not, and why)."""
-        for command in self.probes:
-            assert command[0] == "shoal"
-            proc = await asyncio.create_subprocess_exec(
-                str(SHOAL),
-                *command[1:],
-                env={**os.environ, **self.env},
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-            )
-            _, err = await proc.communicate()
-            assert proc.returncode == 0, (command, err.decode())
+        """Every HTTP probe answers 200 (an AssertionError says which did not)."""
+        port = self.env["SHOAL_METRICS_PORT"]
+        for path in self.probes:
+            status = await asyncio.to_thread(_http_status, f"http://127.0.0.1:{port}{path}")
+            assert status == 200, (path, status)
         return True
 
     async def stop(self) -> int:
