@@ -63,6 +63,30 @@ async def purge_subject(bus: Bus, stream: str, subject: str) -> int:
     return reply.purged
 
 
+class _StreamState(msgspec.Struct):
+    subjects: dict[str, int] | None = None
+
+
+class _StreamInfo(msgspec.Struct):
+    state: _StreamState | None = None
+    error: dict[str, Any] | None = None
+
+
+async def stored_subjects(bus: Bus, stream: str, subject: str) -> list[str]:
+    """The subjects matching `subject` that `stream` holds messages on."""
+    request = msgspec.json.encode({"subjects_filter": subject})
+    raw = await bus.request(f"$JS.API.STREAM.INFO.{stream}", request)
+    try:
+        info = msgspec.json.decode(raw, type=_StreamInfo)
+    except msgspec.DecodeError as exc:
+        raise ShoalError(f"read {stream}: unreadable answer {raw[:200]!r}") from exc
+    if info.error is not None:
+        if info.error.get("err_code") == 10059:  # JSStreamNotFoundErr
+            return []
+        raise ShoalError(f"read {stream}: {info.error.get('description', info.error)}")
+    return list((info.state.subjects if info.state else None) or {})
+
+
 class Retention:
     """`purge(job)` for the API; `sweep_forever()` for the leader; `clean_forever()` for all."""
 
@@ -130,7 +154,14 @@ class Retention:
         execs_kv, jobs_kv = await self._kv()
         ns, jid = job.namespace, job.id
         prefix = subjects.execution_key(ns, jid, "")
-        keys = await execs_kv.keys(f"{prefix}*")
+        # The keys the bucket's stream holds (one request; a KV watch would make a consumer
+        # per job, and a sweep makes them faster than the server lets them go).
+        stream = f"KV_{subjects.EXECUTIONS_BUCKET}"
+        held = await stored_subjects(
+            self._bus, stream, f"$KV.{subjects.EXECUTIONS_BUCKET}.{prefix}*"
+        )
+        cut = len(f"$KV.{subjects.EXECUTIONS_BUCKET}.")
+        keys = sorted(subject[cut:] for subject in held)
         exec_ids = {k[len(prefix) :] for k in keys}
         exec_ids.update(e.id for e in self._mirror.executions_of(jid))
         await self._remove_results(ns, jid, exec_ids)
@@ -192,7 +223,7 @@ class Retention:
         expired.sort()
         return (marked + [j for _, j in expired])[: self.batch]
 
-    async def sweep_once(self, now: float | None = None, *, concurrency: int = 8) -> int:
+    async def sweep_once(self, now: float | None = None, *, concurrency: int = 16) -> int:
         """Purge one batch of due jobs; how many were purged."""
         due = self.due(time.time() if now is None else now)
         if not due:
