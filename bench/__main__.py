@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import bigjob, celery_bench, paired, scenarios
+from bench import bigjob, celery_bench, paired, scenarios, soak
 from bench.report import Row, interval_verdict, machine, print_table, verdict, write_json
 from cli.common import run as run_async
 
@@ -26,7 +26,9 @@ SCENARIOS = (
     "paired",
     "paired-throughput",
 )
-DEFAULT_N = {"latency": 200, "throughput": 1000, "daemon": 10}
+# Run only when named (not by `all`): minutes to hours.
+LONG_SCENARIOS = ("soak",)
+DEFAULT_N = {"latency": 200, "throughput": 1000, "daemon": 10, "soak": 2000}
 FLEET_SIZES = (1000, 10_000)
 
 TARGETS = {
@@ -34,6 +36,8 @@ TARGETS = {
     "throughput_ratio": "Shoal throughput >= 6x Celery's",
     "fleet": "10,000 nodes: orchestrator < 0.5 core and < 500 MB",
     "daemon": "daemon running on a joining node < 500 ms",
+    "soak": "<= 1 MiB RSS per 1,000 finished jobs; restart API < 3 s, scheduling < 5 s; "
+    "job list < 50 ms; JetStream empty 30 s after the last job ends (retention 30 s)",
 }
 
 
@@ -42,9 +46,10 @@ def _parse() -> argparse.Namespace:
     parser.add_argument(
         "scenarios",
         nargs="+",
-        choices=(*SCENARIOS, "all"),
+        choices=(*SCENARIOS, *LONG_SCENARIOS, "all"),
         metavar="SCENARIO",
-        help=f"one or more of {', '.join(SCENARIOS)}, or all",
+        help=f"one or more of {', '.join(SCENARIOS + LONG_SCENARIOS)}, or all (but "
+        f"{', '.join(LONG_SCENARIOS)})",
     )
     parser.add_argument(
         "--n",
@@ -116,6 +121,13 @@ def _parse() -> argparse.Namespace:
         "--count",
         default="10000",
         help="bigjob: comma-separated partition counts, one job each (default 10000)",
+    )
+    parser.add_argument("--waves", type=int, default=10, help="soak: waves of --n / WAVES jobs")
+    parser.add_argument(
+        "--retention",
+        type=float,
+        default=30.0,
+        help="soak: the job retention (seconds) of the last restart, which purges every job",
     )
     parser.add_argument("--keep", action="store_true", help="keep the work directory and logs")
     return parser.parse_args()
@@ -210,6 +222,17 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         out["paired-throughput"] = await paired.paired_throughput(
             workdir / "paired-throughput", args.throughput_rounds, n, args.agents, args.publisher
         )
+    if "soak" in chosen:
+        note_load("soak")
+        _progress(f"soak: {n_for('soak')} trivial jobs in {args.waves} waves")
+        out["soak"] = await soak.soak(
+            workdir / "soak",
+            n_for("soak"),
+            args.waves,
+            args.agents,
+            args.retention,
+            progress=_progress,
+        )
     loads["end"] = round(os.getloadavg()[0], 2)
     return out
 
@@ -229,7 +252,7 @@ def _compare(results: dict[str, Any]) -> dict[str, Any]:
 
 
 def _rows(results: dict[str, Any], compare: dict[str, Any]) -> list[Row]:
-    rows: list[Row] = []
+    rows: list[Row] = soak.rows(results["soak"]) if "soak" in results else []
     if "latency" in results:
         r = results["latency"]
         s = r["submit_to_completed"]

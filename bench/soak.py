@@ -1,0 +1,272 @@
+"""`python -m bench soak`: orchestrator memory, job list, restart and retention over many jobs.
+
+N trivial jobs (noop, one output line, a result archive) in waves; after each wave the
+orchestrator's RSS and the time `job list` takes. Then the orchestrator is restarted over the N
+stored finished jobs, timed until its API answers and until it schedules a new job. Last it is
+restarted with a short retention: the time until JetStream holds none of the jobs' records,
+versions, history, logs or results, and its RSS then. The orchestrator runs as its own process
+(`python -m bench.soak --serve`, an Orchestrator with the given retention), so its RSS is its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench.procs import Child, mib
+from bench.report import Row
+from bench.stack import ShoalStack, StackConfig
+from shared import subjects, wire
+from shared.bus import Bus, Message
+from shared.client import ShoalClient
+from shared.errors import ShoalError
+
+SOAK_JOB: dict[str, Any] = {
+    "Type": "batch",
+    "Tasks": [
+        {"Engine": {"Type": "noop", "Params": {"Stdout": "soak\n"}}, "Publisher": {"Type": "nats"}}
+    ],
+}
+# What JetStream holds of the jobs: streams whose messages all belong to them.
+JOB_STREAMS = (
+    f"KV_{subjects.JOBS_BUCKET}",
+    f"KV_{subjects.EXECUTIONS_BUCKET}",
+    f"KV_{subjects.JOB_VERSIONS_BUCKET}",
+    subjects.EVENTS_STREAM,
+    subjects.LOGS_STREAM,
+    "OBJ_shoal-results-ns-default",
+)
+
+
+class SoakStack(ShoalStack):
+    """A ShoalStack whose orchestrator is `python -m bench.soak --serve` with a retention."""
+
+    retention = 0.0
+
+    def start_orchestrator(self, retention: float) -> Child:
+        self.retention = retention
+        self.orchestrator = Child(
+            f"orchestrator-{retention:g}-{time.monotonic_ns()}",
+            [
+                sys.executable,
+                "-m",
+                "bench.soak",
+                "--serve",
+                self.url,
+                "--retention",
+                str(retention),
+            ],
+            self.logs,
+        )
+        return self.orchestrator
+
+    async def start(self) -> None:
+        await self.nats.start()
+        self.start_orchestrator(self.retention)
+        self._client = await ShoalClient.connect(self.url, timeout=self.config.client_timeout)
+        await self._until_api()
+        await self.add_agents([f"node-{i}" for i in range(self.config.agents)])
+
+
+async def held(bus: Bus) -> dict[str, int]:
+    """Messages each of the jobs' streams holds."""
+    out = {}
+    for stream in JOB_STREAMS:
+        info = json.loads(await bus.request(f"$JS.API.STREAM.INFO.{stream}", b""))
+        out[stream] = int(info.get("state", {}).get("messages", 0))
+    return out
+
+
+async def _list_ms(client: ShoalClient, tries: int = 5) -> float:
+    times = []
+    for _ in range(tries):
+        t0 = time.perf_counter()
+        await client.jobs(limit=100)
+        times.append(time.perf_counter() - t0)
+    return round(statistics.median(times) * 1000, 1)
+
+
+async def _until(check: Callable[[], Any], timeout: float, every: float = 0.05) -> float:
+    """Seconds until `check()` returns truthy (raising ShoalError counts as not yet)."""
+    t0 = time.perf_counter()
+    while True:
+        with contextlib.suppress(ShoalError, TimeoutError):
+            if await check():
+                return time.perf_counter() - t0
+        if time.perf_counter() - t0 > timeout:
+            raise RuntimeError(f"not done within {timeout}s")
+        await asyncio.sleep(every)
+
+
+async def soak(
+    workdir: Path,
+    n: int,
+    waves: int = 10,
+    agents: int = 3,
+    retention: float = 30.0,
+    progress: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    out: dict[str, Any] = {"n": n, "waves": waves, "retention_s": retention}
+    config = StackConfig(agents=agents, client_timeout=120.0)
+    async with SoakStack(workdir, config) as stack:
+        client = stack.client
+        await asyncio.sleep(2.0)  # settled: agents registered, buckets open
+        start_rss = stack.orchestrator_usage().rss
+        out["rss_start_mib"] = mib(start_rss)
+        ended: dict[str, float] = {}
+        progress_event = asyncio.Event()
+
+        async def on_event(msg: Message) -> None:
+            event = wire.decode(msg.data, wire.JobEvent)
+            if event.kind == "job" and event.state in wire.TERMINAL_JOB_STATES:
+                ended.setdefault(event.job_id, time.time())
+                progress_event.set()
+
+        await client.bus.subscribe(subjects.EVENTS_SUBJECTS, on_event)
+        await client.bus.flush()
+        wave_rows = []
+        slots = asyncio.Semaphore(256)
+
+        async def submit() -> str:
+            async with slots:
+                return await client.submit(SOAK_JOB)
+
+        size = max(n // waves, 1)
+        for wave in range(waves):
+            t0 = time.perf_counter()
+            ids = await asyncio.gather(*(submit() for _ in range(size)))
+            while not set(ids) <= ended.keys():
+                progress_event.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(progress_event.wait(), 1.0)
+                if time.perf_counter() - t0 > max(300.0, size * 0.1):
+                    raise RuntimeError(f"wave {wave}: jobs did not end in time")
+            elapsed = time.perf_counter() - t0
+            rss = stack.orchestrator_usage().rss
+            row = {
+                "jobs": (wave + 1) * size,
+                "wave_s": round(elapsed, 1),
+                "rss_mib": mib(rss),
+                "list_ms": await _list_ms(client),
+            }
+            wave_rows.append(row)
+            progress(f"soak: {row}")
+        out["waves_measured"] = wave_rows
+        total = waves * size
+        out["rss_per_1000_mib"] = round(mib(rss - start_rss) / (total / 1000), 2)
+        last_end = max(ended.values())
+
+        # Restart over the stored jobs: until the API answers, until a new job is scheduled.
+        assert stack.orchestrator is not None
+        await stack.orchestrator.stop()
+        started = time.perf_counter()
+        stack.start_orchestrator(0.0)
+        probe = await ShoalClient.connect(stack.url, timeout=1.0)
+        try:
+            api = await _until(lambda: probe.jobs(limit=1), 120.0, every=0.02)
+            job_id = await client.submit(SOAK_JOB)
+            await client.wait(job_id, timeout=120)
+            scheduled = time.perf_counter() - started
+        finally:
+            await probe.close()
+        out["restart"] = {
+            "stored_jobs": total + 1,
+            "api_s": round(api + 0, 2),
+            "scheduled_s": round(scheduled, 2),
+            "rss_mib": mib(stack.orchestrator_usage().rss),
+        }
+        progress(f"soak: restart {out['restart']}")
+        last_end = max(last_end, time.time())
+
+        # A short retention: until JetStream holds nothing of the jobs.
+        await stack.orchestrator.stop()
+        stack.start_orchestrator(retention)
+        await stack._until_api(120.0)
+        restarted_rss = stack.orchestrator_usage().rss
+
+        async def empty() -> bool:
+            return not any((await held(client.bus)).values())
+
+        await _until(empty, max(600.0, total * 0.05), every=0.5)
+        emptied = time.time()
+        await asyncio.sleep(2.0)
+        after = stack.orchestrator_usage().rss
+        out["retention"] = {
+            "empty_after_last_end_s": round(emptied - last_end, 1),
+            "rss_loaded_mib": mib(restarted_rss),
+            "rss_after_mib": mib(after),
+            "rss_after_vs_start": round(after / start_rss, 2),
+        }
+        progress(f"soak: retention {out['retention']}")
+    return out
+
+
+def rows(r: dict[str, Any]) -> list[Row]:
+    last = r["waves_measured"][-1]
+    restart, retention = r["restart"], r["retention"]
+    return [
+        Row(
+            "soak",
+            f"RSS start / after {last['jobs']} jobs",
+            f"{r['rss_start_mib']} / {last['rss_mib']} MiB",
+        ),
+        Row("soak", "RSS per 1,000 finished jobs", f"{r['rss_per_1000_mib']} MiB"),
+        Row("soak", f"job list --limit 100 at {last['jobs']} jobs", f"{last['list_ms']} ms"),
+        Row(
+            "soak",
+            f"restart over {restart['stored_jobs']} jobs: API / scheduling",
+            f"{restart['api_s']} / {restart['scheduled_s']} s",
+        ),
+        Row(
+            "soak",
+            f"retention {r['retention_s']:g} s: JetStream empty after the last end",
+            f"{retention['empty_after_last_end_s']} s",
+        ),
+        Row(
+            "soak",
+            "RSS loaded / after the purge (x start)",
+            f"{retention['rss_loaded_mib']} / {retention['rss_after_mib']} MiB "
+            f"({retention['rss_after_vs_start']})",
+        ),
+    ]
+
+
+# ---- the orchestrator process ------------------------------------------------------------------
+
+
+async def _serve(url: str, retention: float) -> None:
+    from orchestrator.service import Orchestrator, OrchestratorConfig
+
+    bus = await Bus.connect(url, name="shoal-orchestrator")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with Orchestrator(bus, OrchestratorConfig(job_retention=retention)):
+            await stop.wait()
+    finally:
+        await bus.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.soak")
+    parser.add_argument("--serve", metavar="NATS_URL", required=True)
+    parser.add_argument("--retention", type=float, default=0.0)
+    args = parser.parse_args()
+    from cli.common import run
+
+    run(_serve(args.serve, args.retention))
+
+
+if __name__ == "__main__":
+    main()
