@@ -14,6 +14,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from orchestrator import metrics
 from orchestrator.api import MAX_COUNT, Api
 from orchestrator.buckets import Buckets
 from orchestrator.evals import EvalBroker
@@ -134,7 +135,11 @@ class Orchestrator(Service):
         )
         self.registry.events = self.rules
         self.retention = Retention(
-            bus, self.mirror, retention=self.config.job_retention, batch=self.config.purge_batch
+            bus,
+            self.mirror,
+            retention=self.config.job_retention,
+            batch=self.config.purge_batch,
+            purged=metrics.purged,
         )
         self.api = Api(
             bus,

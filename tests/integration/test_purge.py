@@ -8,6 +8,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from prometheus_client import REGISTRY
 
 from orchestrator.retention import PURGING, purge_subject
 from shared import subjects
@@ -24,6 +25,10 @@ from tests.integration.test_retention import (
 )
 
 
+def _purged(job_type: str) -> float:
+    return REGISTRY.get_sample_value("shoal_jobs_purged_total", {"type": job_type}) or 0.0
+
+
 async def test_purge_refuses_a_running_job_and_removes_a_finished_one(
     nats_server: EmbeddedNats, tmp_path: Path
 ) -> None:
@@ -37,7 +42,9 @@ async def test_purge_refuses_a_running_job_and_removes_a_finished_one(
         assert refused.code == 1 and "stop it first" in refused.stderr, refused
         assert (await client.describe(running)).state in ("Pending", "Running")
 
+        purged_before = _purged("batch")
         cli = await run_cli("job", "purge", done.id, url=nats_server.url)
+        assert _purged("batch") == purged_before + 1
         assert cli.code == 0 and f"Job {done.id} (Completed) purged." in cli.stderr, cli
         with pytest.raises(NotFound):
             await client.describe(done.id)
