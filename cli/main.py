@@ -17,7 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "secret": ("cli.secret", "secret"),
     "orchestrator": ("cli.services", "orchestrator"),
     "compute": ("cli.services", "compute"),
-    "devstack": ("cli.services", "devstack"),
+    "devstack": ("cli.devstack", "devstack"),
     "wasm": ("cli.shortcuts", "wasm"),
     "docker": ("cli.shortcuts", "docker"),
     "auth": ("cli.auth", "auth"),

@@ -1,20 +1,27 @@
-"""Long-running commands: `shoal orchestrator`, `shoal compute` and the all-in-one `devstack`."""
+"""Long-running commands: `shoal orchestrator` and `shoal compute` (`devstack.py` runs both)."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import signal
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
-from cli.common import connection, duration, run, tls_ca
+from cli.common import connection, run, tls_ca
 from cli.health_writer import compute_health, health_file_option, keep_fresh, orchestrator_health
 from cli.output import errors_to_exit, info
+from cli.service_options import (
+    Ready,
+    metrics_options,
+    orchestrator_options,
+    probes,
+    serving,
+    setup_logging,
+    until_signalled,
+    with_options,
+)
 from compute.agent import AgentConfig, ComputeAgent
 from compute.engine_setup import ALL_ENGINES
 from compute.engines.docker_registry import (
@@ -25,34 +32,14 @@ from compute.engines.docker_registry import (
 )
 from compute.fleet import Fleet
 from compute.inputs import AllowedPath
-from orchestrator import metrics as orchestrator_metrics
-from orchestrator.api import MAX_COUNT
 from orchestrator.service import Orchestrator, OrchestratorConfig
 from shared import subjects
 from shared.bus import Bus
-from shared.natsserver import EmbeddedNats
-from shared.probes import Probes
 from shared.units import parse_cpu, parse_duration, parse_size
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 log = logging.getLogger(__name__)
-
-
-def _logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("nats").setLevel(logging.WARNING)
-
-
-async def _until_signalled() -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
 
 
 def _labels(pairs: tuple[str, ...]) -> dict[str, str]:
@@ -65,112 +52,8 @@ def _labels(pairs: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
-orchestrator_options = [
-    click.option(
-        "--heartbeat-interval",
-        type=float,
-        default=1.0,
-        show_default=True,
-        help="Seconds between node heartbeats (told to every agent).",
-    ),
-    click.option(
-        "--disconnect-timeout",
-        type=float,
-        default=5.0,
-        show_default=True,
-        help="A node silent this long is lost and its work replaced.",
-    ),
-    click.option(
-        "--manual-approval", is_flag=True, help="New nodes stay PENDING until `shoal node approve`."
-    ),
-    click.option(
-        "--node-gc-after",
-        default="24h",
-        show_default=True,
-        callback=duration,
-        metavar="DURATION",
-        help="Remove nodes DISCONNECTED this long (24h, 90m; 0: never); one that comes back "
-        "registers again.",
-    ),
-    click.option(
-        "--max-count",
-        type=click.IntRange(min=1),
-        default=MAX_COUNT,
-        show_default=True,
-        envvar="SHOAL_MAX_COUNT",
-        help="Refuse jobs whose Count (partitions or replicas) is above this, at submit.",
-    ),
-]
-
-
-metrics_options = [
-    click.option(
-        "--metrics-port",
-        type=click.IntRange(0, 65535),
-        default=0,
-        show_default=True,
-        envvar="SHOAL_METRICS_PORT",
-        metavar="PORT",
-        help="Serve Prometheus metrics at /metrics and the probes /healthz and /readyz on this "
-        "HTTP port (0: off).",
-    ),
-    click.option(
-        "--metrics-host",
-        default="0.0.0.0",
-        show_default=True,
-        envvar="SHOAL_METRICS_HOST",
-        metavar="HOST",
-        help="The address --metrics-port listens on (127.0.0.1: this host only).",
-    ),
-]
-
-
-class _Ready:
-    """What /readyz asks: False until the process says otherwise (`check`)."""
-
-    def __init__(self) -> None:
-        self.check: Callable[[], bool] = lambda: False
-
-    def __call__(self) -> bool:
-        return self.check()
-
-
-@contextlib.asynccontextmanager
-async def _probes(
-    port: int, host: str, buses: Sequence[Bus], ready: Callable[[], bool]
-) -> AsyncIterator[None]:
-    """/metrics, /healthz and /readyz on `host`:`port` while the block runs (port 0: none)."""
-    if not port:
-        yield
-        return
-    async with Probes(host=host, port=port, buses=buses, ready=ready) as probes:
-        info(f"metrics and probes on {probes.url}/metrics, /healthz, /readyz")
-        yield
-
-
-@contextlib.asynccontextmanager
-async def _serving(orch: Orchestrator, ready: _Ready) -> AsyncIterator[None]:
-    """The started orchestrator's gauges served and /readyz 200 while the block runs."""
-    forget = orchestrator_metrics.observe(orch)
-    ready.check = lambda: True
-    try:
-        yield
-    finally:
-        ready.check = lambda: False
-        forget()
-
-
-def _with(options: list[Callable[[F], F]]) -> Callable[[F], F]:
-    def apply(f: F) -> F:
-        for option in reversed(options):
-            f = option(f)
-        return f
-
-    return apply
-
-
 @click.command()
-@_with(orchestrator_options)
+@with_options(orchestrator_options)
 @click.option(
     "--replicas",
     type=click.IntRange(1, 5),
@@ -197,7 +80,7 @@ def _with(options: list[Callable[[F], F]]) -> Callable[[F], F]:
     "create` is refused.",
 )
 @health_file_option
-@_with(metrics_options)
+@with_options(metrics_options)
 @click.option("-v", "--verbose", is_flag=True)
 @click.pass_context
 def orchestrator(
@@ -216,7 +99,7 @@ def orchestrator(
     verbose: bool,
 ) -> None:
     """Run an orchestrator against a NATS server (--nats)."""
-    _logging(verbose)
+    setup_logging(verbose)
     url, creds = connection(ctx)
     ca = tls_ca(ctx)
     config = OrchestratorConfig(
@@ -233,16 +116,16 @@ def orchestrator(
         bus = await Bus.connect(
             url, creds=creds, name="shoal-orchestrator", replicas=replicas, tls_ca=ca
         )
-        ready = _Ready()
+        ready = Ready()
         try:
             async with (
-                _probes(metrics_port, metrics_host, [bus], ready),
+                probes(metrics_port, metrics_host, [bus], ready),
                 Orchestrator(bus, config) as orch,
-                _serving(orch, ready),
+                serving(orch, ready),
                 keep_fresh(health_file, lambda: orchestrator_health(orch, bus)),
             ):
                 info(f"orchestrator running against {url}")
-                await _until_signalled()
+                await until_signalled()
         finally:
             await bus.close()
 
@@ -329,7 +212,7 @@ def orchestrator(
     "orchestrator's).",
 )
 @health_file_option
-@_with(metrics_options)
+@with_options(metrics_options)
 @click.option("-v", "--verbose", is_flag=True)
 @click.pass_context
 def compute(
@@ -356,7 +239,7 @@ def compute(
     verbose: bool,
 ) -> None:
     """Run a compute agent against a NATS server (--nats)."""
-    _logging(verbose)
+    setup_logging(verbose)
     url, creds = connection(ctx)
     ca = tls_ca(ctx)
     try:
@@ -398,11 +281,11 @@ def compute(
         bus = await Bus.connect(
             url, creds=creds, name=f"shoal-compute-{node_id}", replicas=replicas, tls_ca=ca
         )
-        ready = _Ready()
+        ready = Ready()
         try:
             if virtual:
                 async with (
-                    _probes(metrics_port, metrics_host, [bus], ready),
+                    probes(metrics_port, metrics_host, [bus], ready),
                     Fleet(bus, config, virtual) as fleet,
                     keep_fresh(
                         health_file,
@@ -414,10 +297,10 @@ def compute(
                         f"{virtual} virtual nodes {node_id}-0..{node_id}-{virtual - 1} "
                         f"running against {url}"
                     )
-                    await _until_signalled()
+                    await until_signalled()
                 return
             async with (
-                _probes(metrics_port, metrics_host, [bus], ready),
+                probes(metrics_port, metrics_host, [bus], ready),
                 ComputeAgent(bus, config) as agent,
                 keep_fresh(health_file, lambda: compute_health(name, [agent], bus)),
             ):
@@ -426,105 +309,9 @@ def compute(
                     f"compute node {node_id} running against {url} "
                     f"(engines: {', '.join(sorted(agent.engines))})"
                 )
-                await _until_signalled()
+                await until_signalled()
         finally:
             await bus.close()
-
-    with errors_to_exit():
-        run(main())
-
-
-@click.command()
-@click.option(
-    "--computes",
-    type=int,
-    default=3,
-    show_default=True,
-    help="Compute agents to start (node-0, node-1, ...); 0 for none.",
-)
-@click.option("--nats-port", type=int, default=4222, show_default=True)
-@click.option(
-    "--state-dir",
-    type=click.Path(path_type=Path),
-    default=Path(".shoal/devstack"),
-    show_default=True,
-)
-@click.option("--engines", default="wasm,noop,docker", show_default=True)
-@click.option("--allow-local-path", "allow", multiple=True, metavar="DIR[:rw]")
-@_with(orchestrator_options)
-@_with(metrics_options)
-@click.option("-v", "--verbose", is_flag=True)
-def devstack(
-    computes: int,
-    nats_port: int,
-    state_dir: Path,
-    engines: str,
-    allow: tuple[str, ...],
-    heartbeat_interval: float,
-    disconnect_timeout: float,
-    manual_approval: bool,
-    node_gc_after: float,
-    max_count: int,
-    metrics_port: int,
-    metrics_host: str,
-    verbose: bool,
-) -> None:
-    """NATS (embedded) + an orchestrator + N compute agents in one process."""
-    _logging(verbose)
-    config = OrchestratorConfig(
-        heartbeat_interval=heartbeat_interval,
-        disconnect_timeout=disconnect_timeout,
-        manual_approval=manual_approval,
-        node_gc_after=node_gc_after,
-        max_count=max_count,
-        secrets_key=state_dir / "secrets.key",  # made on the first start, kept across restarts
-    )
-
-    async def main() -> None:
-        server = EmbeddedNats(state_dir / "nats", port=nats_port)
-        await server.start()
-        buses: list[Bus] = []
-        agents: list[ComputeAgent] = []
-        try:
-            bus = await Bus.connect(server.url, name="shoal-orchestrator")
-            buses.append(bus)
-            ready = _Ready()
-            async with (
-                _probes(metrics_port, metrics_host, buses, ready),
-                Orchestrator(bus, config) as orch,
-                _serving(orch, ready),
-            ):
-                ready.check = lambda: False  # until every agent below is registered
-                for i in range(computes):
-                    agent_bus = await Bus.connect(server.url, name=f"shoal-compute-node-{i}")
-                    buses.append(agent_bus)
-                    agent = ComputeAgent(
-                        agent_bus,
-                        AgentConfig(
-                            name=f"node-{i}",
-                            engines=tuple(e.strip() for e in engines.split(",") if e.strip()),
-                            allow_local_paths=tuple(AllowedPath.parse(a) for a in allow),
-                            heartbeat_interval=heartbeat_interval,
-                            state_dir=state_dir / "compute" / f"node-{i}",
-                        ),
-                    )
-                    await agent.start()
-                    agents.append(agent)
-                ready.check = lambda: all(a.registered for a in agents)
-                info(f"Shoal devstack is up: {computes} compute node(s).")
-                info(f"  NATS: {server.url}")
-                info(f"  export SHOAL_NATS_URL={server.url}")
-                info("  try:  shoal job run examples/hello-wasm.yaml")
-                info("Ctrl-C to stop.")
-                click.echo(server.url)
-                await _until_signalled()
-                info("stopping...")
-                for agent in agents:
-                    await agent.stop()
-        finally:
-            for b in buses:
-                await b.close()
-            await server.stop()
 
     with errors_to_exit():
         run(main())

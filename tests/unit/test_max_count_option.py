@@ -9,7 +9,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from cli import services
+from cli import devstack, services
 from orchestrator.service import OrchestratorConfig
 
 
@@ -25,12 +25,13 @@ def configs(monkeypatch: pytest.MonkeyPatch) -> list[OrchestratorConfig]:
     def run(main: Coroutine[Any, Any, None]) -> None:
         main.close()
 
-    monkeypatch.setattr(services, "OrchestratorConfig", config)
-    monkeypatch.setattr(services, "run", run)
+    for module in (services, devstack):
+        monkeypatch.setattr(module, "OrchestratorConfig", config)
+        monkeypatch.setattr(module, "run", run)
     return seen
 
 
-@pytest.mark.parametrize("command", [services.orchestrator, services.devstack])
+@pytest.mark.parametrize("command", [services.orchestrator, devstack.devstack])
 def test_flag_env_and_default(command: click.Command, configs: list[OrchestratorConfig]) -> None:
     runner = CliRunner()
     for args, env in (([], {}), (["--max-count", "7"], {}), ([], {"SHOAL_MAX_COUNT": "9"})):
