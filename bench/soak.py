@@ -151,6 +151,9 @@ async def soak(
                 if time.perf_counter() - t0 > max(300.0, size * 0.1):
                     raise RuntimeError(f"wave {wave}: jobs did not end in time")
             elapsed = time.perf_counter() - t0
+            # The last copies and history writes of the wave still run for a moment: list
+            # once the orchestrator is idle, not queued behind them.
+            await asyncio.sleep(1.0)
             rss = stack.orchestrator_usage().rss
             row = {
                 "jobs": (wave + 1) * size,

@@ -4,17 +4,16 @@ answers from the mirror."""
 from __future__ import annotations
 
 import asyncio
-import heapq
 import json
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import msgspec
 
-from orchestrator.answers import fitting, job_cursor, newest_first
+from orchestrator.answers import fitting, job_cursor
 from orchestrator.evals import enqueue
 from orchestrator.history import History
 from orchestrator.node_api import NodeApi
@@ -372,22 +371,21 @@ class Api:
     async def list_jobs(self, data: bytes, scope: str | None = None) -> wire.JobList:
         req = wire.decode(data, wire.ListRequest, what="list request")
         namespace = _namespace(scope, req.namespace)
-        jobs: Iterable[wire.JobRecord] = (
-            v.value
-            for v in self._mirror.jobs.values()
-            if (namespace is None or v.value.namespace == namespace)
-            and (not req.states or v.value.state in req.states)
-            and not v.value.state_message.startswith(PURGING)
-        )
-        if req.after:
-            after = job_cursor(req.after)
-            jobs = (j for j in jobs if newest_first(j) > after)
-        # The page and one more (is there a next page?), not a sort of every job: 18 ms
-        # rather than 80-100 ms over 100,000 jobs.
         limit = min(max(req.limit, 1), JOB_PAGE)
-        top = heapq.nsmallest(limit + 1, jobs, key=newest_first)
-        page = top[:limit]
-        more = len(top) > limit
+        page: list[wire.JobRecord] = []
+        more = False
+        # The mirror keeps the jobs in this order: the page is read from the cursor on.
+        for job in self._mirror.newest_jobs(job_cursor(req.after) if req.after else None):
+            if (
+                (namespace is not None and job.namespace != namespace)
+                or (req.states and job.state not in req.states)
+                or job.state_message.startswith(PURGING)
+            ):
+                continue
+            if len(page) == limit:
+                more = True
+                break
+            page.append(job)
         next_ = f"{page[-1].created_at!r}/{page[-1].id}" if more else ""
         return wire.JobList(jobs=[self.view(j) for j in page], next=next_)
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from bisect import bisect_left, bisect_right, insort
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from operator import attrgetter
 from typing import Generic, TypeVar
@@ -66,6 +67,10 @@ class StateMirror:
         self.seeking_nodes: set[str] = set()
         self.waiting_for_room: set[str] = set()
         self.by_name: dict[tuple[str, str], str] = {}  # (namespace, name) -> job id
+        # job.list's order, kept sorted as jobs are shown: (-created_at, id) of every job, so
+        # a page is read from its cursor on rather than every job sorted per request.
+        self._by_created: list[tuple[float, str]] = []
+        self._listed: dict[str, tuple[float, str]] = {}
         self.nodes: dict[str, Versioned[wire.NodeRecord]] = {}
         self.in_flight = InFlight(self)
         self._jobs_kv: KV | None = None
@@ -152,6 +157,13 @@ class StateMirror:
         """Hold `record` as the job at `revision` (0: not stored yet), in memory only."""
         self.jobs[record.id] = Versioned(record, revision)
         self.by_name[(record.namespace, record.name)] = record.id
+        key = (-record.created_at, record.id)
+        listed = self._listed.get(record.id)
+        if listed != key:
+            if listed is not None:
+                self._unlist(listed)
+            insort(self._by_created, key)
+            self._listed[record.id] = key
         # Jobs that may fit somewhere new when a node joins or capacity frees up: kept as
         # an index so that event costs O(jobs seeking nodes), not O(every job ever submitted). A
         # batch job waiting for room for some partitions while others run is `Running` with
@@ -169,12 +181,29 @@ class StateMirror:
     def drop_job(self, job_id: str) -> None:
         """Hold no record of the job, in memory only."""
         gone = self.jobs.pop(job_id, None)
+        listed = self._listed.pop(job_id, None)
+        if listed is not None:
+            self._unlist(listed)
         self.seeking_nodes.discard(job_id)
         self.waiting_for_room.discard(job_id)
         if gone is not None:
             key = (gone.value.namespace, gone.value.name)
             if self.by_name.get(key) == job_id:
                 self.by_name.pop(key, None)
+
+    def _unlist(self, key: tuple[float, str]) -> None:
+        at = bisect_left(self._by_created, key)
+        if at < len(self._by_created) and self._by_created[at] == key:
+            del self._by_created[at]
+
+    def newest_jobs(self, after: tuple[float, str] | None = None) -> Iterator[wire.JobRecord]:
+        """Every job, newest first (by creation of its version, then id); with `after`, those
+        after that (-created_at, id). Read it without awaiting in between."""
+        order = self._by_created
+        for at in range(bisect_right(order, after) if after else 0, len(order)):
+            shown = self.jobs.get(order[at][1])
+            if shown is not None:
+                yield shown.value
 
     def forget_executions(self, job_id: str) -> None:
         """Hold none of a (purged) job's executions, in memory only."""
