@@ -9,15 +9,12 @@ from shared import wire
 from shared.errors import InvalidSpec
 
 
-def newest_first(job: wire.JobRecord) -> tuple[float, str]:
-    return (-job.created_at, job.id)
-
-
 def job_cursor(after: str) -> tuple[float, str]:
-    """job.list's `After`: the `Next` of the page before (`<created at>/<job id>`)."""
+    """job.list's `After`: the `Next` of the page before (`<created at>/<job id>`), as the
+    (created_at, id) the next page's jobs sort below."""
     created, _, job_id = after.partition("/")
     try:
-        return (-float(created), job_id)
+        return (float(created), job_id)
     except ValueError:
         raise InvalidSpec(
             f"After {after!r} is not a job.list cursor: pass the Next of the page before"

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from bisect import bisect_left, bisect_right, insort
+from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -67,10 +67,16 @@ class StateMirror:
         self.seeking_nodes: set[str] = set()
         self.waiting_for_room: set[str] = set()
         self.by_name: dict[tuple[str, str], str] = {}  # (namespace, name) -> job id
-        # job.list's order, kept sorted as jobs are shown: (-created_at, id) of every job, so
-        # a page is read from its cursor on rather than every job sorted per request.
+        # job.list's order, kept as jobs are shown: (created_at, id) of every job, ascending (a
+        # new job goes at the end: no list of 100,000 moved per insert, nor on a restart that
+        # replays the jobs oldest first), read from the end; a page starts at its cursor rather
+        # than every job sorted per request.
+        # A job dropped or re-created leaves its old entry there (`_stale` of them), skipped
+        # when read and swept out once they are half the list: a purge of the oldest jobs
+        # would otherwise move the whole list for each.
         self._by_created: list[tuple[float, str]] = []
         self._listed: dict[str, tuple[float, str]] = {}
+        self._stale = 0
         self.nodes: dict[str, Versioned[wire.NodeRecord]] = {}
         self.in_flight = InFlight(self)
         self._jobs_kv: KV | None = None
@@ -157,13 +163,18 @@ class StateMirror:
         """Hold `record` as the job at `revision` (0: not stored yet), in memory only."""
         self.jobs[record.id] = Versioned(record, revision)
         self.by_name[(record.namespace, record.name)] = record.id
-        key = (-record.created_at, record.id)
+        key = (record.created_at, record.id)
         listed = self._listed.get(record.id)
         if listed != key:
-            if listed is not None:
-                self._unlist(listed)
-            insort(self._by_created, key)
             self._listed[record.id] = key
+            if listed is not None:
+                self._unlist()
+            order = self._by_created
+            at = bisect_left(order, key)
+            if at < len(order) and order[at] == key:  # its own stale entry: listed again
+                self._stale -= 1
+            else:
+                order.insert(at, key)
         # Jobs that may fit somewhere new when a node joins or capacity frees up: kept as
         # an index so that event costs O(jobs seeking nodes), not O(every job ever submitted). A
         # batch job waiting for room for some partitions while others run is `Running` with
@@ -181,9 +192,8 @@ class StateMirror:
     def drop_job(self, job_id: str) -> None:
         """Hold no record of the job, in memory only."""
         gone = self.jobs.pop(job_id, None)
-        listed = self._listed.pop(job_id, None)
-        if listed is not None:
-            self._unlist(listed)
+        if self._listed.pop(job_id, None) is not None:
+            self._unlist()
         self.seeking_nodes.discard(job_id)
         self.waiting_for_room.discard(job_id)
         if gone is not None:
@@ -191,18 +201,22 @@ class StateMirror:
             if self.by_name.get(key) == job_id:
                 self.by_name.pop(key, None)
 
-    def _unlist(self, key: tuple[float, str]) -> None:
-        at = bisect_left(self._by_created, key)
-        if at < len(self._by_created) and self._by_created[at] == key:
-            del self._by_created[at]
+    def _unlist(self) -> None:
+        self._stale += 1
+        if self._stale > 1000 and self._stale * 2 > len(self._by_created):
+            listed = self._listed
+            self._by_created = [k for k in self._by_created if listed.get(k[1]) == k]
+            self._stale = 0
 
-    def newest_jobs(self, after: tuple[float, str] | None = None) -> Iterator[wire.JobRecord]:
-        """Every job, newest first (by creation of its version, then id); with `after`, those
-        after that (-created_at, id). Read it without awaiting in between."""
-        order = self._by_created
-        for at in range(bisect_right(order, after) if after else 0, len(order)):
-            shown = self.jobs.get(order[at][1])
-            if shown is not None:
+    def newest_jobs(self, before: tuple[float, str] | None = None) -> Iterator[wire.JobRecord]:
+        """Every job, newest first (by its version's creation, then id, descending); with
+        `before`, only those that sort below that (created_at, id). Read it without awaiting
+        in between."""
+        order, listed = self._by_created, self._listed
+        for at in range(bisect_left(order, before) if before else len(order), 0, -1):
+            key = order[at - 1]
+            shown = self.jobs.get(key[1])
+            if shown is not None and listed.get(key[1]) == key:
                 yield shown.value
 
     def forget_executions(self, job_id: str) -> None:
