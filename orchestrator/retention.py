@@ -108,6 +108,7 @@ class Retention:
         self._jobs: KV | None = None
         self._markers: list[tuple[float, str, str]] = []  # (due, stream, subject)
         self._running: dict[str, asyncio.Future[wire.JobRecord | None]] = {}
+        self.next_due = float("inf")
 
     async def _kv(self) -> tuple[KV, KV]:
         if self._execs is None or self._jobs is None:
@@ -208,18 +209,18 @@ class Retention:
         """Jobs to purge now, marked ones first, at most a batch."""
         marked: list[str] = []
         expired: list[tuple[float, str]] = []
+        self.next_due = float("inf")  # when the first job not yet due will be
         for v in list(self._mirror.jobs.values()):
             job = v.value
             if job.state not in wire.TERMINAL_JOB_STATES or v.revision == 0:
                 continue
             if is_purging(job):
                 marked.append(job.id)
-            elif (
-                self.retention > 0
-                and job.type not in KEPT_TYPES
-                and job.updated_at + self.retention <= now
-            ):
-                expired.append((job.updated_at, job.id))
+            elif self.retention > 0 and job.type not in KEPT_TYPES:
+                if job.updated_at + self.retention <= now:
+                    expired.append((job.updated_at, job.id))
+                else:
+                    self.next_due = min(self.next_due, job.updated_at + self.retention)
         expired.sort()
         return (marked + [j for _, j in expired])[: self.batch]
 
@@ -258,7 +259,10 @@ class Retention:
                 log.warning("retention sweep: %s", exc)
                 purged = 0
             if purged < self.batch:  # a full batch: more are due, go on at once
-                await asyncio.sleep(self.sweep_every())
+                # Until the next job is due (jobs that end meanwhile are due later still),
+                # at most a sweep period.
+                wait = min(self.sweep_every(), max(self.next_due - time.time(), 0.0))
+                await asyncio.sleep(max(wait, 0.1))
             else:
                 await asyncio.sleep(0)
 
