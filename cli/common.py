@@ -84,6 +84,18 @@ def with_client(ctx: click.Context, action: Callable[[ShoalClient], Awaitable[T]
     raise AssertionError("unreachable")
 
 
+def size(ctx: click.Context, param: click.Parameter, value: str | int) -> int:
+    """A click callback for a size option (`1Gi`, `512Mi`, `1000000`): bytes."""
+    if isinstance(value, int):
+        return value
+    from shared.units import parse_size
+
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+
+
 def duration(ctx: click.Context, param: click.Parameter, value: str | float) -> float:
     """A click callback for a duration option: seconds, or a Go duration (`24h`, `90m`,
     `1h30m`, `45s`); the value in seconds."""

@@ -56,6 +56,9 @@ def devstack(
     manual_approval: bool,
     node_gc_after: float,
     max_count: int,
+    job_retention: float,
+    logs_max_bytes: int,
+    results_max_bytes: int,
     metrics_port: int,
     metrics_host: str,
     verbose: bool,
@@ -68,6 +71,9 @@ def devstack(
         manual_approval=manual_approval,
         node_gc_after=node_gc_after,
         max_count=max_count,
+        job_retention=job_retention,
+        logs_max_bytes=logs_max_bytes or None,
+        results_max_bytes=results_max_bytes or None,
         secrets_key=state_dir / "secrets.key",  # made on the first start, kept across restarts
     )
 

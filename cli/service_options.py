@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import click
 
-from cli.common import duration
+from cli.common import duration, size
 from cli.output import info
 from orchestrator import metrics as orchestrator_metrics
 from orchestrator.api import MAX_COUNT
@@ -73,6 +73,36 @@ orchestrator_options = [
         show_default=True,
         envvar="SHOAL_MAX_COUNT",
         help="Refuse jobs whose Count (partitions or replicas) is above this, at submit.",
+    ),
+    click.option(
+        "--job-retention",
+        default="168h",
+        show_default=True,
+        callback=duration,
+        metavar="DURATION",
+        envvar="SHOAL_JOB_RETENTION",
+        help="Purge a job that ended (Completed, Failed, Stopped; never a daemon or service job) "
+        "with its executions, versions, history, logs and results this long after it ended "
+        "(168h, 30m; 0: keep everything).",
+    ),
+    click.option(
+        "--logs-max-bytes",
+        default="1Gi",
+        show_default=True,
+        callback=size,
+        metavar="SIZE",
+        envvar="SHOAL_LOGS_MAX_BYTES",
+        help="Size limit of the SHOAL_LOGS stream; past it the oldest lines go first (0: none).",
+    ),
+    click.option(
+        "--results-max-bytes",
+        default="1Gi",
+        show_default=True,
+        callback=size,
+        metavar="SIZE",
+        envvar="SHOAL_RESULTS_MAX_BYTES",
+        help="Size limit of each namespace's results object store; past it the oldest archives "
+        "go first (0: none).",
     ),
 ]
 

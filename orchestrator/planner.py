@@ -449,6 +449,8 @@ class Planner:
         if state == known.state:
             return
         ended = state in wire.TERMINAL_JOB_STATES
+        if ended:  # parsed again if it is ever evaluated again
+            self._specs.pop((job.id, job.version), None)
         if known.state in ("Pending", "Queued") and (state == "Running" or self._ran(job.id)):
             metrics.started(record, now)
         if ended:

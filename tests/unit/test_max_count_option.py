@@ -1,4 +1,4 @@
-"""`--max-count` and SHOAL_MAX_COUNT reach OrchestratorConfig.max_count on both commands."""
+"""`--max-count`, `--job-retention` and the storage limits reach OrchestratorConfig."""
 
 from __future__ import annotations
 
@@ -41,3 +41,24 @@ def test_flag_env_and_default(command: click.Command, configs: list[Orchestrator
     refused = runner.invoke(command, ["--max-count", "0"])
     assert refused.exit_code == 2, refused.output
     assert "--max-count" in refused.output
+
+
+@pytest.mark.parametrize("command", [services.orchestrator, devstack.devstack])
+def test_retention_and_storage_limits_reach_the_config(
+    command: click.Command, configs: list[OrchestratorConfig]
+) -> None:
+    runner = CliRunner()
+    done = runner.invoke(command, [])
+    assert done.exit_code == 0, done.output
+    args = ["--job-retention", "30m", "--logs-max-bytes", "10Mi", "--results-max-bytes", "0"]
+    done = runner.invoke(command, args)
+    assert done.exit_code == 0, done.output
+    default, given = configs
+    assert (default.job_retention, default.logs_max_bytes) == (7 * 24 * 3600.0, 1 << 30)
+    assert (given.job_retention, given.logs_max_bytes, given.results_max_bytes) == (
+        1800.0,
+        10 << 20,
+        None,  # 0: no limit
+    )
+    refused = runner.invoke(command, ["--logs-max-bytes", "lots"])
+    assert refused.exit_code == 2 and "--logs-max-bytes" in refused.output
