@@ -60,6 +60,7 @@ API_VERBS = (
     "job.history",
     "job.versions",
     "job.rerun",
+    "job.purge",
     "node.list",
     "node.describe",
     "node.approve",
