@@ -16,8 +16,11 @@ import msgspec
 from orchestrator.answers import fitting, job_cursor
 from orchestrator.evals import enqueue
 from orchestrator.history import History
+from orchestrator.job_ids import canonical, chosen_id, current_version, named_job_id, resubmitted
+from orchestrator.namespaces import in_scope, request_namespace
 from orchestrator.node_api import NodeApi
 from orchestrator.registry import NodeRegistry
+from orchestrator.replies import error_reply
 from orchestrator.retention import PURGING
 from orchestrator.secrets import refuse_missing_secrets
 from orchestrator.state import StateMirror
@@ -120,16 +123,8 @@ class Api:
         try:
             result = await self._handle(msg.subject, msg.data)
             reply = wire.ApiReply(ok=True, data=msgspec.Raw(fitting(result, self._bus.max_payload)))
-        except InvalidSpec as exc:
-            error = wire.ApiError(
-                code=exc.code,
-                message=str(exc),
-                problems=[str(p) for p in exc.problems],
-                details=[wire.ApiProblem(path=p.path, message=p.message) for p in exc.problems],
-            )
-            reply = wire.ApiReply(ok=False, error=error)
         except ShoalError as exc:
-            reply = wire.ApiReply(ok=False, error=wire.ApiError(code=exc.code, message=str(exc)))
+            reply = error_reply(exc)
         except Exception as exc:  # a bug must still answer, never leave the caller hanging
             log.exception("API %s crashed", verb)
             reply = wire.ApiReply(
@@ -167,7 +162,7 @@ class Api:
             spec = load_spec(req.spec_text, req.variables)
         else:
             raise InvalidSpec("a submit request needs Spec (a JSON object) or SpecText (YAML)")
-        spec = _in_scope(spec, scope)
+        spec = in_scope(spec, scope)
         self._within_limits(spec)  # before anything is stored, for a new job or a new version
         # Every secret its Env refers to (`secret:<name>`) must exist in its namespace.
         await refuse_missing_secrets(self._bus, spec, spec.namespace)
@@ -176,7 +171,7 @@ class Api:
         if spec.name:
             job_id = named_job_id(spec.namespace, spec.name)
         else:
-            job_id = _chosen_id(req.job_id) if req.job_id else f"j-{uuid.uuid4()}"
+            job_id = chosen_id(req.job_id) if req.job_id else f"j-{uuid.uuid4()}"
         # The same job submitted again while its first submit is being stored: answer from
         # what that submit stored, not from the job shown meanwhile.
         await self._mirror.in_flight.wait_job_create(job_id)
@@ -185,14 +180,14 @@ class Api:
         if existing is not None:
             return await self._new_version(existing, spec, req.force, now)
         if req.job_id and (known := self._mirror.job(job_id)) is not None:
-            return _resubmitted(known, spec)
+            return resubmitted(known, spec)
         spec = spec.model_copy(update={"id": job_id, "name": spec.name or job_id})
         record = wire.JobRecord(
             id=job_id,
             name=spec.name,
             namespace=spec.namespace,
             type=spec.type,
-            spec=msgspec.Raw(_canonical(spec)),
+            spec=msgspec.Raw(canonical(spec)),
             priority=spec.priority,
             created_at=now,
             updated_at=now,
@@ -213,7 +208,7 @@ class Api:
             if taken is None:
                 raise
             if not spec.name:
-                return _resubmitted(taken, spec)
+                return resubmitted(taken, spec)
             return await self._new_version(taken, spec, req.force, now)
         if not early:
             await self._schedule(record, spec, "submitted")
@@ -245,7 +240,7 @@ class Api:
         self, job: wire.JobRecord, spec: JobSpec, force: bool, now: float
     ) -> wire.SubmitReply:
         spec = spec.model_copy(update={"id": job.id})
-        encoded = _canonical(spec)
+        encoded = canonical(spec)
         if bytes(job.spec) == encoded and not force:
             return wire.SubmitReply(
                 job_id=job.id,
@@ -281,11 +276,11 @@ class Api:
         return wire.SubmitReply(job_id=job.id, version=record.version)
 
     async def _keep_version(self, job: wire.JobRecord) -> None:
-        await self._versions.put(f"{job.id}.{job.version}", wire.encode(_current_version(job)))
+        await self._versions.put(f"{job.id}.{job.version}", wire.encode(current_version(job)))
 
     async def _version(self, job: wire.JobRecord, number: int) -> wire.JobVersion:
         if number == job.version:
-            return _current_version(job)
+            return current_version(job)
         entry = await self._versions.get(f"{job.id}.{number}")
         if entry is None or entry.value is None:
             raise NotFound(f"job {job.id} has no version {number} (it has 1..{job.version})")
@@ -293,7 +288,7 @@ class Api:
 
     async def versions(self, data: bytes, scope: str | None = None) -> wire.VersionList:
         ref = wire.decode(data, wire.JobRef, what="versions request")
-        job = self.resolve(ref.job_id, _namespace(scope, ref.namespace))
+        job = self.resolve(ref.job_id, request_namespace(scope, ref.namespace))
         found = []
         for number in range(1, job.version + 1):
             try:
@@ -305,7 +300,7 @@ class Api:
     async def rerun(self, data: bytes, scope: str | None = None) -> wire.SubmitReply:
         """Run the current spec again as a new version."""
         ref = wire.decode(data, wire.JobRef, what="rerun request")
-        job = self.resolve(ref.job_id, _namespace(scope, ref.namespace))
+        job = self.resolve(ref.job_id, request_namespace(scope, ref.namespace))
         spec = spec_from_canonical(bytes(job.spec))
         self._within_limits(spec)  # a spec stored before the limit was lowered
         await refuse_missing_secrets(self._bus, spec, job.namespace)  # deleted since
@@ -361,7 +356,7 @@ class Api:
 
     async def describe(self, data: bytes, scope: str | None = None) -> wire.JobView:
         ref = wire.decode(data, wire.JobRef, what="describe request")
-        job = self.resolve(ref.job_id, _namespace(scope, ref.namespace))
+        job = self.resolve(ref.job_id, request_namespace(scope, ref.namespace))
         if ref.version and ref.version != job.version:
             old = await self._version(job, ref.version)
             then = msgspec.structs.replace(job, version=ref.version, spec=old.spec)
@@ -370,7 +365,7 @@ class Api:
 
     async def list_jobs(self, data: bytes, scope: str | None = None) -> wire.JobList:
         req = wire.decode(data, wire.ListRequest, what="list request")
-        namespace = _namespace(scope, req.namespace)
+        namespace = request_namespace(scope, req.namespace)
         limit = min(max(req.limit, 1), JOB_PAGE)
         page: list[wire.JobRecord] = []
         more = False
@@ -391,7 +386,7 @@ class Api:
 
     async def stop(self, data: bytes, scope: str | None = None) -> wire.JobView:
         req = wire.decode(data, wire.StopRequest, what="stop request")
-        namespace = _namespace(scope, "")
+        namespace = request_namespace(scope, "")
 
         async def store() -> tuple[wire.JobRecord, wire.JobRecord | None]:
             job = self.resolve(req.job_id, namespace)
@@ -414,7 +409,7 @@ class Api:
         """Remove a job that has ended and everything of it (orchestrator/retention.py); the
         job as it was. Conflict for a job that has not ended."""
         ref = wire.decode(data, wire.JobRef, what="purge request")
-        job = self.resolve(ref.job_id, _namespace(scope, ref.namespace), purging=True)
+        job = self.resolve(ref.job_id, request_namespace(scope, ref.namespace), purging=True)
         if job.state not in wire.TERMINAL_JOB_STATES:
             raise Conflict(
                 f"job {job.id} is {job.state}: only a job that has ended (Completed, Failed, "
@@ -428,7 +423,7 @@ class Api:
 
     async def executions(self, data: bytes, scope: str | None = None) -> wire.ExecutionList:
         req = wire.decode(data, wire.ExecutionsRequest, what="executions request")
-        job = self.resolve(req.job_id, _namespace(scope, req.namespace))
+        job = self.resolve(req.job_id, request_namespace(scope, req.namespace))
         every = self._mirror.executions_of(job.id)
         start = max(req.offset, 0)
         page = every[start : start + min(max(req.limit, 1), VIEW_EXECUTIONS)]
@@ -438,7 +433,7 @@ class Api:
         """A page of the job's events: at most `Limit`, and no more than half a NATS message
         (a daemon on 10,000 nodes has tens of thousands, and a final event carries a view)."""
         req = wire.decode(data, wire.HistoryRequest, what="history request")
-        job = self.resolve(req.job_id, _namespace(scope, req.namespace))
+        job = self.resolve(req.job_id, request_namespace(scope, req.namespace))
         events: list[wire.JobEvent] = []
         room, limit = self._bus.max_payload // 2, max(req.limit, 1)
         stream, subject = subjects.EVENTS_STREAM, subjects.events(job.namespace, job.id)
@@ -455,74 +450,3 @@ class Api:
             if len(events) >= limit:
                 return wire.History(events=events, next=sequence if pending else 0)
         return wire.History(events=events)
-
-
-def _namespace(scope: str | None, asked: str) -> str | None:
-    """The namespace a request may see: its subject's; on the cluster subject, the one its
-    body names, or every namespace (None)."""
-    if scope is None:
-        return asked or None
-    if asked and asked != scope:
-        raise InvalidSpec(
-            [
-                Problem(
-                    "Namespace", f"asks about namespace {asked!r} on namespace {scope!r}'s subject"
-                )
-            ]
-        )
-    return scope
-
-
-def _in_scope(spec: JobSpec, scope: str | None) -> JobSpec:
-    """The spec in the namespace of the subject it was submitted on. A spec naming another
-    namespace is refused: its user may not be allowed there."""
-    if scope is None or spec.namespace == scope:
-        return spec
-    if "namespace" in spec.model_fields_set:
-        raise InvalidSpec(
-            [
-                Problem(
-                    "Namespace",
-                    f"Namespace {spec.namespace!r} is not {scope!r}, the namespace this submit "
-                    f"was sent to; submit it with --namespace {spec.namespace} (if you may), "
-                    "or leave Namespace out",
-                )
-            ]
-        )
-    return spec.model_copy(update={"namespace": scope})
-
-
-def _current_version(job: wire.JobRecord) -> wire.JobVersion:
-    return wire.JobVersion(
-        job_id=job.id, version=job.version, spec=job.spec, submitted_at=job.created_at
-    )
-
-
-def _chosen_id(job_id: str) -> str:
-    try:
-        chosen = uuid.UUID(job_id.removeprefix("j-"))
-    except ValueError:
-        raise InvalidSpec(f"JobID {job_id!r} is not j-<uuid>") from None
-    if chosen.version == 5:  # what named jobs' ids are made of (named_job_id)
-        raise InvalidSpec(f"JobID {job_id!r} is a version-5 UUID, which is kept for named jobs")
-    return f"j-{chosen}"
-
-
-def _resubmitted(job: wire.JobRecord, spec: JobSpec) -> wire.SubmitReply:
-    """A submit naming the id of a job that exists: the same request again is answered as the
-    first was; a different spec under a taken id is refused."""
-    same = spec.model_copy(update={"id": job.id, "name": job.id})
-    if job.namespace != spec.namespace or bytes(job.spec) != _canonical(same):
-        raise Conflict(f"JobID {job.id} is already used by another job")
-    return wire.SubmitReply(
-        job_id=job.id, version=1, changed=False, warnings=["already submitted with this JobID"]
-    )
-
-
-def _canonical(spec: JobSpec) -> bytes:
-    return json.dumps(spec.dump()).encode()
-
-
-def named_job_id(namespace: str, name: str) -> str:
-    """The id of the job called `name` in `namespace`: the same on every orchestrator."""
-    return f"j-{uuid.uuid5(uuid.NAMESPACE_URL, f'shoal:{namespace}/{name}')}"
