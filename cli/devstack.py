@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -11,7 +12,7 @@ from cli.output import errors_to_exit, info
 from cli.service_options import (
     Ready,
     metrics_options,
-    orchestrator_options,
+    orchestrator_settings,
     probes,
     serving,
     setup_logging,
@@ -42,7 +43,7 @@ from shared.natsserver import EmbeddedNats
 )
 @click.option("--engines", default="wasm,noop,docker", show_default=True)
 @click.option("--allow-local-path", "allow", multiple=True, metavar="DIR[:rw]")
-@with_options(orchestrator_options)
+@orchestrator_settings
 @with_options(metrics_options)
 @click.option("-v", "--verbose", is_flag=True)
 def devstack(
@@ -51,14 +52,7 @@ def devstack(
     state_dir: Path,
     engines: str,
     allow: tuple[str, ...],
-    heartbeat_interval: float,
-    disconnect_timeout: float,
-    manual_approval: bool,
-    node_gc_after: float,
-    max_count: int,
-    job_retention: float,
-    logs_max_bytes: int,
-    results_max_bytes: int,
+    settings: dict[str, Any],
     metrics_port: int,
     metrics_host: str,
     verbose: bool,
@@ -66,14 +60,7 @@ def devstack(
     """NATS (embedded) + an orchestrator + N compute agents in one process."""
     setup_logging(verbose)
     config = OrchestratorConfig(
-        heartbeat_interval=heartbeat_interval,
-        disconnect_timeout=disconnect_timeout,
-        manual_approval=manual_approval,
-        node_gc_after=node_gc_after,
-        max_count=max_count,
-        job_retention=job_retention,
-        logs_max_bytes=logs_max_bytes or None,
-        results_max_bytes=results_max_bytes or None,
+        **settings,
         secrets_key=state_dir / "secrets.key",  # made on the first start, kept across restarts
     )
 
@@ -101,7 +88,7 @@ def devstack(
                             name=f"node-{i}",
                             engines=tuple(e.strip() for e in engines.split(",") if e.strip()),
                             allow_local_paths=tuple(AllowedPath.parse(a) for a in allow),
-                            heartbeat_interval=heartbeat_interval,
+                            heartbeat_interval=settings["heartbeat_interval"],
                             state_dir=state_dir / "compute" / f"node-{i}",
                         ),
                     )

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import click
 
@@ -171,3 +172,30 @@ def with_options(options: list[Callable[[F], F]]) -> Callable[[F], F]:
         return f
 
     return apply
+
+
+# The orchestrator options (`orchestrator_options`) by their OrchestratorConfig field names.
+_SETTINGS = (
+    "heartbeat_interval",
+    "disconnect_timeout",
+    "manual_approval",
+    "node_gc_after",
+    "max_count",
+    "job_retention",
+    "logs_max_bytes",
+    "results_max_bytes",
+)
+
+
+def orchestrator_settings(f: F) -> F:
+    """The orchestrator options on a command, handed to it as one `settings` mapping of
+    OrchestratorConfig fields (a size limit of 0: none)."""
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        settings = {name: kwargs.pop(name) for name in _SETTINGS}
+        for name in ("logs_max_bytes", "results_max_bytes"):
+            settings[name] = settings[name] or None
+        return f(*args, settings=settings, **kwargs)
+
+    return with_options(orchestrator_options)(cast(F, wrapper))

@@ -15,7 +15,7 @@ from cli.output import errors_to_exit, info
 from cli.service_options import (
     Ready,
     metrics_options,
-    orchestrator_options,
+    orchestrator_settings,
     probes,
     serving,
     setup_logging,
@@ -53,7 +53,7 @@ def _labels(pairs: tuple[str, ...]) -> dict[str, str]:
 
 
 @click.command()
-@with_options(orchestrator_options)
+@orchestrator_settings
 @click.option(
     "--replicas",
     type=click.IntRange(1, 5),
@@ -85,14 +85,7 @@ def _labels(pairs: tuple[str, ...]) -> dict[str, str]:
 @click.pass_context
 def orchestrator(
     ctx: click.Context,
-    heartbeat_interval: float,
-    disconnect_timeout: float,
-    manual_approval: bool,
-    node_gc_after: float,
-    max_count: int,
-    job_retention: float,
-    logs_max_bytes: int,
-    results_max_bytes: int,
+    settings: dict[str, Any],
     replicas: int,
     orchestrator_name: str,
     secrets_key: Path | None,
@@ -106,14 +99,7 @@ def orchestrator(
     url, creds = connection(ctx)
     ca = tls_ca(ctx)
     config = OrchestratorConfig(
-        heartbeat_interval=heartbeat_interval,
-        disconnect_timeout=disconnect_timeout,
-        manual_approval=manual_approval,
-        node_gc_after=node_gc_after,
-        max_count=max_count,
-        job_retention=job_retention,
-        logs_max_bytes=logs_max_bytes or None,
-        results_max_bytes=results_max_bytes or None,
+        **settings,
         name=orchestrator_name,
         secrets_key=secrets_key,
     )
