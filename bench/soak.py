@@ -201,7 +201,9 @@ async def soak(
 
         await _until(empty, max(600.0, total * 0.05), every=0.5)
         emptied = time.time()
-        await asyncio.sleep(2.0)
+        # One sweep period on: the sweep that finds nothing more to purge gives the freed
+        # memory back (orchestrator/retention.py), a retention / 4 after the last purge.
+        await asyncio.sleep(min(retention / 4, 60.0) + 2.0)
         after = stack.orchestrator_usage().rss
         out["retention"] = {
             "empty_after_last_end_s": round(emptied - last_end, 1),

@@ -25,6 +25,7 @@ from shared import results, subjects, wire
 from shared.bus import KV, Bus
 from shared.cas import retry_cas
 from shared.errors import Conflict, NotFound, ShoalError
+from shared.memory import give_back
 
 log = logging.getLogger(__name__)
 
@@ -252,12 +253,20 @@ class Retention:
         return min(max(self.retention / 4, 0.2), 60.0)
 
     async def sweep_forever(self) -> None:
+        unreturned = 0  # jobs purged since freed memory was last given back
         while True:
             try:
                 purged = await self.sweep_once()
             except ShoalError as exc:
                 log.warning("retention sweep: %s", exc)
                 purged = 0
+            unreturned += purged
+            if not purged and unreturned:
+                # A sweep after the last purges: the mirror has dropped their records by now.
+                # Without this the orchestrator kept its peak size for good after a purge
+                # (the heap is reused, never returned).
+                give_back()
+                unreturned = 0
             if purged < self.batch:  # a full batch: more are due, go on at once
                 # Until the next job is due (jobs that end meanwhile are due later still),
                 # at most a sweep period.
