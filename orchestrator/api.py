@@ -4,6 +4,7 @@ answers from the mirror."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import time
@@ -29,7 +30,7 @@ from shared.bus import Bus, Message, Subscription
 from shared.cas import retry_cas
 from shared.errors import Conflict, InvalidSpec, NotFound, Problem, ShoalError
 from shared.spec import JobSpec, load_spec, spec_from_canonical, spec_from_data
-from shared.views import VIEW_EXECUTIONS, execution_view, job_view
+from shared.views import VIEW_EXECUTIONS, execution_view, job_view, listed_view
 
 log = logging.getLogger(__name__)
 # job.list answers at most this many jobs a page (each view is at least a few hundred bytes, and
@@ -179,8 +180,8 @@ class Api:
         existing = self._by_name(spec.namespace, spec.name) if spec.name else None
         if existing is not None:
             return await self._new_version(existing, spec, req.force, now)
-        if req.job_id and (known := self._mirror.job(job_id)) is not None:
-            return resubmitted(known, spec)
+        if req.job_id and (known := self._mirror.held(job_id)) is not None:
+            return resubmitted(await self._mirror.stored_job(known.value), spec)
         spec = spec.model_copy(update={"id": job_id, "name": spec.name or job_id})
         record = wire.JobRecord(
             id=job_id,
@@ -234,11 +235,13 @@ class Api:
 
     def _by_name(self, namespace: str, name: str) -> wire.JobRecord | None:
         job_id = self._mirror.by_name.get((namespace, name))
-        return self._mirror.job(job_id) if job_id else None
+        held = self._mirror.held(job_id) if job_id else None
+        return held.value if held else None
 
     async def _new_version(
         self, job: wire.JobRecord, spec: JobSpec, force: bool, now: float
     ) -> wire.SubmitReply:
+        job = await self._mirror.stored_job(job)
         spec = spec.model_copy(update={"id": job.id})
         encoded = canonical(spec)
         if bytes(job.spec) == encoded and not force:
@@ -266,6 +269,7 @@ class Api:
             created_at=now,
             updated_at=now,
             queued_since=0.0,
+            settled=None,
         )
         await self._keep_version(job)  # before it is replaced (a lost CAS leaves a harmless copy)
         await self._mirror.update_job(record)
@@ -289,6 +293,7 @@ class Api:
     async def versions(self, data: bytes, scope: str | None = None) -> wire.VersionList:
         ref = wire.decode(data, wire.JobRef, what="versions request")
         job = self.resolve(ref.job_id, request_namespace(scope, ref.namespace))
+        job = await self._mirror.stored_job(job)
         found = []
         for number in range(1, job.version + 1):
             try:
@@ -301,6 +306,7 @@ class Api:
         """Run the current spec again as a new version."""
         ref = wire.decode(data, wire.JobRef, what="rerun request")
         job = self.resolve(ref.job_id, request_namespace(scope, ref.namespace))
+        job = await self._mirror.stored_job(job)
         spec = spec_from_canonical(bytes(job.spec))
         self._within_limits(spec)  # a spec stored before the limit was lowered
         await refuse_missing_secrets(self._bus, spec, job.namespace)  # deleted since
@@ -327,7 +333,8 @@ class Api:
         """A job by id, unique id prefix, or name; with `namespace`, only that namespace's
         (a job of another is not found, as if it did not exist). A job being purged is not
         found unless `purging`."""
-        job = self._mirror.job(ref)
+        held = self._mirror.held(ref)
+        job = held.value if held else None
         if (
             job is not None
             and namespace in (None, job.namespace)
@@ -336,7 +343,7 @@ class Api:
             return job
         jobs = [
             v.value
-            for v in self._mirror.jobs.values()
+            for v in itertools.chain(self._mirror.jobs.values(), self._mirror.settled.values())
             if (namespace is None or v.value.namespace == namespace)
             and (purging or not v.value.state_message.startswith(PURGING))
         ]
@@ -352,16 +359,21 @@ class Api:
         return matches[0]
 
     def view(self, job: wire.JobRecord, *, with_spec: bool = False) -> wire.JobView:
+        """The job as the mirror holds it: a settled job's without its executions listed."""
+        if job.id in self._mirror.settled:
+            return listed_view(job, [])
         return job_view(job, self._mirror.executions_of(job.id), with_spec=with_spec)
 
     async def describe(self, data: bytes, scope: str | None = None) -> wire.JobView:
         ref = wire.decode(data, wire.JobRef, what="describe request")
         job = self.resolve(ref.job_id, request_namespace(scope, ref.namespace))
+        executions = await self._mirror.stored_executions(job)
+        job = await self._mirror.stored_job(job)
         if ref.version and ref.version != job.version:
             old = await self._version(job, ref.version)
             then = msgspec.structs.replace(job, version=ref.version, spec=old.spec)
-            return job_view(then, self._mirror.executions_of(job.id), with_spec=True)
-        return self.view(job, with_spec=True)
+            return job_view(then, executions, with_spec=True)
+        return job_view(job, executions, with_spec=True)
 
     async def list_jobs(self, data: bytes, scope: str | None = None) -> wire.JobList:
         req = wire.decode(data, wire.ListRequest, what="list request")
@@ -382,7 +394,9 @@ class Api:
                 break
             page.append(job)
         next_ = f"{page[-1].created_at!r}/{page[-1].id}" if more else ""
-        return wire.JobList(jobs=[self.view(j) for j in page], next=next_)
+        executions_of = self._mirror.executions_of
+        views = [listed_view(j, executions_of(j.id)) for j in page]
+        return wire.JobList(jobs=views, next=next_)
 
     async def stop(self, data: bytes, scope: str | None = None) -> wire.JobView:
         req = wire.decode(data, wire.StopRequest, what="stop request")
@@ -424,7 +438,7 @@ class Api:
     async def executions(self, data: bytes, scope: str | None = None) -> wire.ExecutionList:
         req = wire.decode(data, wire.ExecutionsRequest, what="executions request")
         job = self.resolve(req.job_id, request_namespace(scope, req.namespace))
-        every = self._mirror.executions_of(job.id)
+        every = await self._mirror.stored_executions(job)
         start = max(req.offset, 0)
         page = every[start : start + min(max(req.limit, 1), VIEW_EXECUTIONS)]
         return wire.ExecutionList(executions=[execution_view(e) for e in page], total=len(every))

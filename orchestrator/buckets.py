@@ -34,8 +34,13 @@ class KV(Protocol):
         """Delete the key; with `revision`, only if it is still at that revision."""
         ...
 
-    def watch(self, pattern: str = ">") -> AsyncIterator[Entry | None]:
-        """Current values, then None (caught up), then every change, forever."""
+    def watch(self, pattern: str = ">", *, since: int = 0) -> AsyncIterator[Entry | None]:
+        """Current values, then None (caught up), then every change, forever. With `since`,
+        every write from that revision on instead of the current values."""
+        ...
+
+    async def last_revision(self) -> int:
+        """The revision of the bucket's newest write (0: none yet)."""
         ...
 
 

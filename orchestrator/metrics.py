@@ -8,6 +8,7 @@ execution or node id.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Iterator
@@ -140,7 +141,10 @@ class Observed:
     def of(cls, orchestrator: Orchestrator) -> Observed:
         mirror = orchestrator.mirror
         return cls(
-            jobs=lambda: [(v.value.state, v.value.type) for v in list(mirror.jobs.values())],
+            jobs=lambda: [
+                (v.value.state, v.value.type)
+                for v in itertools.chain(list(mirror.jobs.values()), list(mirror.settled.values()))
+            ],
             nodes=lambda: [
                 (v.value.connection, v.value.approval) for v in list(mirror.nodes.values())
             ],

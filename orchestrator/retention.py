@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -33,7 +34,7 @@ PURGING = "purging: "  # how a marked job's state message starts
 # Job types retention never sweeps (they run until stopped; `job purge` of one that has
 # ended is the user's call).
 KEPT_TYPES = frozenset({"daemon", "service"})
-_MARKER_GRACE = 5.0  # seconds a delete marker stays for the mirrors' watches to apply it
+_MARKER_GRACE = 1.0  # seconds a delete marker stays for the mirrors' watches to apply it
 
 
 def is_purging(job: wire.JobRecord) -> bool:
@@ -138,9 +139,10 @@ class Retention:
         return job
 
     async def _mark(self, job_id: str) -> wire.JobRecord | None:
-        job = self._mirror.job(job_id)
-        if job is None:
+        held = self._mirror.held(job_id)
+        if held is None:
             return None
+        job = held.value
         if job.state not in wire.TERMINAL_JOB_STATES:
             raise Conflict(
                 f"job {job_id} is {job.state}: only a job that has ended (Completed, Failed, "
@@ -148,6 +150,7 @@ class Retention:
             )
         if is_purging(job):
             return job
+        job = await self._mirror.stored_job(job)
         marked = msgspec.structs.replace(job, state_message=PURGING + job.state_message)
         await self._mirror.update_job(marked)
         return marked
@@ -185,7 +188,7 @@ class Retention:
         # delete marker), so a describe right after is NotFound.
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(5.0):
-                while self._mirror.job(jid) is not None:  # noqa: ASYNC110 (a watch, no event)
+                while self._mirror.held(jid) is not None:  # noqa: ASYNC110 (a watch, no event)
                     await asyncio.sleep(0.02)
         self._mirror.forget_executions(jid)
         self._purged(job)
@@ -211,7 +214,8 @@ class Retention:
         marked: list[str] = []
         expired: list[tuple[float, str]] = []
         self.next_due = float("inf")  # when the first job not yet due will be
-        for v in list(self._mirror.jobs.values()):
+        mirror = self._mirror
+        for v in itertools.chain(list(mirror.settled.values()), list(mirror.jobs.values())):
             job = v.value
             if job.state not in wire.TERMINAL_JOB_STATES or v.revision == 0:
                 continue
@@ -275,7 +279,7 @@ class Retention:
             else:
                 await asyncio.sleep(0)
 
-    async def clean_forever(self, every: float = 1.0) -> None:
+    async def clean_forever(self, every: float = 0.25) -> None:
         """Purge the delete markers of purged jobs from the buckets' streams once the mirrors
         have had time to apply them."""
         while True:

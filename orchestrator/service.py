@@ -25,6 +25,7 @@ from orchestrator.planner import Planner
 from orchestrator.registry import NodeRegistry
 from orchestrator.retention import Retention, limit_result_stores_forever
 from orchestrator.secrets import Secrets
+from orchestrator.settling import Settler
 from orchestrator.state import StateMirror
 from orchestrator.updates import UpdateApplier
 from shared import subjects, wire
@@ -141,6 +142,7 @@ class Orchestrator(Service):
             batch=self.config.purge_batch,
             purged=metrics.purged,
         )
+        self.settler = Settler(self.mirror)
         self.api = Api(
             bus,
             self.mirror,
@@ -217,6 +219,7 @@ class Orchestrator(Service):
         self._leading.spawn(self.updates.run(), name="updates")
         self._leading.spawn(self._rescue_forever(), name="rescue")
         self._leading.spawn(self.retention.sweep_forever(), name="retention")
+        self._leading.spawn(self.settler.settle_forever(), name="settling")
         self._leading.spawn(
             limit_result_stores_forever(
                 self.bus, self.config.results_max_bytes, self.config.storage_check_every

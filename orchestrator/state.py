@@ -21,9 +21,10 @@ from typing import Generic, TypeVar
 
 from orchestrator.buckets import KV, Buckets
 from orchestrator.in_flight import InFlight
+from orchestrator.settled import Trimmer, is_settled
 from shared import subjects, wire
 from shared.bus import Entry
-from shared.errors import Conflict, InvalidSpec
+from shared.errors import Conflict, InvalidSpec, NotFound, ShoalError
 from shared.lifecycle import Supervisor
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,9 @@ class Versioned(Generic[R]):
 
 
 _CREATED = attrgetter("created_at", "id")
+# At start, the executions of up to this many unsettled jobs are read job by job; past it,
+# the whole bucket once.
+LOAD_EACH_UP_TO = 256
 
 
 def _is_token(value: str) -> bool:
@@ -54,6 +58,12 @@ class StateMirror:
     def __init__(self, buckets: Buckets) -> None:
         self._buckets = buckets
         self.jobs: dict[str, Versioned[wire.JobRecord]] = {}
+        # Settled jobs (orchestrator/settled.py), trimmed, apart from `jobs`: nothing that
+        # schedules looks at them, and none of their executions is held.
+        self.settled: dict[str, Versioned[wire.JobRecord]] = {}
+        # Jobs that have ended but are not settled yet: what the leader's settler looks at.
+        self.ended: set[str] = set()
+        self._trimmer = Trimmer()
         self.executions: dict[str, Versioned[wire.ExecutionRecord]] = {}
         # A job's execution ids in creation order (a dict keeps it), so that reading them in
         # order needs no sort of a job's 100,000 executions on every evaluation and describe;
@@ -96,21 +106,45 @@ class StateMirror:
         self._nodes_kv = await buckets.kv(subjects.NODES_BUCKET)
         ready = [asyncio.Event() for _ in range(3)]
         await self._children.start()
+        # The executions after this revision are followed as they come. Of those before it,
+        # only the unsettled jobs' are read: a restart over months of settled jobs reads their
+        # records and none of their executions.
+        since = await self._execs_kv.last_revision() + 1
         self._children.spawn(self._follow(self._jobs_kv, self._apply_job, ready[0]))
-        self._children.spawn(self._follow(self._execs_kv, self._apply_execution, ready[1]))
         self._children.spawn(self._follow(self._nodes_kv, self._apply_node, ready[2]))
+        await ready[0].wait()
+        unsettled = [v.value for v in self.jobs.values()]
+        if len(unsettled) > LOAD_EACH_UP_TO:  # one read of the bucket costs less than so many
+            since = 0
+        self._children.spawn(
+            self._follow(self._execs_kv, self._apply_execution, ready[1], since=since)
+        )
+        if since:
+            slots = asyncio.Semaphore(16)
+
+            async def load(job: wire.JobRecord) -> None:
+                async with slots:
+                    await self.load_executions(job.namespace, job.id)
+
+            await asyncio.gather(*(load(job) for job in unsettled))
         await asyncio.gather(*(e.wait() for e in ready))
 
     async def stop(self) -> None:
         await self._children.stop()
 
-    async def _follow(self, kv: KV, apply: Callable[[Entry], None], ready: asyncio.Event) -> None:
+    async def _follow(
+        self, kv: KV, apply: Callable[[Entry], None], ready: asyncio.Event, since: int = 0
+    ) -> None:
+        """Apply the bucket's entries (with `since`, its writes from that revision on) and
+        set `ready` once caught up; a watch that fails resumes where it was."""
         while True:
             try:
-                async for entry in kv.watch(">"):
+                async for entry in kv.watch(">", since=since):
                     if entry is None:
                         ready.set()
                     else:
+                        if since:
+                            since = max(since, entry.revision + 1)
                         apply(entry)
             except asyncio.CancelledError:
                 raise
@@ -122,7 +156,7 @@ class StateMirror:
 
     def _apply_job(self, entry: Entry) -> None:
         job_id = entry.key.split(".", 1)[-1]
-        known = self.jobs.get(job_id)
+        known = self.held(job_id)
         if known is not None and known.revision >= entry.revision:
             return
         if entry.value is None:
@@ -134,6 +168,8 @@ class StateMirror:
 
     def _apply_execution(self, entry: Entry) -> None:
         _, job_id, exec_id = entry.key.split(".", 2)  # <namespace>.<job-id>.<execution-id>
+        if job_id in self.settled:
+            return  # its record counts them; KV holds them
         known = self.executions.get(exec_id)
         if known is not None and known.revision >= entry.revision:
             return
@@ -161,7 +197,20 @@ class StateMirror:
 
     def show_job(self, record: wire.JobRecord, revision: int) -> None:
         """Hold `record` as the job at `revision` (0: not stored yet), in memory only."""
-        self.jobs[record.id] = Versioned(record, revision)
+        if revision and is_settled(record):
+            record = self._trimmer.trim(record)
+            self.jobs.pop(record.id, None)
+            self.settled[record.id] = Versioned(record, revision)
+            self.ended.discard(record.id)
+            self.forget_executions(record.id)
+        else:
+            if self.settled.pop(record.id, None) is not None:  # re-run: its executions again
+                self._children.spawn(self.load_executions(record.namespace, record.id))
+            self.jobs[record.id] = Versioned(record, revision)
+            if revision and record.state in wire.TERMINAL_JOB_STATES:
+                self.ended.add(record.id)
+            else:
+                self.ended.discard(record.id)
         self.by_name[(record.namespace, record.name)] = record.id
         key = (record.created_at, record.id)
         listed = self._listed.get(record.id)
@@ -191,9 +240,10 @@ class StateMirror:
 
     def drop_job(self, job_id: str) -> None:
         """Hold no record of the job, in memory only."""
-        gone = self.jobs.pop(job_id, None)
+        gone = self.jobs.pop(job_id, None) or self.settled.pop(job_id, None)
         if self._listed.pop(job_id, None) is not None:
             self._unlist()
+        self.ended.discard(job_id)
         self.seeking_nodes.discard(job_id)
         self.waiting_for_room.discard(job_id)
         if gone is not None:
@@ -215,7 +265,7 @@ class StateMirror:
         order, listed = self._by_created, self._listed
         for at in range(bisect_left(order, before) if before else len(order), 0, -1):
             key = order[at - 1]
-            shown = self.jobs.get(key[1])
+            shown = self.jobs.get(key[1]) or self.settled.get(key[1])
             if shown is not None and listed.get(key[1]) == key:
                 yield shown.value
 
@@ -279,8 +329,49 @@ class StateMirror:
         return out
 
     def job(self, job_id: str) -> wire.JobRecord | None:
+        """The job's record if it is not settled (what scheduling looks at)."""
         v = self.jobs.get(job_id)
         return v.value if v else None
+
+    def held(self, job_id: str) -> Versioned[wire.JobRecord] | None:
+        """The job as held: its record, or a settled job's trimmed record."""
+        return self.jobs.get(job_id) or self.settled.get(job_id)
+
+    async def stored_job(self, job: wire.JobRecord) -> wire.JobRecord:
+        """The job's whole record: a settled job's as KV holds it (NotFound once purged)."""
+        if job.id not in self.settled:
+            return job
+        stored = await self.fetch_job(job.namespace, job.id)
+        if stored is None:
+            raise NotFound(f"job {job.id} was purged")
+        return stored
+
+    async def load_executions(self, namespace: str, job_id: str) -> None:
+        """Read the job's executions from KV into the mirror (a watch that fails is logged:
+        the job's next evaluation or view finds what is missing)."""
+        assert self._execs_kv is not None
+        try:
+            held = await _current(self._execs_kv, subjects.execution_key(namespace, job_id, "*"))
+        except ShoalError as exc:
+            log.warning("reading the executions of %s: %s", job_id, exc)
+            return
+        for entry in held:
+            self._apply_execution(entry)
+
+    async def stored_executions(self, job: wire.JobRecord) -> list[wire.ExecutionRecord]:
+        """The job's executions, oldest first; a settled job's read from KV (not held)."""
+        if job.id not in self.settled:
+            return self.executions_of(job.id)
+        assert self._execs_kv is not None
+        out: list[wire.ExecutionRecord] = []
+        for entry in await _current(
+            self._execs_kv, subjects.execution_key(job.namespace, job.id, "*")
+        ):
+            record = _decode(entry, wire.ExecutionRecord) if entry.value else None
+            if record is not None and record.job_id == job.id:
+                out.append(record)
+        out.sort(key=_CREATED)
+        return out
 
     # ---- CAS writes ---------------------------------------------------------------------------
 
@@ -307,7 +398,7 @@ class StateMirror:
         """CAS against the revision in the mirror; Conflict (after a re-read) if it moved."""
         assert self._jobs_kv is not None
         key = subjects.job_key(record.namespace, record.id)
-        known = self.jobs.get(record.id)
+        known = self.held(record.id)
         revision = known.revision if known is not None else 0
         if known is not None and revision == 0:
             # Decided on the job as shown while its create was in flight: CAS on the revision
@@ -350,16 +441,8 @@ class StateMirror:
             return None  # no key is named so: a forged or garbled report
         else:  # neither shown yet: its key, whatever its namespace, from what KV holds
             pattern = subjects.execution_key("*", job_id, execution_id)
-            entries = self._execs_kv.watch(pattern)
-            try:
-                async for entry in entries:
-                    if entry is None:  # caught up
-                        break
-                    self._apply_execution(entry)
-            finally:
-                closing = getattr(entries, "aclose", None)
-                if closing is not None:
-                    await closing()
+            for entry in await _current(self._execs_kv, pattern):
+                self._apply_execution(entry)
             return self.executions.get(execution_id)
         key = subjects.execution_key(namespace, job_id, execution_id)
         await self._reread(self._execs_kv, key, self._apply_execution)
@@ -436,3 +519,19 @@ def _decode(entry: Entry, kind: type[R]) -> R | None:
     except InvalidSpec:  # a foreign or corrupt value must not stop the watch
         log.warning("ignoring undecodable KV value at %s", entry.key)
         return None
+
+
+async def _current(kv: KV, pattern: str) -> list[Entry]:
+    """What the bucket holds under `pattern` now (a watch read until it has caught up)."""
+    entries = kv.watch(pattern)
+    out: list[Entry] = []
+    try:
+        async for entry in entries:
+            if entry is None:
+                break
+            out.append(entry)
+    finally:
+        closing = getattr(entries, "aclose", None)
+        if closing is not None:
+            await closing()
+    return out

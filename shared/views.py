@@ -23,15 +23,6 @@ class _Count(msgspec.Struct):
 _decode_count = msgspec.json.Decoder(_Count).decode
 
 
-def _count_of(spec: msgspec.Raw) -> int | None:
-    """The spec's Count, read without decoding the rest of it (a view is built per job)."""
-    try:
-        count = _decode_count(spec).Count
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return None
-    return count if isinstance(count, int) and not isinstance(count, bool) else None
-
-
 def execution_view(e: wire.ExecutionRecord) -> wire.ExecutionView:
     return wire.ExecutionView(
         id=e.id,
@@ -66,6 +57,37 @@ def job_view(
     counts: dict[str, int] = {}
     for e in current:
         counts[e.compute_state] = counts.get(e.compute_state, 0) + 1
+    shown = [execution_view(e) for e in current[-VIEW_EXECUTIONS:]]
+    return _view(job, counts, shown, job.spec if with_spec else wire.NULL)
+
+
+def listed_view(job: wire.JobRecord, executions: list[wire.ExecutionRecord]) -> wire.JobView:
+    """What job.list shows of a job: its current version's executions counted, none listed
+    (a settled job's counts are in its record; describe and job.executions list them)."""
+    if job.settled is not None:
+        return _view(job, dict(job.settled), [], wire.NULL)
+    counts: dict[str, int] = {}
+    for e in executions:
+        if e.job_version == job.version:
+            counts[e.compute_state] = counts.get(e.compute_state, 0) + 1
+    return _view(job, counts, [], wire.NULL)
+
+
+def spec_count(spec: msgspec.Raw) -> int | None:
+    """The spec's Count, read without decoding the rest of it (a view is built per job)."""
+    try:
+        count = _decode_count(spec).Count
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    return count if isinstance(count, int) and not isinstance(count, bool) else None
+
+
+def _view(
+    job: wire.JobRecord,
+    counts: dict[str, int],
+    executions: list[wire.ExecutionView],
+    spec: msgspec.Raw,
+) -> wire.JobView:
     return wire.JobView(
         id=job.id,
         name=job.name,
@@ -75,11 +97,11 @@ def job_view(
         state_message=job.state_message,
         version=job.version,
         priority=job.priority,
-        count=_count_of(job.spec),
+        count=spec_count(job.spec),
         created_at=job.created_at,
         updated_at=job.updated_at,
-        executions=[execution_view(e) for e in current[-VIEW_EXECUTIONS:]],
-        spec=job.spec if with_spec else wire.NULL,
+        executions=executions,
+        spec=spec,
         execution_counts=counts,
     )
 

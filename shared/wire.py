@@ -292,6 +292,10 @@ class JobRecord(Wire):
     updated_at: float = 0.0
     queued_since: float = 0.0
     max_attempts: int = 3
+    # The current version's executions by compute state, written by the leader once the job
+    # has ended and none of them is live (orchestrator/settling.py): a mirror then holds the
+    # job without its spec or executions, and reads them from KV when asked.
+    settled: dict[str, int] | None = None
 
 
 class JobVersion(Wire):

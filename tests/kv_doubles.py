@@ -48,10 +48,16 @@ class MemoryKV:
             raise Conflict(f"{self.bucket}/{key} is not at revision {revision}")
         await self._store(key, None)
 
-    async def watch(self, pattern: str = ">") -> AsyncIterator[Entry | None]:
+    async def last_revision(self) -> int:
+        return self._revision
+
+    async def watch(self, pattern: str = ">", *, since: int = 0) -> AsyncIterator[Entry | None]:
+        # Every key (`pattern` is not matched: the mirror applies only what is its own). With
+        # `since`, only what the history it keeps (one entry a key) has from that revision on.
         queue: asyncio.Queue[Entry | None] = asyncio.Queue()
         for entry in sorted(self._entries.values(), key=lambda e: e.revision):
-            queue.put_nowait(entry)
+            if entry.revision >= since:
+                queue.put_nowait(entry)
         queue.put_nowait(None)
         self._watchers.append(queue)
         try:
@@ -99,8 +105,11 @@ class StandIn:
     async def delete(self, key: str, revision: int | None = None) -> None:
         await self.inner.delete(key, revision)
 
-    def watch(self, pattern: str = ">") -> AsyncIterator[Entry | None]:
-        return self.inner.watch(pattern)
+    def watch(self, pattern: str = ">", *, since: int = 0) -> AsyncIterator[Entry | None]:
+        return self.inner.watch(pattern, since=since)
+
+    async def last_revision(self) -> int:
+        return await self.inner.last_revision()
 
 
 class ThroughBus:
@@ -143,16 +152,16 @@ class Trailing(StandIn):
     def __init__(self, lag: float) -> None:
         self.lag = lag
 
-    async def watch(self, pattern: str = ">") -> AsyncIterator[Entry | None]:
+    async def watch(self, pattern: str = ">", *, since: int = 0) -> AsyncIterator[Entry | None]:
         if pattern != ">":
-            async for entry in self.inner.watch(pattern):
+            async for entry in self.inner.watch(pattern, since=since):
                 yield entry
             return
         shown: asyncio.Queue[Entry | None] = asyncio.Queue()
         loop = asyncio.get_running_loop()
 
         async def follow() -> None:
-            async for entry in self.inner.watch(pattern):
+            async for entry in self.inner.watch(pattern, since=since):
                 if entry is None:
                     shown.put_nowait(None)
                 elif self.lag != math.inf:

@@ -257,10 +257,17 @@ class KV:
                 out.append(entry.key)
         return out
 
+    async def last_revision(self) -> int:
+        """The revision of the bucket's newest write (0: none yet)."""
+        with map_nats_errors(f"read {self.bucket}"):
+            info = await self._js.stream_info(f"KV_{self.bucket}")
+        return int(info.state.last_seq)
+
     async def watch(
-        self, pattern: str = ">", *, meta_only: bool = False
+        self, pattern: str = ">", *, meta_only: bool = False, since: int = 0
     ) -> AsyncIterator[Entry | None]:
-        """Current values, then None (caught up), then every change, forever."""
+        """Current values, then None (caught up), then every change, forever. With `since`,
+        every write from that revision on instead of the current values."""
         updates: asyncio.Queue[Entry | None] = asyncio.Queue()
         caught_up = False
         cut = len(self._prefix)
@@ -292,7 +299,10 @@ class KV:
                 stream=f"KV_{self.bucket}",
                 cb=on_msg,
                 ordered_consumer=True,
-                deliver_policy=jsapi.DeliverPolicy.LAST_PER_SUBJECT,
+                config=jsapi.ConsumerConfig(opt_start_seq=since) if since else None,
+                deliver_policy=jsapi.DeliverPolicy.BY_START_SEQUENCE
+                if since
+                else jsapi.DeliverPolicy.LAST_PER_SUBJECT,
                 headers_only=meta_only,
                 # A consumer nobody listens to any more (one re-created while the cluster
                 # elected leaders, answered late) goes soon; a live watch's is re-created.

@@ -64,8 +64,8 @@ async def test_a_view_too_large_for_nats_shows_fewer_executions_and_others_say_s
         bare = len(
             wire.encode(msgspec.structs.replace(await client.describe(job_id), executions=[]))
         )
-        (listed,) = await client.jobs()
-        assert len(listed.executions) == 5 and listed.execution_counts == {"completed": 5}
+        (listed,) = await client.jobs()  # a list counts executions and lists none
+        assert listed.executions == [] and listed.execution_counts == {"completed": 5}
         # as if the servers took only a little more than the view without its executions
         assert s.orchestrator is not None
         limit = bare + 1024 + 100
@@ -73,8 +73,6 @@ async def test_a_view_too_large_for_nats_shows_fewer_executions_and_others_say_s
         orchestrator_takes(monkeypatch, s, limit)
         view = await client.describe(job_id)  # answered, with fewer executions
         assert view.execution_counts == {"completed": 5} and len(view.executions) < 5
-        (listed,) = await client.jobs()  # the same for the views in a list
-        assert listed.execution_counts == {"completed": 5} and len(listed.executions) < 5
         stopped = await client.stop(job_id)  # (already ended: answered as it is)
         assert stopped.state == "Completed"
         # an answer that is not a view cannot shrink: an error that says why, not silence

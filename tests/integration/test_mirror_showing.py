@@ -12,12 +12,13 @@ from orchestrator.state import StateMirror
 from shared.bus import Bus
 from shared.errors import Conflict
 from tests.conftest import eventually
-from tests.records import COMPLETED, RUNNING
+from tests.records import COMPLETED, JOB, RUNNING
 
 
 async def mirror_with_execution(bus: Bus) -> StateMirror:
     mirror = StateMirror(bus)
     await mirror.start()
+    await mirror.create_job(JOB)  # (a mirror that starts later reads a job's executions)
     await mirror.create_execution(RUNNING)
     return mirror
 

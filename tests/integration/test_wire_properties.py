@@ -681,7 +681,10 @@ class Live:
         # the requests above, which have all been answered).
         mirror = orchestrator.mirror
         await eventually(
-            lambda: set(mirror.jobs) == set(jobs) and set(mirror.nodes) == set(nodes),
+            lambda: (
+                set(mirror.jobs) | set(mirror.settled) == set(jobs)
+                and set(mirror.nodes) == set(nodes)
+            ),
             timeout=5,
             what="the orchestrator's mirror to hold the jobs and nodes in KV",
         )
