@@ -151,9 +151,9 @@ async def soak(
                 if time.perf_counter() - t0 > max(300.0, size * 0.1):
                     raise RuntimeError(f"wave {wave}: jobs did not end in time")
             elapsed = time.perf_counter() - t0
-            # The last copies and history writes of the wave still run for a moment: list
-            # once the orchestrator is idle, not queued behind them.
-            await asyncio.sleep(1.0)
+            # The last copies and history writes of the wave still run for a moment, and the
+            # leader settles its jobs a second after they end: measure once that is done.
+            await asyncio.sleep(2.5)
             rss = stack.orchestrator_usage().rss
             row = {
                 "jobs": (wave + 1) * size,
@@ -166,6 +166,11 @@ async def soak(
         out["waves_measured"] = wave_rows
         total = waves * size
         out["rss_per_1000_mib"] = round(mib(rss - start_rss) / (total / 1000), 2)
+        # What each retained job adds, without what any wave needs while it runs (the jobs
+        # being run, buffers): the growth from the first wave's end to the last's.
+        first = wave_rows[0]
+        grown = wave_rows[-1]["rss_mib"] - first["rss_mib"]
+        out["rss_slope_per_1000_mib"] = round(grown / max((total - first["jobs"]) / 1000, 1), 2)
         last_end = max(ended.values())
 
         # Restart over the stored jobs: until the API answers, until a new job is scheduled.
@@ -224,7 +229,11 @@ def rows(r: dict[str, Any]) -> list[Row]:
             f"RSS start / after {last['jobs']} jobs",
             f"{r['rss_start_mib']} / {last['rss_mib']} MiB",
         ),
-        Row("soak", "RSS per 1,000 finished jobs", f"{r['rss_per_1000_mib']} MiB"),
+        Row(
+            "soak",
+            "RSS per 1,000 finished jobs: from wave 1 to the last / from the start",
+            f"{r['rss_slope_per_1000_mib']} / {r['rss_per_1000_mib']} MiB",
+        ),
         Row("soak", f"job list --limit 100 at {last['jobs']} jobs", f"{last['list_ms']} ms"),
         Row(
             "soak",

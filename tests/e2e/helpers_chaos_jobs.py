@@ -212,6 +212,17 @@ class Tally:
     cut_short: dict[str, list[wire.ExecutionView]] = field(default_factory=dict)
 
 
+async def described(client: ShoalClient, views: list[wire.JobView]) -> list[wire.JobView]:
+    """The jobs of `views` as `job.describe` shows them: with their executions."""
+    slots = asyncio.Semaphore(16)
+
+    async def one(view: wire.JobView) -> wire.JobView:
+        async with slots:
+            return await client.describe(view.id)
+
+    return list(await asyncio.gather(*(one(v) for v in views)))
+
+
 def tally(views: list[wire.JobView], accepted: list[Accepted], prefix: str) -> Tally:
     out = Tally()
     by_id = {v.id: v for v in views}

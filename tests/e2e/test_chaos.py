@@ -45,6 +45,7 @@ from tests.e2e.helpers_chaos_jobs import (
     ServiceWatch,
     Tally,
     daemon_problem,
+    described,
     replicas,
     service_problem,
     tally,
@@ -357,7 +358,8 @@ async def test_chaos_under_a_steady_stream_of_jobs(
 
         await until(all_ended, timeout=60, interval=0.5, what="every accepted job to end")
         drain = time.monotonic() - drain_started
-        views = await client.jobs(limit=100_000)
+        # A list counts executions; their placements and ends are in each job's describe.
+        views = await described(client, await client.jobs(limit=100_000))
         result = tally(views, stream.accepted, stream.prefix)
         svc_end = service_problem(await replicas(client, service), SERVICE_COUNT)
         dmn_end = daemon_problem(await replicas(client, daemon), set(NODES))
