@@ -123,11 +123,27 @@ class MirrorRecords:
                 self.by_name.pop(key, None)
 
     def _unlist(self) -> None:
+        # Swept at half stale whatever the size (amortized O(1) a drop): a stale entry holds
+        # its job's id, and a few hundred such strings left over from a purge, spread over
+        # the heap, kept megabytes of it from being given back.
         self._stale += 1
-        if self._stale > 1000 and self._stale * 2 > len(self._by_created):
+        if self._stale * 2 > len(self._by_created):
             listed = self._listed
             self._by_created = [k for k in self._by_created if listed.get(k[1]) == k]
             self._stale = 0
+
+    def compact(self) -> None:
+        """Copy the indexes into tables of their present size: a dict never shrinks as its
+        keys go, so after a purge the emptied tables of every job ever held stayed."""
+        self.jobs = dict(self.jobs)
+        self.settled = dict(self.settled)
+        self.executions = dict(self.executions)
+        self.by_job = defaultdict(dict, self.by_job)
+        self._newest = dict(self._newest)
+        self.by_node = defaultdict(set, {n: set(ids) for n, ids in self.by_node.items() if ids})
+        self.by_name = dict(self.by_name)
+        self._listed = dict(self._listed)
+        self._by_created = list(self._by_created)
 
     def newest_jobs(self, before: tuple[float, str] | None = None) -> Iterator[wire.JobRecord]:
         """Every job, newest first (by its version's creation, then id, descending); with

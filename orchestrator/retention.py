@@ -269,6 +269,7 @@ class Retention:
                 # A sweep after the last purges: the mirror has dropped their records by now.
                 # Without this the orchestrator kept its peak size for good after a purge
                 # (the heap is reused, never returned).
+                self._mirror.compact()
                 give_back()
                 unreturned = 0
             if purged < self.batch:  # a full batch: more are due, go on at once
