@@ -73,7 +73,8 @@ class MirrorRecords:
             self.jobs.pop(record.id, None)
             self.settled[record.id] = Versioned(record, revision)
             self.ended.discard(record.id)
-            self.forget_executions(record.id)
+            if record.id in self.by_job:  # (none held on a restart: no call per job)
+                self.forget_executions(record.id)
         else:
             if self.settled.pop(record.id, None) is not None:  # re-run: its executions again
                 self._unsettled(record)

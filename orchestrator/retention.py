@@ -110,6 +110,7 @@ class Retention:
         self._jobs: KV | None = None
         self._markers: list[tuple[float, str, str]] = []  # (due, stream, subject)
         self._running: dict[str, asyncio.Future[wire.JobRecord | None]] = {}
+        self._unreturned = False  # jobs were purged since freed memory was last given back
         self.next_due = float("inf")
 
     async def _kv(self) -> tuple[KV, KV]:
@@ -257,21 +258,16 @@ class Retention:
         return min(max(self.retention / 4, 0.2), 60.0)
 
     async def sweep_forever(self) -> None:
-        unreturned = 0  # jobs purged since freed memory was last given back
         while True:
             try:
                 purged = await self.sweep_once()
             except ShoalError as exc:
                 log.warning("retention sweep: %s", exc)
                 purged = 0
-            unreturned += purged
-            if not purged and unreturned:
-                # A sweep after the last purges: the mirror has dropped their records by now.
-                # Without this the orchestrator kept its peak size for good after a purge
-                # (the heap is reused, never returned).
-                self._mirror.compact()
-                give_back()
-                unreturned = 0
+            if purged:
+                self._unreturned = True
+            elif not self._markers:
+                self._give_back()
             if purged < self.batch:  # a full batch: more are due, go on at once
                 # Until the next job is due (jobs that end meanwhile are due later still),
                 # at most a sweep period.
@@ -280,22 +276,40 @@ class Retention:
             else:
                 await asyncio.sleep(0)
 
+    def _give_back(self) -> None:
+        """Once the last purges are done, their markers too: without this the orchestrator
+        kept its peak size for good after a purge (the heap is reused, never returned)."""
+        if self._unreturned:
+            self._unreturned = False
+            self._mirror.compact()
+            give_back()
+
     async def clean_forever(self, every: float = 0.25) -> None:
         """Purge the delete markers of purged jobs from the buckets' streams once the mirrors
         have had time to apply them."""
         while True:
             await asyncio.sleep(every)
-            await self.clean_markers()
+            if await self.clean_markers() and not self._markers and not self._running:
+                self._give_back()
 
-    async def clean_markers(self, now: float | None = None) -> None:
+    async def clean_markers(self, now: float | None = None, *, concurrency: int = 16) -> int:
+        """Purge the markers due by `now`; how many subjects were purged."""
         now = time.monotonic() if now is None else now
         ready = [m for m in self._markers if m[0] <= now]
+        if not ready:
+            return 0
         self._markers = [m for m in self._markers if m[0] > now]
-        for _, stream, subject in ready:
-            try:
-                await purge_subject(self._bus, stream, subject)
-            except ShoalError as exc:
-                log.warning("purging the delete markers %s: %s", subject, exc)
+        slots = asyncio.Semaphore(concurrency)
+
+        async def one(stream: str, subject: str) -> None:
+            async with slots:
+                try:
+                    await purge_subject(self._bus, stream, subject)
+                except ShoalError as exc:
+                    log.warning("purging the delete markers %s: %s", subject, exc)
+
+        await asyncio.gather(*(one(stream, subject) for _, stream, subject in ready))
+        return len(ready)
 
 
 # ---- storage that fills up ---------------------------------------------------------------------
