@@ -142,3 +142,19 @@ async def test_the_python_example_runs(nats_server: EmbeddedNats, tmp_path: Path
     assert out.count(": Completed") == 2, out
     assert out.count("hello from a partition") == 2, out
     assert "created=True; sent again: created=False" in out, out
+
+
+async def test_the_ended_jobs_example_runs(nats_server: EmbeddedNats, tmp_path: Path) -> None:
+    async with stack(nats_server.url, tmp_path):
+        done = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(EXAMPLES / "ended_jobs.py"),
+            nats_server.url,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        out = (await asyncio.wait_for(done.communicate(), 60))[0].decode()
+    assert done.returncode == 0, out
+    assert "job list:  counts {'completed': 3}, 0 listed" in out, out
+    assert "describe:  counts {'completed': 3}, on ['node-" in out, out
+    assert "purged:    no job with id" in out, out
