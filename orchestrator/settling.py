@@ -80,7 +80,9 @@ class Settler:
     async def settle_forever(self) -> None:
         while True:
             try:
-                await self.settle_once()
+                settled = await self.settle_once()
             except ShoalError as exc:
                 log.warning("settling ended jobs: %s; trying again", exc)
-            await asyncio.sleep(self.every)
+                settled = 0
+            # A full batch: more are due (jobs end faster than a batch a period), go on.
+            await asyncio.sleep(0 if settled >= self.batch else self.every)
