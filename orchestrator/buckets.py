@@ -7,7 +7,7 @@ hold back an acknowledgement or a watch, instead of reaching into its attributes
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
 from shared.bus import Entry
@@ -37,6 +37,12 @@ class KV(Protocol):
     def watch(self, pattern: str = ">", *, since: int = 0) -> AsyncIterator[Entry | None]:
         """Current values, then None (caught up), then every change, forever. With `since`,
         every write from that revision on instead of the current values."""
+        ...
+
+    async def follow(
+        self, pattern: str, apply: Callable[[Entry | None], None], *, since: int = 0
+    ) -> None:
+        """`watch`, calling `apply` with each entry (None once caught up) until cancelled."""
         ...
 
     async def last_revision(self) -> int:

@@ -99,15 +99,19 @@ class StateMirror(MirrorRecords):
     ) -> None:
         """Apply the bucket's entries (with `since`, its writes from that revision on) and
         set `ready` once caught up; a watch that fails resumes where it was."""
+
+        def take(entry: Entry | None) -> None:
+            nonlocal since
+            if entry is None:
+                ready.set()
+                return
+            if since:
+                since = max(since, entry.revision + 1)
+            apply(entry)
+
         while True:
             try:
-                async for entry in kv.watch(">", since=since):
-                    if entry is None:
-                        ready.set()
-                    else:
-                        if since:
-                            since = max(since, entry.revision + 1)
-                        apply(entry)
+                await kv.follow(">", take, since=since)
             except asyncio.CancelledError:
                 raise
             except Exception:  # the watch dies with the connection; resume from KV

@@ -51,6 +51,12 @@ class MemoryKV:
     async def last_revision(self) -> int:
         return self._revision
 
+    async def follow(
+        self, pattern: str, apply: Callable[[Entry | None], None], *, since: int = 0
+    ) -> None:
+        async for entry in self.watch(pattern, since=since):
+            apply(entry)
+
     async def watch(self, pattern: str = ">", *, since: int = 0) -> AsyncIterator[Entry | None]:
         # Every key (`pattern` is not matched: the mirror applies only what is its own). With
         # `since`, only what the history it keeps (one entry a key) has from that revision on.
@@ -110,6 +116,12 @@ class StandIn:
 
     async def last_revision(self) -> int:
         return await self.inner.last_revision()
+
+    async def follow(
+        self, pattern: str, apply: Callable[[Entry | None], None], *, since: int = 0
+    ) -> None:
+        async for entry in self.watch(pattern, since=since):  # as a subclass's watch shows it
+            apply(entry)
 
 
 class ThroughBus:

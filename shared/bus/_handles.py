@@ -269,12 +269,51 @@ class KV:
         """Current values, then None (caught up), then every change, forever. With `since`,
         every write from that revision on instead of the current values."""
         updates: asyncio.Queue[Entry | None] = asyncio.Queue()
+        sub, nothing_stored = await self._subscribe(pattern, updates.put_nowait, meta_only, since)
+        try:
+            if nothing_stored:
+                updates.put_nowait(None)
+            while True:
+                yield await updates.get()
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def follow(
+        self, pattern: str, apply: Callable[[Entry | None], None], *, since: int = 0
+    ) -> None:
+        """`watch`, calling `apply` with each entry as it arrives rather than handing it on
+        through a queue (a restart replays every job through this); runs until cancelled, and
+        ends with the error if `apply` raises."""
+        failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def guarded(entry: Entry | None) -> None:
+            try:
+                apply(entry)
+            except Exception as exc:
+                if not failed.done():
+                    failed.set_exception(exc)
+
+        sub, nothing_stored = await self._subscribe(pattern, guarded, False, since)
+        try:
+            if nothing_stored:
+                guarded(None)
+            await failed
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def _subscribe(
+        self, pattern: str, put: Callable[[Entry | None], None], meta_only: bool, since: int
+    ) -> tuple[Any, bool]:
+        """An ordered consumer that hands `put` each entry, then None once caught up; and
+        whether the bucket held nothing to replay (then no None comes: the caller says it)."""
         caught_up = False
         cut = len(self._prefix)
 
         async def on_msg(msg: Msg) -> None:
-            # The ordered consumer's callback: one queue between it and the reader, where
-            # nats-py's watcher had two and parsed each message's metadata into dataclasses.
+            # The ordered consumer's callback: straight to `put`, where nats-py's watcher had
+            # two queues and parsed each message's metadata into dataclasses.
             nonlocal caught_up
             revision, pending = _sequence_and_pending(msg.reply)
             headers = msg.headers
@@ -288,10 +327,10 @@ class KV:
                 deleted = op in ("DEL", "PURGE")
             if revision:
                 value = None if deleted else (msg.data or b"")
-                updates.put_nowait(Entry(msg.subject[cut:], value, revision))
+                put(Entry(msg.subject[cut:], value, revision))
             if pending == 0 and not caught_up:
                 caught_up = True
-                updates.put_nowait(None)
+                put(None)
 
         with map_nats_errors(f"watch {self.bucket}/{pattern}"):
             sub = await self._js.subscribe(
@@ -317,14 +356,14 @@ class KV:
         try:
             with map_nats_errors(f"watch {self.bucket}/{pattern}"):
                 info = await sub.consumer_info()
-            if info.num_pending == 0 and sub.delivered == 0 and not caught_up:
-                caught_up = True  # nothing stored: caught up before any message
-                updates.put_nowait(None)
-            while True:
-                yield await updates.get()
-        finally:
+        except BaseException:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+            raise
+        nothing_stored = info.num_pending == 0 and sub.delivered == 0 and not caught_up
+        if nothing_stored:
+            caught_up = True
+        return sub, nothing_stored
 
 
 class ObjectStore:
