@@ -10,7 +10,7 @@ from shared import subjects, wire
 from shared.natsserver import EmbeddedNats
 from tests.conftest import eventually
 from tests.integration.helpers_jobs import noop_job
-from tests.integration.stack import stack
+from tests.integration.stack import Stack, stack
 
 
 async def settled(orchestrator: Orchestrator, job_id: str) -> wire.JobRecord:
@@ -21,6 +21,11 @@ async def settled(orchestrator: Orchestrator, job_id: str) -> wire.JobRecord:
         return shown.value if shown else None
 
     return await eventually(held, timeout=15)
+
+
+def orchestrator_of(s: Stack) -> Orchestrator:
+    assert s.orchestrator is not None
+    return s.orchestrator
 
 
 async def stored(orchestrator: Orchestrator, job: wire.JobRecord) -> wire.JobRecord:
@@ -34,8 +39,7 @@ async def test_an_ended_job_is_held_settled_and_still_shown_whole(
     nats_server: EmbeddedNats, tmp_path: Path
 ) -> None:
     async with stack(nats_server.url, tmp_path, agents=1) as s, await s.client() as client:
-        orchestrator = s.orchestrator
-        assert orchestrator is not None
+        orchestrator = orchestrator_of(s)
         job_id = await client.submit(noop_job("three", count=3, stdout="hi\n"))
         await client.wait(job_id, timeout=30)
         trimmed = await settled(orchestrator, job_id)
@@ -67,8 +71,7 @@ async def test_a_restart_reads_no_settled_execution_and_answers_as_before(
     nats_server: EmbeddedNats, tmp_path: Path
 ) -> None:
     async with stack(nats_server.url, tmp_path, agents=1) as s, await s.client() as client:
-        first = s.orchestrator
-        assert first is not None
+        first = orchestrator_of(s)
         done = await client.submit(noop_job("done", count=2))
         await client.wait(done, timeout=30)
         await settled(first, done)
@@ -99,8 +102,7 @@ async def test_a_settled_job_runs_again_and_is_purged(
     nats_server: EmbeddedNats, tmp_path: Path
 ) -> None:
     async with stack(nats_server.url, tmp_path, agents=1) as s, await s.client() as client:
-        orchestrator = s.orchestrator
-        assert orchestrator is not None
+        orchestrator = orchestrator_of(s)
         job_id = await client.submit(noop_job("again", stdout="one\n"))
         await client.wait(job_id, timeout=30)
         await settled(orchestrator, job_id)

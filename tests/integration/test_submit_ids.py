@@ -128,33 +128,30 @@ async def test_many_short_jobs_in_a_row_all_end(tmp_path: Path) -> None:
             assert view.state == "Completed", (i, view)
 
 
-async def test_the_python_example_runs(nats_server: EmbeddedNats, tmp_path: Path) -> None:
+async def run_example(name: str, nats_server: EmbeddedNats, tmp_path: Path) -> str:
+    """What the example printed, run against a stack; it must exit 0."""
     async with stack(nats_server.url, tmp_path):
         done = await asyncio.create_subprocess_exec(
             sys.executable,
-            str(EXAMPLES / "python_client.py"),
+            str(EXAMPLES / name),
             nats_server.url,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
         )
         out = (await asyncio.wait_for(done.communicate(), 60))[0].decode()
     assert done.returncode == 0, out
+    return out
+
+
+async def test_the_python_example_runs(nats_server: EmbeddedNats, tmp_path: Path) -> None:
+    out = await run_example("python_client.py", nats_server, tmp_path)
     assert out.count(": Completed") == 2, out
     assert out.count("hello from a partition") == 2, out
     assert "created=True; sent again: created=False" in out, out
 
 
 async def test_the_ended_jobs_example_runs(nats_server: EmbeddedNats, tmp_path: Path) -> None:
-    async with stack(nats_server.url, tmp_path):
-        done = await asyncio.create_subprocess_exec(
-            sys.executable,
-            str(EXAMPLES / "ended_jobs.py"),
-            nats_server.url,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-        out = (await asyncio.wait_for(done.communicate(), 60))[0].decode()
-    assert done.returncode == 0, out
+    out = await run_example("ended_jobs.py", nats_server, tmp_path)
     assert "job list:  counts {'completed': 3}, 0 listed" in out, out
     assert "describe:  counts {'completed': 3}, on ['node-" in out, out
     assert "purged:    no job with id" in out, out
