@@ -255,6 +255,16 @@ class StateMirror(MirrorRecords):
         (a new leader's mirror can trail the writes of the one before). Its key names the
         job's namespace: that of the job as the mirror shows it, else of the execution."""
         assert self._execs_kv is not None
+        settled = self.settled.get(job_id)
+        if settled is not None:  # as KV holds it; a settled job's executions are not held
+            if not _is_token(execution_id):
+                return None
+            key = subjects.execution_key(settled.value.namespace, job_id, execution_id)
+            entry = await self._execs_kv.get(key)
+            stored = _decode(entry, wire.ExecutionRecord) if entry and entry.value else None
+            if entry is None or stored is None or stored.job_id != job_id:
+                return None
+            return Versioned(stored, entry.revision)
         job = self.job(job_id)
         known = self.executions.get(execution_id)
         if job is not None:

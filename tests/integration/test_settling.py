@@ -60,6 +60,11 @@ async def test_an_ended_job_is_held_settled_and_still_shown_whole(
         rest = await client.execution_page(job_id, 2, 2)
         assert first.total == rest.total == 3
         assert [e.id for e in first.executions + rest.executions] == [e.id for e in view.executions]
+        # A node's late word on one of its executions is checked against KV, not dropped.
+        late = await mirror.refresh_execution(job_id, view.executions[0].id)
+        assert late is not None and late.value.compute_state == "completed"
+        assert mirror.executions == {} or job_id not in mirror.by_job  # and not held
+        assert await mirror.refresh_execution(job_id, "e-none") is None
         (listed,) = await client.jobs()
         assert listed.id == job_id and listed.count == 3 and listed.executions == []
         assert listed.execution_counts == {"completed": 3}
