@@ -72,7 +72,9 @@ class StateMirror(MirrorRecords):
         # only the unsettled jobs' are read: a restart over months of settled jobs reads their
         # records and none of their executions.
         since = await self._execs_kv.last_revision() + 1
-        self._children.spawn(self._follow(self._jobs_kv, self._apply_job, ready[0]))
+        self._children.spawn(
+            self._follow(self._jobs_kv, self._apply_job, ready[0], unseen=self._drop_unseen_jobs)
+        )
         self._children.spawn(self._follow(self._nodes_kv, self._apply_node, ready[2]))
         await ready[0].wait()
         unsettled = [v.value for v in self.jobs.values()]
@@ -95,21 +97,39 @@ class StateMirror(MirrorRecords):
         await self._children.stop()
 
     async def _follow(
-        self, kv: KV, apply: Callable[[Entry], None], ready: asyncio.Event, since: int = 0
+        self,
+        kv: KV,
+        apply: Callable[[Entry], None],
+        ready: asyncio.Event,
+        since: int = 0,
+        unseen: Callable[[set[str], int], None] | None = None,
     ) -> None:
         """Apply the bucket's entries (with `since`, its writes from that revision on) and
-        set `ready` once caught up; a watch that fails resumes where it was."""
+        set `ready` once caught up; a watch that fails resumes where it was. A watch of every
+        value that is made again tells `unseen` the keys its replay held and the newest
+        revision among them: a key deleted while it was down, whose delete marker is gone by
+        now (a purge removes them), is not in them."""
+        again = False
+        seen: set[str] | None = None
+        newest = 0
 
         def take(entry: Entry | None) -> None:
-            nonlocal since
+            nonlocal since, seen, newest
             if entry is None:
                 ready.set()
+                if seen is not None and unseen is not None:
+                    unseen(seen, newest)
+                seen = None
                 return
             if since:
                 since = max(since, entry.revision + 1)
+            elif seen is not None:
+                seen.add(entry.key)
+                newest = max(newest, entry.revision)
             apply(entry)
 
         while True:
+            seen, newest = (set() if again and not since else None), 0
             try:
                 await kv.follow(">", take, since=since)
             except asyncio.CancelledError:
@@ -117,6 +137,17 @@ class StateMirror(MirrorRecords):
             except Exception:  # the watch dies with the connection; resume from KV
                 log.warning("watch on %s failed; re-subscribing", kv.bucket, exc_info=True)
                 await asyncio.sleep(0.5)
+            again = True
+
+    def _drop_unseen_jobs(self, keys: set[str], newest: int) -> None:
+        """Drop the stored jobs a replay of the jobs bucket no longer holds (revisions up to
+        `newest`: one stored after the replay began is not in it, and stays)."""
+        for job_id, shown in list(self.jobs.items()) + list(self.settled.items()):
+            job = shown.value
+            if 0 < shown.revision <= newest and subjects.job_key(job.namespace, job_id) not in keys:
+                log.info("job %s was deleted while the watch was down: dropping it", job_id)
+                self.drop_job(job_id)
+                self.forget_executions(job_id)
 
     # ---- applying watched entries (idempotent: older revisions are ignored) ------------------
 
