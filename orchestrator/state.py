@@ -32,6 +32,7 @@ __all__ = ["StateMirror", "Versioned"]
 # At start, the executions of up to this many unsettled jobs are read job by job; past it,
 # the whole bucket once.
 LOAD_EACH_UP_TO = 256
+READ_KEPT = 30.0  # seconds a settled job's executions stay after a read (one job's at most)
 
 
 def _is_token(value: str) -> bool:
@@ -53,6 +54,9 @@ class StateMirror(MirrorRecords):
         self._execs_kv: KV | None = None
         self._nodes_kv: KV | None = None
         self._children = Supervisor("state-mirror")
+        # A settled job's executions as last read from KV, by (job, revision held).
+        self._read: tuple[tuple[str, int], list[wire.ExecutionRecord]] | None = None
+        self._forget_read: asyncio.TimerHandle | None = None
 
     def _unsettled(self, record: wire.JobRecord) -> None:
         self._children.spawn(self.load_executions(record.namespace, record.id))
@@ -95,6 +99,9 @@ class StateMirror(MirrorRecords):
 
     async def stop(self) -> None:
         await self._children.stop()
+        if self._forget_read is not None:
+            self._forget_read.cancel()
+        self._drop_read()
 
     async def _follow(
         self,
@@ -215,8 +222,14 @@ class StateMirror(MirrorRecords):
 
     async def stored_executions(self, job: wire.JobRecord) -> list[wire.ExecutionRecord]:
         """The job's executions, oldest first; a settled job's read from KV (not held)."""
-        if job.id not in self.settled:
+        held = self.settled.get(job.id)
+        if held is None:
             return self.executions_of(job.id)
+        # The last read is kept a little while: `job executions` pages through a job of
+        # 100,000 a thousand at a time, and each page would read them all again.
+        key = (job.id, held.revision)
+        if self._read is not None and self._read[0] == key:
+            return self._read[1]
         assert self._execs_kv is not None
         out: list[wire.ExecutionRecord] = []
         for entry in await _current(
@@ -226,7 +239,14 @@ class StateMirror(MirrorRecords):
             if record is not None and record.job_id == job.id:
                 out.append(record)
         out.sort(key=CREATED)
+        if self._forget_read is not None:
+            self._forget_read.cancel()
+        self._read = (key, out)
+        self._forget_read = asyncio.get_running_loop().call_later(READ_KEPT, self._drop_read)
         return out
+
+    def _drop_read(self) -> None:
+        self._read, self._forget_read = None, None
 
     # ---- CAS writes ---------------------------------------------------------------------------
 
