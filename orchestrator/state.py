@@ -20,7 +20,7 @@ from orchestrator.in_flight import InFlight
 from orchestrator.mirror_records import CREATED, MirrorRecords, Versioned
 from shared import subjects, wire
 from shared.bus import Entry
-from shared.errors import Conflict, InvalidSpec, NotFound, ShoalError
+from shared.errors import Conflict, InvalidSpec, NotFound, ShoalError, Unavailable
 from shared.lifecycle import Supervisor
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,7 @@ class StateMirror(MirrorRecords):
         self._forget_read: asyncio.TimerHandle | None = None
 
     def _unsettled(self, record: wire.JobRecord) -> None:
+        # Its old versions' executions, for job.executions; scheduling needs only the new one's.
         self._children.spawn(self.load_executions(record.namespace, record.id))
 
     # ---- lifecycle ---------------------------------------------------------------------------
@@ -91,8 +92,15 @@ class StateMirror(MirrorRecords):
             slots = asyncio.Semaphore(16)
 
             async def load(job: wire.JobRecord) -> None:
+                # Not ready without them: a job whose executions were missing would be placed
+                # again.
                 async with slots:
-                    await self.load_executions(job.namespace, job.id)
+                    for delay in (0.2, 0.5, 1.0, 0.0):
+                        if await self.load_executions(job.namespace, job.id):
+                            return
+                        if not delay:
+                            raise Unavailable(f"could not read the executions of job {job.id}")
+                        await asyncio.sleep(delay)
 
             await asyncio.gather(*(load(job) for job in unsettled))
         await asyncio.gather(*(e.wait() for e in ready))
@@ -208,17 +216,18 @@ class StateMirror(MirrorRecords):
             raise NotFound(f"job {job.id} was purged")
         return stored
 
-    async def load_executions(self, namespace: str, job_id: str) -> None:
-        """Read the job's executions from KV into the mirror (a watch that fails is logged:
-        the job's next evaluation or view finds what is missing)."""
+    async def load_executions(self, namespace: str, job_id: str) -> bool:
+        """Read the job's executions from KV into the mirror; False (logged) if the read
+        failed."""
         assert self._execs_kv is not None
         try:
             held = await _current(self._execs_kv, subjects.execution_key(namespace, job_id, "*"))
         except ShoalError as exc:
             log.warning("reading the executions of %s: %s", job_id, exc)
-            return
+            return False
         for entry in held:
             self._apply_execution(entry)
+        return True
 
     async def stored_executions(self, job: wire.JobRecord) -> list[wire.ExecutionRecord]:
         """The job's executions, oldest first; a settled job's read from KV (not held)."""
