@@ -26,15 +26,6 @@ def is_settled(record: wire.JobRecord) -> bool:
     return record.settled is not None and record.state in wire.TERMINAL_JOB_STATES
 
 
-def current_counts(job: wire.JobRecord, executions: list[wire.ExecutionRecord]) -> dict[str, int]:
-    """The job's current version's executions by compute state (what a view counts)."""
-    counts: dict[str, int] = {}
-    for e in executions:
-        if e.job_version == job.version:
-            counts[e.compute_state] = counts.get(e.compute_state, 0) + 1
-    return counts
-
-
 class Trimmer:
     """Makes the small copy of a settled job's record the mirror keeps."""
 

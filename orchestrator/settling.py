@@ -9,10 +9,10 @@ import time
 
 import msgspec
 
-from orchestrator.settled import current_counts
 from orchestrator.state import StateMirror
 from shared import wire
 from shared.errors import ShoalError
+from shared.views import current_counts
 
 log = logging.getLogger(__name__)
 

@@ -54,11 +54,8 @@ def job_view(
     """The job with those of `executions` that ran its current version, oldest first: the
     newest VIEW_EXECUTIONS of them, and how many there are by state."""
     current = sorted((e for e in executions if e.job_version == job.version), key=_CREATED)
-    counts: dict[str, int] = {}
-    for e in current:
-        counts[e.compute_state] = counts.get(e.compute_state, 0) + 1
     shown = [execution_view(e) for e in current[-VIEW_EXECUTIONS:]]
-    return _view(job, counts, shown, job.spec if with_spec else wire.NULL)
+    return _view(job, current_counts(job, current), shown, job.spec if with_spec else wire.NULL)
 
 
 def listed_view(job: wire.JobRecord, executions: list[wire.ExecutionRecord]) -> wire.JobView:
@@ -66,11 +63,17 @@ def listed_view(job: wire.JobRecord, executions: list[wire.ExecutionRecord]) -> 
     (a settled job's counts are in its record; describe and job.executions list them)."""
     if job.settled is not None:
         return _view(job, dict(job.settled), [], wire.NULL)
+    return _view(job, current_counts(job, executions), [], wire.NULL)
+
+
+def current_counts(job: wire.JobRecord, executions: list[wire.ExecutionRecord]) -> dict[str, int]:
+    """The job's current version's executions by compute state (what a view counts, and what
+    settling writes into the record)."""
     counts: dict[str, int] = {}
     for e in executions:
         if e.job_version == job.version:
             counts[e.compute_state] = counts.get(e.compute_state, 0) + 1
-    return _view(job, counts, [], wire.NULL)
+    return counts
 
 
 def spec_count(spec: msgspec.Raw) -> int | None:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import msgspec
 
 from orchestrator.mirror_records import MirrorRecords
-from orchestrator.settled import Trimmer, current_counts, is_settled
+from orchestrator.settled import Trimmer, is_settled
 from orchestrator.settling import Settler
 from orchestrator.state import StateMirror
 from shared import wire
-from shared.views import listed_view
+from shared.views import current_counts, listed_view
 from tests.records import COMPLETED, JOB, RUNNING
 
 SPEC = msgspec.Raw(b'{"Type": "batch", "Count": 2, "Tasks": [{"Engine": {"Type": "noop"}}]}')
