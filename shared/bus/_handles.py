@@ -360,7 +360,12 @@ class KV:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
             raise
-        nothing_stored = info.num_pending == 0 and sub.delivered == 0 and not caught_up
+        # What the server says it delivered, not what this client has parsed: in a cluster
+        # the messages can come through a route after this answer, and a watch that said
+        # "caught up" before them read a job's executions as none (a restarted orchestrator
+        # then held a daemon's copies as gone).
+        sent = info.delivered.consumer_seq if info.delivered is not None else 0
+        nothing_stored = not info.num_pending and not sent and not caught_up
         if nothing_stored:
             caught_up = True
         return sub, nothing_stored
