@@ -127,7 +127,8 @@ def _parse() -> argparse.Namespace:
         "--retention",
         type=float,
         default=30.0,
-        help="soak: the job retention (seconds) of the last restart, which purges every job",
+        help="soak: the job retention (seconds) of the last two orchestrators: one set on the "
+        "N stored jobs, one that runs N more",
     )
     parser.add_argument("--keep", action="store_true", help="keep the work directory and logs")
     return parser.parse_args()

@@ -2,9 +2,12 @@
 
 N trivial jobs (noop, one output line, a result archive) in waves; after each wave the
 orchestrator's RSS and the time `job list` takes. Then the orchestrator is restarted over the N
-stored finished jobs, timed until its API answers and until it schedules a new job. Last it is
-restarted with a short retention: the time until JetStream holds none of the jobs' records,
-versions, history, logs or results, and its RSS then. The orchestrator runs as its own process
+stored finished jobs, timed until its API answers and until it schedules a new job. Then it is
+restarted with a short retention over that backlog, every job due at once: the time until
+JetStream holds none of the jobs' records, versions, history, logs or results, and its RSS then.
+Last a fresh orchestrator with that retention runs N more jobs in waves, each purged a retention
+after it ends (the issue's target): the time from the last end until JetStream holds nothing of
+them, and its RSS then against its own at the start. The orchestrator runs as its own process
 (`python -m bench.soak --serve`, an Orchestrator with the given retention), so its RSS is its own.
 """
 
@@ -107,6 +110,12 @@ async def _until(check: Callable[[], Any], timeout: float, every: float = 0.05) 
         await asyncio.sleep(every)
 
 
+async def _returned(retention: float) -> None:
+    """One sweep period on from the last purge: the sweep that finds nothing more to purge
+    gives the freed memory back (orchestrator/retention.py), a retention / 4 after it."""
+    await asyncio.sleep(min(retention / 4, 60.0) + 2.0)
+
+
 async def soak(
     workdir: Path,
     n: int,
@@ -133,36 +142,41 @@ async def soak(
 
         await client.bus.subscribe(subjects.EVENTS_SUBJECTS, on_event)
         await client.bus.flush()
-        wave_rows = []
-        slots = asyncio.Semaphore(256)
 
-        async def submit() -> str:
-            async with slots:
-                return await client.submit(SOAK_JOB)
+        async def run_waves(measure: bool) -> list[dict[str, Any]]:
+            wave_rows = []
+            slots = asyncio.Semaphore(256)
 
+            async def submit() -> str:
+                async with slots:
+                    return await client.submit(SOAK_JOB)
+
+            size = max(n // waves, 1)
+            for wave in range(waves):
+                t0 = time.perf_counter()
+                ids = await asyncio.gather(*(submit() for _ in range(size)))
+                while not set(ids) <= ended.keys():
+                    progress_event.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(progress_event.wait(), 1.0)
+                    if time.perf_counter() - t0 > max(300.0, size * 0.1):
+                        raise RuntimeError(f"wave {wave}: jobs did not end in time")
+                elapsed = time.perf_counter() - t0
+                row: dict[str, Any] = {"jobs": (wave + 1) * size, "wave_s": round(elapsed, 1)}
+                if measure:
+                    # The last copies and history writes of the wave still run for a moment,
+                    # and the leader settles its jobs a second after they end: measure once
+                    # that is done.
+                    await asyncio.sleep(2.5)
+                    row["rss_mib"] = mib(stack.orchestrator_usage().rss)
+                    row["list_ms"] = await _list_ms(client)
+                wave_rows.append(row)
+                progress(f"soak: {row}")
+            return wave_rows
+
+        wave_rows = await run_waves(measure=True)
+        rss = stack.orchestrator_usage().rss
         size = max(n // waves, 1)
-        for wave in range(waves):
-            t0 = time.perf_counter()
-            ids = await asyncio.gather(*(submit() for _ in range(size)))
-            while not set(ids) <= ended.keys():
-                progress_event.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(progress_event.wait(), 1.0)
-                if time.perf_counter() - t0 > max(300.0, size * 0.1):
-                    raise RuntimeError(f"wave {wave}: jobs did not end in time")
-            elapsed = time.perf_counter() - t0
-            # The last copies and history writes of the wave still run for a moment, and the
-            # leader settles its jobs a second after they end: measure once that is done.
-            await asyncio.sleep(2.5)
-            rss = stack.orchestrator_usage().rss
-            row = {
-                "jobs": (wave + 1) * size,
-                "wave_s": round(elapsed, 1),
-                "rss_mib": mib(rss),
-                "list_ms": await _list_ms(client),
-            }
-            wave_rows.append(row)
-            progress(f"soak: {row}")
         out["waves_measured"] = wave_rows
         total = waves * size
         out["rss_per_1000_mib"] = round(mib(rss - start_rss) / (total / 1000), 2)
@@ -195,8 +209,10 @@ async def soak(
         progress(f"soak: restart {out['restart']}")
         last_end = max(last_end, time.time())
 
-        # A short retention: until JetStream holds nothing of the jobs.
+        # A short retention set on a store of N old jobs (a backlog, every job due at once):
+        # until JetStream holds nothing of them.
         await stack.orchestrator.stop()
+        restarted = time.perf_counter()
         stack.start_orchestrator(retention)
         await stack._until_api(120.0)
         restarted_rss = stack.orchestrator_usage().rss
@@ -206,15 +222,43 @@ async def soak(
 
         await _until(empty, max(600.0, total * 0.05), every=0.5)
         emptied = time.time()
-        # One sweep period on: the sweep that finds nothing more to purge gives the freed
-        # memory back (orchestrator/retention.py), a retention / 4 after the last purge.
-        await asyncio.sleep(min(retention / 4, 60.0) + 2.0)
+        purged_s = time.perf_counter() - restarted
+        await _returned(retention)
         after = stack.orchestrator_usage().rss
-        out["retention"] = {
+        out["backlog"] = {
+            "jobs": total + 1,
             "empty_after_last_end_s": round(emptied - last_end, 1),
+            "empty_after_restart_s": round(purged_s, 1),
             "rss_loaded_mib": mib(restarted_rss),
             "rss_after_mib": mib(after),
             "rss_after_vs_start": round(after / start_rss, 2),
+        }
+        progress(f"soak: backlog {out['backlog']}")
+
+        # The retention as the orchestrator runs with it: N more jobs in waves, each purged
+        # a retention after it ends; from the last end until JetStream holds nothing of them,
+        # and the RSS then against this orchestrator's at its start.
+        await stack.orchestrator.stop()
+        stack.start_orchestrator(retention)
+        await stack._until_api(120.0)
+        await asyncio.sleep(2.0)
+        steady_start = stack.orchestrator_usage().rss
+        ended.clear()
+        steady_rows = await run_waves(measure=False)
+        last_end = max(ended.values())
+        peak = stack.orchestrator_usage().rss
+        await _until(empty, max(600.0, total * 0.05), every=0.5)
+        emptied = time.time()
+        await _returned(retention)
+        after = stack.orchestrator_usage().rss
+        out["retention"] = {
+            "jobs": len(steady_rows) * size,
+            "run_s": round(sum(r["wave_s"] for r in steady_rows), 1),
+            "empty_after_last_end_s": round(emptied - last_end, 1),
+            "rss_start_mib": mib(steady_start),
+            "rss_last_wave_mib": mib(peak),
+            "rss_after_mib": mib(after),
+            "rss_after_vs_start": round(after / steady_start, 2),
         }
         progress(f"soak: retention {out['retention']}")
     return out
@@ -222,7 +266,7 @@ async def soak(
 
 def rows(r: dict[str, Any]) -> list[Row]:
     last = r["waves_measured"][-1]
-    restart, retention = r["restart"], r["retention"]
+    restart, backlog, retention = r["restart"], r["backlog"], r["retention"]
     return [
         Row(
             "soak",
@@ -242,14 +286,27 @@ def rows(r: dict[str, Any]) -> list[Row]:
         ),
         Row(
             "soak",
-            f"retention {r['retention_s']:g} s: JetStream empty after the last end",
+            f"retention {r['retention_s']:g} s over {retention['jobs']} jobs as they end: "
+            "JetStream empty after the last end",
             f"{retention['empty_after_last_end_s']} s",
         ),
         Row(
             "soak",
-            "RSS loaded / after the purge (x start)",
-            f"{retention['rss_loaded_mib']} / {retention['rss_after_mib']} MiB "
-            f"({retention['rss_after_vs_start']})",
+            "  RSS start / after the last wave / after the purge (x start)",
+            f"{retention['rss_start_mib']} / {retention['rss_last_wave_mib']} / "
+            f"{retention['rss_after_mib']} MiB ({retention['rss_after_vs_start']})",
+        ),
+        Row(
+            "soak",
+            f"retention {r['retention_s']:g} s set on {backlog['jobs']} old jobs: "
+            "JetStream empty after the restart",
+            f"{backlog['empty_after_restart_s']} s",
+        ),
+        Row(
+            "soak",
+            "  RSS loaded / after the purge (x first start)",
+            f"{backlog['rss_loaded_mib']} / {backlog['rss_after_mib']} MiB "
+            f"({backlog['rss_after_vs_start']})",
         ),
     ]
 

@@ -6,6 +6,7 @@ what a record shown or dropped changes in the indexes scheduling and the API rea
 
 from __future__ import annotations
 
+import asyncio
 from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -40,6 +41,7 @@ class MirrorRecords:
         # Jobs that have ended but are not settled yet: what the leader's settler looks at.
         self.ended: set[str] = set()
         self._trimmer = Trimmer()
+        self._dropping: dict[str, asyncio.Future[None]] = {}  # awaited by `until_dropped`
         self.executions: dict[str, Versioned[wire.ExecutionRecord]] = {}
         # A job's execution ids in creation order (a dict keeps it), so that reading them in
         # order needs no sort of a job's 100,000 executions on every evaluation and describe;
@@ -122,6 +124,26 @@ class MirrorRecords:
             key = (gone.value.namespace, gone.value.name)
             if self.by_name.get(key) == job_id:
                 self.by_name.pop(key, None)
+        waiter = self._dropping.pop(job_id, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def until_dropped(self, job_id: str, timeout: float) -> bool:
+        """Wait until no record of the job is held (a watch applied its delete); False if it
+        still is after `timeout` seconds."""
+        if self.held(job_id) is None:
+            return True
+        waiter = self._dropping.get(job_id)
+        if waiter is None:
+            waiter = self._dropping[job_id] = asyncio.get_running_loop().create_future()
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(waiter)
+        except TimeoutError:
+            if self._dropping.get(job_id) is waiter:
+                del self._dropping[job_id]
+            return False
+        return True
 
     def _unlist(self) -> None:
         # Swept at half stale whatever the size (amortized O(1) a drop): a stale entry holds

@@ -4,15 +4,15 @@ A purge marks the job record first (a CAS of its state message to `purging: …`
 its parts — result objects, logs, history events, kept versions, execution records — and the
 job record last. Every step is idempotent and the mark is stored, so a purge cut short (a
 kill -9 between two steps) is finished by the next leader's sweep, which takes marked jobs
-first. KV records are deleted (a delete marker, which every orchestrator's mirror watch applies)
-and their markers purged from the bucket's stream a little later, so JetStream ends up holding
-nothing of the job. Running, queued, daemon and service jobs are never swept.
+first. The execution records go with one purge of their subjects; the job record is deleted (a
+delete marker, which every orchestrator's mirror watch applies, dropping the job's executions
+with it) and the marker purged from the bucket's stream a little later, so JetStream ends up
+holding nothing of the job. Running, queued, daemon and service jobs are never swept.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import time
@@ -122,16 +122,20 @@ class Retention:
 
     # ---- one job ---------------------------------------------------------------------------
 
-    async def purge(self, job_id: str) -> wire.JobRecord | None:
+    async def purge(self, job_id: str, *, shown: bool = True) -> wire.JobRecord | None:
         """Remove a finished job and all its parts; the job as it was, None if it is gone
-        already. Conflict if it has not ended."""
+        already. Conflict if it has not ended. `shown`: answer once this orchestrator's mirror
+        holds the job no more (its watch applied the delete), so that a describe right after
+        is NotFound; the sweep, which nobody waits on, does not wait for it."""
         running = self._running.get(job_id)
-        if running is not None:  # another request is purging it: that one's outcome
-            return await asyncio.shield(running)
-        task = asyncio.ensure_future(self._purge(job_id))
-        self._running[job_id] = task
-        task.add_done_callback(lambda _: self._running.pop(job_id, None))
-        return await asyncio.shield(task)
+        if running is None:  # else another request is purging it: that one's outcome
+            running = asyncio.ensure_future(self._purge(job_id))
+            self._running[job_id] = running
+            running.add_done_callback(lambda _: self._running.pop(job_id, None))
+        job = await asyncio.shield(running)
+        if job is not None and shown:
+            await self._mirror.until_dropped(job_id, 5.0)
+        return job
 
     async def _purge(self, job_id: str) -> wire.JobRecord | None:
         job = await retry_cas(lambda: self._mark(job_id), what=f"job {job_id}")
@@ -152,13 +156,15 @@ class Retention:
             )
         if is_purging(job):
             return job
-        job = await self._mirror.stored_job(job)
+        # A settled job is marked as held, trimmed, without reading its whole record back: a
+        # marked job is shown to nobody (the API takes it as gone) and its spec is never read
+        # again, and a sweep of 100,000 jobs spent a request on each.
         marked = msgspec.structs.replace(job, state_message=PURGING + job.state_message)
         await self._mirror.update_job(marked)
         return marked
 
     async def _remove_parts(self, job: wire.JobRecord) -> None:
-        execs_kv, jobs_kv = await self._kv()
+        _, jobs_kv = await self._kv()
         ns, jid = job.namespace, job.id
         prefix = subjects.execution_key(ns, jid, "")
         # The keys the bucket's stream holds (one request; a KV watch would make a consumer
@@ -176,22 +182,16 @@ class Retention:
         await purge_subject(self._bus, subjects.EVENTS_STREAM, subjects.events(ns, jid))
         versions = f"KV_{subjects.JOB_VERSIONS_BUCKET}"
         await purge_subject(self._bus, versions, f"$KV.{subjects.JOB_VERSIONS_BUCKET}.{jid}.*")
-        for key in keys:
-            await execs_kv.delete(key)
+        # The execution records go with one purge of their subjects, no delete marker each:
+        # a mirror holds none of a settled job's, and drops an unsettled one's with the job
+        # record's delete below (state.py), which stays a KV delete for the watches to see.
+        if keys:
+            await purge_subject(self._bus, stream, f"$KV.{subjects.EXECUTIONS_BUCKET}.{prefix}*")
         await jobs_kv.delete(subjects.job_key(ns, jid))
         due = time.monotonic() + _MARKER_GRACE
         self._markers.append(
-            (due, f"KV_{subjects.EXECUTIONS_BUCKET}", f"$KV.{subjects.EXECUTIONS_BUCKET}.{prefix}*")
-        )
-        self._markers.append(
             (due, f"KV_{subjects.JOBS_BUCKET}", f"$KV.{subjects.JOBS_BUCKET}.{ns}.{jid}")
         )
-        # Answer once this orchestrator's mirror shows the job gone (its watch applies the
-        # delete marker), so a describe right after is NotFound.
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(5.0):
-                while self._mirror.held(jid) is not None:  # noqa: ASYNC110 (a watch, no event)
-                    await asyncio.sleep(0.02)
         self._mirror.forget_executions(jid)
         self._purged(job)
         log.info("purged job %s (%s, %d executions)", jid, job.state, len(exec_ids))
@@ -242,7 +242,7 @@ class Retention:
         expired.sort()
         return marked + [j for _, j in expired]
 
-    async def sweep_once(self, now: float | None = None, *, concurrency: int = 16) -> int:
+    async def sweep_once(self, now: float | None = None, *, concurrency: int = 64) -> int:
         """Purge one batch of due jobs; how many were purged."""
         due = self.due(time.time() if now is None else now)
         if not due:
@@ -254,7 +254,7 @@ class Retention:
             nonlocal done
             async with slots:
                 try:
-                    if await self.purge(job_id) is not None:
+                    if await self.purge(job_id, shown=False) is not None:
                         done += 1
                 except Conflict as exc:  # re-run, or rerun meanwhile: not ended any more
                     log.info("not purging %s: %s", job_id, exc)

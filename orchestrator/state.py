@@ -171,8 +171,9 @@ class StateMirror(MirrorRecords):
         known = self.held(job_id)
         if known is not None and known.revision >= entry.revision:
             return
-        if entry.value is None:
+        if entry.value is None:  # purged: its executions go with it (retention.py)
             self.drop_job(job_id)
+            self.forget_executions(job_id)
             return
         record = _decode(entry, wire.JobRecord)
         if record is not None:

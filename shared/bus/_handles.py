@@ -245,8 +245,14 @@ class KV:
 
     async def delete(self, key: str, revision: int | None = None) -> None:
         """Delete the key; with `revision`, only if it is still at that revision (Conflict)."""
-        with map_nats_errors(f"delete {self.bucket}/{key}"):
-            await self._kv.delete(key, last=revision)
+        what = f"delete {self.bucket}/{key}"
+        if not _valid_key(key):
+            raise ShoalError(f"{what}: {key!r} is not a valid key")
+        # A delete marker as nats-py writes one, sent on the bus's own inbox (_replies.py).
+        headers = {_KV_OPERATION: "DEL"}
+        if revision:
+            headers[_EXPECTED_LAST] = str(revision)
+        await self._replies.store(self._prefix + key, b"", headers, what=what)
 
     async def keys(self, pattern: str = ">") -> list[str]:
         out: list[str] = []

@@ -61,6 +61,20 @@ async def test_kv_update_is_compare_and_swap(bus: Bus) -> None:
     assert entry is not None and entry.value == b"v2"
 
 
+async def test_kv_delete_with_a_revision_is_compare_and_swap(bus: Bus) -> None:
+    kv = await bus.kv("writes")
+    rev = await kv.create("k", b"v1")
+    newer = await kv.update("k", b"v2", rev)
+    with pytest.raises(Conflict, match="delete writes/k: changed concurrently"):
+        await kv.delete("k", rev)
+    entry = await kv.get("k")
+    assert entry is not None and entry.value == b"v2"
+    await kv.delete("k", newer)
+    assert await kv.get("k") is None
+    with pytest.raises(ShoalError, match="'a b' is not a valid key"):
+        await kv.delete("a b")
+
+
 async def test_concurrent_creates_of_one_key_one_wins(bus: Bus) -> None:
     kv = await bus.kv("writes")
     results = await asyncio.gather(

@@ -10,6 +10,7 @@ import msgspec
 import pytest
 from prometheus_client import REGISTRY
 
+from orchestrator import retention
 from orchestrator.retention import PURGING, purge_subject
 from shared import subjects
 from shared.errors import Conflict, NotFound
@@ -30,8 +31,9 @@ def _purged(job_type: str) -> float:
 
 
 async def test_purge_refuses_a_running_job_and_removes_a_finished_one(
-    nats_server: EmbeddedNats, tmp_path: Path
+    nats_server: EmbeddedNats, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(retention, "_MARKER_GRACE", 3600.0)  # kept until cleaned below
     async with stack(nats_server.url, tmp_path, agents=1) as s, await s.client() as client:
         own_buckets(s)
         done = await finished_with_everything(client)
@@ -51,6 +53,10 @@ async def test_purge_refuses_a_running_job_and_removes_a_finished_one(
         assert [j.id for j in await client.jobs(every=True)] == [running]
         again = await run_cli("job", "purge", done.id, url=nats_server.url)
         assert again.code == 1 and "no job" in again.stderr, again
+        # Nothing is left of it but the job record's delete marker, for the watches: its
+        # execution records went with one purge, without a marker each.
+        left = await parts(client.bus, done)
+        assert left == {**dict.fromkeys(left, 0), "job": 1}, left
         orchestrator = s.orchestrator
         assert orchestrator is not None
         await orchestrator.retention.clean_markers(float("inf"))
