@@ -185,8 +185,7 @@ class Retention:
         # The execution records go with one purge of their subjects, no delete marker each:
         # a mirror holds none of a settled job's, and drops an unsettled one's with the job
         # record's delete below (state.py), which stays a KV delete for the watches to see.
-        if keys:
-            await purge_subject(self._bus, stream, f"$KV.{subjects.EXECUTIONS_BUCKET}.{prefix}*")
+        await purge_subject(self._bus, stream, f"$KV.{subjects.EXECUTIONS_BUCKET}.{prefix}*")
         await jobs_kv.delete(subjects.job_key(ns, jid))
         due = time.monotonic() + _MARKER_GRACE
         self._markers.append(

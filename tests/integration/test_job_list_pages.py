@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import api
+from orchestrator import api_reads
 from shared import wire
 from shared.errors import InvalidSpec
 from shared.natsserver import EmbeddedNats
@@ -35,7 +35,7 @@ async def test_pages_follow_each_other_newest_first(
         assert pages == 3
         assert seen == list(reversed(submitted))
 
-        monkeypatch.setattr(api, "JOB_PAGE", 2)  # a server page smaller than asked for
+        monkeypatch.setattr(api_reads, "JOB_PAGE", 2)  # a server page smaller than asked for
         assert [j.id for j in await client.jobs(limit=5)] == seen[:5]
         assert [j.id for j in await client.jobs(every=True)] == seen
         with pytest.raises(InvalidSpec, match=r"not a job\.list cursor"):

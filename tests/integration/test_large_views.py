@@ -8,7 +8,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from orchestrator import api
+from orchestrator import api_reads
 from shared import views, wire
 from shared.bus import Bus
 from shared.errors import ShoalError
@@ -36,7 +36,7 @@ async def test_a_view_shows_the_newest_executions_and_counts_them_all(
 ) -> None:
     # (1,000 in the product: a daemon on 10,000 nodes did not fit in a NATS message)
     monkeypatch.setattr(views, "VIEW_EXECUTIONS", 3)
-    monkeypatch.setattr(api, "VIEW_EXECUTIONS", 3)
+    monkeypatch.setattr(api_reads, "VIEW_EXECUTIONS", 3)
     async with stack(nats_server.url, tmp_path) as s, await s.client() as client:
         job_id = await client.submit(FIVE)
         await client.wait(job_id, timeout=20)
