@@ -163,7 +163,9 @@ async def soak(
                         raise RuntimeError(f"wave {wave}: jobs did not end in time")
                 elapsed = time.perf_counter() - t0
                 row: dict[str, Any] = {"jobs": (wave + 1) * size, "wave_s": round(elapsed, 1)}
-                if measure:
+                if not measure:  # RSS as the jobs run, without waiting for them to settle
+                    row["rss_mib"] = mib(stack.orchestrator_usage().rss)
+                else:
                     # The last copies and history writes of the wave still run for a moment,
                     # and the leader settles its jobs a second after they end: measure once
                     # that is done.
@@ -257,6 +259,7 @@ async def soak(
             "empty_after_last_end_s": round(emptied - last_end, 1),
             "rss_start_mib": mib(steady_start),
             "rss_last_wave_mib": mib(peak),
+            "rss_by_wave_mib": [r["rss_mib"] for r in steady_rows],
             "rss_after_mib": mib(after),
             "rss_after_vs_start": round(after / steady_start, 2),
         }
