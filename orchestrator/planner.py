@@ -21,12 +21,13 @@ from orchestrator.history import History
 from orchestrator.registry import NodeRegistry
 from orchestrator.scheduler import Context, Placement, Plan, Stop, ran, schedule
 from orchestrator.secrets import NO_PUBLIC_KEY, Secrets, seal_env, secrets_for
+from orchestrator.spec_cache import SpecCache
 from orchestrator.state import StateMirror
 from shared import subjects, trace, wire
 from shared.bus import Bus
 from shared.errors import Conflict, NoResponders, ShoalError
 from shared.sealing import secret_refs
-from shared.spec import JobSpec, spec_from_canonical
+from shared.spec import JobSpec
 
 log = logging.getLogger(__name__)
 
@@ -110,24 +111,14 @@ class Planner:
         self.bid_timeout = bid_timeout
         self._final_view = final_view
         self._secrets = secrets
-        self._specs: dict[tuple[str, int], tuple[bytes, JobSpec]] = {}
+        self._specs = SpecCache()
 
     def remember(self, job: wire.JobRecord, spec: JobSpec) -> None:
         """The API validated this spec a moment ago: no need to parse it again."""
-        self._specs[(job.id, job.version)] = (bytes(job.spec), spec)
+        self._specs.remember(job, spec)
 
     def spec_of(self, job: wire.JobRecord) -> JobSpec:
-        # Keyed by the spec's bytes too: a submit that lost its create to another one of the
-        # same id and version was remembered, and must not stand in for the stored spec.
-        key, raw = (job.id, job.version), bytes(job.spec)
-        cached = self._specs.get(key)
-        if cached is not None and cached[0] == raw:
-            return cached[1]
-        if len(self._specs) > 20_000:
-            self._specs.clear()
-        spec = spec_from_canonical(raw)
-        self._specs[key] = (raw, spec)
-        return spec
+        return self._specs.spec_of(job)
 
     async def evaluate(self, job_id: str, nodes: frozenset[str] | None = None) -> None:
         """Plan the job and carry the plan out. `nodes`: only these nodes' part of it changed
@@ -450,7 +441,7 @@ class Planner:
             return
         ended = state in wire.TERMINAL_JOB_STATES
         if ended:  # parsed again if it is ever evaluated again
-            self._specs.pop((job.id, job.version), None)
+            self._specs.forget(job)
         if known.state in ("Pending", "Queued") and (state == "Running" or self._ran(job.id)):
             metrics.started(record, now)
         if ended:
