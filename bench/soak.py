@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import statistics
 import sys
@@ -25,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench.arenas import read_reports, write_report
 from bench.procs import Child, mib
 from bench.report import Row
 from bench.stack import ShoalStack, StackConfig
@@ -67,10 +69,28 @@ class SoakStack(ShoalStack):
                 self.url,
                 "--retention",
                 str(retention),
+                "--arenas",
+                str(self.arenas_path()),
             ],
             self.logs,
         )
         return self.orchestrator
+
+    def arenas_path(self) -> Path:
+        return self.logs / f"arenas-{self.retention:g}.jsonl"
+
+    async def arenas(self) -> dict[str, int]:
+        """The orchestrator's pymalloc arenas and live small-object bytes (bench/arenas.py)."""
+        assert self.orchestrator is not None
+        path = self.arenas_path()
+        before = len(read_reports(path))
+        os.kill(self.orchestrator.pid, signal.SIGUSR1)
+        for _ in range(100):
+            reports = read_reports(path)
+            if len(reports) > before:
+                return dict(reports[-1])
+            await asyncio.sleep(0.05)
+        return {}
 
     async def start(self) -> None:
         await self.nats.start()
@@ -245,6 +265,7 @@ async def soak(
         await stack._until_api(120.0)
         await asyncio.sleep(2.0)
         steady_start = stack.orchestrator_usage().rss
+        arenas_start = await stack.arenas()
         ended.clear()
         steady_rows = await run_waves(measure=False)
         last_end = max(ended.values())
@@ -253,6 +274,7 @@ async def soak(
         emptied = time.time()
         await _returned(retention)
         after = stack.orchestrator_usage().rss
+        arenas_after = await stack.arenas()
         out["retention"] = {
             "jobs": len(steady_rows) * size,
             "run_s": round(sum(r["wave_s"] for r in steady_rows), 1),
@@ -262,6 +284,8 @@ async def soak(
             "rss_by_wave_mib": [r["rss_mib"] for r in steady_rows],
             "rss_after_mib": mib(after),
             "rss_after_vs_start": round(after / steady_start, 2),
+            "arenas_start": arenas_start,
+            "arenas_after": arenas_after,
         }
         progress(f"soak: retention {out['retention']}")
     return out
@@ -301,6 +325,11 @@ def rows(r: dict[str, Any]) -> list[Row]:
         ),
         Row(
             "soak",
+            "  pymalloc arenas (1 MiB) start / after; bytes in live small objects start / after",
+            _arenas_row(retention.get("arenas_start", {}), retention.get("arenas_after", {})),
+        ),
+        Row(
+            "soak",
             f"retention {r['retention_s']:g} s set on {backlog['jobs']} old jobs: "
             "JetStream empty after the restart",
             f"{backlog['empty_after_restart_s']} s",
@@ -314,10 +343,17 @@ def rows(r: dict[str, Any]) -> list[Row]:
     ]
 
 
+def _arenas_row(start: dict[str, int], after: dict[str, int]) -> str:
+    if not start or not after:
+        return "- (not pymalloc)"
+    live = f"{mib(start['allocated_bytes'])} / {mib(after['allocated_bytes'])} MiB"
+    return f"{start['arenas']} / {after['arenas']}; {live}"
+
+
 # ---- the orchestrator process ------------------------------------------------------------------
 
 
-async def _serve(url: str, retention: float) -> None:
+async def _serve(url: str, retention: float, arenas: Path | None) -> None:
     from orchestrator.service import Orchestrator, OrchestratorConfig
 
     bus = await Bus.connect(url, name="shoal-orchestrator")
@@ -325,6 +361,8 @@ async def _serve(url: str, retention: float) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if arenas is not None:
+        loop.add_signal_handler(signal.SIGUSR1, write_report, arenas)
     try:
         async with Orchestrator(bus, OrchestratorConfig(job_retention=retention)):
             await stop.wait()
@@ -336,10 +374,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.soak")
     parser.add_argument("--serve", metavar="NATS_URL", required=True)
     parser.add_argument("--retention", type=float, default=0.0)
+    parser.add_argument("--arenas", type=Path, help="where SIGUSR1 appends pymalloc's state")
     args = parser.parse_args()
     from cli.common import run
 
-    run(_serve(args.serve, args.retention))
+    run(_serve(args.serve, args.retention, args.arenas))
 
 
 if __name__ == "__main__":

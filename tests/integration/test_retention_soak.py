@@ -40,4 +40,7 @@ def test_the_soak_scenario_runs_and_retention_empties_jetstream(tmp_path: Path) 
     steady = soak["retention"]
     assert steady["jobs"] == 20 and steady["empty_after_last_end_s"] > 0
     assert len(steady["rss_by_wave_mib"]) == 2 and steady["rss_after_mib"] > 0
+    # The orchestrator's own pymalloc state, read through its SIGUSR1 report at both ends.
+    for arenas in (steady["arenas_start"], steady["arenas_after"]):
+        assert arenas["arenas"] > 0 and arenas["allocated_bytes"] > 2**20
     assert "RSS per 1,000 finished jobs" in done.stdout
