@@ -70,6 +70,7 @@ docker-setup:
 
 $(BENCH_STAMP): $(STAMP)
 	@command -v redis-server >/dev/null || (apt-get update -qq && apt-get install -y -qq redis-server)
+	@dpkg -s libjemalloc2 >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq libjemalloc2)
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)

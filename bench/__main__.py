@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import bigjob, celery_bench, paired, scenarios, soak
+from bench.allocator import ALLOCATORS
 from bench.report import Row, interval_verdict, machine, print_table, verdict, write_json
 from cli.common import run as run_async
 
@@ -130,6 +131,12 @@ def _parse() -> argparse.Namespace:
         help="soak: the job retention (seconds) of the last two orchestrators: one set on the "
         "N stored jobs, one that runs N more",
     )
+    parser.add_argument(
+        "--allocator",
+        choices=ALLOCATORS,
+        default="pymalloc",
+        help="soak: the orchestrator's memory allocator (jemalloc: as deploy/Dockerfile runs it)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work directory and logs")
     return parser.parse_args()
 
@@ -233,6 +240,7 @@ async def _run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             args.agents,
             args.retention,
             progress=_progress,
+            allocator=args.allocator,
         )
     loads["end"] = round(os.getloadavg()[0], 2)
     return out

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench.allocator import allocator_env, loaded
 from bench.arenas import read_reports, write_report
 from bench.procs import Child, mib
 from bench.report import Row
@@ -56,6 +57,7 @@ class SoakStack(ShoalStack):
     """A ShoalStack whose orchestrator is `python -m bench.soak --serve` with a retention."""
 
     retention = 0.0
+    allocator = "pymalloc"
 
     def start_orchestrator(self, retention: float) -> Child:
         self.retention = retention
@@ -73,6 +75,7 @@ class SoakStack(ShoalStack):
                 str(self.arenas_path()),
             ],
             self.logs,
+            env=allocator_env(self.allocator),
         )
         return self.orchestrator
 
@@ -143,14 +146,20 @@ async def soak(
     agents: int = 3,
     retention: float = 30.0,
     progress: Callable[[str], None] = print,
+    allocator: str = "pymalloc",
 ) -> dict[str, Any]:
     out: dict[str, Any] = {"n": n, "waves": waves, "retention_s": retention}
     config = StackConfig(agents=agents, client_timeout=120.0)
-    async with SoakStack(workdir, config) as stack:
+    allocator_env(allocator)  # a missing library is said before anything starts
+    stack = SoakStack(workdir, config)
+    stack.allocator = allocator
+    async with stack:
         client = stack.client
         await asyncio.sleep(2.0)  # settled: agents registered, buckets open
         start_rss = stack.orchestrator_usage().rss
         out["rss_start_mib"] = mib(start_rss)
+        assert stack.orchestrator is not None
+        out["allocator"] = allocator if loaded(stack.orchestrator.pid, allocator) else "pymalloc"
         ended: dict[str, float] = {}
         progress_event = asyncio.Event()
 
@@ -297,7 +306,7 @@ def rows(r: dict[str, Any]) -> list[Row]:
     return [
         Row(
             "soak",
-            f"RSS start / after {last['jobs']} jobs",
+            f"RSS start / after {last['jobs']} jobs ({r.get('allocator', 'pymalloc')})",
             f"{r['rss_start_mib']} / {last['rss_mib']} MiB",
         ),
         Row(

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
+from bench.allocator import JEMALLOC_CONF
 from cli.auth import generate
 from shared import subjects
 from shared.client import ShoalClient
@@ -317,6 +318,16 @@ def test_dockerfile_builds_the_shoal_entrypoint() -> None:
     assert "pip install ." in text
     for package in ("shared", "orchestrator", "compute", "cli"):
         assert f"COPY {package} ./{package}" in text
+
+
+def test_dockerfile_runs_shoal_on_the_allocator_the_soak_measures() -> None:
+    """The image preloads jemalloc with the configuration `bench soak --allocator jemalloc`
+    measures (docs/benchmarks.md), so the figures are the deployed orchestrator's."""
+    text = (DEPLOY / "Dockerfile").read_text()
+    assert "apt-get install -y --no-install-recommends libjemalloc2" in text
+    assert "LD_PRELOAD=libjemalloc.so.2" in text
+    assert "PYTHONMALLOC=malloc" in text
+    assert f"MALLOC_CONF={JEMALLOC_CONF}" in text
 
 
 # ---- the containers, as rendered, against a real nats-server ----------------------------------

@@ -4,24 +4,26 @@ that)."""
 
 from __future__ import annotations
 
+import ctypes.util
 import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from tests.conftest import require
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(240)
-def test_the_soak_scenario_runs_and_retention_empties_jetstream(tmp_path: Path) -> None:
+def run_soak(tmp_path: Path, *extra: str) -> tuple[dict[str, Any], str]:
     out = tmp_path / "bench.json"
     done = subprocess.run(
         [
             *(sys.executable, "-m", "bench", "soak", "--n", "20", "--waves", "2", "--agents", "1"),
-            *("--retention", "2", "--json", str(out)),
+            *("--retention", "2", "--json", str(out), *extra),
         ],
         cwd=REPO,
         capture_output=True,
@@ -30,7 +32,14 @@ def test_the_soak_scenario_runs_and_retention_empties_jetstream(tmp_path: Path) 
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    soak = json.loads(out.read_text())["results"]["soak"]
+    return json.loads(out.read_text())["results"]["soak"], done.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_the_soak_scenario_runs_and_retention_empties_jetstream(tmp_path: Path) -> None:
+    soak, stdout = run_soak(tmp_path)
+    assert soak["allocator"] == "pymalloc"
     assert [w["jobs"] for w in soak["waves_measured"]] == [10, 20]
     assert soak["restart"]["stored_jobs"] == 21
     assert soak["restart"]["api_s"] > 0 and soak["restart"]["scheduled_s"] > 0
@@ -43,4 +52,18 @@ def test_the_soak_scenario_runs_and_retention_empties_jetstream(tmp_path: Path) 
     # The orchestrator's own pymalloc state, read through its SIGUSR1 report at both ends.
     for arenas in (steady["arenas_start"], steady["arenas_after"]):
         assert arenas["arenas"] > 0 and arenas["allocated_bytes"] > 2**20
-    assert "RSS per 1,000 finished jobs" in done.stdout
+    assert "RSS per 1,000 finished jobs" in stdout
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_the_orchestrator_runs_and_purges_on_jemalloc_as_the_image_runs_it(tmp_path: Path) -> None:
+    """deploy/Dockerfile preloads jemalloc with PYTHONMALLOC=malloc: the orchestrator runs,
+    purges and answers on it, and the library is mapped into its process."""
+    require(ctypes.util.find_library("jemalloc") is not None, "libjemalloc2 is not installed")
+    soak, stdout = run_soak(tmp_path, "--allocator", "jemalloc")
+    assert soak["allocator"] == "jemalloc"
+    steady = soak["retention"]
+    assert steady["jobs"] == 20 and steady["empty_after_last_end_s"] > 0
+    assert steady["arenas_after"] == {}  # nothing goes through pymalloc
+    assert "(jemalloc)" in stdout
