@@ -8,7 +8,9 @@ JetStream holds none of the jobs' records, versions, history, logs or results, a
 Last a fresh orchestrator with that retention runs N more jobs in waves, each purged a retention
 after it ends (the issue's target): the time from the last end until JetStream holds nothing of
 them, and its RSS then against its own at the start. The orchestrator runs as its own process
-(`python -m bench.soak --serve`, an Orchestrator with the given retention), so its RSS is its own.
+(`python -m bench.soak --serve`, an Orchestrator with the given retention), so its RSS is its own,
+on the allocator asked for (bench/allocator.py); on SIGUSR1 it reports CPython's arenas
+(bench/arenas.py), read at the start of the last phase and after its purge.
 """
 
 from __future__ import annotations
@@ -159,7 +161,9 @@ async def soak(
         start_rss = stack.orchestrator_usage().rss
         out["rss_start_mib"] = mib(start_rss)
         assert stack.orchestrator is not None
-        out["allocator"] = allocator if loaded(stack.orchestrator.pid, allocator) else "pymalloc"
+        if not loaded(stack.orchestrator.pid, allocator):
+            raise RuntimeError(f"the orchestrator was started on {allocator} but does not map it")
+        out["allocator"] = allocator
         ended: dict[str, float] = {}
         progress_event = asyncio.Event()
 
@@ -335,7 +339,11 @@ def rows(r: dict[str, Any]) -> list[Row]:
         Row(
             "soak",
             "  pymalloc arenas (1 MiB) start / after; bytes in live small objects start / after",
-            _arenas_row(retention.get("arenas_start", {}), retention.get("arenas_after", {})),
+            _arenas_row(
+                retention.get("arenas_start", {}),
+                retention.get("arenas_after", {}),
+                r.get("allocator", "pymalloc"),
+            ),
         ),
         Row(
             "soak",
@@ -352,9 +360,9 @@ def rows(r: dict[str, Any]) -> list[Row]:
     ]
 
 
-def _arenas_row(start: dict[str, int], after: dict[str, int]) -> str:
+def _arenas_row(start: dict[str, int], after: dict[str, int], allocator: str) -> str:
     if not start or not after:
-        return "- (not pymalloc)"
+        return "- (no report)" if allocator == "pymalloc" else f"- ({allocator})"
     live = f"{mib(start['allocated_bytes'])} / {mib(after['allocated_bytes'])} MiB"
     return f"{start['arenas']} / {after['arenas']}; {live}"
 
