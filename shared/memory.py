@@ -1,11 +1,33 @@
-"""Giving freed heap back to the system: glibc keeps what Python frees for its own reuse."""
+"""Giving freed heap back to the system: the C allocator keeps what Python frees for reuse."""
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
 import functools
+import gc
 from collections.abc import Callable
+from typing import Literal
+
+Allocator = Literal["jemalloc", "glibc"]
+
+# jemalloc's name for "every arena" in `arena.<i>.*` (MALLCTL_ARENAS_ALL).
+_ARENAS_ALL = 4096
+
+
+@functools.cache
+def _mallctl() -> Callable[..., int] | None:
+    """jemalloc's control call, if jemalloc is this process's malloc (preloaded: its symbols
+    are the process's own)."""
+    try:
+        call = ctypes.CDLL(None).mallctl
+    except (OSError, AttributeError):
+        return None
+    pointer = ctypes.c_void_p
+    call.argtypes = [ctypes.c_char_p, pointer, pointer, pointer, ctypes.c_size_t]
+    call.restype = ctypes.c_int
+    mallctl: Callable[..., int] = call
+    return mallctl
 
 
 @functools.cache
@@ -20,11 +42,23 @@ def _malloc_trim() -> Callable[[int], int] | None:
     return trim
 
 
-def give_back() -> bool:
-    """Return the free memory at the top of the heap and in the arenas to the system
-    (glibc's malloc_trim(0)); False where the C library has no such call."""
+def give_back() -> Allocator | None:
+    """Return the memory the allocator holds free to the system, now; which allocator was
+    asked, or None where it has no such call.
+
+    jemalloc: this thread's cache of freed blocks goes back to their pages first (each cached
+    block keeps a page of a burst in use), then every arena's unused pages are returned at
+    once, whatever decay MALLOC_CONF set. glibc: malloc_trim(0)."""
+    # CPython's free lists (floats, tuples, lists, dicts, contexts) keep up to thousands of
+    # a burst's freed objects for reuse, each holding its page: a full collection empties them.
+    gc.collect()
+    mallctl = _mallctl()
+    if mallctl is not None:
+        mallctl(b"thread.tcache.flush", None, None, None, 0)
+        mallctl(f"arena.{_ARENAS_ALL}.purge".encode(), None, None, None, 0)
+        return "jemalloc"
     trim = _malloc_trim()
     if trim is None:
-        return False
+        return None
     trim(0)
-    return True
+    return "glibc"
