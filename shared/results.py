@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import re
 import tarfile
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -22,18 +24,32 @@ ARCHIVE = "results.tar.gz"
 
 
 def pack(workdir: Path, names: list[str], exit_code: int | None) -> Path:
-    """Write `workdir/results.tar.gz` from the task's output files and result folders."""
-    (workdir / "exitCode").write_text("" if exit_code is None else f"{exit_code}\n")
+    """Write `workdir/results.tar.gz` from the task's output files and result folders.
+
+    The exit code, and the output a task did not write, go in from memory: made as files only
+    to be archived, they cost a busy node more than the archive did."""
     archive = workdir / ARCHIVE
-    with tarfile.open(archive, "w:gz") as tar:
-        for name in ("stdout", "stderr", "exitCode"):
-            (workdir / name).touch()  # a task that printed nothing still has (empty) output
-            tar.add(workdir / name, arcname=name)
+    now = time.time()
+    # gzip's own default level: 9 costs several times the CPU on large output for a few %.
+    with tarfile.open(archive, "w:gz", compresslevel=6) as tar:
+        for name in ("stdout", "stderr"):
+            try:
+                tar.add(workdir / name, arcname=name)
+            except FileNotFoundError:  # a task that printed nothing still has (empty) output
+                _add_bytes(tar, name, b"", now)
+        code = b"" if exit_code is None else f"{exit_code}\n".encode()
+        _add_bytes(tar, "exitCode", code, now)
         for name in names:
             folder = workdir / "outputs" / name
             if folder.exists():
                 tar.add(folder, arcname=name)
     return archive
+
+
+def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes, mtime: float) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = len(data), int(mtime), 0o644
+    tar.addfile(info, io.BytesIO(data))
 
 
 def unpack(archive: Path, dest: Path) -> list[Path]:
