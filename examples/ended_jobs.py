@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 
 from shared.client import ShoalClient
 from shared.errors import NotFound
+from shared.wire import JobView
 
 THREE = {
     "Type": "batch",
@@ -22,12 +24,21 @@ THREE = {
 }
 
 
+async def settled(client: ShoalClient, job_id: str, timeout: float = 10.0) -> JobView:
+    """The job as `job list` shows it once the leader has settled it: counts, no executions."""
+    deadline = time.monotonic() + timeout
+    while True:
+        listed = next(j for j in await client.jobs() if j.id == job_id)
+        if listed.execution_counts or time.monotonic() > deadline:
+            return listed
+        await asyncio.sleep(0.1)
+
+
 async def main(url: str = "nats://127.0.0.1:4222") -> None:
     async with await ShoalClient.connect(url) as client:
         view = await client.run(THREE, timeout=60)
         print(f"{view.id}: {view.state}")
-        await asyncio.sleep(2)  # settled by now
-        listed = next(j for j in await client.jobs() if j.id == view.id)
+        listed = await settled(client, view.id)
         print(f"job list:  counts {listed.execution_counts}, {len(listed.executions)} listed")
         described = await client.describe(view.id)
         nodes = sorted(e.node_id for e in described.executions)
