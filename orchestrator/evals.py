@@ -21,6 +21,7 @@ from orchestrator import metrics
 from shared import subjects, wire
 from shared.bus import Bus, StreamMessage
 from shared.errors import ShoalError
+from shared.memory import shrink
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,11 @@ class EvalBroker:
         # Told of each evaluation taken from the durable queue (the rules count the
         # submissions and stops that reach the leader this way).
         self.on_queued: Callable[[wire.Evaluation], None] = lambda ev: None
+
+    def compact(self) -> None:
+        """Rebuild the queue's sets at the size of what is queued now: a burst's jobs left
+        tables sized for all of them (a set never shrinks as its keys go)."""
+        shrink(self._queued, self._busy, self._again, self._scope, self._acks)
 
     def trigger(self, job_id: str, priority: int = 0, nodes: Iterable[str] | None = None) -> None:
         """Evaluate soon; repeated triggers while queued collapse into one evaluation.

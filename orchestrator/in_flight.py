@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 from shared import wire
 from shared.errors import Conflict
+from shared.memory import shrink
 
 if TYPE_CHECKING:  # the mirror owns an InFlight and hands it itself
     from orchestrator.state import StateMirror
@@ -50,6 +51,10 @@ class InFlight:
         self._job_creates: dict[str, _JobCreate] = {}
         self._execution_creates: dict[str, asyncio.Future[None]] = {}
         self._shown: dict[str, set[asyncio.Future[None]]] = defaultdict(set)  # by job id
+
+    def compact(self) -> None:
+        """Rebuild the tables at the size of what is in flight now (after a burst)."""
+        shrink(self._job_creates, self._execution_creates, self._shown)
 
     # ---- a job's create ------------------------------------------------------------------------
 

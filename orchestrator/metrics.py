@@ -80,9 +80,16 @@ UPDATES_APPLIED = Counter(
     "Execution reports from nodes applied to the state, by the state reported",
     ["state"],
 )
-for _kind in JOB_TYPES:
+# Every series of a bounded label made at start, at zero: a scrape shows it before its first
+# event (a rate over a series that appears mid-way is wrong), and the values are allocated
+# with the process rather than amid the first burst of jobs, whose freed memory they would pin.
+for _kind in (*JOB_TYPES, "other"):
     for _family in (JOBS_SUBMITTED, JOBS_COMPLETED, JOBS_FAILED, JOBS_STOPPED, JOBS_PURGED):
         _family.labels(type=_kind)
+    for _histogram in (SUBMIT_TO_RUNNING, SUBMIT_TO_END):
+        _histogram.labels(type=_kind)
+for _state in get_args(wire.ComputeState):
+    UPDATES_APPLIED.labels(state=_state)
 
 
 def _type(job: wire.JobRecord) -> str:

@@ -16,6 +16,7 @@ from typing import Generic, TypeVar
 
 from orchestrator.settled import Trimmer, is_settled
 from shared import wire
+from shared.memory import shrink
 
 R = TypeVar("R")
 
@@ -156,17 +157,31 @@ class MirrorRecords:
             self._stale = 0
 
     def compact(self) -> None:
-        """Copy the indexes into tables of their present size: a dict never shrinks as its
-        keys go, so after a purge the emptied tables of every job ever held stayed."""
-        self.jobs = dict(self.jobs)
-        self.settled = dict(self.settled)
-        self.executions = dict(self.executions)
-        self.by_job = defaultdict(dict, self.by_job)
-        self._newest = dict(self._newest)
-        self.by_node = defaultdict(set, {n: set(ids) for n, ids in self.by_node.items() if ids})
-        self.by_name = dict(self.by_name)
-        self._listed = dict(self._listed)
-        self._by_created = list(self._by_created)
+        """Rebuild the indexes at their present size: a dict or set never shrinks as its keys
+        go, so after a purge the emptied tables of every job ever held stayed."""
+        for node_id in [n for n, ids in self.by_node.items() if not ids]:
+            del self.by_node[node_id]
+        shrink(
+            self.jobs,
+            self.settled,
+            self.ended,
+            self._dropping,
+            self.executions,
+            self.by_job,
+            self._newest,
+            self._unordered,
+            self.by_node,
+            *self.by_node.values(),
+            self.seeking_nodes,
+            self.waiting_for_room,
+            self.by_name,
+            self._listed,
+        )
+        # Stale entries too: up to half the list of a purged burst's jobs, each a tuple, a float
+        # and a string, would stay until the list next grew.
+        listed = self._listed
+        self._by_created = [k for k in self._by_created if listed.get(k[1]) == k]
+        self._stale = 0
 
     def newest_jobs(self, before: tuple[float, str] | None = None) -> Iterator[wire.JobRecord]:
         """Every job, newest first (by its version's creation, then id, descending); with

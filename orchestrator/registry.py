@@ -22,6 +22,7 @@ from orchestrator.state import StateMirror
 from shared import subjects, wire
 from shared.bus import Bus, Message, Subscription
 from shared.errors import Conflict, ShoalError
+from shared.memory import shrink
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,12 @@ class NodeRegistry:
         mirror.on_node_change = self._dirty.add
 
     # ---- views for the scheduler and the API ---------------------------------------------------
+
+    def compact(self) -> None:
+        """Rebuild the offer tables at the size of the offers out now (after a burst)."""
+        shrink(
+            self._offered, self._unknown, self._dirty, *(v.reserved for v in self._live.values())
+        )
 
     def states(self) -> Mapping[str, NodeState]:
         """Every registered node as the scheduler sees it: the registry's own table, to read

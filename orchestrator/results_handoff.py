@@ -22,6 +22,7 @@ import msgspec
 from shared import results, wire
 from shared.bus import Bus
 from shared.errors import ShoalError
+from shared.memory import shrink
 from shared.results import StoredObject
 
 log = logging.getLogger(__name__)
@@ -217,6 +218,11 @@ class ResultsHandoff:
                 log.warning("copying %s from node %s: %s; %s", name, node_id, exc, again)
                 raise
 
+    def compact(self) -> None:
+        """Rebuild the tables at the size of the copies under way now (after a burst)."""
+        self._forget_old()
+        shrink(self._copies, self._discarding)
+
     def _forget_old(self) -> None:
         now = time.monotonic()
         for key, copy in list(self._copies.items()):
@@ -224,10 +230,12 @@ class ResultsHandoff:
                 del self._copies[key]
 
     async def close(self) -> None:
-        for copy in self._copies.values():
-            copy.task.cancel()
-        for task in self._discarding:
+        """Idempotent: cancel the copies and deletes under way (a copy's report stays in the
+        updates stream unacked, and the next leader copies it again)."""
+        tasks = [copy.task for copy in self._copies.values()] + list(self._discarding)
+        for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._copies.clear()
 
 

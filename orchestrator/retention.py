@@ -13,6 +13,7 @@ holding nothing of the job. Running, queued, daemon and service jobs are never s
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import time
@@ -26,7 +27,7 @@ from shared import results, subjects, wire
 from shared.bus import KV, Bus
 from shared.cas import retry_cas
 from shared.errors import Conflict, NotFound, ShoalError
-from shared.memory import give_back
+from shared.memory import give_back, shrink
 
 log = logging.getLogger(__name__)
 
@@ -100,12 +101,16 @@ class Retention:
         retention: float,
         batch: int = 100,
         purged: Callable[[wire.JobRecord], None] = lambda job: None,
+        compact: Callable[[], None] | None = None,
     ) -> None:
+        """`compact`: rebuilds the tables of what a burst of jobs filled (the mirror's, by
+        default) before freed memory is given back."""
         self._bus = bus
         self._mirror = mirror
         self.retention = retention
         self.batch = batch
         self._purged = purged  # told of each job removed (the metric)
+        self._compact = compact
         self._execs: KV | None = None
         self._jobs: KV | None = None
         self._markers: list[tuple[float, str, str]] = []  # (due, stream, subject)
@@ -131,11 +136,26 @@ class Retention:
         if running is None:  # else another request is purging it: that one's outcome
             running = asyncio.ensure_future(self._purge(job_id))
             self._running[job_id] = running
-            running.add_done_callback(lambda _: self._running.pop(job_id, None))
+            running.add_done_callback(functools.partial(self._ended, job_id))
         job = await asyncio.shield(running)
         if job is not None and shown:
             await self._mirror.until_dropped(job_id, 5.0)
         return job
+
+    def _ended(self, job_id: str, task: asyncio.Future[wire.JobRecord | None]) -> None:
+        self._running.pop(job_id, None)
+        # Retrieved here: the callers that awaited it were told, and one that went (a sweep
+        # cut short as leadership moved, a client gone) leaves the purge to the next sweep.
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.debug("purging %s: %s", job_id, exc)
+
+    async def stop(self) -> None:
+        """Idempotent: cancel the purges under way (a marked job's purge is finished by the
+        next leader's sweep)."""
+        running = list(self._running.values())
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
 
     async def _purge(self, job_id: str) -> wire.JobRecord | None:
         job = await retry_cas(lambda: self._mark(job_id), what=f"job {job_id}")
@@ -292,7 +312,8 @@ class Retention:
         kept its peak size for good after a purge (the heap is reused, never returned)."""
         if self._unreturned:
             self._unreturned = False
-            self._mirror.compact()
+            (self._compact or self._mirror.compact)()
+            shrink(self._running)
             give_back()
 
     async def clean_forever(self, every: float = 0.25) -> None:

@@ -141,6 +141,7 @@ class Orchestrator(Service):
             retention=self.config.job_retention,
             batch=self.config.purge_batch,
             purged=metrics.purged,
+            compact=self._compact,
         )
         self.settler = Settler(self.mirror)
         self.api = Api(
@@ -228,6 +229,13 @@ class Orchestrator(Service):
         )
         self.rules.became_leader()
 
+    def _compact(self) -> None:
+        """After the last purge of a burst: what held its jobs, rebuilt at its present size."""
+        self.mirror.compact()
+        self.broker.compact()
+        self.registry.compact()
+        self.updates.compact()
+
     async def _rescue_forever(self, every: float = 10.0) -> None:
         while True:
             await asyncio.sleep(every)
@@ -241,6 +249,7 @@ class Orchestrator(Service):
         await self.registry.drain(self.config.drain_timeout)
         await self._leading.stop()
         await self._children.stop()
+        await self.retention.stop()
         with contextlib.suppress(ShoalError):
             await self.lease.release()
         await self.mirror.stop()

@@ -105,6 +105,10 @@ class StateMirror(MirrorRecords):
             await asyncio.gather(*(load(job) for job in unsettled))
         await asyncio.gather(*(e.wait() for e in ready))
 
+    def compact(self) -> None:
+        super().compact()
+        self.in_flight.compact()
+
     async def stop(self) -> None:
         await self._children.stop()
         if self._forget_read is not None:

@@ -58,17 +58,23 @@ class UpdateApplier:
         self._cancel = cancel
         self._results = ResultsHandoff(bus)
 
+    def compact(self) -> None:
+        self._results.compact()
+
     async def run(self) -> None:
         # A short ack wait: messages handed to a leader that just died come back in seconds
         # (applying twice is harmless: updates only move states forward).
-        await self._bus.consume(
-            subjects.UPDATES_STREAM,
-            "shoal-updates",
-            subjects.UPDATES_SUBJECTS,
-            self._apply_batch,
-            batch=512,
-            ack_wait=5.0,
-        )
+        try:
+            await self._bus.consume(
+                subjects.UPDATES_STREAM,
+                "shoal-updates",
+                subjects.UPDATES_SUBJECTS,
+                self._apply_batch,
+                batch=512,
+                ack_wait=5.0,
+            )
+        finally:
+            await self._results.close()
 
     async def _apply_batch(self, batch: list[StreamMessage]) -> None:
         # Updates of one execution apply in order; different executions at once.

@@ -6,8 +6,8 @@ import ctypes
 import ctypes.util
 import functools
 import gc
-from collections.abc import Callable
-from typing import Literal
+from collections.abc import Callable, MutableMapping, MutableSet
+from typing import Any, Literal
 
 Allocator = Literal["jemalloc", "glibc"]
 
@@ -62,3 +62,21 @@ def give_back() -> Allocator | None:
         return None
     trim(0)
     return "glibc"
+
+
+def shrink(*containers: MutableMapping[Any, Any] | MutableSet[Any]) -> None:
+    """Rebuild each dict or set in place at the size of what it holds now.
+
+    A dict or set never shrinks as its keys go: one that held a burst's jobs for a moment
+    keeps a table for all of them (hundreds of KiB at ten thousand) until it next grows. In
+    place, so whoever else holds it (a bound `add`) keeps the same object."""
+    for container in containers:
+        if isinstance(container, MutableMapping):
+            items = list(container.items())
+            container.clear()
+            container.update(items)
+        else:
+            kept = list(container)
+            container.clear()
+            for item in kept:
+                container.add(item)

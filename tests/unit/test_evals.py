@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from typing import Any, cast
 
@@ -83,3 +84,26 @@ async def test_triggers_during_an_evaluation_make_the_next_one_with_their_own_no
         await _drain(broker)
         worker.cancel()
     assert recorder.calls == [("daemon", frozenset({"a"})), ("daemon", frozenset({"b", "c"}))]
+
+
+async def test_after_a_burst_drains_compact_rebuilds_the_queue_at_its_size_and_it_still_works() -> (
+    None
+):
+    recorder = Recorder()
+    broker = EvalBroker(cast(Bus, None), recorder)
+    for i in range(10_000):
+        broker.trigger(f"job-{i}", 0, [f"node-{i % 3}"])
+    async with asyncio.TaskGroup() as tasks:
+        worker = tasks.create_task(broker.run_worker())
+        await _drain(broker)
+        # Emptied, the tables are still those of the burst: a set never shrinks by itself.
+        burst_size = sys.getsizeof(broker._queued) + sys.getsizeof(broker._scope)
+        broker.compact()
+        compacted = sys.getsizeof(broker._queued) + sys.getsizeof(broker._scope)
+        broker.trigger("after", 0, ["a"])
+        broker.trigger("after", 0, ["b"])
+        await _drain(broker)
+        worker.cancel()
+    assert len(recorder.calls) == 10_001
+    assert recorder.calls[-1] == ("after", frozenset({"a", "b"}))
+    assert burst_size > 256 * 1024 and compacted < 4096, (burst_size, compacted)

@@ -1,5 +1,5 @@
-"""shared.memory.give_back: jemalloc's cache flush and purge where jemalloc is the process's
-malloc, glibc's malloc_trim where the C library has it, else nothing."""
+"""shared.memory: give_back (jemalloc's cache flush and purge where jemalloc is the process's
+malloc, glibc's malloc_trim where the C library has it, else nothing) and shrink."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import os
 import platform
 import subprocess
 import sys
+from collections import OrderedDict, defaultdict
 from pathlib import Path
 
-from shared.memory import give_back
+from shared.memory import give_back, shrink
 from tests.conftest import require
 
 # A burst of small objects, all freed, then the RSS before and after give_back(): on jemalloc
@@ -58,3 +59,31 @@ def test_on_jemalloc_give_back_returns_a_freed_burst_at_once() -> None:
     assert burst > 50, seen  # the burst is there to give back
     assert seen["after"] - seen["base"] < 0.1 * burst, seen  # all but a little given back,
     assert seen["freed"] - seen["after"] > 0.3 * burst, seen  # and much of it by give_back
+
+
+def test_shrink_rebuilds_dicts_and_sets_in_place_keeping_what_they_hold() -> None:
+    plain = {i: str(i) for i in range(20_000)}
+    ordered = OrderedDict((i, i) for i in range(20_000))
+    by_default: defaultdict[int, set[int]] = defaultdict(set)
+    members = set(range(20_000))
+    for i in range(19_990):
+        del plain[i], ordered[i]
+        by_default[i].add(i)
+        members.discard(i)
+    for i in range(19_990):
+        del by_default[i]
+    by_default[5].add(1)
+    ordered.move_to_end(19_990)  # an order that is not insertion order
+    add = members.add  # someone holds the set's bound method: it must stay this set's
+    before = [sys.getsizeof(c) for c in (plain, ordered, by_default, members)]
+    expected = (dict(plain), list(ordered.items()), dict(by_default), set(members))
+
+    shrink(plain, ordered, by_default, members)
+
+    after = [sys.getsizeof(c) for c in (plain, ordered, by_default, members)]
+    assert all(b > 100 * 1024 for b in before), before
+    assert all(a < 2048 for a in after), after
+    assert (dict(plain), list(ordered.items()), dict(by_default), set(members)) == expected
+    assert by_default.default_factory is set and isinstance(ordered, OrderedDict)
+    add(-1)
+    assert -1 in members
