@@ -72,11 +72,10 @@ def shrink(*containers: MutableMapping[Any, Any] | MutableSet[Any]) -> None:
     place, so whoever else holds it (a bound `add`) keeps the same object."""
     for container in containers:
         if isinstance(container, MutableMapping):
-            items = list(container.items())
+            held = dict(container)  # a copy sized to its contents, kept in order
             container.clear()
-            container.update(items)
+            container.update(held)
         else:
-            kept = list(container)
+            kept = set(container)
             container.clear()
-            for item in kept:
-                container.add(item)
+            container |= kept
