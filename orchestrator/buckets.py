@@ -49,6 +49,10 @@ class KV(Protocol):
         """The revision of the bucket's newest write (0: none yet)."""
         ...
 
+    async def entries(self) -> int:
+        """How many entries the bucket stores (every revision it keeps, delete markers too)."""
+        ...
+
 
 class Buckets(Protocol):
     """Opens KV buckets by name (`shared.bus.Bus` does, creating them if needed)."""

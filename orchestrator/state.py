@@ -29,9 +29,11 @@ R = TypeVar("R")
 
 __all__ = ["StateMirror", "Versioned"]
 
-# At start, the executions of up to this many unsettled jobs are read job by job; past it,
-# the whole bucket once.
-LOAD_EACH_UP_TO = 256
+# At start, the unsettled jobs' executions are read job by job, or the whole bucket once if
+# that costs less: one job's read (a consumer made and removed) costs about what replaying
+# this many stored entries does (measured: docs/benchmarks.md, "A restart after a burst").
+ONE_READ_COSTS = 50
+LOAD_CONCURRENCY = 64
 READ_KEPT = 30.0  # seconds a settled job's executions stay after a read (one job's at most)
 
 
@@ -77,19 +79,22 @@ class StateMirror(MirrorRecords):
         # only the unsettled jobs' are read: a restart over months of settled jobs reads their
         # records and none of their executions.
         since = await self._execs_kv.last_revision() + 1
+        stored = await self._execs_kv.entries()
+        self.start_replay()
         self._children.spawn(
             self._follow(self._jobs_kv, self._apply_job, ready[0], unseen=self._drop_unseen_jobs)
         )
         self._children.spawn(self._follow(self._nodes_kv, self._apply_node, ready[2]))
         await ready[0].wait()
+        self.end_replay()
         unsettled = [v.value for v in self.jobs.values()]
-        if len(unsettled) > LOAD_EACH_UP_TO:  # one read of the bucket costs less than so many
+        if len(unsettled) * ONE_READ_COSTS > stored:
             since = 0
         self._children.spawn(
             self._follow(self._execs_kv, self._apply_execution, ready[1], since=since)
         )
         if since:
-            slots = asyncio.Semaphore(16)
+            slots = asyncio.Semaphore(LOAD_CONCURRENCY)
 
             async def load(job: wire.JobRecord) -> None:
                 # Not ready without them: a job whose executions were missing would be placed

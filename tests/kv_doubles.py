@@ -51,6 +51,9 @@ class MemoryKV:
     async def last_revision(self) -> int:
         return self._revision
 
+    async def entries(self) -> int:
+        return len(self._entries)  # one kept a key, delete markers too
+
     async def follow(
         self, pattern: str, apply: Callable[[Entry | None], None], *, since: int = 0
     ) -> None:
@@ -116,6 +119,9 @@ class StandIn:
 
     async def last_revision(self) -> int:
         return await self.inner.last_revision()
+
+    async def entries(self) -> int:
+        return await self.inner.entries()
 
     async def follow(
         self, pattern: str, apply: Callable[[Entry | None], None], *, since: int = 0

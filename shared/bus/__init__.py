@@ -2,7 +2,8 @@
 
 Domain code sees `Bus`, `KV`, `Entry`, `Message` and `StreamMessage`, and Shoal's own errors;
 every nats-py exception is translated in `map_nats_errors()` (`_errors`). The handles the bus
-hands out live in `_handles`, the pull consumer's transport in `_pullsource`.
+hands out live in `_handles`, the pull consumer's transport in `_pullsource`, nats-py's
+connection with a cheaper header parser in `_client`.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ import nats
 import nats.errors
 import nats.js.api as jsapi
 import nats.js.errors as jserrors
-from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
+from shared.bus._client import NatsClient
 from shared.bus._credentials import creds_namespace, creds_options
 from shared.bus._errors import _Refused, map_nats_errors
 from shared.bus._handles import (

@@ -269,6 +269,13 @@ class KV:
             info = await self._js.stream_info(f"KV_{self.bucket}")
         return int(info.state.last_seq)
 
+    async def entries(self) -> int:
+        """How many entries the bucket stores: every revision it keeps, delete markers too
+        (what a replay of it reads at most)."""
+        with map_nats_errors(f"read {self.bucket}"):
+            info = await self._js.stream_info(f"KV_{self.bucket}")
+        return int(info.state.messages)
+
     async def watch(
         self, pattern: str = ">", *, meta_only: bool = False, since: int = 0
     ) -> AsyncIterator[Entry | None]:
