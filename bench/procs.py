@@ -80,6 +80,7 @@ class Child:
         *,
         env: Mapping[str, str] | None = None,
         stdout_pipe: bool = False,
+        cwd: Path = REPO,
     ) -> None:
         self.name = name
         self.args = list(args)
@@ -92,7 +93,7 @@ class Child:
             stderr=self._log,
             stdin=subprocess.DEVNULL,
             env={**os.environ, **(env or {})},
-            cwd=REPO,
+            cwd=cwd,
         )
 
     @property
