@@ -73,21 +73,28 @@ class _StreamState(msgspec.Struct):
 class _StreamInfo(msgspec.Struct):
     state: _StreamState | None = None
     error: dict[str, Any] | None = None
+    total: int = 0  # subjects matching the filter, over every page
 
 
 async def stored_subjects(bus: Bus, stream: str, subject: str) -> list[str]:
-    """The subjects matching `subject` that `stream` holds messages on."""
-    request = msgspec.json.encode({"subjects_filter": subject})
-    raw = await bus.request(f"$JS.API.STREAM.INFO.{stream}", request)
-    try:
-        info = msgspec.json.decode(raw, type=_StreamInfo)
-    except msgspec.DecodeError as exc:
-        raise ShoalError(f"read {stream}: unreadable answer {raw[:200]!r}") from exc
-    if info.error is not None:
-        if info.error.get("err_code") == 10059:  # JSStreamNotFoundErr
-            return []
-        raise ShoalError(f"read {stream}: {info.error.get('description', info.error)}")
-    return list((info.state.subjects if info.state else None) or {})
+    """The subjects matching `subject` that `stream` holds messages on (every page: the
+    server answers at most 100,000 a request, and a job of more executions has more)."""
+    out: list[str] = []
+    while True:
+        request = msgspec.json.encode({"subjects_filter": subject, "offset": len(out)})
+        raw = await bus.request(f"$JS.API.STREAM.INFO.{stream}", request)
+        try:
+            info = msgspec.json.decode(raw, type=_StreamInfo)
+        except msgspec.DecodeError as exc:
+            raise ShoalError(f"read {stream}: unreadable answer {raw[:200]!r}") from exc
+        if info.error is not None:
+            if info.error.get("err_code") == 10059:  # JSStreamNotFoundErr
+                return out
+            raise ShoalError(f"read {stream}: {info.error.get('description', info.error)}")
+        page = list((info.state.subjects if info.state else None) or {})
+        out.extend(page)
+        if not page or len(out) >= info.total:
+            return out
 
 
 class Retention:

@@ -13,6 +13,7 @@ from prometheus_client import REGISTRY
 from orchestrator import retention
 from orchestrator.retention import PURGING, purge_subject
 from shared import subjects
+from shared.bus import Bus
 from shared.errors import Conflict, NotFound
 from shared.natsserver import EmbeddedNats
 from tests.conftest import eventually
@@ -102,3 +103,30 @@ async def test_a_purge_cut_short_is_finished_by_the_next_leader(
         await nxt.retention.clean_markers(float("inf"))
         left = await parts(client.bus, done)
         assert not any(left.values()), left
+
+
+async def test_stored_subjects_reads_every_page_past_the_servers_100000(
+    nats_server: EmbeddedNats,
+) -> None:
+    """A job of more than 100,000 executions: the server lists at most 100,000 subjects an
+    answer, and the rest's result archives were left behind."""
+    bus = await Bus.connect(nats_server.url, name="pages")
+    try:
+        config = {"name": "PAGES", "subjects": ["pages.>"], "storage": "memory"}
+        await bus.request("$JS.API.STREAM.CREATE.PAGES", msgspec.json.encode(config))
+        n = 100_050
+        for i in range(n):
+            await bus.publish(f"pages.j.e{i}", b"")
+        await bus.flush()
+
+        async def all_stored() -> bool:
+            info = msgspec.json.decode(await bus.request("$JS.API.STREAM.INFO.PAGES", b""))
+            return int(info["state"]["messages"]) == n
+
+        await eventually(all_stored, timeout=30)
+        held = await retention.stored_subjects(bus, "PAGES", "pages.j.*")
+        assert len(held) == n and set(held) == {f"pages.j.e{i}" for i in range(n)}
+        assert await retention.stored_subjects(bus, "PAGES", "pages.none.*") == []
+        assert await retention.stored_subjects(bus, "NO_SUCH_STREAM", "x.*") == []
+    finally:
+        await bus.close()
