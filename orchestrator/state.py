@@ -34,6 +34,9 @@ __all__ = ["StateMirror", "Versioned"]
 # this many stored entries does (measured: docs/benchmarks.md, "A restart after a burst").
 ONE_READ_COSTS = 50
 LOAD_CONCURRENCY = 64
+# And never more than this many reads: each leaves its consumer on the server until it lapses
+# (`inactive_threshold`), so a start of thousands would leave thousands there at once.
+LOAD_EACH_UP_TO = 1024
 READ_KEPT = 30.0  # seconds a settled job's executions stay after a read (one job's at most)
 
 
@@ -88,7 +91,7 @@ class StateMirror(MirrorRecords):
         await ready[0].wait()
         self.end_replay()
         unsettled = [v.value for v in self.jobs.values()]
-        if len(unsettled) * ONE_READ_COSTS > stored:
+        if len(unsettled) > LOAD_EACH_UP_TO or len(unsettled) * ONE_READ_COSTS > stored:
             since = 0
         self._children.spawn(
             self._follow(self._execs_kv, self._apply_execution, ready[1], since=since)

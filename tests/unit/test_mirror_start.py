@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 
 import msgspec
+import pytest
 
 from orchestrator import state
 from orchestrator.state import StateMirror
@@ -133,5 +134,19 @@ async def test_jobs_replayed_out_of_creation_order_are_listed_newest_first() -> 
             "j-old-001",
         ]
         assert [j.id for j in mirror.newest_jobs((3.0, "j-old-003"))] == listed[3:]
+    finally:
+        await mirror.stop()
+
+
+async def test_past_a_bound_unsettled_jobs_are_read_in_one_replay_however_much_is_stored(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(state, "LOAD_EACH_UP_TO", 1)  # each read leaves a consumer a while
+    jobs, executions = await stored(state.ONE_READ_COSTS * 2, ["j-live-a", "j-live-b"])
+    mirror = StateMirror(MemoryBuckets(jobs, executions))
+    await mirror.start()
+    try:
+        assert executions.follows == [0] and executions.reads == []
+        assert set(mirror.executions) == {"e-j-live-a", "e-j-live-b"}
     finally:
         await mirror.stop()
