@@ -23,10 +23,10 @@ from typing import Any
 
 from bench.allocator import ALLOCATORS, allocator_env
 from bench.procs import Child
-from bench.soak import SOAK_JOB, SoakStack
+from bench.soak import SOAK_JOB, Endings, SoakStack
 from bench.stack import StackConfig
 from shared import subjects, wire
-from shared.bus import Bus, Message
+from shared.bus import Bus
 from shared.client import ShoalClient
 from shared.errors import ShoalError
 from shared.natsserver import EmbeddedNats
@@ -38,16 +38,8 @@ async def fill(work: Path, n: int, waves: int, allocator: str) -> Path:
     stack.allocator = allocator
     async with stack:
         client = stack.client
-        ended: set[str] = set()
-        progress = asyncio.Event()
-
-        async def on_event(msg: Message) -> None:
-            event = wire.decode(msg.data, wire.JobEvent)
-            if event.kind == "job" and event.state in wire.TERMINAL_JOB_STATES:
-                ended.add(event.job_id)
-                progress.set()
-
-        await client.bus.subscribe(subjects.EVENTS_SUBJECTS, on_event)
+        endings = Endings()
+        await endings.follow(client)
         slots = asyncio.Semaphore(256)
 
         async def submit() -> str:
@@ -56,11 +48,9 @@ async def fill(work: Path, n: int, waves: int, allocator: str) -> Path:
 
         for wave in range(waves):
             t0 = time.perf_counter()
-            ids = await asyncio.gather(*(submit() for _ in range(max(n // waves, 1))))
-            while not set(ids) <= ended:
-                progress.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(progress.wait(), 1.0)
+            size = max(n // waves, 1)
+            ids = await asyncio.gather(*(submit() for _ in range(size)))
+            await endings.all_of(ids, max(300.0, size * 0.1), f"wave {wave + 1}")
             print(f"fill: wave {wave + 1}/{waves} in {time.perf_counter() - t0:.1f} s", flush=True)
     return stack.nats.store_dir
 

@@ -105,6 +105,33 @@ class SoakStack(ShoalStack):
         await self.add_agents([f"node-{i}" for i in range(self.config.agents)])
 
 
+class Endings:
+    """When each job was seen to end (its JobEvent), and a wait for a set of them to."""
+
+    def __init__(self) -> None:
+        self.at: dict[str, float] = {}
+        self._progress = asyncio.Event()
+
+    async def follow(self, client: ShoalClient) -> None:
+        await client.bus.subscribe(subjects.EVENTS_SUBJECTS, self._on_event)
+        await client.bus.flush()
+
+    async def _on_event(self, msg: Message) -> None:
+        event = wire.decode(msg.data, wire.JobEvent)
+        if event.kind == "job" and event.state in wire.TERMINAL_JOB_STATES:
+            self.at.setdefault(event.job_id, time.time())
+            self._progress.set()
+
+    async def all_of(self, ids: list[str], timeout: float, what: str) -> None:
+        t0 = time.perf_counter()
+        while not set(ids) <= self.at.keys():
+            self._progress.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._progress.wait(), 1.0)
+            if time.perf_counter() - t0 > timeout:
+                raise RuntimeError(f"{what}: jobs did not end in time")
+
+
 async def held(bus: Bus) -> dict[str, int]:
     """Messages each of the jobs' streams holds."""
     out = {}
@@ -164,17 +191,9 @@ async def soak(
         if not loaded(stack.orchestrator.pid, allocator):
             raise RuntimeError(f"the orchestrator was started on {allocator} but does not map it")
         out["allocator"] = allocator
-        ended: dict[str, float] = {}
-        progress_event = asyncio.Event()
-
-        async def on_event(msg: Message) -> None:
-            event = wire.decode(msg.data, wire.JobEvent)
-            if event.kind == "job" and event.state in wire.TERMINAL_JOB_STATES:
-                ended.setdefault(event.job_id, time.time())
-                progress_event.set()
-
-        await client.bus.subscribe(subjects.EVENTS_SUBJECTS, on_event)
-        await client.bus.flush()
+        endings = Endings()
+        await endings.follow(client)
+        ended = endings.at
 
         async def run_waves(measure: bool) -> list[dict[str, Any]]:
             wave_rows = []
@@ -188,12 +207,7 @@ async def soak(
             for wave in range(waves):
                 t0 = time.perf_counter()
                 ids = await asyncio.gather(*(submit() for _ in range(size)))
-                while not set(ids) <= ended.keys():
-                    progress_event.clear()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(progress_event.wait(), 1.0)
-                    if time.perf_counter() - t0 > max(300.0, size * 0.1):
-                        raise RuntimeError(f"wave {wave}: jobs did not end in time")
+                await endings.all_of(ids, max(300.0, size * 0.1), f"wave {wave}")
                 elapsed = time.perf_counter() - t0
                 row: dict[str, Any] = {"jobs": (wave + 1) * size, "wave_s": round(elapsed, 1)}
                 if not measure:  # RSS as the jobs run, without waiting for them to settle
