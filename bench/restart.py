@@ -31,6 +31,8 @@ from shared.client import ShoalClient
 from shared.errors import ShoalError
 from shared.natsserver import EmbeddedNats
 
+API_WITHIN = 120.0  # seconds a restart may take before the bench gives up on it
+
 
 async def fill(work: Path, n: int, waves: int, allocator: str) -> Path:
     """Run n jobs in waves, stop everything as the last one ends; the NATS store it leaves."""
@@ -92,6 +94,9 @@ async def time_restart(store: Path, work: Path, src: Path, allocator: str) -> di
                     with contextlib.suppress(ShoalError, TimeoutError):
                         await client.jobs(limit=1)
                         break
+                    child.check()  # an orchestrator that died says why, not a wait forever
+                    if time.perf_counter() - t0 > API_WITHIN:
+                        raise RuntimeError(f"{src}: no API within {API_WITHIN:g} s")
                     await asyncio.sleep(0.02)
                 api = time.perf_counter() - t0
             finally:
@@ -106,7 +111,11 @@ async def time_restart(store: Path, work: Path, src: Path, allocator: str) -> di
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="bench-restart-"))
     try:
-        store = args.store or await fill(work / "fill", args.n, args.waves, args.allocator)
+        store = args.store
+        if store is None:
+            store = await fill(work / "fill", args.n, args.waves, args.allocator)
+            if args.keep is not None:
+                shutil.copytree(store, args.keep, dirs_exist_ok=True)
         srcs = args.src or [Path(__file__).resolve().parents[1]]
         runs: list[dict[str, Any]] = []
         for round_ in range(args.rounds):
@@ -120,8 +129,6 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         }
         return {"n": args.n, "allocator": args.allocator, "runs": runs, "median_api_s": by_src}
     finally:
-        if args.keep is not None and args.store is None:
-            shutil.copytree(work / "fill" / "nats", args.keep, dirs_exist_ok=True)
         shutil.rmtree(work, ignore_errors=True)
 
 
@@ -140,7 +147,16 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--store", type=Path, help="a NATS store kept by --keep: no fill")
     parser.add_argument("--keep", type=Path, help="keep the filled NATS store here")
     parser.add_argument("--json", type=Path)
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.store is not None and not (args.store / "jetstream").is_dir():
+        parser.error(
+            f"--store {args.store}: not a NATS store (no jetstream/ in it); make one "
+            "with --keep DIR"
+        )
+    for src in args.src or []:
+        if not (src / "bench" / "soak.py").is_file():
+            parser.error(f"--src {src}: not a Shoal checkout (no bench/soak.py in it)")
+    return args
 
 
 if __name__ == "__main__":
