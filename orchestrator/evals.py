@@ -56,6 +56,7 @@ class EvalBroker:
         # (when, tie-break, job, priority, the nodes it is about: None for the whole job)
         self._timers: list[tuple[float, int, str, int, frozenset[str] | None]] = []
         self._seq = itertools.count()
+        self._running = 0  # workers under way
         self._wakeup = asyncio.Event()
         self._timer_wakeup = asyncio.Event()
         # Told of each evaluation taken from the durable queue (the rules count the
@@ -104,34 +105,58 @@ class EvalBroker:
     def pending(self) -> int:
         return len(self._queued) + len(self._busy)
 
-    async def run_worker(self) -> None:
-        while True:
-            while not self._ready:
+    async def run_workers(self) -> None:
+        """Evaluate what is ready, up to `workers` jobs at once.
+
+        A worker is started for a ready job and ends when nothing is left ready, so an idle
+        broker is one waiting task, not one per worker. A task that waits keeps the objects
+        of its last wake-up (a future, its coroutine, the last job's id), and those of a
+        burst's last moments each keep a page of the burst in use after it is purged."""
+        async with asyncio.TaskGroup() as workers:
+            while True:
+                while self._ready and self._running < self._workers:
+                    self._running += 1
+                    workers.create_task(self._work(self._pop()))
                 self._wakeup.clear()
                 await self._wakeup.wait()
-            _, _, job_id = heapq.heappop(self._ready)
-            self._queued.discard(job_id)
-            self._busy.add(job_id)
-            scope = self._scope.pop(job_id, None)
-            began = time.monotonic()
-            try:
-                await self._evaluate(job_id, None if scope is None else frozenset(scope))
-            except ShoalError as exc:
-                log.warning("evaluating %s failed (%s); retrying in 1s", job_id, exc)
-                self.later(job_id, time.time() + 1.0)
-            except Exception:
-                log.exception("evaluating %s crashed; retrying in 5s", job_id)
-                self.later(job_id, time.time() + 5.0)
-            finally:
-                metrics.EVALUATION_DURATION.observe(time.monotonic() - began)
-                self._busy.discard(job_id)
-                acks = self._acks.pop(job_id, [])
-            for msg in acks:
-                with contextlib.suppress(ShoalError):  # redelivered later; harmless
-                    await msg.ack()
-            if job_id in self._again:
-                self._again.discard(job_id)
-                self._push(job_id)  # with the scope its triggers meanwhile gave it
+
+    def _pop(self) -> str:
+        _, _, job_id = heapq.heappop(self._ready)
+        self._queued.discard(job_id)
+        self._busy.add(job_id)
+        return job_id
+
+    async def _work(self, job_id: str) -> None:
+        try:
+            while True:
+                await self._evaluate_one(job_id)
+                if not self._ready:
+                    return
+                job_id = self._pop()
+        finally:
+            self._running -= 1
+
+    async def _evaluate_one(self, job_id: str) -> None:
+        scope = self._scope.pop(job_id, None)
+        began = time.monotonic()
+        try:
+            await self._evaluate(job_id, None if scope is None else frozenset(scope))
+        except ShoalError as exc:
+            log.warning("evaluating %s failed (%s); retrying in 1s", job_id, exc)
+            self.later(job_id, time.time() + 1.0)
+        except Exception:
+            log.exception("evaluating %s crashed; retrying in 5s", job_id)
+            self.later(job_id, time.time() + 5.0)
+        finally:
+            metrics.EVALUATION_DURATION.observe(time.monotonic() - began)
+            self._busy.discard(job_id)
+            acks = self._acks.pop(job_id, [])
+        for msg in acks:
+            with contextlib.suppress(ShoalError):  # redelivered later; harmless
+                await msg.ack()
+        if job_id in self._again:
+            self._again.discard(job_id)
+            self._push(job_id)  # with the scope its triggers meanwhile gave it
 
     async def run_timers(self) -> None:
         while True:

@@ -27,7 +27,7 @@ from shared import results, subjects, wire
 from shared.bus import KV, Bus
 from shared.cas import retry_cas
 from shared.errors import Conflict, NotFound, ShoalError
-from shared.memory import give_back, shrink
+from shared.memory import give_back, renew_free_lists, shrink
 
 log = logging.getLogger(__name__)
 
@@ -305,7 +305,7 @@ class Retention:
             if purged:
                 self._unreturned = True
             elif not self._markers:
-                self._give_back()
+                await self._give_back()
             if purged < self.batch:  # a full batch: more are due, go on at once
                 # Until the next job is due (jobs that end meanwhile are due later still),
                 # at most a sweep period.
@@ -314,13 +314,14 @@ class Retention:
             else:
                 await asyncio.sleep(0)
 
-    def _give_back(self) -> None:
+    async def _give_back(self) -> None:
         """Once the last purges are done, their markers too: without this the orchestrator
         kept its peak size for good after a purge (the heap is reused, never returned)."""
         if self._unreturned:
             self._unreturned = False
             (self._compact or self._mirror.compact)()
             shrink(self._running)
+            await renew_free_lists()
             give_back()
 
     async def clean_forever(self, every: float = 0.25) -> None:
@@ -329,7 +330,7 @@ class Retention:
         while True:
             await asyncio.sleep(every)
             if await self.clean_markers() and not self._markers and not self._running:
-                self._give_back()
+                await self._give_back()
 
     async def clean_markers(self, now: float | None = None, *, concurrency: int = 16) -> int:
         """Purge the markers due by `now`; how many subjects were purged."""

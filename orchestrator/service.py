@@ -215,8 +215,7 @@ class Orchestrator(Service):
         self._leading.spawn(self.registry.sweep_forever(), name="liveness")
         self._leading.spawn(self.broker.run_timers(), name="eval-timers")
         self._leading.spawn(self.broker.run_consumer(), name="eval-queue")
-        for i in range(self.config.workers):
-            self._leading.spawn(self.broker.run_worker(), name=f"eval-worker-{i}")
+        self._leading.spawn(self.broker.run_workers(), name="eval-workers")
         self._leading.spawn(self.updates.run(), name="updates")
         self._leading.spawn(self._rescue_forever(), name="rescue")
         self._leading.spawn(self.retention.sweep_forever(), name="retention")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import ctypes.util
 import functools
@@ -62,6 +63,44 @@ def give_back() -> Allocator | None:
         return None
     trim(0)
     return "glibc"
+
+
+# More than uvloop's free lists of callback and timer handles hold (250 each, Cython's
+# @freelist) and _asyncio's of future iterators (255).
+_FREE_LISTS_HOLD = 512
+
+
+def _nothing() -> None:
+    pass
+
+
+async def renew_free_lists() -> None:
+    """Refill the event loop's free lists with blocks allocated now.
+
+    uvloop keeps up to 250 freed callback handles and 250 timer handles, and _asyncio up to
+    255 future iterators, for reuse; no collection empties those lists. After a burst they
+    hold blocks freed in its last moments, scattered over its pages, each keeping its page in
+    use. Taking every block off the lists and freeing the newest first (now allocated at
+    the lowest free addresses, which refill the lists) frees the burst's."""
+    loop = asyncio.get_running_loop()
+    # New blocks come from the thread's cache first, which holds the latest freed.
+    gc.collect()
+    mallctl = _mallctl()
+    if mallctl is not None:
+        mallctl(b"thread.tcache.flush", None, None, None, 0)
+    handles = [loop.call_soon(_nothing) for _ in range(_FREE_LISTS_HOLD)]
+    timers = [loop.call_later(86_400.0, _nothing) for _ in range(_FREE_LISTS_HOLD)]
+    done = loop.create_future()
+    done.set_result(None)
+    iterators = [done.__await__() for _ in range(_FREE_LISTS_HOLD)]
+    for handle in handles:
+        handle.cancel()
+    for timer in timers:
+        timer.cancel()
+    await asyncio.sleep(0)  # the loop lets go of the cancelled handles it had queued
+    for held in (handles, timers, iterators):
+        while held:
+            held.pop()  # newest first: those go back on the list, the older ones are freed
 
 
 def shrink(*containers: MutableMapping[Any, Any] | MutableSet[Any]) -> None:
