@@ -7,7 +7,7 @@ hold back an acknowledgement or a watch, instead of reaching into its attributes
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Protocol
 
 from shared.bus import Entry
@@ -51,6 +51,11 @@ class KV(Protocol):
 
     async def entries(self) -> int:
         """How many entries the bucket stores (every revision it keeps, delete markers too)."""
+        ...
+
+    async def latest(self, patterns: Sequence[str]) -> list[Entry] | None:
+        """The newest entry under each pattern (delete markers too) in a few requests; None
+        where the bucket is not read that way."""
         ...
 
 

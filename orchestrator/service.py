@@ -23,7 +23,8 @@ from orchestrator.history import History
 from orchestrator.leader import Lease
 from orchestrator.planner import Planner
 from orchestrator.registry import NodeRegistry
-from orchestrator.retention import Retention, limit_result_stores_forever
+from orchestrator.result_limits import limit_result_stores_forever
+from orchestrator.retention import Retention
 from orchestrator.secrets import Secrets
 from orchestrator.settling import Settler
 from orchestrator.state import StateMirror

@@ -91,12 +91,18 @@ class StateMirror(MirrorRecords):
         await ready[0].wait()
         self.end_replay()
         unsettled = [v.value for v in self.jobs.values()]
-        if len(unsettled) > LOAD_EACH_UP_TO or len(unsettled) * ONE_READ_COSTS > stored:
+        held = await self._latest_executions(unsettled)
+        if held is None and (
+            len(unsettled) > LOAD_EACH_UP_TO or len(unsettled) * ONE_READ_COSTS > stored
+        ):
             since = 0
         self._children.spawn(
             self._follow(self._execs_kv, self._apply_execution, ready[1], since=since)
         )
-        if since:
+        if since and held is not None:
+            for entry in held:
+                self._apply_execution(entry)
+        elif since:
             slots = asyncio.Semaphore(LOAD_CONCURRENCY)
 
             async def load(job: wire.JobRecord) -> None:
@@ -112,6 +118,25 @@ class StateMirror(MirrorRecords):
 
             await asyncio.gather(*(load(job) for job in unsettled))
         await asyncio.gather(*(e.wait() for e in ready))
+
+    async def _latest_executions(self, unsettled: list[wire.JobRecord]) -> list[Entry] | None:
+        """The unsettled jobs' executions in a few batched reads; None where the bucket is
+        not read that way."""
+        assert self._execs_kv is not None
+        if not unsettled:
+            return []
+        keys = [subjects.execution_key(job.namespace, job.id, "*") for job in unsettled]
+        for delay in (0.2, 0.5, 1.0, 0.0):
+            try:
+                return await self._execs_kv.latest(keys)
+            except ShoalError as exc:
+                if not delay:
+                    raise Unavailable(
+                        f"could not read the unsettled jobs' executions: {exc}"
+                    ) from exc
+                log.warning("reading the unsettled jobs' executions: %s; trying again", exc)
+                await asyncio.sleep(delay)
+        return None  # (not reached: the last try raises)
 
     def compact(self) -> None:
         super().compact()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 from orchestrator.buckets import KV
 from shared.bus import Bus, Entry
@@ -15,10 +15,14 @@ from shared.errors import Conflict
 class MemoryKV:
     """A bucket in memory with JetStream's CAS (one revision counter per bucket) and a watch.
     While `acks` is an unset event, a write is stored (and watched) at once, but answered only
-    once the event is set: an acknowledgement that comes after the watch's echo."""
+    once the event is set: an acknowledgement that comes after the watch's echo. `batched`:
+    `latest` answers (as a bucket of one replica on a server from 2.11 does), and counts its
+    calls in `batches`; otherwise it says None, as a bucket not read that way does."""
 
-    def __init__(self, bucket: str) -> None:
+    def __init__(self, bucket: str, *, batched: bool = False) -> None:
         self.bucket = bucket
+        self.batched = batched
+        self.batches = 0
         self.acks: asyncio.Event | None = None
         self._entries: dict[str, Entry] = {}
         self._revision = 0
@@ -54,6 +58,12 @@ class MemoryKV:
     async def entries(self) -> int:
         return len(self._entries)  # one kept a key, delete markers too
 
+    async def latest(self, patterns: Sequence[str]) -> list[Entry] | None:
+        if not self.batched:
+            return None
+        self.batches += 1
+        return [e for e in self._entries.values() if any(_matches(p, e.key) for p in patterns)]
+
     async def follow(
         self, pattern: str, apply: Callable[[Entry | None], None], *, since: int = 0
     ) -> None:
@@ -83,6 +93,17 @@ class MemoryKV:
         if self.acks is not None:
             await self.acks.wait()
         return entry.revision
+
+
+def _matches(pattern: str, key: str) -> bool:
+    """NATS subject matching: `*` one token, `>` the rest."""
+    wanted, tokens = pattern.split("."), key.split(".")
+    for i, token in enumerate(wanted):
+        if token == ">":
+            return len(tokens) > i
+        if i >= len(tokens) or token not in ("*", tokens[i]):
+            return False
+    return len(tokens) == len(wanted)
 
 
 class MemoryBuckets:
@@ -122,6 +143,9 @@ class StandIn:
 
     async def entries(self) -> int:
         return await self.inner.entries()
+
+    async def latest(self, patterns: Sequence[str]) -> list[Entry] | None:
+        return await self.inner.latest(patterns)
 
     async def follow(
         self, pattern: str, apply: Callable[[Entry | None], None], *, since: int = 0

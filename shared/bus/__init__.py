@@ -514,6 +514,7 @@ class Bus:
                     replicas=self.replicas,
                     storage=jsapi.StorageType.FILE,
                     republish=wanted,
+                    direct=self.replicas == 1,  # (KV.latest)
                 )
                 kv = await self._js.create_key_value(config)
         if wanted is not None and not created:
@@ -524,7 +525,9 @@ class Bus:
                 # Only a shortcut for clients (they fall back to the API), never a reason
                 # not to start.
                 log.warning("%s; clients will wait on the API instead", exc)
-        return KV(kv, self._js, bucket, self._replies)
+        version = self._nc.connected_server_version
+        batched = (version.major, version.minor) >= (2, 11)
+        return KV(kv, self._js, bucket, self._replies, batched_gets=batched)
 
     async def _ensure_republish(self, stream: str, wanted: jsapi.RePublish) -> None:
         config = (await self._js.stream_info(stream)).config

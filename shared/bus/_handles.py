@@ -6,7 +6,7 @@ import asyncio
 import collections
 import contextlib
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +15,7 @@ import nats.js.errors as jserrors
 from nats.aio.msg import Msg
 
 from shared.bus._errors import map_nats_errors
+from shared.bus._latest import Found, read_newest
 from shared.bus._replies import Replies
 from shared.errors import Conflict, NotFound, ShoalError, Unavailable
 
@@ -184,12 +185,17 @@ def _valid_key(key: str) -> bool:
 class KV:
     """A JetStream key-value bucket with compare-and-swap writes."""
 
-    def __init__(self, kv: Any, js: Any, bucket: str, replies: Replies) -> None:
+    def __init__(
+        self, kv: Any, js: Any, bucket: str, replies: Replies, *, batched_gets: bool = False
+    ) -> None:
         self._kv = kv
         self._js = js
         self._replies = replies
         self._prefix = f"$KV.{bucket}."
         self.bucket = bucket
+        # The server answers batched direct gets (2.11 on); whether this bucket's stream
+        # takes them is asked once, by `latest`.
+        self._batched: bool | None = None if batched_gets else False
 
     async def _write(self, key: str, value: bytes, last: int | None, what: str) -> int:
         if not _valid_key(key):
@@ -276,9 +282,40 @@ class KV:
             info = await self._js.stream_info(f"KV_{self.bucket}")
         return int(info.state.messages)
 
+    async def latest(self, patterns: Sequence[str]) -> list[Entry] | None:
+        """The newest entry under each of `patterns` (delete markers too), a few requests for
+        all of them; None where the bucket is not read that way (watch each pattern then)."""
+        if not await self._reads_in_batches():
+            return None
+        found = await read_newest(self._replies, self.bucket, patterns, self._caught_up)
+        return [Entry(key, value, revision) for key, value, revision in found]
+
+    async def _reads_in_batches(self) -> bool:
+        """Only a stream of one replica: others answer direct gets from any replica, which may
+        not have the newest writes yet. One made before Shoal asked for direct gets is given
+        them here."""
+        if self._batched is None:
+            stream = f"KV_{self.bucket}"
+            with map_nats_errors(f"read {self.bucket}"):
+                config = (await self._js.stream_info(stream)).config
+                if config.num_replicas == 1 and not config.allow_direct:
+                    config.allow_direct = True
+                    await self._js.update_stream(config)
+            self._batched = config.num_replicas == 1
+        return self._batched
+
+    async def _caught_up(self, pattern: str) -> Found:
+        out: Found = []
+        async with contextlib.aclosing(self.watch(pattern)) as entries:
+            async for entry in entries:
+                if entry is None:
+                    return out
+                out.append((entry.key, entry.value, entry.revision))
+        return out
+
     async def watch(
         self, pattern: str = ">", *, meta_only: bool = False, since: int = 0
-    ) -> AsyncIterator[Entry | None]:
+    ) -> AsyncGenerator[Entry | None, None]:
         """Current values, then None (caught up), then every change, forever. With `since`,
         every write from that revision on instead of the current values."""
         updates: asyncio.Queue[Entry | None] = asyncio.Queue()

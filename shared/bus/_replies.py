@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import re
+from typing import Any
 
 import msgspec
 from nats.aio.client import Client as NatsClient
@@ -47,6 +48,8 @@ class Replies:
         self._prefix = ""
         # reply subject -> (its future, the subject asked, what the caller was doing)
         self._waiting: dict[str, tuple[asyncio.Future[Msg], str, str]] = {}
+        # reply subject -> (the answers so far, set once the last one is in)
+        self._collecting: dict[str, tuple[list[Msg], asyncio.Future[None]]] = {}
         self._count = itertools.count(1)
         self._opening = asyncio.Lock()
 
@@ -81,6 +84,33 @@ class Replies:
         if msg.headers and msg.headers.get("Status") == "503":
             raise NoResponders(f"{what}: {_NOBODY}")
         return msg
+
+    async def collect(
+        self, subject: str, data: bytes, *, what: str, timeout: float = 5.0
+    ) -> list[Msg]:
+        """Every answer to a request that is answered by several messages, the last of them
+        one with a status header (a JetStream batched direct get ends with `204 EOB`), that
+        one included. Unavailable if the last one does not come in time."""
+        if not self._prefix:
+            await self._open()
+        inbox = f"{self._prefix}{next(self._count)}"
+        loop = asyncio.get_running_loop()
+        answers: list[Msg] = []
+        ended: asyncio.Future[None] = loop.create_future()
+        self._collecting[inbox] = (answers, ended)
+        try:
+            with map_nats_errors(what):
+                await self._nc.publish(subject, data, reply=inbox)
+            expiry = loop.call_later(timeout, _expire, ended)
+            try:
+                await ended
+            except TimeoutError:
+                raise Unavailable(f"{what}: timed out waiting for NATS") from None
+            finally:
+                expiry.cancel()
+        finally:
+            self._collecting.pop(inbox, None)
+        return answers
 
     async def store(
         self,
@@ -125,8 +155,16 @@ class Replies:
 
     async def _on_reply(self, msg: Msg) -> None:
         waiting = self._waiting.pop(msg.subject, None)
-        if waiting is not None and not waiting[0].done():
-            waiting[0].set_result(msg)
+        if waiting is not None:
+            if not waiting[0].done():
+                waiting[0].set_result(msg)
+            return
+        collecting = self._collecting.get(msg.subject)
+        if collecting is not None:
+            answers, ended = collecting
+            answers.append(msg)
+            if msg.headers and "Status" in msg.headers and not ended.done():
+                ended.set_result(None)
 
     def refused(self, error: str) -> None:
         """The server refused a publish (its -ERR reaches only the connection's error
@@ -145,6 +183,6 @@ class Replies:
                 )
 
 
-def _expire(answer: asyncio.Future[Msg]) -> None:
+def _expire(answer: asyncio.Future[Any]) -> None:
     if not answer.done():
         answer.set_exception(TimeoutError())

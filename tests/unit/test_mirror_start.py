@@ -1,6 +1,6 @@
-"""A mirror's start over stored jobs: the unsettled jobs' executions read one job at a time or
-in one replay of the bucket, whichever reads less, and the jobs listed newest first however
-the replay ordered them."""
+"""A mirror's start over stored jobs: the unsettled jobs' executions read in a few batched
+reads where the bucket answers those, else one job at a time or in one replay of the bucket,
+whichever reads less, and the jobs listed newest first however the replay ordered them."""
 
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ from tests.records import COMPLETED, JOB, RUNNING
 class Recording(MemoryKV):
     """An executions bucket that notes each replay's `since` and each job-by-job read."""
 
-    def __init__(self, bucket: str) -> None:
-        super().__init__(bucket)
+    def __init__(self, bucket: str, *, batched: bool = False) -> None:
+        super().__init__(bucket, batched=batched)
         self.follows: list[int] = []
         self.reads: list[str] = []
 
@@ -52,11 +52,13 @@ def settled_job(i: int) -> wire.JobRecord:
     )
 
 
-async def stored(settled: int, live: list[str]) -> tuple[MemoryKV, Recording]:
+async def stored(
+    settled: int, live: list[str], *, batched: bool = False
+) -> tuple[MemoryKV, Recording]:
     """Buckets holding `settled` settled jobs with one execution each, and the `live` jobs
     running one execution each."""
     jobs = MemoryKV(subjects.JOBS_BUCKET)
-    executions = Recording(subjects.EXECUTIONS_BUCKET)
+    executions = Recording(subjects.EXECUTIONS_BUCKET, batched=batched)
     for i in range(settled):
         job = settled_job(i)
         await jobs.create(subjects.job_key(job.namespace, job.id), wire.encode(job))
@@ -148,5 +150,28 @@ async def test_past_a_bound_unsettled_jobs_are_read_in_one_replay_however_much_i
     try:
         assert executions.follows == [0] and executions.reads == []
         assert set(mirror.executions) == {"e-j-live-a", "e-j-live-b"}
+    finally:
+        await mirror.stop()
+
+
+@pytest.mark.parametrize("live", [2, 2_000])  # a few; more than would be read one at a time
+async def test_where_the_bucket_answers_batched_reads_the_unsettled_jobs_are_read_so(
+    live: int,
+) -> None:
+    ids = [f"j-live-{i}" for i in range(live)]
+    jobs, executions = await stored(10, ids, batched=True)
+    mirror = StateMirror(MemoryBuckets(jobs, executions))
+    await mirror.start()
+    try:
+        # No replay and no job read alone, whatever the count, and only the new writes followed.
+        assert executions.batches == 1 and executions.reads == []
+        assert executions.follows == [await executions.last_revision() + 1]
+        assert set(mirror.executions) == {f"e-{job_id}" for job_id in ids}  # settled: none
+        done = msgspec.structs.replace(COMPLETED, id="e-j-live-0", job_id="j-live-0")
+        key = subjects.execution_key("default", "j-live-0", done.id)
+        await executions.update(key, wire.encode(done), mirror.executions[done.id].revision)
+        await eventually(
+            lambda: mirror.executions[done.id].value.compute_state == "completed", timeout=5
+        )
     finally:
         await mirror.stop()
