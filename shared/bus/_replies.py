@@ -48,8 +48,9 @@ class Replies:
         self._prefix = ""
         # reply subject -> (its future, the subject asked, what the caller was doing)
         self._waiting: dict[str, tuple[asyncio.Future[Msg], str, str]] = {}
-        # reply subject -> (the answers so far, set once the last one is in)
-        self._collecting: dict[str, tuple[list[Msg], asyncio.Future[None]]] = {}
+        # reply subject -> (the answers so far, set once the last one is in, the subject asked,
+        # what the caller was doing)
+        self._collecting: dict[str, tuple[list[Msg], asyncio.Future[None], str, str]] = {}
         self._count = itertools.count(1)
         self._opening = asyncio.Lock()
 
@@ -97,7 +98,7 @@ class Replies:
         loop = asyncio.get_running_loop()
         answers: list[Msg] = []
         ended: asyncio.Future[None] = loop.create_future()
-        self._collecting[inbox] = (answers, ended)
+        self._collecting[inbox] = (answers, ended, subject, what)
         try:
             with map_nats_errors(what):
                 await self._nc.publish(subject, data, reply=inbox)
@@ -161,9 +162,11 @@ class Replies:
             return
         collecting = self._collecting.get(msg.subject)
         if collecting is not None:
-            answers, ended = collecting
+            answers, ended, _, _ = collecting
+            if ended.done():  # after the last (or a refusal): nobody's
+                return
             answers.append(msg)
-            if msg.headers and "Status" in msg.headers and not ended.done():
+            if msg.headers and "Status" in msg.headers:
                 ended.set_result(None)
 
     def refused(self, error: str) -> None:
@@ -173,7 +176,9 @@ class Replies:
         if found is None:
             return
         subject = found.group(1).lower()  # nats-py hands the server's text over lower-cased
-        for answer, asked, what in list(self._waiting.values()):
+        waiting: list[tuple[asyncio.Future[Any], str, str]] = list(self._waiting.values())
+        waiting += [(ended, asked, what) for _, ended, asked, what in self._collecting.values()]
+        for answer, asked, what in waiting:
             if asked.lower() == subject and not answer.done():
                 answer.set_exception(
                     ShoalError(
