@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import re
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from nats.aio.client import Client as NatsClient
@@ -38,6 +38,7 @@ class _PubAck(msgspec.Struct):
 
 
 _decode_ack = msgspec.json.Decoder(_PubAck).decode
+T = TypeVar("T")
 
 
 class Replies:
@@ -71,15 +72,7 @@ class Replies:
         answer: asyncio.Future[Msg] = loop.create_future()
         self._waiting[inbox] = (answer, subject, what)
         try:
-            with map_nats_errors(what):
-                await self._nc.publish(subject, data, reply=inbox, headers=headers)
-            expiry = loop.call_later(timeout, _expire, answer)
-            try:
-                msg = await answer
-            except TimeoutError:
-                raise Unavailable(f"{what}: timed out waiting for NATS") from None
-            finally:
-                expiry.cancel()
+            msg = await self._sent(subject, data, inbox, headers, answer, what, timeout)
         finally:
             self._waiting.pop(inbox, None)
         if msg.headers and msg.headers.get("Status") == "503":
@@ -100,18 +93,32 @@ class Replies:
         ended: asyncio.Future[None] = loop.create_future()
         self._collecting[inbox] = (answers, ended, subject, what)
         try:
-            with map_nats_errors(what):
-                await self._nc.publish(subject, data, reply=inbox)
-            expiry = loop.call_later(timeout, _expire, ended)
-            try:
-                await ended
-            except TimeoutError:
-                raise Unavailable(f"{what}: timed out waiting for NATS") from None
-            finally:
-                expiry.cancel()
+            await self._sent(subject, data, inbox, None, ended, what, timeout)
         finally:
             self._collecting.pop(inbox, None)
         return answers
+
+    async def _sent(
+        self,
+        subject: str,
+        data: bytes,
+        inbox: str,
+        headers: dict[str, str] | None,
+        done: asyncio.Future[T],
+        what: str,
+        timeout: float,
+    ) -> T:
+        """Publish with `inbox` for the answers; `done`'s result, or Unavailable past
+        `timeout`."""
+        with map_nats_errors(what):
+            await self._nc.publish(subject, data, reply=inbox, headers=headers)
+        expiry = asyncio.get_running_loop().call_later(timeout, _expire, done)
+        try:
+            return await done
+        except TimeoutError:
+            raise Unavailable(f"{what}: timed out waiting for NATS") from None
+        finally:
+            expiry.cancel()
 
     async def store(
         self,

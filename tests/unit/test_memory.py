@@ -11,6 +11,7 @@ import subprocess
 import sys
 from collections import OrderedDict, defaultdict
 from pathlib import Path
+from typing import Any
 
 from shared.memory import give_back, shrink
 from tests.conftest import require
@@ -83,16 +84,22 @@ def test_give_back_asks_the_allocator_this_process_runs_on() -> None:
     assert give_back() == expected  # looked up once, callable again
 
 
-def test_on_jemalloc_give_back_returns_a_freed_burst_at_once() -> None:
+def _on_jemalloc(script: str) -> dict[str, Any]:
+    """What `script` prints (JSON), run on jemalloc in its default configuration."""
     lib = ctypes.util.find_library("jemalloc")
     require(lib is not None, "libjemalloc2 is not installed (apt-get install libjemalloc2)")
     assert lib is not None
     env = {**os.environ, "LD_PRELOAD": lib, "PYTHONMALLOC": "malloc"}
     env.pop("MALLOC_CONF", None)
     out = subprocess.run(
-        [sys.executable, "-c", _BURST], env=env, capture_output=True, text=True, check=True
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
     )
-    seen = json.loads(out.stdout)
+    seen: dict[str, Any] = json.loads(out.stdout)
+    return seen
+
+
+def test_on_jemalloc_give_back_returns_a_freed_burst_at_once() -> None:
+    seen = _on_jemalloc(_BURST)
     assert seen["asked"] == "jemalloc"
     burst = seen["held"] - seen["base"]
     assert burst > 50, seen  # the burst is there to give back
@@ -101,15 +108,7 @@ def test_on_jemalloc_give_back_returns_a_freed_burst_at_once() -> None:
 
 
 def test_renewed_free_lists_let_a_burst_s_pages_go() -> None:
-    lib = ctypes.util.find_library("jemalloc")
-    require(lib is not None, "libjemalloc2 is not installed (apt-get install libjemalloc2)")
-    assert lib is not None
-    env = {**os.environ, "LD_PRELOAD": lib, "PYTHONMALLOC": "malloc"}
-    env.pop("MALLOC_CONF", None)
-    out = subprocess.run(
-        [sys.executable, "-c", _FREE_LISTS], env=env, capture_output=True, text=True, check=True
-    )
-    seen = json.loads(out.stdout)
+    seen = _on_jemalloc(_FREE_LISTS)
     # 250 handles kept, each on a page of its own: about 5 MiB that give_back() leaves in use
     assert seen["pinned"] - seen["base"] > 3.0, seen
     assert seen["renewed"] - seen["base"] < 1.0, seen
