@@ -15,7 +15,7 @@ import nats.js.errors as jserrors
 from nats.aio.msg import Msg
 
 from shared.bus._errors import map_nats_errors
-from shared.bus._latest import Found, read_newest
+from shared.bus._latest import Found, direct_gets_allowed, read_newest
 from shared.bus._replies import Replies
 from shared.errors import Conflict, NotFound, ShoalError, Unavailable
 
@@ -285,24 +285,14 @@ class KV:
     async def latest(self, patterns: Sequence[str]) -> list[Entry] | None:
         """The newest entry under each of `patterns` (delete markers too), a few requests for
         all of them; None where the bucket is not read that way (watch each pattern then)."""
-        if not await self._reads_in_batches():
+        if self._batched is None:
+            self._batched = await direct_gets_allowed(self._js, self.bucket)
+            if self._batched is None:  # not known yet: asked again next time
+                return None
+        if not self._batched:
             return None
         found = await read_newest(self._replies, self.bucket, patterns, self._caught_up)
         return [Entry(key, value, revision) for key, value, revision in found]
-
-    async def _reads_in_batches(self) -> bool:
-        """Only a stream of one replica: others answer direct gets from any replica, which may
-        not have the newest writes yet. One made before Shoal asked for direct gets is given
-        them here."""
-        if self._batched is None:
-            stream = f"KV_{self.bucket}"
-            with map_nats_errors(f"read {self.bucket}"):
-                config = (await self._js.stream_info(stream)).config
-                if config.num_replicas == 1 and not config.allow_direct:
-                    config.allow_direct = True
-                    await self._js.update_stream(config)
-            self._batched = config.num_replicas == 1
-        return self._batched
 
     async def _caught_up(self, pattern: str) -> Found:
         out: Found = []

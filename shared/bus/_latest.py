@@ -9,13 +9,18 @@ allows direct gets. A start reads its unsettled jobs' executions this way: one r
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import msgspec
 from nats.aio.msg import Msg
 
+from shared.bus._errors import map_nats_errors
 from shared.bus._replies import Replies
 from shared.errors import ShoalError
+
+log = logging.getLogger(__name__)
 
 PER_REQUEST = 256  # patterns a request asks for; the server answers at most 1,024 messages
 _DELETED = ("DEL", "PURGE")
@@ -87,3 +92,21 @@ async def read_newest(
                 half = len(chunk) // 2
                 pending += [chunk[:half], chunk[half:]]
     return out
+
+
+async def direct_gets_allowed(js: Any, bucket: str) -> bool | None:
+    """Whether the bucket is read with batched direct gets: only a stream of one replica, since
+    on others any replica answers a direct get, and one may not have the newest writes yet.
+    One made before Shoal asked for direct gets is given them here. None: not known (the
+    stream could not be read or changed); a watch per pattern meanwhile."""
+    stream = f"KV_{bucket}"
+    try:
+        with map_nats_errors(f"allow direct gets on {stream}"):
+            config = (await js.stream_info(stream)).config
+            if config.num_replicas == 1 and not config.allow_direct:
+                config.allow_direct = True
+                await js.update_stream(config)
+    except ShoalError as exc:
+        log.warning("%s; reading %s a pattern at a time", exc, bucket)
+        return None
+    return bool(config.num_replicas == 1)
