@@ -78,6 +78,16 @@ async def stored(
     return jobs, executions
 
 
+async def _a_later_write_arrives(mirror: StateMirror, executions: MemoryKV, job_id: str) -> None:
+    """What is written after the start reaches the mirror: the job's execution completes."""
+    done = msgspec.structs.replace(COMPLETED, id=f"e-{job_id}", job_id=job_id)
+    key = subjects.execution_key("default", job_id, done.id)
+    await executions.update(key, wire.encode(done), mirror.executions[done.id].revision)
+    await eventually(
+        lambda: mirror.executions[done.id].value.compute_state == "completed", timeout=5
+    )
+
+
 async def test_a_few_unsettled_jobs_among_many_are_read_one_at_a_time() -> None:
     settled = state.ONE_READ_COSTS * 2
     jobs, executions = await stored(settled, ["j-live-a", "j-live-b"])
@@ -88,13 +98,7 @@ async def test_a_few_unsettled_jobs_among_many_are_read_one_at_a_time() -> None:
         assert sorted(executions.reads) == ["default.j-live-a.*", "default.j-live-b.*"]
         assert set(mirror.executions) == {"e-j-live-a", "e-j-live-b"}
         assert len(mirror.settled) == settled
-        # What is written after the start reaches the mirror.
-        done = msgspec.structs.replace(COMPLETED, id="e-j-live-a", job_id="j-live-a")
-        key = subjects.execution_key("default", "j-live-a", done.id)
-        await executions.update(key, wire.encode(done), mirror.executions[done.id].revision)
-        await eventually(
-            lambda: mirror.executions[done.id].value.compute_state == "completed", timeout=5
-        )
+        await _a_later_write_arrives(mirror, executions, "j-live-a")
     finally:
         await mirror.stop()
 
@@ -167,11 +171,6 @@ async def test_where_the_bucket_answers_batched_reads_the_unsettled_jobs_are_rea
         assert executions.batches == 1 and executions.reads == []
         assert executions.follows == [await executions.last_revision() + 1]
         assert set(mirror.executions) == {f"e-{job_id}" for job_id in ids}  # settled: none
-        done = msgspec.structs.replace(COMPLETED, id="e-j-live-0", job_id="j-live-0")
-        key = subjects.execution_key("default", "j-live-0", done.id)
-        await executions.update(key, wire.encode(done), mirror.executions[done.id].revision)
-        await eventually(
-            lambda: mirror.executions[done.id].value.compute_state == "completed", timeout=5
-        )
+        await _a_later_write_arrives(mirror, executions, "j-live-0")
     finally:
         await mirror.stop()
