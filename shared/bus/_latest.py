@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 
 PER_REQUEST = 256  # patterns a request asks for; the server answers at most 1,024 messages
 _DELETED = ("DEL", "PURGE")
+# (key, value or None for a delete marker, revision) of each entry read
+Found = list[tuple[str, bytes | None, int]]
 
 
 class TooMany(ShoalError):
@@ -32,16 +34,16 @@ class TooMany(ShoalError):
 
 async def newest(
     replies: Replies, bucket: str, patterns: Sequence[str], *, timeout: float = 10.0
-) -> list[tuple[str, bytes | None, int]]:
-    """(key, value or None for a delete marker, revision) of the newest entry under each of
-    `patterns` (keys, `*` and `>` allowed) that has one; at most 1,024 of them (TooMany)."""
+) -> Found:
+    """The newest entry under each of `patterns` (keys, `*` and `>` allowed) that has one; at
+    most 1,024 of them (TooMany)."""
     prefix = f"$KV.{bucket}."
     request = msgspec.json.encode({"multi_last": [prefix + p for p in patterns]})
     what = f"read {bucket} ({len(patterns)} keys at once)"
     answers = await replies.collect(
         f"$JS.API.DIRECT.GET.KV_{bucket}", request, what=what, timeout=timeout
     )
-    out = []
+    out: Found = []
     for msg in answers:
         headers = msg.headers or {}
         status = headers.get("Status")
@@ -65,9 +67,6 @@ def _entry(
         raise ShoalError(f"{what}: an answer for {subject}, not this bucket")
     value = None if headers.get("KV-Operation") in _DELETED else msg.data
     return subject[len(prefix) :], value, sequence
-
-
-Found = list[tuple[str, bytes | None, int]]
 
 
 async def read_newest(
